@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+// The storage backend contract (design §5) and the small helpers built on it. Backends move
+// bytes at positions of one file-like object; they know nothing of image formats.
+
+import { BackendError } from './errors.js';
+
+/** What a backend can do; the image and the conformance suite choose behaviour from this. */
+export interface BackendCapabilities {
+  /** pwritev/truncate/discard work; when false they reject with BACKEND_READ_ONLY. */
+  readonly writable: boolean;
+  /** truncate() exists. */
+  readonly truncate: boolean;
+  /** discard() exists (it stays advisory: contents of a discarded range are undefined). */
+  readonly discard: boolean;
+  /** flush() makes completed writes survive a power cut (false: flush is a no-op barrier). */
+  readonly durableFlush: boolean;
+}
+
+/** Per-call limits that merged writes respect. */
+export interface BackendLimits {
+  /** Most buffers one preadv/pwritev call may take. */
+  readonly maxIov: number;
+  /** Most bytes one preadv/pwritev call may move. */
+  readonly maxTransfer: number;
+}
+
+/**
+ * Positional, vectored, promise-based storage.
+ *
+ * Contract (tested by test/backend-suite.ts for every backend):
+ * 1. `preadv(position, buffers)` fills `buffers` in order from the contiguous file range starting
+ *    at `position`; `pwritev` gathers the same way. There is no cursor.
+ * 2. No short transfers: a call resolves only when every byte moved. Reads past end-of-file
+ *    give zeros; writes past it grow the file.
+ * 3. Any number of concurrent calls on non-overlapping ranges. Ordering overlapping calls is the
+ *    caller's job.
+ * 4. `flush()` is a durability barrier for every write that completed before it was called.
+ * 5. A read-only backend rejects pwritev/truncate/discard with BACKEND_READ_ONLY.
+ * 6. A backend keeps no reference to a buffer after its promise settles.
+ * 7. Failures reject with a BackendError whose `cause` is the platform error.
+ * 8. `close()` is idempotent; any other call after it rejects with BACKEND_CLOSED.
+ */
+export interface Backend {
+  /** A short name of the implementation, e.g. "node-file", "memory". */
+  readonly kind: string;
+  readonly capabilities: BackendCapabilities;
+  readonly limits: BackendLimits;
+  /** Current size of the file in bytes. */
+  getSize(): Promise<number>;
+  /** Reads the range [position, position + total length) into `buffers`, in order. */
+  preadv(position: number, buffers: readonly Uint8Array[]): Promise<void>;
+  /** Writes `buffers`, in order, to the range starting at `position`; grows the file as needed. */
+  pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void>;
+  /** Durability barrier: every write completed before the call is durable when it resolves. */
+  flush(): Promise<void>;
+  /** Sets the file size (present when capabilities.truncate). */
+  truncate?(size: number): Promise<void>;
+  /** Advisory: the range's contents become undefined (present when capabilities.discard). */
+  discard?(position: number, length: number): Promise<void>;
+  /** Releases the underlying object; idempotent. */
+  close(): Promise<void>;
+}
+
+/** Reads one buffer at `position` (a convenience over preadv). */
+export function pread(backend: Backend, position: number, target: Uint8Array): Promise<void> {
+  return backend.preadv(position, [target]);
+}
+
+/** Writes one buffer at `position` (a convenience over pwritev). */
+export function pwrite(backend: Backend, position: number, data: Uint8Array): Promise<void> {
+  return backend.pwritev(position, [data]);
+}
+
+/** Total byte length of a buffer list. */
+export function totalLength(buffers: readonly Uint8Array[]): number {
+  let total = 0;
+  for (const b of buffers) total += b.byteLength;
+  return total;
+}
+
+/**
+ * Validates a (position, length) pair given to a backend: both must be non-negative integers
+ * whose sum stays exact in a double (<= 2^53). Throws a BackendError with code INVALID_ARGUMENT.
+ */
+export function checkRange(position: number, length: number): void {
+  if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0 ||
+      position + length > Number.MAX_SAFE_INTEGER) {
+    throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${position}, length ${length}`);
+  }
+}
