@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+// The wasm export surface: entry points, and the constants TypeScript reads at init so the
+// region map, record strides and codes have exactly one definition. No logic lives here.
+
+import {
+  MAX_BATCH_REQUESTS as MAX_BATCH, REQUEST_STRIDE as REQ, REQUEST_MAP_STRIDE as MAP,
+  PIECE_STRIDE as PIECE, EXTENT_STRIDE as EXTENT, Region,
+} from './layout';
+import { Status } from './status';
+import { MergeMode, GAP_REQUEST as GAP } from './merge';
+import { GapPolicy } from './gap';
+
+export { initLayout, regionOffset, regionBytes, fixedRegionsEnd } from './layout';
+export { mergeWrites } from './merge';
+export { setGapPolicy } from './gap';
+
+export const MAX_BATCH_REQUESTS: i32 = MAX_BATCH;
+export const REQUEST_STRIDE: i32 = REQ;
+export const REQUEST_MAP_STRIDE: i32 = MAP;
+export const PIECE_STRIDE: i32 = PIECE;
+export const EXTENT_STRIDE: i32 = EXTENT;
+export const REGION_REQUESTS: i32 = Region.REQUESTS;
+export const REGION_REQUEST_MAP: i32 = Region.REQUEST_MAP;
+export const REGION_PIECES: i32 = Region.PIECES;
+export const REGION_EXTENTS: i32 = Region.EXTENTS;
+export const STATUS_INVALID: i32 = Status.INVALID;
+export const STATUS_OUTPUT_FULL: i32 = Status.OUTPUT_FULL;
+export const MERGE_OFF: i32 = MergeMode.OFF;
+export const MERGE_ADJACENT: i32 = MergeMode.ADJACENT;
+export const MERGE_FULL: i32 = MergeMode.FULL;
+export const GAP_REQUEST: i32 = GAP;
+export const GAP_POLICY_NEVER: i32 = GapPolicy.NEVER;
+export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;

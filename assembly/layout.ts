@@ -1,0 +1,86 @@
+// SPDX-License-Identifier: MIT
+// The linear-memory region map, defined once here and read by TypeScript at init
+// (bindings/wasm.ts). Memory is imported, fixed in size, and never grows: views built once
+// stay valid across awaits. Regions are laid out upwards from __heap_base:
+//
+//   region            record                                   count
+//   ---------------   --------------------------------------   ----------------------
+//   REQUESTS          f64 guestOffset, f64 length               MAX_BATCH_REQUESTS
+//   REQUEST_MAP       i32 firstExtent, i32 extentCount          MAX_BATCH_REQUESTS
+//   PIECES            f64 requestIndex (-1 = gap), f64 offsetInRequest, f64 length
+//                                                               PIECE_CAPACITY
+//   EXTENTS           f64 guestOffset, f64 length, f64 firstPiece, f64 pieceCount
+//                                                               EXTENT_CAPACITY
+//   SCRATCH           merge internals (keys, sort order, heap)  sized for MAX_BATCH_REQUESTS
+//
+// Records hold byte positions as integer-valued f64 (exact to 2^53) so TypeScript can use a
+// Float64Array without BigInt; the core converts them to u64 on load.
+
+import { Status } from './status';
+
+/** Most write requests one mergeWrites call takes. */
+export const MAX_BATCH_REQUESTS: i32 = 4096;
+/** Most pieces (iovec entries naming request data or a gap) one call may produce. */
+export const PIECE_CAPACITY: i32 = 16384;
+/** Most extents (host writes) one call may produce. */
+export const EXTENT_CAPACITY: i32 = 16384;
+
+export const REQUEST_STRIDE: i32 = 16;
+export const REQUEST_MAP_STRIDE: i32 = 8;
+export const PIECE_STRIDE: i32 = 24;
+export const EXTENT_STRIDE: i32 = 32;
+
+/** Region identifiers for regionOffset/regionBytes. */
+export enum Region {
+  REQUESTS = 0,
+  REQUEST_MAP = 1,
+  PIECES = 2,
+  EXTENTS = 3,
+  SCRATCH = 4,
+}
+const REGION_COUNT: i32 = 5;
+
+// Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap.
+export const SCRATCH_BYTES: i32 = MAX_BATCH_REQUESTS * (8 + 8 + 4 + 4 + 4);
+
+// Static (below __heap_base) tables of region offsets and sizes; no runtime allocation happens.
+const regionOffsets: usize = memory.data(REGION_COUNT * sizeof<usize>(), 16);
+const regionSizes: usize = memory.data(REGION_COUNT * sizeof<usize>(), 16);
+let layoutEnd: usize = 0;
+
+/**
+ * Lays the regions out from __heap_base and checks they fit in memory.
+ * Returns Status.OK, or Status.NO_MEMORY when memory is smaller than the regions need.
+ * Must be called once before any other entry point; calling it again is harmless.
+ */
+export function initLayout(): Status {
+  let at: usize = (__heap_base + 15) & ~<usize>15;
+  at = place(Region.REQUESTS, at, <usize>MAX_BATCH_REQUESTS * REQUEST_STRIDE);
+  at = place(Region.REQUEST_MAP, at, <usize>MAX_BATCH_REQUESTS * REQUEST_MAP_STRIDE);
+  at = place(Region.PIECES, at, <usize>PIECE_CAPACITY * PIECE_STRIDE);
+  at = place(Region.EXTENTS, at, <usize>EXTENT_CAPACITY * EXTENT_STRIDE);
+  at = place(Region.SCRATCH, at, <usize>SCRATCH_BYTES);
+  layoutEnd = at;
+  return at <= (<usize>memory.size() << 16) ? Status.OK : Status.NO_MEMORY;
+}
+
+function place(region: Region, at: usize, bytes: usize): usize {
+  store<usize>(regionOffsets + (<usize>region << alignof<usize>()), at);
+  store<usize>(regionSizes + (<usize>region << alignof<usize>()), bytes);
+  return (at + bytes + 15) & ~<usize>15;
+}
+
+/** Byte offset of a region in linear memory (valid after initLayout). */
+export function regionOffset(region: i32): usize {
+  return <u32>region < <u32>REGION_COUNT ? load<usize>(regionOffsets + (<usize>region << alignof<usize>())) : 0;
+}
+
+/** Byte size of a region (valid after initLayout). */
+export function regionBytes(region: i32): usize {
+  return <u32>region < <u32>REGION_COUNT ? load<usize>(regionSizes + (<usize>region << alignof<usize>())) : 0;
+}
+
+/** First byte past the fixed regions: where later, size-dependent regions (caches) may start. */
+export function fixedRegionsEnd(): usize {
+  return layoutEnd;
+}

@@ -1,0 +1,15 @@
+// SPDX-License-Identifier: MIT
+// Status codes every exported wasm entry point returns. The core never throws across the
+// boundary; TypeScript maps these to typed errors (bindings/wasm.ts).
+
+/** Result of a wasm call. Negative return values of count-returning calls are `-Status`. */
+export enum Status {
+  /** Success. */
+  OK = 0,
+  /** An argument is outside its documented domain (a bug in the caller). */
+  INVALID = 1,
+  /** The output regions cannot hold the result; retry with a smaller batch. */
+  OUTPUT_FULL = 2,
+  /** Linear memory is too small for the fixed regions. */
+  NO_MEMORY = 3,
+}

@@ -1,0 +1,125 @@
+// SPDX-License-Identifier: MIT
+// The public image interface every format implements (design §3), its option and statistics
+// types, and argument checks shared by the formats.
+
+import type { Backend } from './backend.js';
+import type { MergeMode } from './merge-core.js';
+import { ImageError } from './errors.js';
+
+/** One guest write: `data` (one buffer or an iovec list) lands at guest byte `offset`. */
+export interface WriteRequest {
+  offset: number;
+  data: Uint8Array | readonly Uint8Array[];
+}
+
+/** Counters since open (all in requests, calls or bytes). */
+export interface ImageStats {
+  /** Guest write requests accepted (write, multiwrite, writeZeroes). */
+  guestWriteRequests: number;
+  guestWriteBytes: number;
+  guestReadRequests: number;
+  guestReadBytes: number;
+  /** Backend pwritev calls and the bytes they carried (data and metadata). */
+  hostWriteCalls: number;
+  hostWriteBytes: number;
+  /** Backend preadv calls and the bytes they carried. */
+  hostReadCalls: number;
+  hostReadBytes: number;
+  /** Bytes written only to preserve data the guest did not write (copy-on-write fill). */
+  cowBytes: number;
+  /** Merged extents issued, and requests that shared an extent with another request. */
+  extents: number;
+  mergedRequests: number;
+}
+
+/** A virtual disk: byte-addressed, any alignment. */
+export interface BlockImage {
+  /** Guest-visible size in bytes. */
+  readonly virtualSize: number;
+  /** True when writes are refused with IMAGE_READ_ONLY. */
+  readonly readOnly: boolean;
+  /** Reads `length` guest bytes at `offset` into a new buffer. */
+  read(offset: number, length: number): Promise<Uint8Array>;
+  /** Reads guest bytes at `offset` into `target` (fills it whole). */
+  readInto(offset: number, target: Uint8Array): Promise<void>;
+  /**
+   * Writes `data` at guest `offset`. The data is not copied: leave it unchanged until the promise
+   * settles. Writes made in the same tick are batched and merged.
+   */
+  write(offset: number, data: Uint8Array): Promise<void>;
+  /** Submits a batch; one promise per request, in the same order (design §4). */
+  multiwrite(requests: readonly WriteRequest[]): Promise<void>[];
+  /** Makes the guest range read as zeros. */
+  writeZeroes(offset: number, length: number): Promise<void>;
+  /** Tells the image the guest no longer needs the range; its contents become unspecified. */
+  discard(offset: number, length: number): Promise<void>;
+  /** Durability barrier for every write that completed before the call (design §6). */
+  flush(): Promise<void>;
+  /** Flushes and releases the backend; idempotent. Later calls reject with IMAGE_CLOSED. */
+  close(): Promise<void>;
+  /** Counters since open. */
+  stats(): ImageStats;
+}
+
+/** Options of every format's open(). */
+export interface OpenOptions {
+  readOnly?: boolean;
+  /** Metadata cache size in bytes (qcow2). */
+  cacheBytes?: number;
+  /** How writes are merged: 'full' (default), 'adjacent' (strictly sequential only), 'off'. */
+  merge?: MergeMode;
+  /** Opens a backing file by the name the image records; no implicit file opens happen. */
+  openBacking?: (name: string, format: string | undefined) => Promise<Backend>;
+  /** Opens an external data file by the name the image records. */
+  openDataFile?: (name: string) => Promise<Backend>;
+}
+
+/** Options of Qcow2Image.create (qemu-img create -f qcow2 equivalents). */
+export interface CreateOptions {
+  virtualSize: number;
+  clusterSize?: number;
+  compat?: '0.10' | '1.1';
+  extendedL2?: boolean;
+  refcountBits?: number;
+  lazyRefcounts?: boolean;
+  compressionType?: 'zlib' | 'zstd';
+  backingFile?: string;
+  backingFormat?: 'qcow2' | 'raw';
+}
+
+/** A zeroed ImageStats. */
+export function emptyStats(): ImageStats {
+  return {
+    guestWriteRequests: 0, guestWriteBytes: 0, guestReadRequests: 0, guestReadBytes: 0,
+    hostWriteCalls: 0, hostWriteBytes: 0, hostReadCalls: 0, hostReadBytes: 0,
+    cowBytes: 0, extents: 0, mergedRequests: 0,
+  };
+}
+
+/**
+ * Checks a guest range against an image of `virtualSize` bytes. Throws INVALID_ARGUMENT for
+ * non-integer or negative values, IMAGE_OUT_OF_RANGE past the end.
+ */
+export function checkGuestRange(offset: number, length: number, virtualSize: number): void {
+  if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
+    throw new ImageError('INVALID_ARGUMENT', `invalid guest range: offset ${offset}, length ${length}`);
+  }
+  if (offset + length > virtualSize) {
+    throw new ImageError('IMAGE_OUT_OF_RANGE',
+      `guest range [${offset}, ${offset + length}) reaches past the virtual size ${virtualSize}`);
+  }
+}
+
+/** Byte length of a request's data (one buffer or an iovec list); throws INVALID_ARGUMENT. */
+export function requestLength(data: unknown): number {
+  if (data instanceof Uint8Array) return data.byteLength;
+  if (Array.isArray(data)) {
+    let total = 0;
+    for (const part of data) {
+      if (!(part instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'iovec entries must be Uint8Array');
+      total += part.byteLength;
+    }
+    return total;
+  }
+  throw new ImageError('INVALID_ARGUMENT', 'write data must be a Uint8Array or an array of them');
+}

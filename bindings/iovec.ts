@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// Slicing request data (one buffer or an iovec list) into the I/O vectors of merged writes,
+// without copying: every output entry is a subarray of the caller's own buffers.
+
+/**
+ * Appends to `out` the views of `data` covering [offsetInData, offsetInData + length).
+ * The range must lie inside the data.
+ */
+export function appendSlices(data: Uint8Array | readonly Uint8Array[], offsetInData: number, length: number,
+                             out: Uint8Array[]): void {
+  if (data instanceof Uint8Array) {
+    out.push(data.subarray(offsetInData, offsetInData + length));
+    return;
+  }
+  let skip = offsetInData;
+  let remaining = length;
+  for (let i = 0; i < data.length && remaining > 0; i++) {
+    const part = data[i];
+    if (skip >= part.byteLength) {
+      skip -= part.byteLength;
+      continue;
+    }
+    const take = Math.min(part.byteLength - skip, remaining);
+    out.push(skip === 0 && take === part.byteLength ? part : part.subarray(skip, skip + take));
+    remaining -= take;
+    skip = 0;
+  }
+}
+
+/**
+ * Splits an I/O vector into consecutive runs of at most `maxIov` entries and `maxTransfer`
+ * bytes each, cutting entries where needed. Returns [positionDelta, buffers] pairs.
+ */
+export function splitVector(buffers: readonly Uint8Array[], maxIov: number, maxTransfer: number): [number, Uint8Array[]][] {
+  const runs: [number, Uint8Array[]][] = [];
+  let current: Uint8Array[] = [];
+  let currentStart = 0;
+  let currentBytes = 0;
+  let position = 0;
+  for (const buffer of buffers) {
+    let rest = buffer;
+    while (rest.byteLength > 0) {
+      if (current.length === maxIov || currentBytes === maxTransfer) {
+        runs.push([currentStart, current]);
+        current = [];
+        currentStart = position;
+        currentBytes = 0;
+      }
+      const take = Math.min(rest.byteLength, maxTransfer - currentBytes);
+      current.push(take === rest.byteLength ? rest : rest.subarray(0, take));
+      currentBytes += take;
+      position += take;
+      rest = rest.subarray(take);
+    }
+  }
+  if (current.length > 0) runs.push([currentStart, current]);
+  return runs;
+}
