@@ -8,19 +8,22 @@ import { BackendError } from './errors.js';
 export interface BackendCapabilities {
   /** pwritev/truncate/discard work; when false they reject with BACKEND_READ_ONLY. */
   readonly writable: boolean;
-  /** truncate() exists. */
+  /** truncate() works (it may exist and reject with BACKEND_READ_ONLY when this is false). */
   readonly truncate: boolean;
-  /** discard() exists (it stays advisory: contents of a discarded range are undefined). */
+  /** discard() works (it stays advisory: contents of a discarded range are undefined). */
   readonly discard: boolean;
   /** flush() makes completed writes survive a power cut (false: flush is a no-op barrier). */
   readonly durableFlush: boolean;
 }
 
-/** Per-call limits that merged writes respect. */
+/**
+ * Sizes of one platform call. Merged writes stay within them; larger calls still work (the
+ * backend splits them), but not as one platform call.
+ */
 export interface BackendLimits {
-  /** Most buffers one preadv/pwritev call may take. */
+  /** Most buffers one platform call takes. */
   readonly maxIov: number;
-  /** Most bytes one preadv/pwritev call may move. */
+  /** Most bytes one platform call moves. */
   readonly maxTransfer: number;
 }
 
@@ -38,7 +41,8 @@ export interface BackendLimits {
  * 5. A read-only backend rejects pwritev/truncate/discard with BACKEND_READ_ONLY.
  * 6. A backend keeps no reference to a buffer after its promise settles.
  * 7. Failures reject with a BackendError whose `cause` is the platform error.
- * 8. `close()` is idempotent; any other call after it rejects with BACKEND_CLOSED.
+ * 8. `close()` is idempotent and lets calls already running finish; any call after it rejects
+ *    with BACKEND_CLOSED (before any other check).
  */
 export interface Backend {
   /** A short name of the implementation, e.g. "node-file", "memory". */

@@ -63,11 +63,14 @@ export class Completion {
   }
 }
 
-/** Wraps a failure of an extent write into the error each request carrying it rejects with. */
-export function requestFailure(error: unknown): Error {
+/**
+ * The error a guest request rejects with when host I/O for it failed: image-level errors pass
+ * through; backend and unknown errors become IMAGE_IO_ERROR with the original as `cause`.
+ */
+export function ioFailure(operation: 'read' | 'write', error: unknown): Error {
   if (error instanceof Qcow2WasmError && !error.code.startsWith('BACKEND_')) return error;
   const detail = error instanceof Error ? error.message : String(error);
-  return new ImageError('IMAGE_IO_ERROR', `write failed: ${detail}`, { cause: error });
+  return new ImageError('IMAGE_IO_ERROR', `${operation} failed: ${detail}`, { cause: error });
 }
 
 /** Batches, merges and issues writes for one image. */
@@ -177,7 +180,7 @@ export class WriteDispatcher {
       .then(
         () => { for (const r of requests) batch[r].completion.release(); },
         (error: unknown) => {
-          for (const r of requests) batch[r].completion.release(requestFailure(error));
+          for (const r of requests) batch[r].completion.release(ioFailure('write', error));
         });
   }
 }

@@ -8,7 +8,7 @@ import type { BlockImage, ImageStats, OpenOptions, WriteRequest } from './image.
 import { checkGuestRange, emptyStats, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import { MergeCore } from './merge-core.js';
-import { Completion, WriteDispatcher, type QueuedWrite } from './multiwrite.js';
+import { Completion, WriteDispatcher, ioFailure, type QueuedWrite } from './multiwrite.js';
 import { splitVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
 import { ImageError } from './errors.js';
@@ -72,7 +72,7 @@ export class RawImage implements BlockImage {
     this.counters.guestReadBytes += target.byteLength;
     if (target.byteLength === 0) return;
     this.dispatcher.dispatchQueued();
-    const read = () => this.readHost(offset, target);
+    const read = () => this.readHost(offset, target).catch((error: unknown) => { throw ioFailure('read', error); });
     await this.inflight.register(offset, offset + target.byteLength, false,
       (wait) => (wait.length === 0 ? read() : Promise.all(wait).then(read)));
   }

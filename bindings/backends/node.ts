@@ -1,0 +1,231 @@
+// SPDX-License-Identifier: MIT
+// The Node.js file backend: a FileHandle driven with positional readv/writev, split to the
+// platform's iovec and byte limits and looped until every byte moved.
+
+import { constants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { BackendError } from '../errors.js';
+
+/** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
+const MAX_IOV = 1024;
+/** Linux moves at most this many bytes per read/write syscall (2 GiB less one page). */
+const MAX_TRANSFER = 0x7ffff000;
+
+/** Options of openNodeBackend. */
+export interface NodeBackendOptions {
+  /** Open for writing (O_RDWR). Default false: O_RDONLY, and every write rejects BACKEND_READ_ONLY. */
+  writable?: boolean;
+  /**
+   * Create the file if it is missing (O_CREAT, mode 0o666 less the umask). An existing file is
+   * never truncated. Only valid together with `writable`; otherwise INVALID_ARGUMENT.
+   */
+  create?: boolean;
+}
+
+/**
+ * One positional vectored syscall as the transfer loop sees it: moves up to the total length of
+ * `buffers` at `position` and resolves with the number of bytes moved (0 for a read means EOF).
+ */
+export type VectoredCall = (buffers: Uint8Array[], position: number) => Promise<number>;
+
+/**
+ * Moves every byte of `buffers` at `position` through `call`, issuing as many calls as needed:
+ * each call gets at most `limits.maxIov` non-empty buffers and `limits.maxTransfer` bytes (a buffer
+ * that straddles a limit is passed as a subarray), and short transfers resume where they stopped.
+ * For a read (`mode` "read") a call moving 0 bytes is end-of-file: the rest of the buffers is
+ * zero-filled. For a write it rejects with BACKEND_IO_ERROR (a write that makes no progress would
+ * loop forever). Zero-length input issues no call. Used by openNodeBackend; exported for tests.
+ */
+export async function transferAll(
+  call: VectoredCall,
+  mode: 'read' | 'write',
+  position: number,
+  buffers: readonly Uint8Array[],
+  limits: BackendLimits,
+): Promise<void> {
+  let index = 0; // first buffer with bytes left
+  let offset = 0; // bytes of buffers[index] already moved
+  let at = position;
+  for (;;) {
+    while (index < buffers.length && offset >= buffers[index]!.byteLength) {
+      index++;
+      offset = 0;
+    }
+    if (index >= buffers.length) return;
+
+    const iov: Uint8Array[] = [];
+    let bytes = 0;
+    for (let i = index, skip = offset; i < buffers.length && iov.length < limits.maxIov && bytes < limits.maxTransfer; i++, skip = 0) {
+      const buffer = buffers[i]!;
+      const left = buffer.byteLength - skip;
+      if (left <= 0) continue;
+      const take = Math.min(left, limits.maxTransfer - bytes);
+      iov.push(skip === 0 && take === buffer.byteLength ? buffer : buffer.subarray(skip, skip + take));
+      bytes += take;
+    }
+
+    const moved = await call(iov, at);
+    if (moved === 0) {
+      if (mode === 'write') {
+        const cause = Object.assign(new Error('write made no progress'), { code: 'EIO' });
+        throw new BackendError('BACKEND_IO_ERROR', `pwritev at ${at}: the write moved 0 of ${bytes} bytes`, { cause });
+      }
+      buffers[index]!.fill(0, offset);
+      for (let i = index + 1; i < buffers.length; i++) buffers[i]!.fill(0);
+      return;
+    }
+    if (!(moved > 0 && moved <= bytes)) {
+      throw new BackendError('BACKEND_IO_ERROR', `${mode} at ${at}: the platform reported ${moved} bytes moved of ${bytes}`);
+    }
+    at += moved;
+    let left = moved;
+    while (left > 0) {
+      const available = buffers[index]!.byteLength - offset;
+      if (left >= available) {
+        left -= available;
+        index++;
+        offset = 0;
+      } else {
+        offset += left;
+        left = 0;
+      }
+    }
+  }
+}
+
+/** Wraps a platform error (keeping it as the cause) with what was being done, the path and the errno code. */
+function ioError(what: string, path: string, err: unknown): BackendError {
+  if (err instanceof BackendError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const detail = err instanceof Error ? err.message : String(err);
+  const prefix = typeof code === 'string' ? `${code}: ` : '';
+  return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${prefix}${detail}`, { cause: err });
+}
+
+/**
+ * Opens the file at `path` as a Backend (kind "node-file").
+ *
+ * Read-only unless `o.writable`; `o.create` (with writable) creates a missing file and never
+ * truncates an existing one. Capabilities: { writable, truncate: writable, discard: false,
+ * durableFlush: true }; limits: { maxIov: 1024, maxTransfer: 0x7ffff000 }. Calls with more buffers
+ * or bytes than that are split into several syscalls, so they work too, just not atomically.
+ *
+ * flush() is fdatasync (a no-op on a read-only backend). A read-only backend rejects pwritev and
+ * truncate with BACKEND_READ_ONLY without touching the file. Every platform failure, including
+ * ENOENT on open, rejects with BACKEND_IO_ERROR whose message names the path and errno code and
+ * whose `cause` is the Node error. close() waits for calls already started, then closes the
+ * handle; it is idempotent, and other calls after it reject with BACKEND_CLOSED.
+ */
+export async function openNodeBackend(path: string, o?: NodeBackendOptions): Promise<Backend> {
+  const writable = o?.writable ?? false;
+  const create = o?.create ?? false;
+  if (create && !writable) {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: create requires writable`);
+  }
+  const flags = writable ? constants.O_RDWR | (create ? constants.O_CREAT : 0) : constants.O_RDONLY;
+  let handle: FileHandle;
+  try {
+    handle = await open(path, flags, 0o666);
+  } catch (err) {
+    throw ioError('open', path, err);
+  }
+
+  const limits: BackendLimits = Object.freeze({ maxIov: MAX_IOV, maxTransfer: MAX_TRANSFER });
+  const capabilities: BackendCapabilities = Object.freeze({
+    writable,
+    truncate: writable,
+    discard: false,
+    durableFlush: true,
+  });
+
+  let closed = false;
+  let closing: Promise<void> | undefined;
+  const inFlight = new Set<Promise<unknown>>();
+
+  const readCall: VectoredCall = async (iov, at) => (await handle.readv(iov, at)).bytesRead;
+  const writeCall: VectoredCall = async (iov, at) => (await handle.writev(iov, at)).bytesWritten;
+
+  /** Runs one operation: rejects after close, tracks it so close() can wait, wraps platform errors. */
+  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
+    if (closed) {
+      return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${path}: backend is closed`));
+    }
+    const promise = (async () => {
+      try {
+        return await op();
+      } catch (err) {
+        throw ioError(what, path, err);
+      }
+    })();
+    inFlight.add(promise);
+    const forget = () => {
+      inFlight.delete(promise);
+    };
+    promise.then(forget, forget);
+    return promise;
+  };
+
+  const readOnly = (what: string): BackendError =>
+    new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
+
+  const backend: Backend = {
+    kind: 'node-file',
+    capabilities,
+    limits,
+
+    getSize(): Promise<number> {
+      return run('stat', async () => (await handle.stat()).size);
+    },
+
+    preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      return run('preadv', async () => {
+        const length = totalLength(buffers);
+        checkRange(position, length);
+        if (length === 0) return;
+        // A snapshot of the list: the loop reads it across awaits, the caller may reuse its array.
+        await transferAll(readCall, 'read', position, buffers.slice(), limits);
+      });
+    },
+
+    pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      return run('pwritev', async () => {
+        if (!writable) throw readOnly('pwritev');
+        const length = totalLength(buffers);
+        checkRange(position, length);
+        if (length === 0) return;
+        await transferAll(writeCall, 'write', position, buffers.slice(), limits);
+      });
+    },
+
+    flush(): Promise<void> {
+      return run('fdatasync', async () => {
+        if (writable) await handle.datasync();
+      });
+    },
+
+    truncate(size: number): Promise<void> {
+      return run('truncate', async () => {
+        if (!writable) throw readOnly('truncate');
+        checkRange(size, 0);
+        await handle.truncate(size);
+      });
+    },
+
+    close(): Promise<void> {
+      if (closing === undefined) {
+        closed = true;
+        closing = (async () => {
+          await Promise.allSettled([...inFlight]);
+          try {
+            await handle.close();
+          } catch (err) {
+            throw ioError('close', path, err);
+          }
+        })();
+      }
+      return closing;
+    },
+  };
+  return backend;
+}

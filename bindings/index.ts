@@ -1,0 +1,12 @@
+// SPDX-License-Identifier: MIT
+// Platform-neutral entry point `qcow2-wasm`: images, the backend contract, the memory backend,
+// errors and wasm initialisation. Platform backends live in their own entry points.
+
+export { RawImage } from './raw-image.js';
+export type { BlockImage, WriteRequest, ImageStats, OpenOptions, CreateOptions } from './image.js';
+export type { MergeMode } from './merge-core.js';
+export type { Backend, BackendCapabilities, BackendLimits } from './backend.js';
+export { pread, pwrite } from './backend.js';
+export { createMemoryBackend } from './backends/memory.js';
+export { Qcow2WasmError, BackendError, ImageError, type ErrorCode } from './errors.js';
+export { init, type InitOptions } from './wasm.js';
