@@ -1,0 +1,35 @@
+// SPDX-License-Identifier: MIT
+// The README's examples run as written: every ```js block is run with Node against the built
+// package (imported by its own name), and each `console.log(...); // expected` prints that.
+
+import { describe, it, expect, afterAll } from 'vitest';
+import { readFileSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+// Inside the package, so `import 'qcow2-wasm'` resolves to the package itself.
+const scratch = join(root, 'test', '.readme-tmp');
+const readme = readFileSync(join(root, 'README.md'), 'utf8');
+const examples = [...readme.matchAll(/```js\n([\s\S]*?)```/g)].map((match) => match[1]);
+
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+
+describe('README examples', () => {
+  it('has examples', () => {
+    expect(examples.length).toBeGreaterThan(0);
+  });
+
+  examples.forEach((code, index) => {
+    it(`example ${index + 1} runs and prints what its comments say`, () => {
+      mkdirSync(scratch, { recursive: true });
+      const file = join(scratch, `example-${index + 1}.mjs`);
+      writeFileSync(file, code);
+      const stdout = execFileSync(process.execPath, [file], { cwd: root, encoding: 'utf8' });
+      const expected = [...code.matchAll(/console\.log\(.*\);\s*\/\/\s*(.+)$/gm)].map((m) => m[1].trim());
+      expect(expected.length).toBeGreaterThan(0);
+      expect(stdout.trim().split('\n')).toEqual(expected);
+    });
+  });
+});
