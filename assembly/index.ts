@@ -31,3 +31,28 @@ export const MERGE_FULL: i32 = MergeMode.FULL;
 export const GAP_REQUEST: i32 = GAP;
 export const GAP_POLICY_NEVER: i32 = GapPolicy.NEVER;
 export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;
+
+// qcow2 header parsing (assembly/header.ts). HeaderError members export as globals named
+// "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
+export {
+  parseHeader, HeaderError, MAX_UNKNOWN_EXTENSIONS, headerErrorReason, headerErrorDetail,
+  headerVersion, headerClusterBits, headerVirtualSize, headerL1Size, headerL1TableOffset,
+  headerRefcountTableOffset, headerRefcountTableClusters, headerRefcountOrder,
+  headerSnapshotCount, headerSnapshotsOffset, headerLengthBytes, headerCompressionType,
+  headerIncompatibleFeaturesLow, headerIncompatibleFeaturesHigh,
+  headerCompatibleFeaturesLow, headerCompatibleFeaturesHigh,
+  headerAutoclearFeaturesLow, headerAutoclearFeaturesHigh,
+  headerUnknownIncompatibleLow, headerUnknownIncompatibleHigh,
+  headerIsDirty, headerIsCorrupt, headerHasLazyRefcounts, headerHasExtendedL2,
+  headerHasExternalDataFile, headerIsDataFileRaw,
+  headerBackingFileNameOffset, headerBackingFileNameBytes, headerBackingFormatOffset,
+  headerBackingFormatBytes, headerDataFileNameOffset, headerDataFileNameBytes,
+  headerFeatureTableOffset, headerFeatureNameCount, headerFeatureNameType, headerFeatureNameBit,
+  headerFeatureNameOffset, headerFeatureNameBytes,
+  headerUnknownExtensionCount, headerUnknownExtensionType, headerUnknownExtensionOffset,
+  headerUnknownExtensionBytes,
+} from './header';
+export { HEADER_REGION_BYTES } from './layout';
+export const REGION_HEADER: i32 = Region.HEADER;
+export const STATUS_CORRUPT: i32 = Status.CORRUPT;
+export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;

@@ -12,6 +12,7 @@
 //   EXTENTS           f64 guestOffset, f64 length, f64 firstPiece, f64 pieceCount
 //                                                               EXTENT_CAPACITY
 //   SCRATCH           merge internals (keys, sort order, heap)  sized for MAX_BATCH_REQUESTS
+//   HEADER            u8 image file bytes from position 0       HEADER_REGION_BYTES
 //
 // Records hold byte positions as integer-valued f64 (exact to 2^53) so TypeScript can use a
 // Float64Array without BigInt; the core converts them to u64 on load.
@@ -37,11 +38,15 @@ export enum Region {
   PIECES = 2,
   EXTENTS = 3,
   SCRATCH = 4,
+  HEADER = 5,
 }
-const REGION_COUNT: i32 = 5;
+const REGION_COUNT: i32 = 6;
 
 // Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap.
 export const SCRATCH_BYTES: i32 = MAX_BATCH_REQUESTS * (8 + 8 + 4 + 4 + 4);
+
+/** Bytes of the HEADER region: how much of cluster 0 the header parser sees (assembly/header.ts). */
+export const HEADER_REGION_BYTES: i32 = 65536;
 
 // Static (below __heap_base) tables of region offsets and sizes; no runtime allocation happens.
 const regionOffsets: usize = memory.data(REGION_COUNT * sizeof<usize>(), 16);
@@ -60,6 +65,7 @@ export function initLayout(): Status {
   at = place(Region.PIECES, at, <usize>PIECE_CAPACITY * PIECE_STRIDE);
   at = place(Region.EXTENTS, at, <usize>EXTENT_CAPACITY * EXTENT_STRIDE);
   at = place(Region.SCRATCH, at, <usize>SCRATCH_BYTES);
+  at = place(Region.HEADER, at, <usize>HEADER_REGION_BYTES);
   layoutEnd = at;
   return at <= (<usize>memory.size() << 16) ? Status.OK : Status.NO_MEMORY;
 }

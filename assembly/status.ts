@@ -12,4 +12,8 @@ export enum Status {
   OUTPUT_FULL = 2,
   /** Linear memory is too small for the fixed regions. */
   NO_MEMORY = 3,
+  /** The image's metadata is invalid (TypeScript: QCOW2_CORRUPT); a reason code says which check. */
+  CORRUPT = 4,
+  /** The image is valid but uses something this engine does not implement (QCOW2_UNSUPPORTED_FEATURE). */
+  UNSUPPORTED = 5,
 }
