@@ -4,7 +4,7 @@
 
 import {
   MAX_BATCH_REQUESTS as MAX_BATCH, REQUEST_STRIDE as REQ, REQUEST_MAP_STRIDE as MAP,
-  PIECE_STRIDE as PIECE, EXTENT_STRIDE as EXTENT, Region,
+  PIECE_STRIDE as PIECE, EXTENT_STRIDE as EXTENT, RUN_STRIDE as RUNS_STRIDE, Region,
 } from './layout';
 import { Status } from './status';
 import { MergeMode, GAP_REQUEST as GAP } from './merge';
@@ -56,3 +56,15 @@ export { HEADER_REGION_BYTES } from './layout';
 export const REGION_HEADER: i32 = Region.HEADER;
 export const STATUS_CORRUPT: i32 = Status.CORRUPT;
 export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;
+
+// qcow2 image geometry, L2 cache and read mapping.
+export { requiredMemoryBytes, configureImage } from './image-regions';
+export { commitSliceLoad, clearCache } from './cache';
+export {
+  mapRange, mappedBytes, needHostOffset, prepareSliceLoad, needBytes, corruptReason, corruptGuestOffset,
+  RunKind, MappingCorruption,
+} from './mapping';
+export const REGION_RUNS: i32 = Region.RUNS;
+export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
+export const RUN_STRIDE: i32 = RUNS_STRIDE;
+export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;

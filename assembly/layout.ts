@@ -13,6 +13,11 @@
 //                                                               EXTENT_CAPACITY
 //   SCRATCH           merge internals (keys, sort order, heap)  sized for MAX_BATCH_REQUESTS
 //   HEADER            u8 image file bytes from position 0       HEADER_REGION_BYTES
+//   RUNS              f64 kind, guestOffset, length, hostOffset, compressedBytes
+//                                                               RUN_CAPACITY
+//   ---- end of the fixed regions; configureImage (image-regions.ts) places the rest: ----
+//   L1_TABLE          u64 big-endian L1 entries, as on disk     the image's l1_size
+//   L2 cache          slice slots and their bookkeeping         cacheBytes / slice bytes
 //
 // Records hold byte positions as integer-valued f64 (exact to 2^53) so TypeScript can use a
 // Float64Array without BigInt; the core converts them to u64 on load.
@@ -30,6 +35,9 @@ export const REQUEST_STRIDE: i32 = 16;
 export const REQUEST_MAP_STRIDE: i32 = 8;
 export const PIECE_STRIDE: i32 = 24;
 export const EXTENT_STRIDE: i32 = 32;
+/** Most runs one mapRange call produces. */
+export const RUN_CAPACITY: i32 = 4096;
+export const RUN_STRIDE: i32 = 40;
 
 /** Region identifiers for regionOffset/regionBytes. */
 export enum Region {
@@ -39,8 +47,10 @@ export enum Region {
   EXTENTS = 3,
   SCRATCH = 4,
   HEADER = 5,
+  RUNS = 6,
+  L1_TABLE = 7,
 }
-const REGION_COUNT: i32 = 6;
+const REGION_COUNT: i32 = 8;
 
 // Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap.
 export const SCRATCH_BYTES: i32 = MAX_BATCH_REQUESTS * (8 + 8 + 4 + 4 + 4);
@@ -66,11 +76,16 @@ export function initLayout(): Status {
   at = place(Region.EXTENTS, at, <usize>EXTENT_CAPACITY * EXTENT_STRIDE);
   at = place(Region.SCRATCH, at, <usize>SCRATCH_BYTES);
   at = place(Region.HEADER, at, <usize>HEADER_REGION_BYTES);
+  at = place(Region.RUNS, at, <usize>RUN_CAPACITY * RUN_STRIDE);
   layoutEnd = at;
   return at <= (<usize>memory.size() << 16) ? Status.OK : Status.NO_MEMORY;
 }
 
-function place(region: Region, at: usize, bytes: usize): usize {
+/**
+ * Records that `region` starts at `at` (16-byte aligned) and spans `bytes`; returns the next
+ * 16-byte aligned address. For the size-dependent regions placed after the fixed ones.
+ */
+export function place(region: Region, at: usize, bytes: usize): usize {
   store<usize>(regionOffsets + (<usize>region << alignof<usize>()), at);
   store<usize>(regionSizes + (<usize>region << alignof<usize>()), bytes);
   return (at + bytes + 15) & ~<usize>15;

@@ -16,4 +16,6 @@ export enum Status {
   CORRUPT = 4,
   /** The image is valid but uses something this engine does not implement (QCOW2_UNSUPPORTED_FEATURE). */
   UNSUPPORTED = 5,
+  /** A metadata table must be read first: see the NEED record (mapping.ts). */
+  NEED_TABLE = 6,
 }

@@ -3,6 +3,7 @@
 // errors and wasm initialisation. Platform backends live in their own entry points.
 
 export { RawImage } from './raw-image.js';
+export { Qcow2Image } from './qcow2-image.js';
 export type { BlockImage, WriteRequest, ImageStats, OpenOptions, CreateOptions } from './image.js';
 export type { MergeMode } from './merge-core.js';
 export type { Backend, BackendCapabilities, BackendLimits } from './backend.js';

@@ -2,29 +2,45 @@
 // Node entry point `qcow2-wasm/node`: everything of the neutral entry plus the Node file backend
 // and helpers that open image files by path.
 
+import { dirname, resolve } from 'node:path';
 import type { BlockImage, OpenOptions } from './image.js';
 import { openNodeBackend } from './backends/node.js';
 import { RawImage } from './raw-image.js';
-import { ImageError } from './errors.js';
+import { Qcow2Image, probeFormat } from './qcow2-image.js';
 
 export * from './index.js';
 export { openNodeBackend } from './backends/node.js';
 
-const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
-
 /**
- * Opens the image file at `path`, writable unless `options.readOnly`. Probes the format by its
- * first bytes: qcow2 files are refused with IMAGE_FORMAT_UNKNOWN until the qcow2 engine lands;
- * anything else opens as raw.
+ * Opens the image file at `path`, probing qcow2 against raw by its first bytes. Raw files open
+ * writable unless `options.readOnly`; qcow2 files open read-only in this version. Backing and
+ * external data file names recorded in a qcow2 image are resolved next to the image, unless
+ * `options.openBacking` / `options.openDataFile` say otherwise.
  */
 export async function openImageFile(path: string, options: OpenOptions = {}): Promise<BlockImage> {
+  const probe = await openNodeBackend(path, { writable: false });
+  let format: 'qcow2' | 'raw';
+  try {
+    format = await probeFormat(probe);
+  } finally {
+    await probe.close();
+  }
+  const directory = dirname(path);
+  if (format === 'qcow2') {
+    const backend = await openNodeBackend(path, { writable: false });
+    try {
+      return await Qcow2Image.open(backend, {
+        ...options,
+        openBacking: options.openBacking ?? ((name) => openNodeBackend(resolve(directory, name), { writable: false })),
+        openDataFile: options.openDataFile ?? ((name) => openNodeBackend(resolve(directory, name), { writable: false })),
+      });
+    } catch (error) {
+      await backend.close();
+      throw error;
+    }
+  }
   const backend = await openNodeBackend(path, { writable: options.readOnly !== true });
   try {
-    const head = new Uint8Array(4);
-    await backend.preadv(0, [head]);
-    if (QCOW2_MAGIC.every((byte, i) => head[i] === byte)) {
-      throw new ImageError('IMAGE_FORMAT_UNKNOWN', `${path} is a qcow2 image; this build opens raw images only`);
-    }
     return await RawImage.open(backend, options);
   } catch (error) {
     await backend.close();
