@@ -52,8 +52,9 @@ export enum Region {
 }
 const REGION_COUNT: i32 = 8;
 
-// Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap.
-export const SCRATCH_BYTES: i32 = MAX_BATCH_REQUESTS * (8 + 8 + 4 + 4 + 4);
+// Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap,
+// u64 packed sort keys and their merge-sort buffer.
+export const SCRATCH_BYTES: i32 = MAX_BATCH_REQUESTS * (8 + 8 + 4 + 4 + 4 + 8 + 8);
 
 /** Bytes of the HEADER region: how much of cluster 0 the header parser sees (assembly/header.ts). */
 export const HEADER_REGION_BYTES: i32 = 65536;

@@ -32,6 +32,9 @@ let ends: usize = 0; // u64 guest end per request
 let order: usize = 0; // u32 request indices, sorted
 let sortBuffer: usize = 0; // u32 merge-sort scratch
 let heap: usize = 0; // u32 max-heap of active request indices (by submission order)
+let keys: usize = 0; // u64 packed sort keys (start << 12 | index)
+let keysBuffer: usize = 0;
+let maxStart: u64 = 0;
 let heapSize: i32 = 0;
 
 let pieceCount: i32 = 0;
@@ -98,6 +101,9 @@ function loadRequests(count: i32): bool {
   order = ends + (max << 3);
   sortBuffer = order + (max << 2);
   heap = sortBuffer + (max << 2);
+  keys = heap + (max << 2);
+  keysBuffer = keys + (max << 3);
+  maxStart = 0;
   const records = regionOffset(Region.REQUESTS);
   for (let i = 0; i < count; i++) {
     const record = records + <usize>i * REQUEST_STRIDE;
@@ -110,6 +116,7 @@ function loadRequests(count: i32): bool {
     store<u64>(starts + (<usize>i << 3), start);
     store<u64>(ends + (<usize>i << 3), start + <u64>length);
     store<u32>(order + (<usize>i << 2), <u32>i);
+    if (start > maxStart) maxStart = start;
   }
   return true;
 }
@@ -127,7 +134,18 @@ function loadRequests(count: i32): bool {
 }
 
 // Sorts `order` by (start, index). Keys are unique, so the order is total and the sort stable.
+// Already sorted input (sequential streams) costs one pass; starts below 2^52 sort as packed
+// branch-free u64 keys; the field-by-field sort is the fallback.
 function sortRequests(count: i32): void {
+  let sorted = true;
+  for (let i = 1; i < count; i++) {
+    if (startOf(<u32>i) < startOf(<u32>(i - 1))) { sorted = false; break; }
+  }
+  if (sorted) return;
+  if (maxStart < (<u64>1 << 52)) {
+    sortPacked(count);
+    return;
+  }
   if (count <= 24) {
     for (let i = 1; i < count; i++) {
       const moving = orderAt(i);
@@ -167,6 +185,49 @@ function sortRequests(count: i32): void {
     to = swap;
   }
   if (from != order) memory.copy(order, from, <usize>count << 2);
+}
+
+// Sorts (start << 12 | index) keys, which are unique and order exactly like (start, index).
+function sortPacked(count: i32): void {
+  for (let i = 0; i < count; i++) store<u64>(keys + (<usize>i << 3), (startOf(<u32>i) << 12) | <u64>i);
+  let from = keys;
+  let to = keysBuffer;
+  if (count <= 24) {
+    for (let i = 1; i < count; i++) {
+      const moving = load<u64>(from + (<usize>i << 3));
+      let j = i - 1;
+      while (j >= 0 && load<u64>(from + (<usize>j << 3)) > moving) {
+        store<u64>(from + (<usize>(j + 1) << 3), load<u64>(from + (<usize>j << 3)));
+        j--;
+      }
+      store<u64>(from + (<usize>(j + 1) << 3), moving);
+    }
+  } else {
+    for (let width = 1; width < count; width <<= 1) {
+      for (let lo = 0; lo < count; lo += width << 1) {
+        const mid = min(lo + width, count);
+        const hi = min(lo + (width << 1), count);
+        let left = lo;
+        let right = mid;
+        let k = lo;
+        while (left < mid && right < hi) {
+          const a = load<u64>(from + (<usize>left << 3));
+          const b = load<u64>(from + (<usize>right << 3));
+          const takeLeft = a < b;
+          store<u64>(to + (<usize>k << 3), select<u64>(a, b, takeLeft));
+          left += <i32>takeLeft;
+          right += <i32>!takeLeft;
+          k++;
+        }
+        while (left < mid) { store<u64>(to + (<usize>k << 3), load<u64>(from + (<usize>left << 3))); left++; k++; }
+        while (right < hi) { store<u64>(to + (<usize>k << 3), load<u64>(from + (<usize>right << 3))); right++; k++; }
+      }
+      const swap = from;
+      from = to;
+      to = swap;
+    }
+  }
+  for (let i = 0; i < count; i++) store<u32>(order + (<usize>i << 2), <u32>(load<u64>(from + (<usize>i << 3)) & 0xfff));
 }
 
 // Max-heap of active requests keyed by submission order: the top is the request that wins.
@@ -354,23 +415,19 @@ function mapRequestsInOrder(count: i32): void {
   }
 }
 
-// Sorted modes: extents are disjoint and ascending, so the extents a request overlaps are one
-// run, found by binary search for the first extent ending after the request's start.
+// Sorted modes: extents are disjoint and ascending, and `order` holds the requests by start, so
+// the first extent ending after each start only moves forward: one merge-like walk.
 function mapRequestsByOverlap(count: i32): void {
-  for (let i = 0; i < count; i++) {
-    const start = startOf(<u32>i);
-    const end = endOf(<u32>i);
-    let lo = 0;
-    let hi = extentCount;
-    while (lo < hi) {
-      const mid = (lo + hi) >>> 1;
-      if (extentEnd(mid) <= start) lo = mid + 1;
-      else hi = mid;
-    }
+  let lo = 0;
+  for (let k = 0; k < count; k++) {
+    const i = orderAt(k);
+    const start = startOf(i);
+    const end = endOf(i);
+    while (lo < extentCount && extentEnd(lo) <= start) lo++;
     let last = lo;
     if (end > start) {
       while (last < extentCount && extentStart(last) < end) last++;
     }
-    setRequestMap(i, lo, last - lo);
+    setRequestMap(<i32>i, lo, last - lo);
   }
 }
