@@ -84,9 +84,15 @@ export class WriteDispatcher {
   private readonly inflight: InflightRanges;
   private readonly limits: BackendLimits;
   private readonly counters: ImageStats;
+  private readonly orderingRange: (start: number, end: number) => [number, number];
 
+  /**
+   * `orderingRange` widens the guest range a write is ordered against (default: itself), e.g. to
+   * whole clusters for formats whose allocations must not race inside a cluster.
+   */
   constructor(core: MergeCore, sink: ExtentSink, inflight: InflightRanges, limits: BackendLimits,
-              counters: ImageStats, mode: MergeMode) {
+              counters: ImageStats, mode: MergeMode, orderingRange?: (start: number, end: number) => [number, number]) {
+    this.orderingRange = orderingRange ?? ((start, end) => [start, end]);
     this.core = core;
     this.sink = sink;
     this.inflight = inflight;
@@ -175,7 +181,8 @@ export class WriteDispatcher {
 
   private issue(guestOffset: number, length: number, buffers: Uint8Array[], requests: number[], batch: QueuedWrite[]): void {
     const write = () => this.sink.writeExtent(guestOffset, length, buffers);
-    this.inflight.register(guestOffset, guestOffset + length, true,
+    const [orderStart, orderEnd] = this.orderingRange(guestOffset, guestOffset + length);
+    this.inflight.register(orderStart, orderEnd, true,
       (wait) => (wait.length === 0 ? write() : Promise.all(wait).then(write)))
       .then(
         () => { for (const r of requests) batch[r].completion.release(); },

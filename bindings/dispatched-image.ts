@@ -1,0 +1,192 @@
+// SPDX-License-Identifier: MIT
+// The format-independent half of an image: argument checks, the multiwrite dispatcher, ordering
+// of overlapping I/O in flight, flush and close sequencing, statistics. A format (RawImage,
+// Qcow2Image) supplies how to read a range, write a merged extent, discard, flush and close.
+
+import type { BlockImage, ImageStats, WriteRequest } from './image.js';
+import type { BackendLimits } from './backend.js';
+import { checkGuestRange, emptyStats, requestLength } from './image.js';
+import { InflightRanges } from './inflight.js';
+import type { MergeCore, MergeMode } from './merge-core.js';
+import { Completion, WriteDispatcher, ioFailure, type QueuedWrite } from './multiwrite.js';
+import { ImageError } from './errors.js';
+
+// Shared read-only source of zeros for writeZeroes and gap fill; never handed to callers.
+const ZERO_CHUNK = new Uint8Array(1 << 20);
+
+/** Returns views of the shared zero chunk tiling `length` bytes. */
+export function zeroVector(length: number): Uint8Array[] {
+  const data: Uint8Array[] = [];
+  for (let done = 0; done < length; done += ZERO_CHUNK.byteLength) {
+    data.push(ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.byteLength, length - done)));
+  }
+  return data;
+}
+
+/** What a format tells the shared image machinery at construction. */
+export interface DispatchedImageParts {
+  virtualSize: number;
+  readOnly: boolean;
+  core: MergeCore;
+  limits: BackendLimits;
+  mergeMode: MergeMode;
+  /**
+   * The guest range a write of [start, end) must be ordered against (formats that allocate in
+   * clusters widen it to whole clusters so writes into one cluster never race).
+   */
+  orderingRange?: (start: number, end: number) => [number, number];
+}
+
+/** Base class of the image formats: everything of BlockImage that is not format-specific. */
+export abstract class DispatchedImage implements BlockImage {
+  readonly virtualSize: number;
+  readonly readOnly: boolean;
+  /** Counters since open; formats add host traffic. */
+  protected readonly counters: ImageStats = emptyStats();
+  protected readonly inflight = new InflightRanges();
+  private readonly dispatcher: WriteDispatcher;
+  private closing: Promise<void> | undefined;
+
+  protected constructor(parts: DispatchedImageParts) {
+    this.virtualSize = parts.virtualSize;
+    this.readOnly = parts.readOnly;
+    this.dispatcher = new WriteDispatcher(parts.core, {
+      writeExtent: (guestOffset, length, buffers) => this.writeExtent(guestOffset, length, buffers),
+      gapFill: (guestOffset, length) => this.gapFill(guestOffset, length),
+    }, this.inflight, parts.limits, this.counters, parts.mergeMode, parts.orderingRange);
+  }
+
+  /** Reads host data for guest bytes [offset, offset + target.length) into target. */
+  protected abstract readRange(offset: number, target: Uint8Array): Promise<void>;
+  /** Writes one merged extent (buffers tile [guestOffset, guestOffset + length)). */
+  protected abstract writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void>;
+  /** The bytes a gap of a merged extent is written with (formats that allow gap merges). */
+  protected abstract gapFill(guestOffset: number, length: number): Uint8Array;
+  /** Discards the guest range (ordered after overlapping writes in flight). */
+  protected abstract discardRange(offset: number, length: number): Promise<void>;
+  /** Makes completed writes durable (every write submitted before flush() has completed). */
+  protected abstract flushFormat(): Promise<void>;
+  /** Releases the format's backends (after a final flush when writable). */
+  protected abstract closeFormat(): Promise<void>;
+
+  /** The merge mode; may be switched between batches (benchmarks compare them). */
+  get mergeMode(): MergeMode { return this.dispatcher.mode; }
+  set mergeMode(mode: MergeMode) { this.dispatcher.mode = mode; }
+
+  /** Reads `length` bytes at guest `offset` into a new buffer. */
+  async read(offset: number, length: number): Promise<Uint8Array> {
+    checkGuestRange(offset, length, this.virtualSize);
+    const target = new Uint8Array(length);
+    await this.readInto(offset, target);
+    return target;
+  }
+
+  /** Reads guest bytes at `offset` into `target`, after any overlapping write submitted earlier. */
+  async readInto(offset: number, target: Uint8Array): Promise<void> {
+    this.checkOpen();
+    if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
+    checkGuestRange(offset, target.byteLength, this.virtualSize);
+    this.counters.guestReadRequests++;
+    this.counters.guestReadBytes += target.byteLength;
+    if (target.byteLength === 0) return;
+    this.dispatcher.dispatchQueued();
+    const read = () => this.readRange(offset, target).catch((error: unknown) => { throw ioFailure('read', error); });
+    await this.inflight.register(offset, offset + target.byteLength, false,
+      (wait) => (wait.length === 0 ? read() : Promise.all(wait).then(read)));
+  }
+
+  /** Writes `data` at guest `offset`; writes of the same tick are merged into one batch. */
+  write(offset: number, data: Uint8Array): Promise<void> {
+    return this.enqueue([{ offset, data }], false)[0];
+  }
+
+  /** Submits `requests` as one batch now; one promise per request, in order. */
+  multiwrite(requests: readonly WriteRequest[]): Promise<void>[] {
+    if (!Array.isArray(requests)) throw new ImageError('INVALID_ARGUMENT', 'multiwrite takes an array of requests');
+    return this.enqueue(requests, true);
+  }
+
+  /** Makes the guest range read as zeros (written as zeros, ordered like any write). */
+  writeZeroes(offset: number, length: number): Promise<void> {
+    try {
+      checkGuestRange(offset, length, this.virtualSize);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.enqueue([{ offset, data: zeroVector(length) }], false)[0];
+  }
+
+  /** Discards the guest range, ordered after overlapping writes in flight; contents become unspecified. */
+  async discard(offset: number, length: number): Promise<void> {
+    this.checkOpen();
+    this.checkWritable();
+    checkGuestRange(offset, length, this.virtualSize);
+    if (length === 0) return;
+    this.dispatcher.dispatchQueued();
+    const run = () => this.discardRange(offset, length);
+    await this.inflight.register(offset, offset + length, true,
+      (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
+  }
+
+  /** Waits for every write submitted before the call, then makes them durable. */
+  async flush(): Promise<void> {
+    this.checkOpen();
+    await this.drainWrites();
+    if (!this.readOnly) await this.flushFormat();
+  }
+
+  /** Flushes (when writable) and releases the backends; idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      await this.drainWrites();
+      try {
+        if (!this.readOnly) await this.flushFormat();
+      } finally {
+        await this.closeFormat();
+      }
+    })();
+    return this.closing;
+  }
+
+  /** Counters since open (a copy). */
+  stats(): ImageStats {
+    return { ...this.counters };
+  }
+
+  /** Throws IMAGE_CLOSED after close(). */
+  protected checkOpen(): void {
+    if (this.closing) throw new ImageError('IMAGE_CLOSED', 'the image is closed');
+  }
+
+  private checkWritable(): void {
+    if (this.readOnly) throw new ImageError('IMAGE_READ_ONLY', 'the image is open read-only');
+  }
+
+  private async drainWrites(): Promise<void> {
+    this.dispatcher.dispatchQueued();
+    await Promise.all(this.inflight.writesInFlight());
+  }
+
+  private enqueue(requests: readonly WriteRequest[], now: boolean): Promise<void>[] {
+    const promises: Promise<void>[] = [];
+    const accepted: QueuedWrite[] = [];
+    for (const request of requests) {
+      const completion = new Completion();
+      promises.push(completion.promise);
+      try {
+        this.checkOpen();
+        this.checkWritable();
+        if (request === null || typeof request !== 'object') throw new ImageError('INVALID_ARGUMENT', 'a write request must be an object');
+        const length = requestLength(request.data);
+        checkGuestRange(request.offset, length, this.virtualSize);
+        accepted.push({ offset: request.offset, length, data: request.data, completion });
+        this.counters.guestWriteRequests++;
+        this.counters.guestWriteBytes += length;
+      } catch (error) {
+        completion.release(error as Error);
+      }
+    }
+    if (accepted.length > 0) this.dispatcher.submit(accepted, now);
+    return promises;
+  }
+}
