@@ -190,3 +190,8 @@ export const MAX_EXACT_POSITION: u64 = 1 << 53;
 @inline export function storeBE32(ptr: usize, value: u32): void {
   store<u32>(ptr, bswap<u32>(value));
 }
+
+/** Writes `value` as a big-endian u16 at linear-memory address `ptr`. */
+@inline export function storeBE16(ptr: usize, value: u16): void {
+  store<u16>(ptr, bswap<u16>(value));
+}

@@ -1,19 +1,22 @@
 // SPDX-License-Identifier: MIT
-// Sizes and places one image's size-dependent regions (the L1 table and the L2 slice cache)
-// after the fixed regions, and sets the image geometry. TypeScript asks requiredMemoryBytes on a
-// probe instance, creates the image's instance with that much memory, then calls configureImage.
+// Sizes and places one image's size-dependent regions (the L1 table, the refcount table and the
+// L2 and refcount slice caches) after the fixed regions, and sets the image geometry. TypeScript
+// asks requiredMemoryBytes on a probe instance, creates the image's instance with that much
+// memory, then calls configureImage and reads the two tables into their regions.
 
 import { Region, place, fixedRegionsEnd } from './layout';
 import { Status } from './status';
-import { MAX_CLUSTER_BITS, MAX_L1_BYTES, MIN_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS } from './format';
-import { setGeometry, sliceBits } from './geometry';
-import { cacheBookkeepingBytes, placeCache } from './cache';
+import { MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFCOUNT_ORDER, MAX_REFTABLE_BYTES, MIN_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS } from './format';
+import { setGeometry } from './geometry';
+import { CacheId, cacheBookkeepingBytes, placeCache } from './cache';
+import { setRefcountGeometry } from './refcount';
+import { setAllocationStart } from './allocate';
 
 // 2^53: the largest byte position a double holds exactly.
 const MAX_EXACT_POSITION: f64 = 9007199254740992.0;
-/** Fewest L2 slices the cache holds, whatever cacheBytes says. */
+/** Fewest slices a cache holds, whatever cacheBytes says. */
 const MIN_CACHE_SLICES: u32 = 4;
-/** Most L2 slices the cache holds. */
+/** Most slices a cache holds. */
 const MAX_CACHE_SLICES: u32 = 1 << 20;
 
 function sliceBytesFor(clusterBits: u32): u32 {
@@ -26,39 +29,52 @@ function sliceCountFor(clusterBits: u32, cacheBytes: f64): u32 {
   return wanted > <f64>MAX_CACHE_SLICES ? MAX_CACHE_SLICES : <u32>wanted;
 }
 
-/**
- * Bytes of linear memory an image instance needs: the fixed regions, an L1 table of `l1Entries`
- * entries and an L2 cache of about `cacheBytes` (at least MIN_CACHE_SLICES slices). Returns -1
- * for out-of-range arguments.
- */
-export function requiredMemoryBytes(clusterBits: i32, l1Entries: f64, cacheBytes: f64): f64 {
-  if (clusterBits < <i32>MIN_CLUSTER_BITS || clusterBits > <i32>MAX_CLUSTER_BITS) return -1;
-  if (!(l1Entries >= 0) || l1Entries * 8 > <f64>MAX_L1_BYTES) return -1;
-  const slices = sliceCountFor(<u32>clusterBits, cacheBytes);
-  const l1Bytes = <f64>(<u64>l1Entries << 3);
-  return <f64>fixedRegionsEnd() + l1Bytes + 16 +
-    <f64>slices * <f64>sliceBytesFor(<u32>clusterBits) + <f64>cacheBookkeepingBytes(slices) + 32;
+function cacheBytesFor(clusterBits: u32, slices: u32): f64 {
+  return <f64>slices * <f64>sliceBytesFor(clusterBits) + <f64>cacheBookkeepingBytes(slices) + 32;
 }
 
 /**
- * Sets the image geometry and places the L1 table and the L2 cache. Inputs come from the parsed
- * header (validated there); `cacheBytes` is the requested L2 cache size. TypeScript then copies
- * the L1 table (raw big-endian bytes) into regionOffset(L1_TABLE).
- * Returns OK, INVALID for inconsistent arguments, NO_MEMORY when memory is smaller than
- * requiredMemoryBytes says.
+ * Bytes of linear memory an image instance needs: the fixed regions, an L1 table of `l1Entries`
+ * entries, a refcount table of `reftableBytes`, an L2 cache of about `cacheBytes` (at least
+ * MIN_CACHE_SLICES slices) and a refcount cache of a quarter of that. -1 for bad arguments.
+ */
+export function requiredMemoryBytes(clusterBits: i32, l1Entries: f64, reftableBytes: f64, cacheBytes: f64): f64 {
+  if (clusterBits < <i32>MIN_CLUSTER_BITS || clusterBits > <i32>MAX_CLUSTER_BITS) return -1;
+  if (!(l1Entries >= 0) || l1Entries * 8 > <f64>MAX_L1_BYTES) return -1;
+  if (!(reftableBytes >= 0) || reftableBytes > <f64>MAX_REFTABLE_BYTES) return -1;
+  const bits = <u32>clusterBits;
+  return <f64>fixedRegionsEnd() + l1Entries * 8 + 16 + reftableBytes + 16 +
+    cacheBytesFor(bits, sliceCountFor(bits, cacheBytes)) + cacheBytesFor(bits, sliceCountFor(bits, cacheBytes / 4));
+}
+
+/**
+ * Sets the image geometry and places the tables and caches. Inputs come from the parsed header
+ * (validated there); `fileSize` is where allocation starts. TypeScript then copies the L1 table
+ * and the refcount table (raw big-endian bytes) into regionOffset(L1_TABLE) and
+ * regionOffset(REFTABLE). Returns OK, INVALID for inconsistent arguments, NO_MEMORY when memory
+ * is smaller than requiredMemoryBytes says.
  */
 export function configureImage(clusterBits: i32, extendedL2: i32, externalData: i32, virtualSize: f64,
-                               l1Entries: f64, cacheBytes: f64): Status {
+                               l1Entries: f64, refcountOrder: i32, reftableBytes: f64, cacheBytes: f64, fileSize: f64): Status {
   if (clusterBits < <i32>MIN_CLUSTER_BITS || clusterBits > <i32>MAX_CLUSTER_BITS) return Status.INVALID;
   if (extendedL2 != 0 && clusterBits < <i32>MIN_EXTL2_CLUSTER_BITS) return Status.INVALID;
   if (!(virtualSize >= 0) || virtualSize > MAX_EXACT_POSITION || virtualSize != Math.floor(virtualSize)) return Status.INVALID;
-  if (!(l1Entries >= 0) || l1Entries * 8 > <f64>MAX_L1_BYTES) return Status.INVALID;
-  const needed = requiredMemoryBytes(clusterBits, l1Entries, cacheBytes);
+  if (refcountOrder < 0 || refcountOrder > <i32>MAX_REFCOUNT_ORDER) return Status.INVALID;
+  if (!(fileSize >= 0) || fileSize > MAX_EXACT_POSITION) return Status.INVALID;
+  const needed = requiredMemoryBytes(clusterBits, l1Entries, reftableBytes, cacheBytes);
+  if (needed < 0) return Status.INVALID;
   if (needed > <f64>(<u64>memory.size() << 16)) return Status.NO_MEMORY;
-  setGeometry(<u32>clusterBits, extendedL2 != 0, externalData != 0, <u64>virtualSize, <u32>l1Entries);
+  const bits = <u32>clusterBits;
+  setGeometry(bits, extendedL2 != 0, externalData != 0, <u64>virtualSize, <u32>l1Entries);
   const l1Bytes = <usize>(<u64>l1Entries << 3);
-  const cacheStart = place(Region.L1_TABLE, fixedRegionsEnd(), l1Bytes);
+  let at = place(Region.L1_TABLE, fixedRegionsEnd(), l1Bytes);
   memory.fill(fixedRegionsEnd(), 0, l1Bytes);
-  placeCache(cacheStart, sliceCountFor(<u32>clusterBits, cacheBytes));
-  return sliceBits > 0 ? Status.OK : Status.INVALID;
+  const reftableStart = at;
+  at = place(Region.REFTABLE, at, <usize>reftableBytes);
+  memory.fill(reftableStart, 0, <usize>reftableBytes);
+  at = placeCache(CacheId.L2, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes));
+  placeCache(CacheId.REFCOUNT, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes / 4));
+  setRefcountGeometry(<u32>refcountOrder, <u64>reftableBytes >> 3);
+  setAllocationStart(fileSize);
+  return Status.OK;
 }

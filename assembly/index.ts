@@ -57,14 +57,25 @@ export const REGION_HEADER: i32 = Region.HEADER;
 export const STATUS_CORRUPT: i32 = Status.CORRUPT;
 export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;
 
-// qcow2 image geometry, L2 cache and read mapping.
+// qcow2 image geometry, metadata caches, read mapping and write planning.
 export { requiredMemoryBytes, configureImage } from './image-regions';
-export { commitSliceLoad, clearCache } from './cache';
+export { needCacheId, needHostOffset } from './need';
 export {
-  mapRange, mappedBytes, needHostOffset, prepareSliceLoad, needBytes, corruptReason, corruptGuestOffset,
-  RunKind, MappingCorruption,
-} from './mapping';
+  slotCount, slotHostOffset, slotAddress, isSlotDirty, slotGeneration, markSlotClean, CacheId,
+  beginSliceLoad, commitSliceLoadAt as commitSliceLoad, abandonSliceLoad,
+} from './cache';
+export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
+export {
+  planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
+  commitAllocation, committedCountOf, freedCountOf, allocatedEnd,
+  l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean,
+} from './allocate';
+export { releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount } from './refcount';
 export const REGION_RUNS: i32 = Region.RUNS;
 export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
+export const REGION_REFTABLE: i32 = Region.REFTABLE;
+export const REGION_FREED: i32 = Region.FREED;
 export const RUN_STRIDE: i32 = RUNS_STRIDE;
 export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
+export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;
+export const STATUS_NO_SPACE: i32 = Status.NO_SPACE;

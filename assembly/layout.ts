@@ -15,9 +15,12 @@
 //   HEADER            u8 image file bytes from position 0       HEADER_REGION_BYTES
 //   RUNS              f64 kind, guestOffset, length, hostOffset, compressedBytes
 //                                                               RUN_CAPACITY
+//   FREED             f64 host cluster offsets a commit released FREED_CAPACITY
 //   ---- end of the fixed regions; configureImage (image-regions.ts) places the rest: ----
 //   L1_TABLE          u64 big-endian L1 entries, as on disk     the image's l1_size
+//   REFTABLE          u64 big-endian refcount table entries     refcount_table_clusters
 //   L2 cache          slice slots and their bookkeeping         cacheBytes / slice bytes
+//   refcount cache    slice slots and their bookkeeping         a quarter of the L2 cache
 //
 // Records hold byte positions as integer-valued f64 (exact to 2^53) so TypeScript can use a
 // Float64Array without BigInt; the core converts them to u64 on load.
@@ -38,6 +41,8 @@ export const EXTENT_STRIDE: i32 = 32;
 /** Most runs one mapRange call produces. */
 export const RUN_CAPACITY: i32 = 4096;
 export const RUN_STRIDE: i32 = 40;
+/** Most host cluster offsets one commitAllocation releases (3 per cluster of a 512-cluster run). */
+export const FREED_CAPACITY: i32 = 1536;
 
 /** Region identifiers for regionOffset/regionBytes. */
 export enum Region {
@@ -49,8 +54,10 @@ export enum Region {
   HEADER = 5,
   RUNS = 6,
   L1_TABLE = 7,
+  REFTABLE = 8,
+  FREED = 9,
 }
-const REGION_COUNT: i32 = 8;
+const REGION_COUNT: i32 = 10;
 
 // Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap,
 // u64 packed sort keys and their merge-sort buffer.
@@ -78,6 +85,7 @@ export function initLayout(): Status {
   at = place(Region.SCRATCH, at, <usize>SCRATCH_BYTES);
   at = place(Region.HEADER, at, <usize>HEADER_REGION_BYTES);
   at = place(Region.RUNS, at, <usize>RUN_CAPACITY * RUN_STRIDE);
+  at = place(Region.FREED, at, <usize>FREED_CAPACITY * 8);
   layoutEnd = at;
   return at <= (<usize>memory.size() << 16) ? Status.OK : Status.NO_MEMORY;
 }

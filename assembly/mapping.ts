@@ -11,7 +11,8 @@ import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l2EntryBits, l2CoverageBits,
   l1IndexOf, l2IndexOf, sliceBits, sliceIndexBits, subclusterBits, virtualSizeBytes,
 } from './geometry';
-import { findSlice, beginSliceLoad, slotAddress } from './cache';
+import { CacheId, findSlice, slotAddress } from './cache';
+import { needTable } from './need';
 import { Region, regionOffset, RUN_CAPACITY, RUN_STRIDE } from './layout';
 import { Status } from './status';
 
@@ -45,7 +46,6 @@ const COMPRESSED_OFFSET_LIMIT: u64 = <u64>1 << 56;
 
 let runCount: i32 = 0;
 let mappedEnd: u64 = 0;
-let needHost: u64 = 0;
 let corruption: MappingCorruption = MappingCorruption.NONE;
 let corruptAt: u64 = 0;
 
@@ -57,10 +57,9 @@ let corruptAt: u64 = 0;
  * (DATA only where host offsets continue); each COMPRESSED run is one whole or partial cluster.
  * The call may stop early (RUNS full, or a slice missing after some runs): map the rest after.
  *
- * Returns the run count (> 0); -NEED_TABLE when the first slice it needs is not cached (call
- * prepareSliceLoad(needHostOffset()), read needBytes() bytes at that host offset into memory at
- * the address it returns, call commitSliceLoad, then call mapRange again); -CORRUPT with
- * corruptReason()/corruptGuestOffset(); -INVALID for a range outside the virtual size or empty.
+ * Returns the run count (> 0); -NEED_TABLE when the first slice it needs is not cached (see
+ * need.ts; then call again); -CORRUPT with corruptReason()/corruptGuestOffset(); -INVALID for a
+ * range outside the virtual size or an empty one.
  */
 export function mapRange(guestOffsetF: f64, lengthF: f64): i32 {
   if (!(guestOffsetF >= 0) || !(lengthF > 0) || guestOffsetF + lengthF > <f64>virtualSizeBytes) return -Status.INVALID;
@@ -83,16 +82,8 @@ export function mapRange(guestOffsetF: f64, lengthF: f64): i32 {
 
 /** Guest bytes the last mapRange call covered, from its guestOffset. */
 export function mappedBytes(guestOffsetF: f64): f64 { return <f64>mappedEnd - guestOffsetF; }
-/** Host offset of the slice the last NEED_TABLE asked for. */
-export function needHostOffset(): f64 { return <f64>needHost; }
-/**
- * Evicts the least recently used cache slot for the slice at `hostOffset` and returns the
- * linear-memory address to read it into; commitSliceLoad then makes it findable. One load at a
- * time: a second prepare before the commit abandons the first.
- */
-export function prepareSliceLoad(hostOffset: f64): usize { return slotAddress(beginSliceLoad(<u64>hostOffset)); }
-/** Bytes of the needed slice. */
-export function needBytes(): u32 { return <u32>1 << sliceBits; }
+/** Bytes of a metadata slice (what a NEED_TABLE load reads). */
+export function sliceBytes(): u32 { return <u32>1 << sliceBits; }
 /** The reason of the last CORRUPT result. */
 export function corruptReason(): i32 { return corruption; }
 /** The guest offset whose mapping was corrupt. */
@@ -115,12 +106,9 @@ function mapStep(position: u64, end: u64): Status {
 
   const l2Index = l2IndexOf(position);
   const sliceHost = l2Offset + ((<u64>(l2Index >> sliceIndexBits())) << sliceBits);
-  const slot = findSlice(sliceHost);
-  if (slot < 0) {
-    needHost = sliceHost;
-    return Status.NEED_TABLE;
-  }
-  const entryPtr = slotAddress(slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  const slot = findSlice(CacheId.L2, sliceHost);
+  if (slot < 0) return needTable(CacheId.L2, sliceHost);
+  const entryPtr = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
   const entry = loadBE64(entryPtr);
   const clusterStart = (position >> clusterBits) << clusterBits;
   const clusterEnd = clusterStart + (<u64>1 << clusterBits);

@@ -16,6 +16,10 @@ export enum Status {
   CORRUPT = 4,
   /** The image is valid but uses something this engine does not implement (QCOW2_UNSUPPORTED_FEATURE). */
   UNSUPPORTED = 5,
-  /** A metadata table must be read first: see the NEED record (mapping.ts). */
+  /** A metadata table slice must be read first: see the NEED record (need.ts). */
   NEED_TABLE = 6,
+  /** A metadata cache holds only dirty slices: write metadata back first (need.ts). */
+  NEED_WRITEBACK = 7,
+  /** The image cannot grow further (the refcount table is full). */
+  NO_SPACE = 8,
 }

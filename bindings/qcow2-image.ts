@@ -1,59 +1,71 @@
 // SPDX-License-Identifier: MIT
-// Qcow2Image: opens qcow2 images (v2 and v3, every cluster size, extended L2, compressed zlib and
-// zstd clusters, zero clusters, backing chains of any depth through openBacking, external data
-// files through openDataFile) and reads them through the wasm mapping core. This build opens
-// qcow2 read-only: the write path (allocation, refcounts, COW) is the next step of the engine.
+// Qcow2Image: qcow2 images (v2 and v3, every cluster size, extended L2, compressed zlib and zstd
+// clusters, zero clusters, backing chains of any depth through openBacking, external data files
+// through openDataFile). Reads map through the wasm core; writes go through the multiwrite
+// dispatcher, the wasm allocation planner (in place, or new clusters with copy-on-write of the
+// uncovered head and tail in the same host write) and metadata write-back in QEMU's safe order.
 
 import type { Backend } from './backend.js';
-import type { BlockImage, ImageStats, OpenOptions, WriteRequest } from './image.js';
-import { checkGuestRange, emptyStats } from './image.js';
+import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
+import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
 import { instantiateCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
-import { Qcow2Mapper, RunKind, type MappedRun } from './qcow2-mapping.js';
+import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
+import { Qcow2Writeback } from './qcow2-writeback.js';
 import { inflateCluster } from './decompress.js';
-import { RawImage } from './raw-image.js';
+import { RawImage, checkMergeOption } from './raw-image.js';
+import { MergeCore } from './merge-core.js';
+import { DispatchedImage } from './dispatched-image.js';
+import { appendSlices, splitVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
-import { ioFailure } from './multiwrite.js';
 
 /** Deepest backing chain opened; deeper chains are refused as a probable loop. */
 const MAX_BACKING_DEPTH = 64;
 const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
+/** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
+const AUTOCLEAR_FEATURES_OFFSET = 88;
 
 /** What open() threads through a backing chain to detect loops. */
 interface ChainContext { depth: number; names: string[] }
 
 /** A qcow2 image. Open with Qcow2Image.open. */
-export class Qcow2Image implements BlockImage {
-  readonly virtualSize: number;
-  /** Always true in this build: qcow2 writing is not implemented yet. */
-  readonly readOnly = true;
-  /** The parsed header (read-only view for tools such as `info`). */
+export class Qcow2Image extends DispatchedImage {
+  /** The parsed header (for tools such as `info`). */
   readonly header: Qcow2Header;
   /** The backing image, if the header names one. */
   readonly backing: BlockImage | undefined;
   private readonly backend: Backend;
   private readonly dataBackend: Backend;
-  private readonly mapper: Qcow2Mapper;
-  private readonly counters = emptyStats();
-  private closing: Promise<void> | undefined;
+  private readonly core: Qcow2Core;
+  private readonly writeback: Qcow2Writeback;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
 
-  private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, mapper: Qcow2Mapper, backing: BlockImage | undefined) {
+  private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
+                      backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
+    const clusterSize = header.clusterSize;
+    super({
+      virtualSize: header.virtualSize, readOnly, core: mergeCore, limits: dataBackend.limits, mergeMode: options.merge ?? 'full',
+      // Writes into one cluster are ordered, so two allocations of one guest cluster never race.
+      orderingRange: (start, end) => [Math.floor(start / clusterSize) * clusterSize, Math.ceil(end / clusterSize) * clusterSize],
+    });
     this.backend = backend;
     this.dataBackend = dataBackend;
     this.header = header;
-    this.mapper = mapper;
+    this.core = core;
     this.backing = backing;
-    this.virtualSize = header.virtualSize;
+    this.writeback = new Qcow2Writeback(core, backend, header, this.counters);
+    core.onWritebackNeeded = () => this.writeback.writeDirty();
   }
 
   /**
-   * Opens the qcow2 image in `backend`. Backing files and external data files are opened only
-   * through `options.openBacking` / `options.openDataFile` (the names come from the image and are
-   * untrusted); an image that needs one without the callback is refused with INVALID_ARGUMENT.
-   * Errors: QCOW2_CORRUPT, QCOW2_UNSUPPORTED_FEATURE, IMAGE_FORMAT_UNKNOWN (not qcow2), and
-   * backend errors. `options.cacheBytes` sizes the L2 cache (default 1 MiB).
+   * Opens the qcow2 image in `backend`, writable when the backend is and `options.readOnly` is not
+   * set. Backing files and external data files are opened only through `options.openBacking` /
+   * `options.openDataFile` (the names come from the image and are untrusted); an image that needs
+   * one without the callback is refused with INVALID_ARGUMENT. Errors: QCOW2_CORRUPT,
+   * QCOW2_UNSUPPORTED_FEATURE, QCOW2_READ_ONLY (a writable open of an image marked corrupt),
+   * IMAGE_FORMAT_UNKNOWN (not qcow2), and backend errors. `options.cacheBytes` sizes the L2 cache
+   * (default 1 MiB); `options.merge` the merge mode.
    */
   static open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
     return Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
@@ -61,43 +73,45 @@ export class Qcow2Image implements BlockImage {
 
   /** Opens one link of a backing chain (internal: open() starts a chain). */
   static async openInChain(backend: Backend, options: OpenOptions, chain: ChainContext): Promise<Qcow2Image> {
+    checkMergeOption(options);
     const probe = await instantiateCore();
     const fileSize = await backend.getSize();
     const headerBytes = new Uint8Array(qcow2HeaderBytesNeeded(probe, fileSize));
     await backend.preadv(0, [headerBytes]);
     const header = parseQcow2Header(probe, headerBytes, fileSize);
-    const mapper = await Qcow2Mapper.create(probe, header, backend, options.cacheBytes);
+    const wantsWrite = options.readOnly !== true && backend.capabilities.writable;
+    if (wantsWrite && header.flags.corrupt) {
+      throw new ImageError('QCOW2_READ_ONLY', 'the image is marked corrupt; it can only be opened read-only (repair it with check)');
+    }
+    if (wantsWrite && header.flags.dirty) {
+      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE',
+        'the image is marked dirty (lazy refcounts after an unclean shutdown); open it read-only: refcount repair on open is not implemented yet');
+    }
+    const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
     const opened: Backend[] = [];
     try {
       const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options) : backend;
       if (dataBackend !== backend) opened.push(dataBackend);
       const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain);
-      return new Qcow2Image(backend, dataBackend, header, mapper, backing);
+      const readOnly = !wantsWrite || !dataBackend.capabilities.writable;
+      if (!readOnly && header.autoclearFeatures !== 0n) {
+        // Autoclear bits this engine does not maintain (bitmaps, raw data file) are cleared
+        // before the first write, as the spec requires of writers that do not know them.
+        await backend.pwritev(AUTOCLEAR_FEATURES_OFFSET, [new Uint8Array(8)]);
+        await backend.flush();
+      }
+      return new Qcow2Image(backend, dataBackend, header, core, new MergeCore(probe), backing, readOnly, options);
     } catch (error) {
       await Promise.allSettled(opened.map((b) => b.close()));
       throw error;
     }
   }
 
-  /** Reads `length` guest bytes at `offset` into a new buffer. */
-  async read(offset: number, length: number): Promise<Uint8Array> {
-    checkGuestRange(offset, length, this.virtualSize);
-    const target = new Uint8Array(length);
-    await this.readInto(offset, target);
-    return target;
-  }
-
-  /** Reads guest bytes at `offset` into `target`: host data, zeros, backing data, inflated clusters. */
-  async readInto(offset: number, target: Uint8Array): Promise<void> {
-    if (this.closing) throw new ImageError('IMAGE_CLOSED', 'the image is closed');
-    if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
-    checkGuestRange(offset, target.byteLength, this.virtualSize);
-    this.counters.guestReadRequests++;
-    this.counters.guestReadBytes += target.byteLength;
+  protected async readRange(offset: number, target: Uint8Array): Promise<void> {
     const end = offset + target.byteLength;
     let position = offset;
     while (position < end) {
-      const runs = await this.mapper.map(position, end - position, this.backend);
+      const runs = await this.core.map(position, end - position, this.backend);
       await allSettledOrThrow(runs.map((run) => this.readRun(run, target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;
@@ -114,7 +128,7 @@ export class Qcow2Image implements BlockImage {
       case RunKind.DATA:
         this.counters.hostReadCalls++;
         this.counters.hostReadBytes += target.byteLength;
-        return this.dataBackend.preadv(run.hostOffset, [target]).catch((error: unknown) => { throw ioFailure('read', error); });
+        return this.dataBackend.preadv(run.hostOffset, [target]);
       case RunKind.COMPRESSED: {
         const cluster = await this.inflated(run);
         const inCluster = run.guestOffset % this.header.clusterSize;
@@ -137,57 +151,98 @@ export class Qcow2Image implements BlockImage {
     const compressed = new Uint8Array(run.compressedBytes);
     this.counters.hostReadCalls++;
     this.counters.hostReadBytes += compressed.byteLength;
-    await this.backend.preadv(run.hostOffset, [compressed]).catch((error: unknown) => { throw ioFailure('read', error); });
+    await this.backend.preadv(run.hostOffset, [compressed]);
     const cluster = new Uint8Array(this.header.clusterSize);
     inflateCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
     this.lastInflated = { hostOffset: run.hostOffset, cluster };
     return cluster;
   }
 
-  /** Refused: this build opens qcow2 read-only. */
-  write(_offset: number, _data: Uint8Array): Promise<void> {
-    return Promise.reject(this.readOnlyError());
+  // Plans the extent run by run, then writes every run at once: in place, or into new clusters
+  // with the uncovered head and tail copied from what the cluster read before (one host write).
+  protected async writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> {
+    const end = guestOffset + length;
+    const writes: Promise<void>[] = [];
+    let position = guestOffset;
+    try {
+      while (position < end) {
+        const plan = await this.core.plan(position, end - position, this.backend);
+        const runEnd = Math.min(plan.guestEnd, end);
+        const data: Uint8Array[] = [];
+        appendSlices(buffers, position - guestOffset, runEnd - position, data);
+        writes.push(plan.allocate ? this.writeAllocated(plan, position, runEnd, data) : this.writeHost(plan.hostStart, data));
+        position = runEnd;
+      }
+    } finally {
+      await allSettledOrThrow(writes);
+    }
   }
 
-  /** Refused: this build opens qcow2 read-only (one rejected promise per request). */
-  multiwrite(requests: readonly WriteRequest[]): Promise<void>[] {
-    return requests.map(() => Promise.reject(this.readOnlyError()));
+  private async writeAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<void> {
+    const vector: Uint8Array[] = [];
+    const head = dataStart - plan.guestStart;
+    const tail = plan.guestEnd - dataEnd;
+    if (head > 0) vector.push(await this.previousContent(plan.guestStart, head));
+    vector.push(...data);
+    if (tail > 0) vector.push(await this.previousContent(dataEnd, tail));
+    this.counters.cowBytes += head + tail;
+    await this.writeHost(plan.hostStart, vector);
+    // The data is on the backend: now the L2 entries may point at it (after any write-back in
+    // progress, which must not see entries whose refcounts it did not write).
+    await this.writeback.idle();
+    this.writeback.releaseLater(await this.core.commit(plan, this.backend));
   }
 
-  /** Refused: this build opens qcow2 read-only. */
-  writeZeroes(_offset: number, _length: number): Promise<void> {
-    return Promise.reject(this.readOnlyError());
+  // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits);
+  // bytes past the virtual size read as zeros.
+  private async previousContent(guestOffset: number, length: number): Promise<Uint8Array> {
+    const buffer = new Uint8Array(length);
+    const inside = Math.max(0, Math.min(length, this.virtualSize - guestOffset));
+    if (inside > 0) await this.readRange(guestOffset, buffer.subarray(0, inside));
+    return buffer;
   }
 
-  /** Refused: this build opens qcow2 read-only. */
-  discard(_offset: number, _length: number): Promise<void> {
-    return Promise.reject(this.readOnlyError());
+  private async writeHost(hostOffset: number, buffers: Uint8Array[]): Promise<void> {
+    const { maxIov, maxTransfer } = this.dataBackend.limits;
+    const runs = splitVector(buffers, maxIov, maxTransfer);
+    this.counters.hostWriteCalls += runs.length;
+    await allSettledOrThrow(runs.map(([delta, run]) => {
+      for (const b of run) this.counters.hostWriteBytes += b.byteLength;
+      return this.dataBackend.pwritev(hostOffset + delta, run);
+    }));
   }
 
-  /** Nothing to make durable on a read-only image; resolves once open. */
-  async flush(): Promise<void> {
-    if (this.closing) throw new ImageError('IMAGE_CLOSED', 'the image is closed');
+  protected gapFill(_guestOffset: number, length: number): Uint8Array {
+    throw new ImageError('WASM_INTERNAL', `qcow2 gap merging is not enabled (gap of ${length} bytes)`);
   }
 
-  /** Closes the image, its data file and its backing chain; idempotent. */
-  close(): Promise<void> {
-    this.closing ??= (async () => {
-      const closes: Promise<void>[] = [this.backend.close()];
-      if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
-      if (this.backing) closes.push(this.backing.close());
-      await allSettledOrThrow(closes);
-    })();
-    return this.closing;
+  /** Discard is advisory: this version keeps the clusters (contents stay what they were). */
+  protected async discardRange(): Promise<void> {}
+
+  protected async flushFormat(): Promise<void> {
+    await this.writeback.flushAll();
+    if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
-  /** Counters since open (a copy). */
-  stats(): ImageStats {
-    return { ...this.counters };
+  protected async closeFormat(): Promise<void> {
+    const closes: Promise<void>[] = [this.backend.close()];
+    if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
+    if (this.backing) closes.push(this.backing.close());
+    await allSettledOrThrow(closes);
   }
 
-  private readOnlyError(): ImageError {
-    if (this.closing) return new ImageError('IMAGE_CLOSED', 'the image is closed');
-    return new ImageError('IMAGE_READ_ONLY', 'qcow2 images open read-only in this version (the qcow2 write path is not implemented yet)');
+  /**
+   * Writes a new qcow2 image into `backend` (createQcow2, bindings/qcow2-create.ts: truncates the
+   * backend first), then opens it with the same options (OpenOptions keys, e.g. openBacking).
+   */
+  static async create(backend: Backend, options: CreateOptions & OpenOptions): Promise<Qcow2Image> {
+    await createQcow2(backend, options);
+    return Qcow2Image.open(backend, options);
+  }
+
+  /** @internal For tools (bindings/qcow2-map.ts): this layer's runs for a guest range, as reads map it. */
+  mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
+    return this.core.map(guestOffset, length, this.backend);
   }
 }
 

@@ -1,0 +1,287 @@
+// SPDX-License-Identifier: MIT
+// The allocation planner for writes (QEMU's qcow2_alloc_host_offset / QCowL2Meta, sans I/O).
+// planWrite answers one run at a time: write in place (clusters this image owns alone), or
+// allocate fresh contiguous host clusters (refcounts raised at once); TypeScript then writes the
+// data with the copy-on-write head and tail and calls commitAllocation, which points the L2
+// entries at the new clusters and hands back the clusters they stop referencing (to be released
+// only after the new entries are on disk).
+
+import {
+  L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
+  QCOW_OFLAG_ZERO, loadBE64, storeBE64,
+} from './format';
+import {
+  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2IndexOf, l2EntryBits,
+  sliceBits, sliceIndexBits,
+} from './geometry';
+import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress, slotCount, isSlotDirty, slotKey } from './cache';
+import { needTable, needWriteback } from './need';
+import { refcountOf, lastReadRefcount, addRefcount, createRefblock, refblockEntryBits, refblockOffset, refcountOrder } from './refcount';
+import { Region, regionOffset } from './layout';
+import { Status } from './status';
+
+/** What planWrite decided for a run. */
+export enum PlanKind {
+  /** Write the guest bytes at hostStart + (guest - guestStart): no metadata changes. */
+  IN_PLACE = 0,
+  /** New clusters at hostStart for the cluster-aligned guest run: write data plus COW, commit. */
+  ALLOCATE = 1,
+}
+
+/** Most clusters one ALLOCATE run takes. */
+const MAX_RUN_CLUSTERS: u64 = 512;
+// FREED_CAPACITY (layout.ts) holds 3 per cluster of a MAX_RUN_CLUSTERS run: a compressed
+// cluster's data may touch up to 3 host clusters.
+
+let allocationHint: u64 = 0; // first host cluster index allocation looks at
+let l1DirtyFirst: u64 = <u64>-1;
+let l1DirtyEnd: u64 = 0;
+let l1Generation: u32 = 0;
+
+let planKind: PlanKind = PlanKind.IN_PLACE;
+let planGuestStart: u64 = 0;
+let planGuestEnd: u64 = 0;
+let planHostStart: u64 = 0;
+let committed: i32 = 0;
+let freedCount: i32 = 0;
+
+/** Allocation starts at or after host byte `fileSize` (rounded up to a cluster). */
+export function setAllocationStart(fileSize: f64): void {
+  const bytes = <u64>fileSize;
+  allocationHint = (bytes + (<u64>1 << clusterBits) - 1) >> clusterBits;
+}
+
+/** Host bytes up to the end of the last cluster allocated so far (or the start hint). */
+export function allocatedEnd(): f64 { return <f64>(allocationHint << clusterBits); }
+
+@inline function l1EntryAddress(index: u64): usize { return regionOffset(Region.L1_TABLE) + (<usize>index << 3); }
+
+let allocatedHost: u64 = 0;
+let allocatedCount: u64 = 0;
+
+// Takes `count` contiguous free host clusters (refcount 0 -> 1), all within one refcount slice so
+// that checking and raising cannot be split by an eviction. Sets allocatedHost. OK, NEED_TABLE,
+// NEED_WRITEBACK, NO_SPACE, CORRUPT. Work done before a NEED (new refcount blocks) stays done.
+function allocateClusters(count: u64): Status {
+  let start = allocationHint;
+  let found: u64 = 0;
+  const perSlice = <u64>(8 << sliceBits) >> refcountOrder;
+  while (found < count) {
+    const cluster = start + found;
+    if (found > 0 && (cluster & (perSlice - 1)) == 0) break; // stay within one refcount slice
+    const index = cluster >> refblockEntryBits();
+    const status = refcountOf(cluster);
+    if (status != Status.OK) return status;
+    if (lastReadRefcount() != 0) { start = cluster + 1; found = 0; continue; }
+    if (blockMissing(index)) {
+      const created = createRefblock(index, cluster);
+      if (created != Status.OK) return created;
+      allocationHint = cluster + 1;
+      start = cluster + 1;
+      found = 0;
+      continue;
+    }
+    found++;
+  }
+  for (let i: u64 = 0; i < found; i++) {
+    const status = addRefcount(start + i, 1);
+    if (status != Status.OK) return status; // same slice, already present: only CORRUPT can come back
+  }
+  allocationHint = start + found;
+  allocatedHost = start << clusterBits;
+  allocatedCount = found;
+  return Status.OK;
+}
+
+function blockMissing(index: u64): bool {
+  return refblockOffset(index) == 0;
+}
+
+// The L2 entry address for `guestOffset`, after making sure its L2 table exists (allocating one
+// when the L1 entry is empty). OK (sets entryAddress, entrySlot), NEED_*, NO_SPACE, CORRUPT.
+let entryAddress: usize = 0;
+let entrySlot: i32 = -1;
+function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
+  const l1Index = l1IndexOf(guestOffset);
+  if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
+  const l1Entry = loadBE64(l1EntryAddress(l1Index));
+  if (l1Entry & L1E_RESERVED_MASK) return Status.CORRUPT;
+  let l2Offset = l1Entry & L1E_OFFSET_MASK;
+  const l2Index = l2IndexOf(guestOffset);
+  const sliceOffset = (<u64>(l2Index >> sliceIndexBits())) << sliceBits;
+  if (l2Offset == 0) {
+    if (!mayAllocate) return Status.INVALID;
+    if (!hasCleanSlot(CacheId.L2)) return needWriteback(CacheId.L2);
+    const status = allocateClusters(1);
+    if (status != Status.OK) return status;
+    l2Offset = allocatedHost;
+    // A table allocated past the old end of the file reads as zeros until written; its slices
+    // are installed zeroed and dirty as they are used.
+    storeBE64(l1EntryAddress(l1Index), l2Offset | QCOW_OFLAG_COPIED);
+    if (l1Index < l1DirtyFirst) l1DirtyFirst = l1Index;
+    if (l1Index + 1 > l1DirtyEnd) l1DirtyEnd = l1Index + 1;
+    l1Generation++;
+    const slot = installZeroSlice(CacheId.L2, l2Offset + sliceOffset);
+    if (slot < 0) return needWriteback(CacheId.L2);
+  }
+  const slot = findSlice(CacheId.L2, l2Offset + sliceOffset);
+  if (slot < 0) return needTable(CacheId.L2, l2Offset + sliceOffset);
+  entrySlot = slot;
+  entryAddress = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  return Status.OK;
+}
+
+function hasCleanSlot(cache: CacheId): bool {
+  const count = slotCount(cache);
+  for (let slot = 0; slot < count; slot++) if (slotKey(cache, slot) == 0 || !isSlotDirty(cache, slot)) return true;
+  return false;
+}
+
+// True when the cluster behind `entry` (and `bitmap`) may be written in place: a normal cluster
+// this image alone references (COPIED), not zero-flagged, every subcluster allocated.
+function isWritableInPlace(entry: u64, bitmap: u64): bool {
+  if (entry & QCOW_OFLAG_COMPRESSED) return false;
+  if ((entry & QCOW_OFLAG_COPIED) == 0) return false;
+  if (hasExtendedL2) return <u32>bitmap == 0xffffffff;
+  if (entry & QCOW_OFLAG_ZERO) return false;
+  return (entry & L2E_OFFSET_MASK) != 0 || hasExternalData;
+}
+
+/**
+ * Plans the write of guest bytes [guestOffset, guestOffset + length) from its start: one run.
+ * Results: planKind(), planGuestStart(), planGuestEnd(), planHostStart(). IN_PLACE runs cover
+ * guest bytes exactly; ALLOCATE runs are cluster-aligned and cover the start of the range (their
+ * clusters' refcounts are raised: the caller writes the run, then calls commitAllocation).
+ * Returns OK, NEED_TABLE / NEED_WRITEBACK (see need.ts; call again), NO_SPACE, CORRUPT, INVALID.
+ */
+export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
+  const guestOffset = <u64>guestOffsetF;
+  const end = guestOffset + <u64>lengthF;
+  if (!(lengthF > 0)) return Status.INVALID;
+  let status = locateEntry(guestOffset, true);
+  if (status != Status.OK) return status;
+  const clusterMask = (<u64>1 << clusterBits) - 1;
+  const firstCluster = guestOffset & ~clusterMask;
+  // Runs stay inside one L2 slice: every entry of the run is in this slot.
+  const sliceGuestBits = clusterBits + sliceIndexBits();
+  const sliceEnd = ((guestOffset >> sliceGuestBits) + 1) << sliceGuestBits;
+  const entryBytes = <usize>1 << l2EntryBits;
+  let entry = loadBE64(entryAddress);
+  let bitmap: u64 = hasExtendedL2 ? loadBE64(entryAddress + 8) : 0;
+
+  if (isWritableInPlace(entry, bitmap)) {
+    // With an external data file the entry's offset is the data file offset (it may be 0).
+    const hostStart = (entry & L2E_OFFSET_MASK) + (guestOffset & clusterMask);
+    let runEnd = firstCluster + clusterMask + 1;
+    let nextHost = (entry & L2E_OFFSET_MASK) + clusterMask + 1;
+    let at = entryAddress + entryBytes;
+    while (runEnd < end && runEnd < sliceEnd) {
+      entry = loadBE64(at);
+      bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
+      if (!isWritableInPlace(entry, bitmap)) break;
+      if ((entry & L2E_OFFSET_MASK) != nextHost) break;
+      runEnd += clusterMask + 1;
+      nextHost += clusterMask + 1;
+      at += entryBytes;
+    }
+    planKind = PlanKind.IN_PLACE;
+    planGuestStart = guestOffset;
+    planGuestEnd = min(end, runEnd);
+    planHostStart = hostStart;
+    return Status.OK;
+  }
+
+  // Count the clusters from here that need allocating, up to the end, the slice and the cap.
+  let clusterCount: u64 = 1;
+  let at = entryAddress + entryBytes;
+  while (clusterCount < MAX_RUN_CLUSTERS) {
+    const next = firstCluster + (clusterCount << clusterBits);
+    if (next >= end || next >= sliceEnd) break;
+    entry = loadBE64(at);
+    bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
+    if (isWritableInPlace(entry, bitmap)) break;
+    clusterCount++;
+    at += entryBytes;
+  }
+  if (hasExternalData) {
+    planHostStart = firstCluster; // data clusters are not refcounted; guest offset == host offset
+  } else {
+    status = allocateClusters(clusterCount);
+    if (status != Status.OK) return status;
+    clusterCount = allocatedCount; // may be fewer (refcount slice boundary)
+    planHostStart = allocatedHost;
+  }
+  planKind = PlanKind.ALLOCATE;
+  planGuestStart = firstCluster;
+  planGuestEnd = firstCluster + (clusterCount << clusterBits);
+  return Status.OK;
+}
+
+/** Kind of the last plan (PlanKind). */
+export function planKindOf(): i32 { return planKind; }
+/** Guest start of the last plan. */
+export function planGuestStartOf(): f64 { return <f64>planGuestStart; }
+/** Guest end of the last plan. */
+export function planGuestEndOf(): f64 { return <f64>planGuestEnd; }
+/** Host start of the last plan. */
+export function planHostStartOf(): f64 { return <f64>planHostStart; }
+
+/**
+ * Points the L2 entries of the cluster-aligned guest run [guestStart, guestStart + clusterCount
+ * clusters) at the host clusters from hostStart (COPIED; every subcluster allocated with extended
+ * L2), resuming after the first `alreadyCommitted` clusters. Writes the host cluster offsets the
+ * old entries of this call's clusters referenced into the FREED region (freedCountOf()); the
+ * caller collects them over resumed calls and releases them once the new entries are on disk.
+ * Returns OK, or NEED_TABLE (call again with committedCountOf() as alreadyCommitted), CORRUPT.
+ */
+export function commitAllocation(guestStartF: f64, clusterCount: i32, hostStartF: f64, alreadyCommitted: i32): Status {
+  const guestStart = <u64>guestStartF;
+  const hostStart = <u64>hostStartF;
+  committed = alreadyCommitted;
+  freedCount = 0;
+  const freed = regionOffset(Region.FREED);
+  while (committed < clusterCount) {
+    const guest = guestStart + (<u64>committed << clusterBits);
+    const status = locateEntry(guest, false);
+    if (status != Status.OK) return status;
+    const old = loadBE64(entryAddress);
+    // Release what the old entry referenced (its refcount drops after the new entry is on disk).
+    if (!hasExternalData) {
+      if (old & QCOW_OFLAG_COMPRESSED) {
+        const sizeShift = 62 - (clusterBits - 8);
+        const hostOffset = old & ((<u64>1 << sizeShift) - 1);
+        const sectors = ((old >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+        const last = (hostOffset & ~<u64>511) + sectors * 512 - 1;
+        for (let c = hostOffset >> clusterBits; c <= last >> clusterBits; c++) {
+          store<f64>(freed + (<usize>freedCount << 3), <f64>(c << clusterBits));
+          freedCount++;
+        }
+      } else if ((old & L2E_OFFSET_MASK) != 0) {
+        store<f64>(freed + (<usize>freedCount << 3), <f64>(old & L2E_OFFSET_MASK));
+        freedCount++;
+      }
+    }
+    storeBE64(entryAddress, (hostStart + (<u64>committed << clusterBits)) | QCOW_OFLAG_COPIED);
+    if (hasExtendedL2) storeBE64(entryAddress + 8, 0x00000000ffffffff);
+    markSlotDirty(CacheId.L2, entrySlot);
+    committed++;
+  }
+  return Status.OK;
+}
+
+/** Clusters the last commitAllocation call completed. */
+export function committedCountOf(): i32 { return committed; }
+/** Host cluster offsets (f64) the last commitAllocation call wrote to the FREED region. */
+export function freedCountOf(): i32 { return freedCount; }
+
+/** First dirty L1 entry index (or -1), end of the dirty range, and the L1 change counter. */
+export function l1DirtyFirstOf(): f64 { return l1DirtyEnd == 0 ? -1 : <f64>l1DirtyFirst; }
+export function l1DirtyEndOf(): f64 { return <f64>l1DirtyEnd; }
+export function l1ChangeCount(): u32 { return l1Generation; }
+/** Marks the L1 table written, if it did not change since `generation`. */
+export function markL1Clean(generation: u32): bool {
+  if (generation != l1Generation) return false;
+  l1DirtyFirst = <u64>-1;
+  l1DirtyEnd = 0;
+  return true;
+}

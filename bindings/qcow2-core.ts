@@ -1,0 +1,314 @@
+// SPDX-License-Identifier: MIT
+// TypeScript face of one qcow2 image's wasm core: configures it from the header, loads the L1
+// and refcount tables, satisfies its NEED records (slice loads, write-back), and wraps mapping,
+// write planning and commit. One slice load at a time; the caller orders everything else.
+
+import type { Backend } from './backend.js';
+import type { CoreInstance } from './wasm.js';
+import { ImageError } from './errors.js';
+import { instantiateCore } from './wasm.js';
+import type { Qcow2Header } from './qcow2-header.js';
+
+/** What a run of guest bytes reads as (the values of assembly/mapping.ts RunKind). */
+export const RunKind = { UNALLOCATED: 0, ZERO: 1, DATA: 2, COMPRESSED: 3 } as const;
+export type RunKind = (typeof RunKind)[keyof typeof RunKind];
+
+/** One mapped run: guest bytes [guestOffset, guestOffset + length). */
+export interface MappedRun {
+  kind: RunKind;
+  guestOffset: number;
+  length: number;
+  /** DATA: host offset of the first byte; COMPRESSED: host offset of the compressed data. */
+  hostOffset: number;
+  /** COMPRESSED: bytes to read at hostOffset. */
+  compressedBytes: number;
+}
+
+/** One planned write run (assembly/allocate.ts). */
+export interface WritePlan {
+  /** IN_PLACE: write guest bytes at hostStart + (guest - guestStart); ALLOCATE: new clusters. */
+  allocate: boolean;
+  guestStart: number;
+  guestEnd: number;
+  hostStart: number;
+}
+
+/** A dirty metadata slice copied out for write-back. */
+export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
+
+interface Exports {
+  requiredMemoryBytes(clusterBits: number, l1Entries: number, reftableBytes: number, cacheBytes: number): number;
+  configureImage(clusterBits: number, extendedL2: number, externalData: number, virtualSize: number, l1Entries: number,
+                 refcountOrder: number, reftableBytes: number, cacheBytes: number, fileSize: number): number;
+  regionOffset(region: number): number;
+  regionBytes(region: number): number;
+  mapRange(guestOffset: number, length: number): number;
+  sliceBytes(): number;
+  needCacheId(): number;
+  needHostOffset(): number;
+  beginSliceLoad(cache: number): number;
+  commitSliceLoad(cache: number, slot: number, hostOffset: number): number;
+  abandonSliceLoad(cache: number, slot: number): void;
+  corruptReason(): number;
+  corruptGuestOffset(): number;
+  planWrite(guestOffset: number, length: number): number;
+  planKindOf(): number;
+  planGuestStartOf(): number;
+  planGuestEndOf(): number;
+  planHostStartOf(): number;
+  commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
+  committedCountOf(): number;
+  freedCountOf(): number;
+  allocatedEnd(): number;
+  releaseCluster(hostOffset: number): number;
+  slotCount(cache: number): number;
+  slotHostOffset(cache: number, slot: number): number;
+  slotAddress(cache: number, slot: number): number;
+  isSlotDirty(cache: number, slot: number): number;
+  slotGeneration(cache: number, slot: number): number;
+  markSlotClean(cache: number, slot: number, generation: number): number;
+  reftableDirty(): number;
+  reftableChangeCount(): number;
+  markReftableClean(generation: number): number;
+  l1DirtyFirstOf(): number;
+  l1DirtyEndOf(): number;
+  l1ChangeCount(): number;
+  markL1Clean(generation: number): number;
+}
+
+const CORRUPTION_NAMES = [
+  'none', 'reserved bits set in an L1 entry', 'L2 table offset not cluster-aligned', 'reserved bits set in an L2 entry',
+  'data cluster offset not cluster-aligned', 'compressed cluster offset too large',
+  'subcluster both allocated and zero', 'subcluster allocated in an unallocated cluster', 'zero flag set in an extended L2 entry',
+];
+
+/** Default L2 cache size: 1 MiB, which maps 8 GiB of guest space with 64 KiB clusters. */
+export const DEFAULT_CACHE_BYTES = 1 << 20;
+
+/** The image's core: tables, caches, mapping and planning. */
+export class Qcow2Core {
+  /** The refcount and L2 cache ids (assembly/cache.ts CacheId). */
+  static readonly CACHE_L2 = 0;
+  static readonly CACHE_REFCOUNT = 1;
+  readonly memory: WebAssembly.Memory;
+  private readonly x: Exports;
+  private readonly runs: Float64Array;
+  private readonly freed: Float64Array;
+  private readonly status: { needTable: number; needWriteback: number; corrupt: number; noSpace: number };
+  private l1Offset = 0;
+  private reftableOffset = 0;
+  private readonly header: Qcow2Header;
+  private sliceLoad: Promise<void> | undefined;
+  /** Called when a cache holds only dirty slices: must write metadata back. */
+  onWritebackNeeded: () => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'metadata cache full on a read-only image'));
+
+  private constructor(core: CoreInstance, header: Qcow2Header) {
+    this.memory = core.memory;
+    this.header = header;
+    this.x = core.exports as unknown as Exports;
+    const g = core.exports as unknown as Record<string, WebAssembly.Global>;
+    const value = (name: string) => g[name].value as number;
+    if (value('RUN_STRIDE') !== 40) throw new ImageError('WASM_INTERNAL', 'wasm core run stride differs from what these bindings read');
+    const region = (name: string) => [this.x.regionOffset(value(name)) >>> 0, this.x.regionBytes(value(name)) >>> 0] as const;
+    const [runsAt, runsBytes] = region('REGION_RUNS');
+    this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
+    const [freedAt, freedBytes] = region('REGION_FREED');
+    this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
+    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE') };
+  }
+
+  // The table regions exist once configureImage has placed them.
+  private locateTables(): void {
+    const g = this.x as unknown as Record<string, WebAssembly.Global>;
+    this.l1Offset = this.x.regionOffset(g.REGION_L1_TABLE.value as number) >>> 0;
+    this.reftableOffset = this.x.regionOffset(g.REGION_REFTABLE.value as number) >>> 0;
+  }
+
+  /**
+   * Creates the core for an image with `header` in `backend` (of `fileSize` bytes) and reads its
+   * L1 and refcount tables. `cacheBytes` sizes the L2 slice cache (default DEFAULT_CACHE_BYTES).
+   */
+  static async create(probe: CoreInstance, header: Qcow2Header, backend: Backend, fileSize: number,
+                      cacheBytes = DEFAULT_CACHE_BYTES): Promise<Qcow2Core> {
+    if (!Number.isFinite(cacheBytes) || cacheBytes < 0) throw new ImageError('INVALID_ARGUMENT', `cacheBytes ${cacheBytes} is not a byte count`);
+    const reftableBytes = header.refcountTableClusters * header.clusterSize;
+    const bytes = (probe.exports as unknown as Exports).requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, cacheBytes);
+    if (bytes < 0) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `an L1 table of ${header.l1Size} entries or a refcount table of ${reftableBytes} bytes is too large`);
+    const instance = await instantiateCore(Math.ceil(bytes / 65536));
+    const core = new Qcow2Core(instance, header);
+    const status = core.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
+      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, cacheBytes, fileSize);
+    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
+    core.locateTables();
+    const reads: Promise<void>[] = [];
+    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [core.view(core.l1Offset, header.l1Size * 8)]));
+    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [core.view(core.reftableOffset, reftableBytes)]));
+    await Promise.all(reads);
+    return core;
+  }
+
+  private view(offset: number, length: number): Uint8Array {
+    return new Uint8Array(this.memory.buffer, offset, length);
+  }
+
+  // Runs a core call (returning a Status) until it stops asking for I/O: loads slices (one at a
+  // time per image) and writes metadata back when a cache is full of dirty slices. Returns the
+  // final Status. Results in linear memory must be copied inside `call`: other calls may run
+  // during any await.
+  private async satisfy(call: () => number, tables: Backend): Promise<number> {
+    for (;;) {
+      const status = call();
+      if (status === this.status.needTable) await this.loadNeededSlice(tables);
+      else if (status === this.status.needWriteback) await this.onWritebackNeeded();
+      else return status;
+    }
+  }
+
+  // Loads the slice the last NEED_TABLE named, unless a load is already running (then waits for
+  // it: the caller retries). The need is read at once, before any other call can replace it.
+  private async loadNeededSlice(tables: Backend): Promise<void> {
+    if (this.sliceLoad) {
+      await this.sliceLoad;
+      return;
+    }
+    const cache = this.x.needCacheId();
+    const hostOffset = this.x.needHostOffset();
+    this.sliceLoad = (async () => {
+      const slot = this.x.beginSliceLoad(cache);
+      if (slot < 0) {
+        await this.onWritebackNeeded();
+        return;
+      }
+      try {
+        await tables.preadv(hostOffset, [this.view(this.x.slotAddress(cache, slot) >>> 0, this.x.sliceBytes() >>> 0)]);
+      } catch (error) {
+        this.x.abandonSliceLoad(cache, slot);
+        throw error;
+      }
+      this.x.commitSliceLoad(cache, slot, hostOffset);
+    })().finally(() => { this.sliceLoad = undefined; });
+    await this.sliceLoad;
+  }
+
+  private statusError(status: number, what: string): ImageError {
+    if (status === this.status.corrupt) {
+      const reason = CORRUPTION_NAMES[this.x.corruptReason()] ?? 'an invalid table entry';
+      return new ImageError('QCOW2_CORRUPT', `${what}: ${reason} (guest offset ${this.x.corruptGuestOffset()})`);
+    }
+    if (status === this.status.noSpace) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
+    return new ImageError('WASM_INTERNAL', `${what} failed with status ${status}`);
+  }
+
+  /**
+   * Maps guest [guestOffset, guestOffset + length) (non-empty, inside the image), loading slices
+   * from `tables`. Returns runs tiling a prefix of the range; call again for the rest.
+   */
+  async map(guestOffset: number, length: number, tables: Backend): Promise<MappedRun[]> {
+    let runs: MappedRun[] = [];
+    const status = await this.satisfy(() => {
+      const result = this.x.mapRange(guestOffset, length);
+      if (result > 0) runs = this.copyRuns(result);
+      return result > 0 ? 0 : -result;
+    }, tables);
+    if (status !== 0) throw this.statusError(status, `mapping guest offset ${guestOffset}`);
+    return runs;
+  }
+
+  private copyRuns(count: number): MappedRun[] {
+    const runs: MappedRun[] = new Array(count);
+    const r = this.runs;
+    for (let i = 0; i < count; i++) {
+      const at = 5 * i;
+      runs[i] = { kind: r[at] as RunKind, guestOffset: r[at + 1], length: r[at + 2], hostOffset: r[at + 3], compressedBytes: r[at + 4] };
+    }
+    return runs;
+  }
+
+  /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */
+  async plan(guestOffset: number, length: number, tables: Backend): Promise<WritePlan> {
+    let plan: WritePlan | undefined;
+    const status = await this.satisfy(() => {
+      const result = this.x.planWrite(guestOffset, length);
+      if (result === 0) {
+        plan = { allocate: this.x.planKindOf() === 1, guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
+      }
+      return result;
+    }, tables);
+    if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
+    return plan;
+  }
+
+  /**
+   * Points the L2 entries of an ALLOCATE plan at its new clusters. Returns the host cluster
+   * offsets the old entries referenced (release them after the new entries are on disk).
+   */
+  async commit(plan: WritePlan, tables: Backend): Promise<number[]> {
+    const clusterCount = (plan.guestEnd - plan.guestStart) / this.header.clusterSize;
+    let done = 0;
+    const freed: number[] = [];
+    const status = await this.satisfy(() => {
+      const result = this.x.commitAllocation(plan.guestStart, clusterCount, plan.hostStart, done);
+      done = this.x.committedCountOf();
+      freed.push(...this.freed.subarray(0, this.x.freedCountOf()));
+      return result;
+    }, tables);
+    if (status !== 0) throw this.statusError(status, `committing a write at guest offset ${plan.guestStart}`);
+    return freed;
+  }
+
+  /** Lowers the refcount of the host cluster at `hostOffset` by one. */
+  async release(hostOffset: number, tables: Backend): Promise<void> {
+    const status = await this.satisfy(() => this.x.releaseCluster(hostOffset), tables);
+    if (status !== 0) throw this.statusError(status, `releasing host cluster ${hostOffset}`);
+  }
+
+  /** Host bytes up to the end of the last allocated cluster. */
+  allocatedEnd(): number {
+    return this.x.allocatedEnd();
+  }
+
+  /** Copies of the dirty slices of `cache`, with what markClean needs. */
+  dirtySlices(cache: number): DirtySlice[] {
+    const out: DirtySlice[] = [];
+    const bytes = this.x.sliceBytes() >>> 0;
+    const count = this.x.slotCount(cache);
+    for (let slot = 0; slot < count; slot++) {
+      if (!this.x.isSlotDirty(cache, slot)) continue;
+      out.push({
+        cache, slot, hostOffset: this.x.slotHostOffset(cache, slot), generation: this.x.slotGeneration(cache, slot) >>> 0,
+        bytes: this.view(this.x.slotAddress(cache, slot) >>> 0, bytes).slice(),
+      });
+    }
+    return out;
+  }
+
+  /** Marks a written slice clean unless it changed since it was copied. */
+  markClean(slice: DirtySlice): void {
+    this.x.markSlotClean(slice.cache, slice.slot, slice.generation);
+  }
+
+  /** A copy of the dirty part of the L1 table, or undefined: [first entry index, bytes, generation]. */
+  dirtyL1(): { firstIndex: number; bytes: Uint8Array; generation: number } | undefined {
+    const first = this.x.l1DirtyFirstOf();
+    if (first < 0) return undefined;
+    const end = this.x.l1DirtyEndOf();
+    return { firstIndex: first, bytes: this.view(this.l1Offset + first * 8, (end - first) * 8).slice(), generation: this.x.l1ChangeCount() >>> 0 };
+  }
+
+  /** Marks the L1 table written unless it changed since `generation`. */
+  markL1Clean(generation: number): void {
+    this.x.markL1Clean(generation);
+  }
+
+  /** A copy of the refcount table when it has unwritten changes. */
+  dirtyReftable(): { bytes: Uint8Array; generation: number } | undefined {
+    if (!this.x.reftableDirty()) return undefined;
+    const bytes = this.header.refcountTableClusters * this.header.clusterSize;
+    return { bytes: this.view(this.reftableOffset, bytes).slice(), generation: this.x.reftableChangeCount() >>> 0 };
+  }
+
+  /** Marks the refcount table written unless it changed since `generation`. */
+  markReftableClean(generation: number): void {
+    this.x.markReftableClean(generation);
+  }
+}
