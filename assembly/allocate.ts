@@ -51,9 +51,6 @@ export function setAllocationStart(fileSize: f64): void {
   allocationHint = (bytes + (<u64>1 << clusterBits) - 1) >> clusterBits;
 }
 
-/** Host bytes up to the end of the last cluster allocated so far (or the start hint). */
-export function allocatedEnd(): f64 { return <f64>(allocationHint << clusterBits); }
-
 @inline function l1EntryAddress(index: u64): usize { return regionOffset(Region.L1_TABLE) + (<usize>index << 3); }
 
 let allocatedHost: u64 = 0;

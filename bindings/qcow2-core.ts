@@ -59,7 +59,6 @@ interface Exports {
   commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
   committedCountOf(): number;
   freedCountOf(): number;
-  allocatedEnd(): number;
   releaseCluster(hostOffset: number): number;
   slotCount(cache: number): number;
   slotHostOffset(cache: number, slot: number): number;
@@ -260,11 +259,6 @@ export class Qcow2Core {
   async release(hostOffset: number, tables: Backend): Promise<void> {
     const status = await this.satisfy(() => this.x.releaseCluster(hostOffset), tables);
     if (status !== 0) throw this.statusError(status, `releasing host cluster ${hostOffset}`);
-  }
-
-  /** Host bytes up to the end of the last allocated cluster. */
-  allocatedEnd(): number {
-    return this.x.allocatedEnd();
   }
 
   /** Copies of the dirty slices of `cache`, with what markClean needs. */

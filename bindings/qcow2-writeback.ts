@@ -74,8 +74,10 @@ export class Qcow2Writeback {
     }
   }
 
-  // 1. Refcount blocks (and new ones), the refcount table, the file grown over every allocated
-  //    cluster; barrier.
+  // 1. Refcount blocks (and new ones), then the refcount table; barrier. (The file is never
+  //    resized here: a truncate could race with data writes to clusters allocated meanwhile.
+  //    Every table is written before anything on disk points at it, so the file always covers
+  //    the start of every referenced cluster.)
   // 2. L2 slices; barrier.
   // 3. The dirty part of the L1 table; barrier.
   private async writeAll(): Promise<void> {
@@ -84,11 +86,6 @@ export class Qcow2Writeback {
     if (reftable) {
       await this.write(this.header.refcountTableOffset, reftable.bytes);
       this.core.markReftableClean(reftable.generation);
-      wrote = true;
-    }
-    const allocatedEnd = this.core.allocatedEnd();
-    if (this.backend.truncate && this.backend.capabilities.truncate && (await this.backend.getSize()) < allocatedEnd) {
-      await this.backend.truncate(allocatedEnd);
       wrote = true;
     }
     if (wrote) await this.backend.flush();
