@@ -79,3 +79,10 @@ export const RUN_STRIDE: i32 = RUNS_STRIDE;
 export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
 export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;
 export const STATUS_NO_SPACE: i32 = Status.NO_SPACE;
+
+// Image creation (assembly/create.ts). CreateError and CreateFlag members export as globals
+// named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2-create.ts.
+export {
+  planCreate, renderCreate, CreateError, CreateFlag, createErrorReason, createErrorDetail,
+  createFileBytes, createClusterCount, createExtentCount, createExtentStart, createExtentBytes,
+} from './create';

@@ -85,6 +85,8 @@ export interface CreateOptions {
   compressionType?: 'zlib' | 'zstd';
   backingFile?: string;
   backingFormat?: 'qcow2' | 'raw';
+  /** 'metadata': allocate every L2 table and data cluster up front (qemu-img's preallocation=metadata). */
+  preallocation?: 'off' | 'metadata';
 }
 
 /** A zeroed ImageStats. */
