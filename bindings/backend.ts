@@ -34,7 +34,8 @@ export interface BackendLimits {
  * 1. `preadv(position, buffers)` fills `buffers` in order from the contiguous file range starting
  *    at `position`; `pwritev` gathers the same way. There is no cursor.
  * 2. No short transfers: a call resolves only when every byte moved. Reads past end-of-file
- *    give zeros; writes past it grow the file.
+ *    give zeros; writes past it grow the file, and bytes between the old end and the write read
+ *    as zeros (qcow2 relies on this: fresh clusters appended past the end need no zero-fill).
  * 3. Any number of concurrent calls on non-overlapping ranges. Ordering overlapping calls is the
  *    caller's job.
  * 4. `flush()` is a durability barrier for every write that completed before it was called.

@@ -178,28 +178,60 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
+  // Fresh clusters come from past the old end of the file and are never reused, so their unwritten
+  // bytes already read as zeros: copy-on-write of zeros is skipped, and only what is not zero is
+  // written (the guest data, plus head or tail copied from a backing file or old cluster).
   private async writeAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<void> {
-    const vector: Uint8Array[] = [];
     const head = dataStart - plan.guestStart;
     const tail = plan.guestEnd - dataEnd;
-    if (head > 0) vector.push(await this.previousContent(plan.guestStart, head));
+    const headBytes = head > 0 ? await this.previousContent(plan.guestStart, head) : undefined;
+    const tailBytes = tail > 0 ? await this.previousContent(dataEnd, tail) : undefined;
+    const vector: Uint8Array[] = [];
+    let hostStart = plan.hostStart + head;
+    if (headBytes) {
+      vector.push(headBytes);
+      hostStart = plan.hostStart;
+      this.counters.cowBytes += head;
+    }
     vector.push(...data);
-    if (tail > 0) vector.push(await this.previousContent(dataEnd, tail));
-    this.counters.cowBytes += head + tail;
-    await this.writeHost(plan.hostStart, vector);
+    if (tailBytes) {
+      vector.push(tailBytes);
+      this.counters.cowBytes += tail;
+    }
+    await this.writeHost(hostStart, vector);
     // The data is on the backend: now the L2 entries may point at it (after any write-back in
     // progress, which must not see entries whose refcounts it did not write).
     await this.writeback.idle();
     this.writeback.releaseLater(await this.core.commit(plan, this.backend));
   }
 
-  // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits);
-  // bytes past the virtual size read as zeros.
-  private async previousContent(guestOffset: number, length: number): Promise<Uint8Array> {
-    const buffer = new Uint8Array(length);
+  // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
+  // or undefined when that is all zeros (so a fresh cluster needs no copy). Bytes past the virtual
+  // size read as zeros.
+  private async previousContent(guestOffset: number, length: number): Promise<Uint8Array | undefined> {
     const inside = Math.max(0, Math.min(length, this.virtualSize - guestOffset));
-    if (inside > 0) await this.readRange(guestOffset, buffer.subarray(0, inside));
+    if (inside === 0 || (await this.readsAsZeros(guestOffset, inside))) return undefined;
+    const buffer = new Uint8Array(length);
+    await this.readRange(guestOffset, buffer.subarray(0, inside));
     return buffer;
+  }
+
+  // True when the mapping alone shows guest bytes [guestOffset, guestOffset + length) read as
+  // zeros: zero clusters, or unallocated ones with no backing data under them.
+  private async readsAsZeros(guestOffset: number, length: number): Promise<boolean> {
+    const end = guestOffset + length;
+    let position = guestOffset;
+    while (position < end) {
+      const runs = await this.core.map(position, end - position, this.backend);
+      for (const run of runs) {
+        if (run.kind === RunKind.ZERO) continue;
+        if (run.kind === RunKind.UNALLOCATED && (!this.backing || run.guestOffset >= this.backing.virtualSize)) continue;
+        return false;
+      }
+      const last = runs[runs.length - 1];
+      position = last.guestOffset + last.length;
+    }
+    return true;
   }
 
   private async writeHost(hostOffset: number, buffers: Uint8Array[]): Promise<void> {
