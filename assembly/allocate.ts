@@ -236,28 +236,12 @@ export function commitAllocation(guestStartF: f64, clusterCount: i32, hostStartF
   const hostStart = <u64>hostStartF;
   committed = alreadyCommitted;
   freedCount = 0;
-  const freed = regionOffset(Region.FREED);
   while (committed < clusterCount) {
     const guest = guestStart + (<u64>committed << clusterBits);
     const status = locateEntry(guest, false);
     if (status != Status.OK) return status;
-    const old = loadBE64(entryAddress);
     // Release what the old entry referenced (its refcount drops after the new entry is on disk).
-    if (!hasExternalData) {
-      if (old & QCOW_OFLAG_COMPRESSED) {
-        const sizeShift = 62 - (clusterBits - 8);
-        const hostOffset = old & ((<u64>1 << sizeShift) - 1);
-        const sectors = ((old >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
-        const last = (hostOffset & ~<u64>511) + sectors * 512 - 1;
-        for (let c = hostOffset >> clusterBits; c <= last >> clusterBits; c++) {
-          store<f64>(freed + (<usize>freedCount << 3), <f64>(c << clusterBits));
-          freedCount++;
-        }
-      } else if ((old & L2E_OFFSET_MASK) != 0) {
-        store<f64>(freed + (<usize>freedCount << 3), <f64>(old & L2E_OFFSET_MASK));
-        freedCount++;
-      }
-    }
+    recordFreed(loadBE64(entryAddress));
     storeBE64(entryAddress, (hostStart + (<u64>committed << clusterBits)) | QCOW_OFLAG_COPIED);
     if (hasExtendedL2) storeBE64(entryAddress + 8, 0x00000000ffffffff);
     markSlotDirty(CacheId.L2, entrySlot);
@@ -266,7 +250,27 @@ export function commitAllocation(guestStartF: f64, clusterCount: i32, hostStartF
   return Status.OK;
 }
 
-/** Clusters the last commitAllocation call completed. */
+// Appends to FREED the host clusters the L2 entry `old` references (none with an external data
+// file, whose data clusters are not refcounted): a compressed cluster's data may touch several.
+function recordFreed(old: u64): void {
+  if (hasExternalData) return;
+  const freed = regionOffset(Region.FREED);
+  if (old & QCOW_OFLAG_COMPRESSED) {
+    const sizeShift = 62 - (clusterBits - 8);
+    const hostOffset = old & ((<u64>1 << sizeShift) - 1);
+    const sectors = ((old >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+    const last = (hostOffset & ~<u64>511) + sectors * 512 - 1;
+    for (let c = hostOffset >> clusterBits; c <= last >> clusterBits; c++) {
+      store<f64>(freed + (<usize>freedCount << 3), <f64>(c << clusterBits));
+      freedCount++;
+    }
+  } else if ((old & L2E_OFFSET_MASK) != 0) {
+    store<f64>(freed + (<usize>freedCount << 3), <f64>(old & L2E_OFFSET_MASK));
+    freedCount++;
+  }
+}
+
+/** Clusters the last commitAllocation or zeroClusters call completed. */
 export function committedCountOf(): i32 { return committed; }
 /** Host cluster offsets (f64) the last commitAllocation call wrote to the FREED region. */
 export function freedCountOf(): i32 { return freedCount; }
@@ -281,4 +285,46 @@ export function markL1Clean(generation: u32): bool {
   l1DirtyFirst = <u64>-1;
   l1DirtyEnd = 0;
   return true;
+}
+
+/** What zeroClusters leaves in each entry. */
+export enum ZeroMode {
+  /** The zero flag (v3) or all-zero subclusters (extended L2): reads as zeros over any backing. */
+  ZERO_FLAG = 0,
+  /** An unallocated entry: reads as zeros only without a backing file (v2 without backing). */
+  UNALLOCATE = 1,
+}
+
+/**
+ * Makes the whole guest clusters [guestStart, guestStart + clusterCount clusters) read as zeros
+ * by metadata alone (no data is written), resuming after `alreadyDone` clusters. Old host clusters
+ * go to the FREED region as in commitAllocation. With UNALLOCATE, clusters without an L2 table are
+ * left alone (they already read as zeros); with ZERO_FLAG an L2 table is allocated if needed.
+ * Returns OK, NEED_TABLE / NEED_WRITEBACK (call again with committedCountOf()), NO_SPACE, CORRUPT.
+ */
+export function zeroClusters(guestStartF: f64, clusterCount: i32, mode: i32, alreadyDone: i32): Status {
+  const guestStart = <u64>guestStartF;
+  committed = alreadyDone;
+  freedCount = 0;
+  while (committed < clusterCount) {
+    const guest = guestStart + (<u64>committed << clusterBits);
+    const l1Index = l1IndexOf(guest);
+    if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
+    if (mode == ZeroMode.UNALLOCATE && (loadBE64(l1EntryAddress(l1Index)) & L1E_OFFSET_MASK) == 0) {
+      committed++;
+      continue;
+    }
+    const status = locateEntry(guest, true);
+    if (status != Status.OK) return status;
+    recordFreed(loadBE64(entryAddress));
+    if (hasExtendedL2) {
+      storeBE64(entryAddress, 0);
+      storeBE64(entryAddress + 8, mode == ZeroMode.ZERO_FLAG ? 0xffffffff00000000 : 0);
+    } else {
+      storeBE64(entryAddress, mode == ZeroMode.ZERO_FLAG ? QCOW_OFLAG_ZERO : 0);
+    }
+    markSlotDirty(CacheId.L2, entrySlot);
+    committed++;
+  }
+  return Status.OK;
 }

@@ -106,14 +106,35 @@ export abstract class DispatchedImage implements BlockImage {
     return this.enqueue(requests, true);
   }
 
-  /** Makes the guest range read as zeros (written as zeros, ordered like any write). */
+  /** Makes the guest range read as zeros, ordered like any write. */
   writeZeroes(offset: number, length: number): Promise<void> {
     try {
+      this.checkOpen();
+      this.checkWritable();
       checkGuestRange(offset, length, this.virtualSize);
     } catch (error) {
       return Promise.reject(error);
     }
+    return this.zeroRange(offset, length);
+  }
+
+  /** How a format zeroes a checked guest range; the default writes zeros through the dispatcher. */
+  protected zeroRange(offset: number, length: number): Promise<void> {
+    return this.writeZeroData(offset, length);
+  }
+
+  /** Writes zeros over a checked guest range as an ordinary (merged, ordered) write. */
+  protected writeZeroData(offset: number, length: number): Promise<void> {
     return this.enqueue([{ offset, data: zeroVector(length) }], false)[0];
+  }
+
+  /**
+   * Runs a metadata-only change of guest [start, end) ordered like a write: after every earlier
+   * overlapping read or write, before any later one.
+   */
+  protected orderedUpdate(start: number, end: number, run: () => Promise<void>): Promise<void> {
+    this.dispatcher.dispatchQueued();
+    return this.inflight.register(start, end, true, (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
   }
 
   /** Discards the guest range, ordered after overlapping writes in flight; contents become unspecified. */
@@ -122,10 +143,7 @@ export abstract class DispatchedImage implements BlockImage {
     this.checkWritable();
     checkGuestRange(offset, length, this.virtualSize);
     if (length === 0) return;
-    this.dispatcher.dispatchQueued();
-    const run = () => this.discardRange(offset, length);
-    await this.inflight.register(offset, offset + length, true,
-      (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
+    await this.orderedUpdate(offset, offset + length, () => this.discardRange(offset, length));
   }
 
   /** Waits for every write submitted before the call, then makes them durable. */
@@ -158,7 +176,8 @@ export abstract class DispatchedImage implements BlockImage {
     if (this.closing) throw new ImageError('IMAGE_CLOSED', 'the image is closed');
   }
 
-  private checkWritable(): void {
+  /** Throws IMAGE_READ_ONLY on a read-only image. */
+  protected checkWritable(): void {
     if (this.readOnly) throw new ImageError('IMAGE_READ_ONLY', 'the image is open read-only');
   }
 

@@ -57,6 +57,7 @@ interface Exports {
   planGuestEndOf(): number;
   planHostStartOf(): number;
   commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
+  zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
   committedCountOf(): number;
   freedCountOf(): number;
   releaseCluster(hostOffset: number): number;
@@ -252,6 +253,24 @@ export class Qcow2Core {
       return result;
     }, tables);
     if (status !== 0) throw this.statusError(status, `committing a write at guest offset ${plan.guestStart}`);
+    return freed;
+  }
+
+  /**
+   * Makes whole guest clusters from `guestStart` read as zeros by metadata alone: with the zero
+   * flag (`zeroFlag`; reads as zeros over a backing file) or by unallocating them. Returns the
+   * host cluster offsets the old entries referenced (release them after the change is on disk).
+   */
+  async zeroClusters(guestStart: number, clusterCount: number, zeroFlag: boolean, tables: Backend): Promise<number[]> {
+    let done = 0;
+    const freed: number[] = [];
+    const status = await this.satisfy(() => {
+      const result = this.x.zeroClusters(guestStart, clusterCount, zeroFlag ? 0 : 1, done);
+      done = this.x.committedCountOf();
+      freed.push(...this.freed.subarray(0, this.x.freedCountOf()));
+      return result;
+    }, tables);
+    if (status !== 0) throw this.statusError(status, `zeroing clusters at guest offset ${guestStart}`);
     return freed;
   }
 

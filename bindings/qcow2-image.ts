@@ -19,6 +19,7 @@ import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
 import { appendSlices, splitVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
+import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 
 /** Deepest backing chain opened; deeper chains are refused as a probable loop. */
 const MAX_BACKING_DEPTH = 64;
@@ -180,7 +181,8 @@ export class Qcow2Image extends DispatchedImage {
 
   // Fresh clusters come from past the old end of the file and are never reused, so their unwritten
   // bytes already read as zeros: copy-on-write of zeros is skipped, and only what is not zero is
-  // written (the guest data, plus head or tail copied from a backing file or old cluster).
+  // written (the guest data, plus head or tail copied from a backing file or old cluster). With an
+  // external data file the host cluster is the guest cluster's old place, so zeros are copied too.
   private async writeAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<void> {
     const head = dataStart - plan.guestStart;
     const tail = plan.guestEnd - dataEnd;
@@ -206,11 +208,11 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
-  // or undefined when that is all zeros (so a fresh cluster needs no copy). Bytes past the virtual
-  // size read as zeros.
+  // or undefined when that is all zeros and the cluster is fresh (so needs no copy). Bytes past
+  // the virtual size read as zeros.
   private async previousContent(guestOffset: number, length: number): Promise<Uint8Array | undefined> {
     const inside = Math.max(0, Math.min(length, this.virtualSize - guestOffset));
-    if (inside === 0 || (await this.readsAsZeros(guestOffset, inside))) return undefined;
+    if (inside === 0 || (!this.header.flags.externalDataFile && (await this.readsAsZeros(guestOffset, inside)))) return undefined;
     const buffer = new Uint8Array(length);
     await this.readRange(guestOffset, buffer.subarray(0, inside));
     return buffer;
@@ -248,8 +250,42 @@ export class Qcow2Image extends DispatchedImage {
     throw new ImageError('WASM_INTERNAL', `qcow2 gap merging is not enabled (gap of ${length} bytes)`);
   }
 
-  /** Discard is advisory: this version keeps the clusters (contents stay what they were). */
-  protected async discardRange(): Promise<void> {}
+  // Whole clusters are zeroed in the metadata (the zero flag on v3 and extended L2; unallocated
+  // on v2 without a backing file, where that reads as zeros); partial clusters get zero data.
+  protected override zeroRange(offset: number, length: number): Promise<void> {
+    const [start, end] = this.wholeClusters(offset, length);
+    const zeroFlag = this.header.version === 3;
+    // An external data file is read on its own too (data_file_raw): its zeros must be real.
+    if (start >= end || (!zeroFlag && this.backing) || this.header.flags.externalDataFile) return this.writeZeroData(offset, length);
+    this.counters.guestWriteRequests++;
+    this.counters.guestWriteBytes += end - start;
+    const parts = [this.orderedUpdate(start, end, () => this.zeroClusters(start, end, zeroFlag))];
+    if (offset < start) parts.push(this.writeZeroData(offset, start - offset));
+    if (end < offset + length) parts.push(this.writeZeroData(end, offset + length - end));
+    return allSettledOrThrow(parts);
+  }
+
+  /** Discard frees whole clusters (reading as zeros afterwards); partial clusters keep their data. */
+  protected async discardRange(offset: number, length: number): Promise<void> {
+    const [start, end] = this.wholeClusters(offset, length);
+    const zeroFlag = this.header.version === 3;
+    if (start < end && (zeroFlag || !this.backing) && !this.header.flags.externalDataFile) await this.zeroClusters(start, end, zeroFlag);
+  }
+
+  // The whole clusters inside guest [offset, offset + length); a range reaching the end of the
+  // image also covers the last cluster, which may extend past the virtual size.
+  private wholeClusters(offset: number, length: number): [number, number] {
+    const size = this.header.clusterSize;
+    const start = Math.ceil(offset / size) * size;
+    const end = offset + length === this.virtualSize ? Math.ceil(this.virtualSize / size) * size : Math.floor((offset + length) / size) * size;
+    return [start, end];
+  }
+
+  private async zeroClusters(start: number, end: number, zeroFlag: boolean): Promise<void> {
+    await this.writeback.idle();
+    const freed = await this.core.zeroClusters(start, (end - start) / this.header.clusterSize, zeroFlag, this.backend);
+    this.writeback.releaseLater(freed);
+  }
 
   protected async flushFormat(): Promise<void> {
     await this.writeback.flushAll();
@@ -275,6 +311,20 @@ export class Qcow2Image extends DispatchedImage {
   /** @internal For tools (bindings/qcow2-map.ts): this layer's runs for a guest range, as reads map it. */
   mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
     return this.core.map(guestOffset, length, this.backend);
+  }
+
+  /**
+   * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2-check.ts) after flushing
+   * this instance's writes. `options.repair` repairs in place: it needs a writable backend
+   * (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise,
+   * since its cached metadata would go stale); reads stay valid after a repair.
+   */
+  async check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
+    await this.flush();
+    if (options.repair !== undefined && !this.readOnly) {
+      throw new ImageError('INVALID_ARGUMENT', 'repair needs the image open read-only: this instance caches the metadata a repair rewrites');
+    }
+    return checkQcow2(this.backend, options);
   }
 }
 

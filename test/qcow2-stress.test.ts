@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// Concurrency on qcow2: overlapping multiwrite batches left in flight, reads racing them and
-// flushes, over a backend that completes calls out of order, with metadata caches small enough
+// Concurrency on qcow2: overlapping multiwrite batches left in flight, writeZeroes and discards,
+// reads racing them and flushes, over a backend that completes calls out of order, with metadata caches small enough
 // that slices are evicted and written back mid-workload. Every read must see exactly the writes
 // submitted before it; afterwards qemu-img check is clean and QEMU reads the model's bytes.
 
@@ -71,6 +71,19 @@ describeWithQemu('qcow2 under concurrent overlapping I/O on an out-of-order back
             }
             inFlight.push(...disk.multiwrite(batch));
             for (const request of batch) model.write(request.offset, request.data);
+          } else if (choice === 7 && prng.int(2) === 0) {
+            const length = 1 + prng.int(prng.int(2) === 0 ? 300_000 : 5000);
+            const offset = prng.int(disk.virtualSize - length);
+            if (prng.int(3) === 0) {
+              // Discard leaves its range unspecified: settle, discard, adopt what it reads as.
+              await Promise.all(inFlight);
+              inFlight = [];
+              await disk.discard(offset, length);
+              model.write(offset, await disk.read(offset, length));
+            } else {
+              inFlight.push(disk.writeZeroes(offset, length));
+              model.zero(offset, length);
+            }
           } else if (choice < 9) {
             const length = 1 + prng.int(50_000);
             const offset = prng.int(disk.virtualSize - length);
