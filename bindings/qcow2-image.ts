@@ -108,6 +108,11 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
+  /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
+  coreMemoryBytes(): number {
+    return this.core.memory.buffer.byteLength;
+  }
+
   protected async readRange(offset: number, target: Uint8Array): Promise<void> {
     const end = offset + target.byteLength;
     let position = offset;
