@@ -86,3 +86,15 @@ export {
   planCreate, renderCreate, CreateError, CreateFlag, createErrorReason, createErrorDetail,
   createFileBytes, createClusterCount, createExtentCount, createExtentStart, createExtentBytes,
 } from './create';
+
+// Consistency check and repair (assembly/check.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
+// CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
+// bindings/qcow2-check.ts.
+export {
+  checkRegionsBytes, configureCheck, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount,
+  checkEventsDropped, clearCheckEvents, checkBegin, checkAddRange, snapshotTableConsume, snapshotIdPosition,
+  snapshotIdBytes, snapshotNameBytes, l1WalkBegin,
+  l1ChunkHostOffset, l1ChunkBytes, l1ChunkProcess, l1ChunkChanged, l2TableProcess, checkRefblocks,
+  compareBlockCount, compareBlockHostOffset, compareBlock, planRepair, repairBlockHostOffset, repairBlock,
+  CheckRegion, WalkMode, RepairMode, CheckCount, CheckEvent, RepairBlocker, CHECK_EVENT_CAPACITY, CHECK_EVENT_STRIDE,
+} from './check';
