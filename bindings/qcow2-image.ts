@@ -63,7 +63,8 @@ export class Qcow2Image extends DispatchedImage {
    * Opens the qcow2 image in `backend`, writable when the backend is and `options.readOnly` is not
    * set. Backing files and external data files are opened only through `options.openBacking` /
    * `options.openDataFile` (the names come from the image and are untrusted); an image that needs
-   * one without the callback is refused with INVALID_ARGUMENT. Errors: QCOW2_CORRUPT,
+   * one without the callback is refused with INVALID_ARGUMENT. A writable open of an image left
+   * dirty by lazy refcounts rebuilds its refcounts first (check with repair 'all'). Errors: QCOW2_CORRUPT,
    * QCOW2_UNSUPPORTED_FEATURE, QCOW2_READ_ONLY (a writable open of an image marked corrupt),
    * IMAGE_FORMAT_UNKNOWN (not qcow2), and backend errors. `options.cacheBytes` sizes the L2 cache
    * (default 1 MiB); `options.merge` the merge mode.
@@ -85,8 +86,10 @@ export class Qcow2Image extends DispatchedImage {
       throw new ImageError('QCOW2_READ_ONLY', 'the image is marked corrupt; it can only be opened read-only (repair it with check)');
     }
     if (wantsWrite && header.flags.dirty) {
-      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE',
-        'the image is marked dirty (lazy refcounts after an unclean shutdown); open it read-only: refcount repair on open is not implemented yet');
+      // Lazy refcounts after an unclean shutdown: rebuild the refcounts before the first write
+      // (as QEMU does on a read-write open), then clear the dirty bit and parse again.
+      await repairDirtyImage(backend, header);
+      return Qcow2Image.openInChain(backend, options, chain);
     }
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
     const opened: Backend[] = [];
@@ -331,6 +334,22 @@ export class Qcow2Image extends DispatchedImage {
     }
     return checkQcow2(this.backend, options);
   }
+}
+
+/** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
+const INCOMPATIBLE_FEATURES_OFFSET = 72;
+const INCOMPATIBLE_DIRTY = 1n;
+
+async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<void> {
+  const report = await checkQcow2(backend, { repair: 'all' });
+  if (report.corruptions > 0 || report.checkErrors > 0) {
+    throw new ImageError('QCOW2_CORRUPT',
+      `the dirty image could not be repaired: ${report.corruptions} corruptions and ${report.checkErrors} check errors remain`);
+  }
+  const features = new Uint8Array(8);
+  new DataView(features.buffer).setBigUint64(0, header.incompatibleFeatures & ~INCOMPATIBLE_DIRTY);
+  await backend.pwritev(INCOMPATIBLE_FEATURES_OFFSET, [features]);
+  await backend.flush();
 }
 
 async function openDataFile(header: Qcow2Header, options: OpenOptions): Promise<Backend> {
