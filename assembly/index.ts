@@ -93,8 +93,8 @@ export {
 export {
   checkRegionsBytes, configureCheck, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount,
   checkEventsDropped, clearCheckEvents, checkBegin, checkAddRange, snapshotTableConsume, snapshotIdPosition,
-  snapshotIdBytes, snapshotNameBytes, l1WalkBegin,
-  l1ChunkHostOffset, l1ChunkBytes, l1ChunkProcess, l1ChunkChanged, l2TableProcess, checkRefblocks,
-  compareBlockCount, compareBlockHostOffset, compareBlock, planRepair, repairBlockHostOffset, repairBlock,
+  snapshotIdBytes, snapshotNameBytes, l1WalkBegin, l1ChunkHostOffset, l1ChunkBytes, l1ChunkProcess, l1ChunkChanged,
+  l2TableProcess, checkRefblocks, compareBlockCount, compareBlockHostOffset, compareBlock, planRepair,
+  repairBlockHostOffset, repairBlock,
   CheckRegion, WalkMode, RepairMode, CheckCount, CheckEvent, RepairBlocker, CHECK_EVENT_CAPACITY, CHECK_EVENT_STRIDE,
 } from './check';
