@@ -152,6 +152,25 @@ describeWithQemu('qcow2-wasm CLI against qemu-img', () => {
     }
   });
 
+  it('check prints what qemu-img check prints, with its exit codes, and -r all repairs', async () => {
+    for (const image of images.filter((i) => i.format === 'qcow2')) {
+      const ours = await run(['check', image.name], dir);
+      const theirs = qemuImg(['check', image.name], dir);
+      expect({ code: ours.code, stdout: ours.stdout }, image.name).toEqual({ code: theirs.code, stdout: theirs.stdout });
+      const json = await run(['check', '--output=json', image.name], dir);
+      expect(JSON.parse(json.stdout), image.name).toEqual(JSON.parse(qemuImg(['check', '--output=json', image.name], dir).stdout));
+    }
+    // A crash with lazy refcounts leaves refcounts missing: exit 2, then -r all repairs it.
+    expect(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'lazy_refcounts=on', 'crashed.qcow2', '1M'], dir).code).toBe(0);
+    qemuIo(['-c', 'write -P 0x11 0 64k', '-c', 'abort', 'crashed.qcow2'], dir);
+    const broken = await run(['check', 'crashed.qcow2'], dir);
+    const qemuBroken = qemuImg(['check', 'crashed.qcow2'], dir);
+    expect({ code: broken.code, stdout: broken.stdout, stderr: broken.stderr }).toEqual({ code: 2, stdout: qemuBroken.stdout, stderr: qemuBroken.stderr });
+    const repaired = await run(['check', '-r', 'all', 'crashed.qcow2'], dir);
+    expect(repaired.code, repaired.stderr).toBe(0);
+    expect(qemuCheck(join(dir, 'crashed.qcow2')).exitCode).toBe(0);
+  });
+
   it('info prints the human form qemu-img prints', async () => {
     for (const image of images) {
       const ours = await run(['info', image.name], dir);
