@@ -56,8 +56,8 @@ function hasQemuImg(): boolean {
   }
 }
 
-async function openFresh(path: string, format: Format, merge: MergeMode): Promise<BlockImage> {
-  const backend = await openNodeBackend(path, { writable: true, create: true });
+async function openFresh(path: string, format: Format, merge: MergeMode, sync: boolean): Promise<BlockImage> {
+  const backend = await openNodeBackend(path, { writable: true, create: true, sync });
   if (format === 'raw') {
     await backend.truncate!(IMAGE_BYTES);
     return RawImage.open(backend, { merge });
@@ -65,8 +65,8 @@ async function openFresh(path: string, format: Format, merge: MergeMode): Promis
   return Qcow2Image.create(backend, { virtualSize: IMAGE_BYTES, clusterSize: CLUSTER_BYTES, merge });
 }
 
-async function runOnce(path: string, format: Format, merge: MergeMode, workload: Workload): Promise<Run> {
-  const image = await openFresh(path, format, merge);
+async function runOnce(path: string, format: Format, merge: MergeMode, sync: boolean, workload: Workload): Promise<Run> {
+  const image = await openFresh(path, format, merge, sync);
   const started = performance.now();
   for (let first = 0; first < workload.requests.length; first += BATCH_REQUESTS) {
     await Promise.all(image.multiwrite(workload.requests.slice(first, first + BATCH_REQUESTS)));
@@ -118,18 +118,23 @@ async function main(): Promise<void> {
   if (qemu) console.log(execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0]);
   else console.log('qemu-img is not installed: the QEMU comparison and qemu-img check are left out.');
   await withTempDir('qcow2-wasm-main-', async (dir) => {
-    const configs: [Format, MergeMode][] = [['qcow2', 'full'], ['qcow2', 'adjacent'], ['qcow2', 'off'], ['raw', 'full'], ['raw', 'off']];
+    // [format, merge mode, synchronous Node file I/O (for emulators running the disk in a worker)]
+    const configs: [Format, MergeMode, boolean][] = [
+      ['qcow2', 'full', false], ['qcow2', 'adjacent', false], ['qcow2', 'off', false], ['qcow2', 'full', true],
+      ['raw', 'full', false], ['raw', 'off', false],
+    ];
+    const keyOf = (format: Format, merge: MergeMode, sync: boolean) => `${format} ${merge}${sync ? ' sync' : ''}`;
     for (const workload of makeWorkloads()) {
       const runs = new Map<string, Run[]>();
       const checks = new Map<string, string>();
       // An untimed pass first, so the JIT has compiled every configuration's path.
       const warmUp: Workload = { name: 'warm-up', requests: workload.requests.slice(0, 2048) };
-      for (const [format, merge] of configs) await runOnce(join(dir, 'warm-up.img'), format, merge, warmUp);
+      for (const [format, merge, sync] of configs) await runOnce(join(dir, 'warm-up.img'), format, merge, sync, warmUp);
       for (let round = 0; round < ROUNDS; round++) {
-        for (const [format, merge] of configs) {
-          const key = `${format} ${merge}`;
+        for (const [format, merge, sync] of configs) {
+          const key = keyOf(format, merge, sync);
           const path = join(dir, `${format}-${merge}.img`);
-          runs.set(key, [...(runs.get(key) ?? []), await runOnce(path, format, merge, workload)]);
+          runs.set(key, [...(runs.get(key) ?? []), await runOnce(path, format, merge, sync, workload)]);
           if (qemu && format === 'qcow2') checks.set(key, qemuCheckClean(path));
         }
       }
@@ -138,11 +143,11 @@ async function main(): Promise<void> {
       const offSeconds = (format: Format) => medianRun(`${format} off`).seconds;
       console.log(`\n${workload.name}: ${workload.requests.length} requests, ${(workload.requests.length * REQUEST_BYTES / MIB).toFixed(0)} MiB`);
       printTable(['image', 'merge', 'host writes', 'writes/request', 'host bytes/guest byte', 'COW MiB', 'MB/s', 'vs off', ...(qemuMbPerSecond ? ['vs qemu-img bench'] : []), ...(qemu ? ['qemu-img check'] : [])],
-        configs.map(([format, merge]) => {
-          const key = `${format} ${merge}`;
+        configs.map(([format, merge, sync]) => {
+          const key = keyOf(format, merge, sync);
           const r = medianRun(key);
           const mbPerSecond = r.guestBytes / r.seconds / 1e6;
-          return [format, merge, String(r.hostWriteCalls), (r.hostWriteCalls / r.requests).toFixed(4), (r.hostWriteBytes / r.guestBytes).toFixed(3),
+          return [sync ? `${format} (sync I/O)` : format, merge, String(r.hostWriteCalls), (r.hostWriteCalls / r.requests).toFixed(4), (r.hostWriteBytes / r.guestBytes).toFixed(3),
             (r.cowBytes / MIB).toFixed(1), mbPerSecond.toFixed(0), `${(offSeconds(format) / r.seconds).toFixed(2)}x`,
             ...(qemuMbPerSecond ? [`${(mbPerSecond / qemuMbPerSecond).toFixed(2)}x`] : []), ...(qemu ? [checks.get(key) ?? 'raw: n/a'] : [])];
         }));

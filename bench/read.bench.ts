@@ -87,6 +87,10 @@ async function main(): Promise<void> {
       const qcow2 = await Qcow2Image.open(await openNodeBackend(qcow2Path));
       const raw = await RawImage.open(await openNodeBackend(rawPath), { readOnly: true });
       add('qcow2 random 4K', await randomReads(qcow2));
+      const qcow2Sync = await Qcow2Image.open(await openNodeBackend(qcow2Path, { sync: true }));
+      add('qcow2 sync random 4K', await randomReads(qcow2Sync));
+      add('qcow2 sync sequential 1M', await sequentialReads(qcow2Sync));
+      await qcow2Sync.close();
       add('raw random 4K', await randomReads(raw));
       add('qemu qcow2 random 4K', qemuBenchRead(qcow2Path, 'qcow2', 'random'));
       add('qcow2 sequential 1M', await sequentialReads(qcow2));
@@ -103,6 +107,12 @@ async function main(): Promise<void> {
       ['sequential 1 MiB, depth 4', m('qcow2 sequential 1M').toFixed(0), m('raw sequential 1M').toFixed(0),
         (m('qcow2 sequential 1M') / m('raw sequential 1M')).toFixed(2), m('qemu qcow2 sequential 1M').toFixed(0),
         (m('qcow2 sequential 1M') / m('qemu qcow2 sequential 1M')).toFixed(2)],
+      ['random 4 KiB, sync Node backend', m('qcow2 sync random 4K').toFixed(0), m('raw random 4K').toFixed(0),
+        (m('qcow2 sync random 4K') / m('raw random 4K')).toFixed(2), m('qemu qcow2 random 4K').toFixed(0),
+        (m('qcow2 sync random 4K') / m('qemu qcow2 random 4K')).toFixed(2)],
+      ['sequential 1 MiB, sync Node backend', m('qcow2 sync sequential 1M').toFixed(0), m('raw sequential 1M').toFixed(0),
+        (m('qcow2 sync sequential 1M') / m('raw sequential 1M')).toFixed(2), m('qemu qcow2 sequential 1M').toFixed(0),
+        (m('qcow2 sync sequential 1M') / m('qemu qcow2 sequential 1M')).toFixed(2)],
     ]);
 
     // 2. Mapping lookups per second, warm cache (all slices cached) and cold (the smallest cache,

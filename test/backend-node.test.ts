@@ -34,6 +34,16 @@ backendConformanceSuite(
   { kind: 'node-file', farPosition: 2 ** 40 },
 );
 
+backendConformanceSuite(
+  'node-file (sync syscalls)',
+  async (initial, options) => {
+    const path = nextPath();
+    await writeFile(path, initial ?? new Uint8Array(0));
+    return openNodeBackend(path, { writable: options?.writable ?? true, sync: true });
+  },
+  { kind: 'node-file', farPosition: 2 ** 40 },
+);
+
 /** Asserts a rejection with a BackendError of `code` and returns the error. */
 async function rejection(promise: Promise<unknown>, code: string): Promise<BackendError> {
   const err = await promise.then(
