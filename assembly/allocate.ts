@@ -51,6 +51,14 @@ export function setAllocationStart(fileSize: f64): void {
   allocationHint = (bytes + (<u64>1 << clusterBits) - 1) >> clusterBits;
 }
 
+/** The host cluster index allocation looks at next (everything from it on is fresh). */
+export function allocationHintCluster(): f64 { return <f64>allocationHint; }
+
+/** Moves allocation past host cluster index `cluster` (exclusive), e.g. after a refcount area. */
+export function skipAllocationTo(cluster: f64): void {
+  if (<u64>cluster > allocationHint) allocationHint = <u64>cluster;
+}
+
 @inline function l1EntryAddress(index: u64): usize { return regionOffset(Region.L1_TABLE) + (<usize>index << 3); }
 
 let allocatedHost: u64 = 0;

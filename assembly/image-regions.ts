@@ -29,6 +29,15 @@ function sliceCountFor(clusterBits: u32, cacheBytes: f64): u32 {
   return wanted > <f64>MAX_CACHE_SLICES ? MAX_CACHE_SLICES : <u32>wanted;
 }
 
+/**
+ * Bytes reserved for the refcount table: room to grow to 16 times its size (at least 64 KiB),
+ * within QEMU's 8 MiB limit. Growth past that fails with NO_SPACE.
+ */
+function reftableCapacityFor(reftableBytes: f64): f64 {
+  const wanted = Math.max(reftableBytes * 16, 65536);
+  return Math.max(reftableBytes, Math.min(wanted, <f64>MAX_REFTABLE_BYTES));
+}
+
 function cacheBytesFor(clusterBits: u32, slices: u32): f64 {
   return <f64>slices * <f64>sliceBytesFor(clusterBits) + <f64>cacheBookkeepingBytes(slices) + 32;
 }
@@ -43,7 +52,7 @@ export function requiredMemoryBytes(clusterBits: i32, l1Entries: f64, reftableBy
   if (!(l1Entries >= 0) || l1Entries * 8 > <f64>MAX_L1_BYTES) return -1;
   if (!(reftableBytes >= 0) || reftableBytes > <f64>MAX_REFTABLE_BYTES) return -1;
   const bits = <u32>clusterBits;
-  return <f64>fixedRegionsEnd() + l1Entries * 8 + 16 + reftableBytes + 16 +
+  return <f64>fixedRegionsEnd() + l1Entries * 8 + 16 + reftableCapacityFor(reftableBytes) + 16 +
     cacheBytesFor(bits, sliceCountFor(bits, cacheBytes)) + cacheBytesFor(bits, sliceCountFor(bits, cacheBytes / 4));
 }
 
@@ -70,8 +79,9 @@ export function configureImage(clusterBits: i32, extendedL2: i32, externalData: 
   let at = place(Region.L1_TABLE, fixedRegionsEnd(), l1Bytes);
   memory.fill(fixedRegionsEnd(), 0, l1Bytes);
   const reftableStart = at;
-  at = place(Region.REFTABLE, at, <usize>reftableBytes);
-  memory.fill(reftableStart, 0, <usize>reftableBytes);
+  const reftableCapacity = <usize>reftableCapacityFor(reftableBytes);
+  at = place(Region.REFTABLE, at, reftableCapacity);
+  memory.fill(reftableStart, 0, reftableCapacity);
   at = placeCache(CacheId.L2, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes));
   placeCache(CacheId.REFCOUNT, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes / 4));
   setRefcountGeometry(<u32>refcountOrder, <u64>reftableBytes >> 3);

@@ -67,10 +67,13 @@ export {
 export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
 export {
   planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
-  commitAllocation, committedCountOf, freedCountOf, zeroClusters, ZeroMode,
+  commitAllocation, committedCountOf, freedCountOf, zeroClusters, ZeroMode, allocationHintCluster, skipAllocationTo,
   l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean,
 } from './allocate';
-export { releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount } from './refcount';
+export {
+  releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,
+  growReftable, grownTableHostOffset, grownTableClusterCount,
+} from './refcount';
 export const REGION_RUNS: i32 = Region.RUNS;
 export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
 export const REGION_REFTABLE: i32 = Region.REFTABLE;
@@ -79,6 +82,7 @@ export const RUN_STRIDE: i32 = RUNS_STRIDE;
 export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
 export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;
 export const STATUS_NO_SPACE: i32 = Status.NO_SPACE;
+export const STATUS_NEED_GROWTH: i32 = Status.NEED_GROWTH;
 
 // Image creation (assembly/create.ts). CreateError and CreateFlag members export as globals
 // named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2-create.ts.

@@ -117,10 +117,10 @@ export function addRefcount(cluster: u64, delta: i32): Status {
 /**
  * Creates refcount block `index` at host cluster `cluster` (which it covers, so it counts itself):
  * a zeroed slice with the block's own refcount 1, and the table entry. OK, NEED_WRITEBACK (the
- * cache has no clean slot), or NO_SPACE (the table has no entry `index`).
+ * cache has no clean slot), or NEED_GROWTH (the table has no entry `index`: growReftable).
  */
 export function createRefblock(index: u64, cluster: u64): Status {
-  if (index >= reftableEntries) return Status.NO_SPACE;
+  if (index >= reftableEntries) return Status.NEED_GROWTH;
   const block = cluster << clusterBits;
   const bit = (cluster & ((<u64>1 << refblockEntryBits()) - 1)) << refcountOrder;
   const slot = installZeroSlice(CacheId.REFCOUNT, block + ((bit >> 3) >> sliceBits << sliceBits));
@@ -149,3 +149,68 @@ export function markReftableClean(generation: u32): bool {
 export function releaseCluster(clusterOffset: f64): i32 {
   return addRefcount(<u64>clusterOffset >> clusterBits, -1);
 }
+
+let grownTableHost: u64 = 0;
+let grownTableClusters: u32 = 0;
+
+/**
+ * Grows the refcount table (qcow2 spec, "Host cluster management"; what QEMU calls a refcount
+ * area). The new table goes at `areaStartCluster` (a fresh cluster past every allocated one,
+ * whose refcount-table index is past the old table), followed by the new refcount blocks that
+ * count the area itself; every cluster of the area gets refcount 1 in zeroed slices of those
+ * blocks. The in-memory table becomes the new one, with the old entries kept.
+ *
+ * The caller has written metadata back (so the refcount cache has clean slots) and holds off
+ * every other metadata change until it has written the new blocks and table, switched the header
+ * to grownTableHostOffset()/grownTableClusterCount(), and queued the old table's clusters for
+ * release. Returns the first cluster past the area, or -1 (NO_SPACE: past 8 MiB or the region),
+ * or -2 (a slice could not be installed: write back and retry).
+ */
+export function growReftable(areaStartCluster: f64, capacityBytes: f64): f64 {
+  const start = <u64>areaStartCluster;
+  const entriesPerCluster = (<u64>1 << clusterBits) >> 3;
+  const blockBits = refblockEntryBits();
+  if ((start >> blockBits) < reftableEntries) return -1;
+  // Fixed point: the table must have an entry for every block the area needs, and the area
+  // holds the table and those blocks. Both only grow, so this settles in a few rounds.
+  let tableClusters: u64 = 1;
+  let blockCount: u64 = 1;
+  let entries: u64 = 0;
+  for (let round = 0; round < 64; round++) {
+    const lastIndex = (start + tableClusters + blockCount - 1) >> blockBits;
+    const wanted = max(reftableEntries * 2, lastIndex + 1);
+    entries = (wanted + entriesPerCluster - 1) / entriesPerCluster * entriesPerCluster;
+    const nextTableClusters = max(tableClusters, entries / entriesPerCluster);
+    const nextBlockCount = max(blockCount, lastIndex - (start >> blockBits) + 1);
+    if (nextTableClusters == tableClusters && nextBlockCount == blockCount) break;
+    tableClusters = nextTableClusters;
+    blockCount = nextBlockCount;
+  }
+  if (<f64>(entries << 3) > capacityBytes) return -1;
+  const areaEnd = start + tableClusters + blockCount;
+  // Blocks first (they hold the refcounts), then the table entries pointing at them.
+  for (let k: u64 = 0; k < blockCount; k++) {
+    const index = (start >> blockBits) + k;
+    storeBE64(reftableEntryAddress(index), (start + tableClusters + k) << clusterBits);
+  }
+  reftableEntries = entries;
+  for (let cluster = start; cluster < areaEnd; cluster++) {
+    const block = refblockOffset(cluster >> blockBits);
+    const bit = (cluster & ((<u64>1 << blockBits) - 1)) << refcountOrder;
+    const sliceHost = block + ((bit >> 3) >> sliceBits << sliceBits);
+    let slot = findSlice(CacheId.REFCOUNT, sliceHost);
+    if (slot < 0) slot = installZeroSlice(CacheId.REFCOUNT, sliceHost);
+    if (slot < 0) return -2;
+    writeAt(slot, <u32>(bit & ((<u64>8 << sliceBits) - 1)), 1);
+  }
+  grownTableHost = start << clusterBits;
+  grownTableClusters = <u32>tableClusters;
+  isReftableDirty = true;
+  reftableGeneration++;
+  return <f64>areaEnd;
+}
+
+/** Host offset of the table growReftable made. */
+export function grownTableHostOffset(): f64 { return <f64>grownTableHost; }
+/** Clusters of the table growReftable made. */
+export function grownTableClusterCount(): i32 { return <i32>grownTableClusters; }

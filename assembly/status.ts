@@ -22,4 +22,6 @@ export enum Status {
   NEED_WRITEBACK = 7,
   /** The image cannot grow further (the refcount table is full). */
   NO_SPACE = 8,
+  /** The refcount table is full: grow it (refcount.ts growReftable), then call again. */
+  NEED_GROWTH = 9,
 }

@@ -68,6 +68,11 @@ interface Exports {
   slotGeneration(cache: number, slot: number): number;
   markSlotClean(cache: number, slot: number, generation: number): number;
   reftableDirty(): number;
+  growReftable(areaStartCluster: number, capacityBytes: number): number;
+  grownTableHostOffset(): number;
+  grownTableClusterCount(): number;
+  allocationHintCluster(): number;
+  skipAllocationTo(cluster: number): void;
   reftableChangeCount(): number;
   markReftableClean(generation: number): number;
   l1DirtyFirstOf(): number;
@@ -94,11 +99,14 @@ export class Qcow2Core {
   private readonly x: Exports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
-  private readonly status: { needTable: number; needWriteback: number; corrupt: number; noSpace: number };
+  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; corrupt: number; noSpace: number };
   private l1Offset = 0;
   private reftableOffset = 0;
+  private reftableCapacity = 0;
   private readonly header: Qcow2Header;
   private sliceLoad: Promise<void> | undefined;
+  /** Called when the refcount table is full: must grow it (Qcow2Writeback.growReftable). */
+  onGrowthNeeded: () => Promise<void> = () => Promise.reject(new ImageError('QCOW2_NO_SPACE', 'the refcount table is full'));
   /** Called when a cache holds only dirty slices: must write metadata back. */
   onWritebackNeeded: () => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'metadata cache full on a read-only image'));
 
@@ -114,7 +122,7 @@ export class Qcow2Core {
     this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
     const [freedAt, freedBytes] = region('REGION_FREED');
     this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
-    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE') };
+    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE') };
   }
 
   // The table regions exist once configureImage has placed them.
@@ -122,6 +130,7 @@ export class Qcow2Core {
     const g = this.x as unknown as Record<string, WebAssembly.Global>;
     this.l1Offset = this.x.regionOffset(g.REGION_L1_TABLE.value as number) >>> 0;
     this.reftableOffset = this.x.regionOffset(g.REGION_REFTABLE.value as number) >>> 0;
+    this.reftableCapacity = this.x.regionBytes(g.REGION_REFTABLE.value as number) >>> 0;
   }
 
   /**
@@ -160,6 +169,7 @@ export class Qcow2Core {
       const status = call();
       if (status === this.status.needTable) await this.loadNeededSlice(tables);
       else if (status === this.status.needWriteback) await this.onWritebackNeeded();
+      else if (status === this.status.needGrowth) await this.onGrowthNeeded();
       else return status;
     }
   }
@@ -318,6 +328,24 @@ export class Qcow2Core {
     if (!this.x.reftableDirty()) return undefined;
     const bytes = this.header.refcountTableClusters * this.header.clusterSize;
     return { bytes: this.view(this.reftableOffset, bytes).slice(), generation: this.x.reftableChangeCount() >>> 0 };
+  }
+
+  /**
+   * Grows the refcount table into a refcount area at the next fresh cluster (assembly/refcount.ts
+   * growReftable) and moves allocation past it. Returns where the new table is and the in-memory
+   * table's bytes to write there, with the table's change counter at the copy (for
+   * markReftableClean). Throws QCOW2_NO_SPACE when the table cannot grow further.
+   */
+  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } {
+    const areaEnd = this.x.growReftable(this.x.allocationHintCluster(), this.reftableCapacity);
+    if (areaEnd === -1) throw new ImageError('QCOW2_NO_SPACE', 'the refcount table cannot grow further (8 MiB, or the space reserved for it)');
+    if (areaEnd < 0) throw new ImageError('WASM_INTERNAL', 'no clean refcount cache slot for the new refcount blocks');
+    this.x.skipAllocationTo(areaEnd);
+    const clusters = this.x.grownTableClusterCount();
+    return {
+      hostOffset: this.x.grownTableHostOffset(), clusters, generation: this.x.reftableChangeCount() >>> 0,
+      bytes: this.view(this.reftableOffset, clusters * this.header.clusterSize).slice(),
+    };
   }
 
   /** Marks the refcount table written unless it changed since `generation`. */

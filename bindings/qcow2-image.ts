@@ -57,6 +57,7 @@ export class Qcow2Image extends DispatchedImage {
     this.backing = backing;
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
+    core.onGrowthNeeded = () => this.writeback.growReftable();
   }
 
   /**

@@ -11,9 +11,13 @@ import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
 import { allSettledOrThrow } from './settle.js';
 
+/** Header byte offset of refcount_table_offset (u64), followed by refcount_table_clusters (u32). */
+const REFCOUNT_TABLE_OFFSET_FIELD = 48;
+
 /** Serialises metadata write-back for one image and keeps the clusters waiting for release. */
 export class Qcow2Writeback {
   private running: Promise<void> | undefined;
+  private growing: Promise<void> | undefined;
   private finishing: Promise<void> = Promise.resolve();
   private pendingReleases: number[] = [];
 
@@ -58,6 +62,40 @@ export class Qcow2Writeback {
   writeDirty(): Promise<void> {
     this.start();
     return this.running ?? Promise.resolve();
+  }
+
+  /**
+   * Grows the refcount table (the core ran out of entries), crash-safely: metadata is written
+   * back first, then, with every other metadata change held off, the new refcount blocks (which
+   * count the new table and themselves) and the new table are written, a barrier, the header
+   * switches to the new table (one 12-byte write), a barrier, and the old table's clusters are
+   * queued for release. A crash before the header write leaves only unreferenced clusters.
+   */
+  growReftable(): Promise<void> {
+    this.growing ??= (async () => {
+      await this.run();
+      while (this.running) await this.running;
+      const growth = (async () => {
+        const table = this.core.growReftable();
+        await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
+        await this.write(table.hostOffset, table.bytes);
+        await this.backend.flush();
+        const pointer = new Uint8Array(12);
+        const view = new DataView(pointer.buffer);
+        view.setBigUint64(0, BigInt(table.hostOffset));
+        view.setUint32(8, table.clusters);
+        await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer);
+        await this.backend.flush();
+        const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
+        this.header.refcountTableOffset = table.hostOffset;
+        this.header.refcountTableClusters = table.clusters;
+        this.core.markReftableClean(table.generation);
+        for (let i = 0; i < old.clusters; i++) this.pendingReleases.push(old.offset + i * this.header.clusterSize);
+      })();
+      this.running = growth.finally(() => { this.running = undefined; });
+      await this.running;
+    })().finally(() => { this.growing = undefined; });
+    return this.growing;
   }
 
   private start(): void {

@@ -5,12 +5,12 @@
 // (by QEMU and by this engine after reopening) exactly as the model, and QEMU can write into it.
 
 import { it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, copyFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
 import type { BlockImage, WriteRequest } from '../bindings/image.js';
-import { describeWithQemu, zoo, convertToRaw, qemuCheck, qemuIo, type ZooImage } from './helpers/qemu.js';
+import { describeWithQemu, zoo, convertToRaw, qemuCheck, qemuIo, qemuImg, type ZooImage } from './helpers/qemu.js';
 import { makePrng, type Prng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';
 
@@ -100,5 +100,32 @@ describeWithQemu('qcow2 write matrix against qemu-img check and compare', () => 
       done.push(image.name);
     }
     expect(done.length).toBeGreaterThanOrEqual(10);
+  });
+
+  it('grows the refcount table when the image outgrows it (512 B clusters, 16- and 64-bit refcounts)', async () => {
+    for (const refcountBits of [16, 64]) {
+      const path = join(dir, `grow_${refcountBits}.qcow2`);
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-o', `cluster_size=512,refcount_bits=${refcountBits}`, path, '64M'], dir).code).toBe(0);
+      const model = new ModelDisk();
+      const prng = makePrng(SEED + refcountBits);
+      const disk = await openImageFile(path);
+      try {
+        // 24 MiB of data in 256 KiB writes: far past what one 512-byte refcount table covers.
+        for (let offset = 0; offset < 24 << 20; offset += 256 << 10) {
+          const data = prng.fill(new Uint8Array(256 << 10));
+          await disk.write(offset + (offset >> 8) % 512, data.subarray(0, Math.min(data.length, disk.virtualSize - offset)));
+          model.write(offset + (offset >> 8) % 512, data);
+        }
+      } finally {
+        await disk.close();
+      }
+      // refcount_table_clusters (header bytes 56..59) grew from qemu-img's single cluster.
+      const header = readFileSync(path).subarray(0, 64);
+      expect(new DataView(header.buffer, header.byteOffset).getUint32(56), `refcount_bits=${refcountBits}: refcount table clusters`).toBeGreaterThan(1);
+      const check = qemuCheck(path);
+      expect({ corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0, errors: check['check-errors'] }, `refcount_bits=${refcountBits}`)
+        .toEqual({ corruptions: 0, leaks: 0, errors: 0 });
+      expect(Buffer.compare(convertToRaw(path), model.read(0, 64 << 20)), `refcount_bits=${refcountBits}: contents`).toBe(0);
+    }
   });
 });
