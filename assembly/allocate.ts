@@ -8,7 +8,7 @@
 
 import {
   L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
-  QCOW_OFLAG_ZERO, loadBE64, storeBE64,
+  QCOW_OFLAG_ZERO, loadBE64, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2IndexOf, l2EntryBits,
@@ -264,9 +264,8 @@ function recordFreed(old: u64): void {
   if (hasExternalData) return;
   const freed = regionOffset(Region.FREED);
   if (old & QCOW_OFLAG_COMPRESSED) {
-    const sizeShift = 62 - (clusterBits - 8);
-    const hostOffset = old & ((<u64>1 << sizeShift) - 1);
-    const sectors = ((old >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+    const hostOffset = compressedHostOffset(old, clusterBits);
+    const sectors = compressedSectorCount(old, clusterBits);
     const last = (hostOffset & ~<u64>511) + sectors * 512 - 1;
     for (let c = hostOffset >> clusterBits; c <= last >> clusterBits; c++) {
       store<f64>(freed + (<usize>freedCount << 3), <f64>(c << clusterBits));

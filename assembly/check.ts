@@ -37,7 +37,7 @@ import {
   MAX_CLUSTER_BITS, MAX_L1_BYTES, MAX_REFCOUNT_ORDER, MAX_REFTABLE_BYTES, MAX_SNAPSHOTS,
   MAX_SNAPSHOT_EXTRA_DATA_BYTES, MIN_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS, QCOW_OFLAG_COMPRESSED,
   QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, REFT_OFFSET_MASK, REFT_RESERVED_MASK, SNAPSHOT_HEADER_BYTES,
-  loadBE16, loadBE32, loadBE64, storeBE16, storeBE32, storeBE64,
+  loadBE16, loadBE32, loadBE64, storeBE16, storeBE32, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import { Status } from './status';
 
@@ -769,13 +769,11 @@ function countL2Table(): i32 {
   return 0;
 }
 
-// Compressed descriptor (qcow2 spec, "Compressed Clusters Descriptor"): with x = 62 -
-// (clusterBits - 8), bits 0..x-1 are the host byte offset and bits x..61 the count of additional
-// 512-byte sectors. Every host cluster the data touches is referenced once (an offset past the
-// file, even one above the spec's 2^56, is only a range past the end, as for QEMU).
+// A compressed descriptor (decoded by format.ts): every host cluster the data touches is
+// referenced once (an offset past the file, even one above the spec's 2^56, is only a range past
+// the end, as for QEMU).
 function countCompressed(index: i32, entry: u64, bitmap: u64): void {
-  const sizeShift = 62 - (clusterBits - 8);
-  const hostOffset = entry & ((<u64>1 << sizeShift) - 1);
+  const hostOffset = compressedHostOffset(entry, clusterBits);
   if (entry & QCOW_OFLAG_COPIED) {
     corruption();
     event(CheckEvent.COMPRESSED_COPIED, hi(hostOffset), lo(hostOffset));
@@ -791,7 +789,7 @@ function countCompressed(index: i32, entry: u64, bitmap: u64): void {
     event(CheckEvent.COMPRESSED_WITH_BITMAP, <f64>index, hi(entry), lo(entry));
     return;
   }
-  const sectorCount = ((entry >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+  const sectorCount = compressedSectorCount(entry, clusterBits);
   addReferences(hostOffset, sectorCount * 512 - (hostOffset & 511), false);
   if (isWalkActive) {
     // Compressed clusters are fragmented by nature (QEMU counts them so).

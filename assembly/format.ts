@@ -195,3 +195,17 @@ export const MAX_EXACT_POSITION: u64 = 1 << 53;
 @inline export function storeBE16(ptr: usize, value: u16): void {
   store<u16>(ptr, bswap<u16>(value));
 }
+
+// Compressed cluster descriptor (qcow2 spec, "Compressed Clusters Descriptor"): with
+// x = 62 - (cluster_bits - 8), bits 0..x-1 hold the host byte offset and bits x..61 the number
+// of 512-byte sectors after the first.
+
+/** Host byte offset of the compressed data an L2 entry describes. */
+@inline export function compressedHostOffset(entry: u64, clusterBits: u32): u64 {
+  return entry & ((<u64>1 << (62 - (clusterBits - 8))) - 1);
+}
+
+/** 512-byte sectors (counting the first, partial one) the compressed data spans. */
+@inline export function compressedSectorCount(entry: u64, clusterBits: u32): u64 {
+  return ((entry >> (62 - (clusterBits - 8))) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+}

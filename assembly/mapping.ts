@@ -5,7 +5,7 @@
 
 import {
   L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
-  QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, loadBE64,
+  QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, loadBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l2EntryBits, l2CoverageBits,
@@ -148,14 +148,11 @@ function mapStep(position: u64, end: u64): Status {
   return Status.OK;
 }
 
-// Compressed descriptor (qcow2 spec, "Compressed Clusters Descriptor"): with x = 62 -
-// (clusterBits - 8), bits 0..x-1 are the host byte offset and bits x..61 the count of additional
-// 512-byte sectors.
+// A compressed cluster (format.ts decodes the descriptor).
 function mapCompressed(entry: u64, position: u64, stepEnd: u64): Status {
-  const sizeShift = 62 - (clusterBits - 8);
-  const hostOffset = entry & ((<u64>1 << sizeShift) - 1);
+  const hostOffset = compressedHostOffset(entry, clusterBits);
   if (hostOffset >= COMPRESSED_OFFSET_LIMIT) return corrupt(MappingCorruption.COMPRESSED_OFFSET_TOO_LARGE, position);
-  const sectorCount = ((entry >> sizeShift) & ((<u64>1 << (clusterBits - 8)) - 1)) + 1;
+  const sectorCount = compressedSectorCount(entry, clusterBits);
   const compressedBytes = sectorCount * 512 - (hostOffset & 511);
   // Never joined with a neighbour: the run's guest start (and so its offset in the cluster)
   // tells TypeScript which part of the inflated cluster it wants.
