@@ -102,3 +102,10 @@ export {
   repairBlockHostOffset, repairBlock,
   CheckRegion, WalkMode, RepairMode, CheckCount, CheckEvent, RepairBlocker, CHECK_EVENT_CAPACITY, CHECK_EVENT_STRIDE,
 } from './check';
+
+// Snapshot table entries for listing (assembly/snapshot.ts).
+export {
+  parseSnapshotEntry, snapshotIdStart, snapshotIdLength, snapshotNameLength, snapshotL1Offset, snapshotL1Entries,
+  snapshotDateSeconds, snapshotDateNanoseconds, snapshotVmClockNanoseconds, snapshotVmStateBytes, snapshotDiskBytes,
+  snapshotIcount,
+} from './snapshot';

@@ -15,6 +15,7 @@ import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qc
 import { createQcow2 } from './qcow2-create.js';
 import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
+import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
@@ -347,9 +348,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
 // ---------------------------------------------------------------------------------------------
 
 /** qemu-img info's fields, in the order qemu-img 7.2 prints them as JSON. */
-function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, actualSize: number, header?: Qcow2Header): object {
+function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, actualSize: number, header?: Qcow2Header,
+                  snapshots: readonly Qcow2Snapshot[] = []): object {
   if (!header) return { 'virtual-size': virtualSize, filename: file, format, 'actual-size': actualSize, 'dirty-flag': false };
   const info: Record<string, unknown> = {};
+  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   if (header.backingFile !== undefined && header.backingFormat !== undefined) info['backing-filename-format'] = header.backingFormat;
   Object.assign(info, {
     'virtual-size': virtualSize, filename: file, 'cluster-size': header.clusterSize, format, 'actual-size': actualSize,
@@ -361,6 +364,32 @@ function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, ac
   }
   info['dirty-flag'] = header.flags.dirty;
   return info;
+}
+
+/** One snapshot as qemu-img info --output=json prints it (its key order). */
+function snapshotJson(snapshot: Qcow2Snapshot): Record<string, unknown> {
+  const json: Record<string, unknown> = {};
+  if (snapshot.icount !== undefined) json.icount = snapshot.icount;
+  Object.assign(json, {
+    'vm-clock-nsec': snapshot.vmClockNanoseconds % 1e9, name: snapshot.name, 'date-sec': snapshot.dateSeconds,
+    'date-nsec': snapshot.dateNanoseconds, 'vm-clock-sec': Math.floor(snapshot.vmClockNanoseconds / 1e9), id: snapshot.id,
+    'vm-state-size': snapshot.vmStateBytes,
+  });
+  return json;
+}
+
+/** qemu-img info's "Snapshot list:" table (dates in local time, as qemu-img prints them). */
+function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
+  const two = (n: number) => String(n).padStart(2, '0');
+  const lines = ['Snapshot list:', `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`];
+  for (const s of snapshots) {
+    const d = new Date(s.dateSeconds * 1000);
+    const date = `${d.getFullYear()}-${two(d.getMonth() + 1)}-${two(d.getDate())} ${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
+    const clockMs = Math.floor(s.vmClockNanoseconds / 1e6);
+    const clock = `${two(Math.floor(clockMs / 3_600_000))}:${two(Math.floor(clockMs / 60_000) % 60)}:${two(Math.floor(clockMs / 1000) % 60)}.${String(clockMs % 1000).padStart(3, '0')}`;
+    lines.push(`${s.id.padEnd(9)} ${s.name.padEnd(16)} ${formatSize(s.vmStateBytes).padStart(8)} ${date.padStart(19)} ${clock.padStart(12)} ${(s.icount === undefined ? '' : String(s.icount)).padStart(10)}`);
+  }
+  return lines;
 }
 
 function formatSpecific(header: Qcow2Header): Record<string, unknown> {
@@ -377,7 +406,8 @@ function formatSpecific(header: Qcow2Header): Record<string, unknown> {
   return data;
 }
 
-function infoHuman(file: string, format: 'qcow2' | 'raw', virtualSize: number, actualSize: number, header?: Qcow2Header): string {
+function infoHuman(file: string, format: 'qcow2' | 'raw', virtualSize: number, actualSize: number, header?: Qcow2Header,
+                   snapshots: readonly Qcow2Snapshot[] = []): string {
   const lines = [`image: ${file}`, `file format: ${format}`, `virtual size: ${formatSize(virtualSize)} (${virtualSize} bytes)`,
     `disk size: ${formatSize(actualSize)}`];
   if (header) {
@@ -387,6 +417,7 @@ function infoHuman(file: string, format: 'qcow2' | 'raw', virtualSize: number, a
       lines.push(`backing file: ${header.backingFile}${full !== header.backingFile ? ` (actual path: ${full})` : ''}`);
       if (header.backingFormat !== undefined) lines.push(`backing file format: ${header.backingFormat}`);
     }
+    if (snapshots.length > 0) lines.push(...snapshotLines(snapshots));
     lines.push('Format specific information:');
     for (const [key, value] of Object.entries(formatSpecific(header))) lines.push(`    ${key.replace(/-/g, ' ')}: ${String(value)}`);
   }
@@ -409,11 +440,13 @@ async function infoCommand(io: CliIo, args: readonly string[]): Promise<number> 
   }
   let format: 'qcow2' | 'raw';
   let header: Qcow2Header | undefined;
+  let snapshots: Qcow2Snapshot[] = [];
   let virtualSize: number;
   try {
     format = forced ?? (await probeFormat(backend));
     if (format === 'qcow2') {
       header = await readHeader(backend);
+      snapshots = await listSnapshots(backend, header);
       virtualSize = header.virtualSize;
     } else {
       virtualSize = await backend.getSize();
@@ -424,8 +457,8 @@ async function infoCommand(io: CliIo, args: readonly string[]): Promise<number> 
     await backend.close();
   }
   const actualSize = (await stat(path)).blocks * 512;
-  if (output === 'json') io.stdout(`${JSON.stringify(infoJson(file, format, virtualSize, actualSize, header), null, 4)}\n`);
-  else io.stdout(infoHuman(file, format, virtualSize, actualSize, header));
+  if (output === 'json') io.stdout(`${JSON.stringify(infoJson(file, format, virtualSize, actualSize, header, snapshots), null, 4)}\n`);
+  else io.stdout(infoHuman(file, format, virtualSize, actualSize, header, snapshots));
   return 0;
 }
 

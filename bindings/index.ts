@@ -6,6 +6,7 @@ export { RawImage } from './raw-image.js';
 export { Qcow2Image } from './qcow2-image.js';
 export { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckOptions, type Qcow2CheckReport, type Qcow2RepairMode } from './qcow2-check.js';
 export { createQcow2 } from './qcow2-create.js';
+export type { Qcow2Snapshot } from './qcow2-snapshots.js';
 export type { BlockImage, WriteRequest, ImageStats, OpenOptions, CreateOptions } from './image.js';
 export type { MergeMode } from './merge-core.js';
 export type { Backend, BackendCapabilities, BackendLimits } from './backend.js';

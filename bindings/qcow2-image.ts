@@ -13,6 +13,7 @@ import { instantiateCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
+import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
@@ -110,6 +111,12 @@ export class Qcow2Image extends DispatchedImage {
       await Promise.allSettled(opened.map((b) => b.close()));
       throw error;
     }
+  }
+
+  /** The image's internal snapshots, in table order (reading them does not change the image). */
+  snapshots(): Promise<Qcow2Snapshot[]> {
+    this.checkOpen();
+    return listSnapshots(this.backend, this.header);
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */

@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import { describeWithQemu, zoo, convertToRaw, type ZooImage } from './helpers/qemu.js';
+import { describeWithQemu, zoo, convertToRaw, qemuImg, type ZooImage } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 
 describeWithQemu('qcow2 read matrix against qemu-img convert', () => {
@@ -51,6 +51,28 @@ describeWithQemu('qcow2 read matrix against qemu-img convert', () => {
       }
     }
     expect(checked.length).toBeGreaterThanOrEqual(10);
+  });
+
+  it('lists internal snapshots as qemu-img info does', async () => {
+    const image = images.find((i) => i.name === 'snap.qcow2')!;
+    const disk = (await openImageFile(image.path, { readOnly: true })) as Qcow2Image;
+    try {
+      const ours = await disk.snapshots();
+      const theirs = (JSON.parse(qemuImg(['info', '--output=json', image.path]).stdout) as {
+        snapshots: { id: string; name: string; 'date-sec': number; 'date-nsec': number; 'vm-state-size': number }[];
+      }).snapshots;
+      expect(ours.length).toBeGreaterThan(0);
+      expect(ours.map((s) => [s.id, s.name, s.dateSeconds, s.dateNanoseconds, s.vmStateBytes]))
+        .toEqual(theirs.map((s) => [s.id, s.name, s['date-sec'], s['date-nsec'], s['vm-state-size']]));
+    } finally {
+      await disk.close();
+    }
+    const plain = (await openImageFile(images.find((i) => i.name === 'v3.qcow2')!.path, { readOnly: true })) as Qcow2Image;
+    try {
+      expect(await plain.snapshots()).toEqual([]);
+    } finally {
+      await plain.close();
+    }
   });
 
   it('refuses a backing file without openBacking, naming it', async () => {

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: MIT
+// Snapshot table entries (qcow2 spec, "Snapshots"), parsed one at a time from bytes TypeScript
+// placed in the HEADER region, for listing snapshots. (The consistency check walks the same
+// table itself, in check.ts, for the references it holds.)
+
+import { loadBE16, loadBE32, loadBE64, SNAPSHOT_HEADER_BYTES, MAX_SNAPSHOT_EXTRA_DATA_BYTES } from './format';
+import { Region, regionOffset } from './layout';
+import { Status } from './status';
+
+let l1Offset: u64 = 0;
+let l1Entries: u32 = 0;
+let idBytes: u32 = 0;
+let nameBytes: u32 = 0;
+let dateSeconds: u32 = 0;
+let dateNanoseconds: u32 = 0;
+let vmClockNanoseconds: u64 = 0;
+let vmStateBytes: u64 = 0;
+let diskBytes: i64 = -1;
+let icount: i64 = -1;
+let snapshotIdOffset: u32 = 0;
+
+/**
+ * Parses the snapshot table entry at byte `at` of the HEADER region, of which `available` bytes
+ * are valid. Returns the entry's length in bytes (padded to 8) when it lies entirely within the
+ * available bytes, 0 when more bytes are needed (place the table from the entry's start and call
+ * again), or -CORRUPT for extra data beyond QEMU's limit. The fields are read by the getters; the
+ * id string starts 40 + extra bytes into the entry (snapshotIdOffset), the name right after it.
+ */
+export function parseSnapshotEntry(at: i32, available: i32): i32 {
+  if (at < 0 || available < at) return -Status.INVALID;
+  const entry = regionOffset(Region.HEADER) + <usize>at;
+  const left = available - at;
+  if (left < <i32>SNAPSHOT_HEADER_BYTES) return 0;
+  const extraBytes = loadBE32(entry + 36);
+  if (extraBytes > MAX_SNAPSHOT_EXTRA_DATA_BYTES) return -Status.CORRUPT;
+  idBytes = loadBE16(entry + 12);
+  nameBytes = loadBE16(entry + 14);
+  const length = (SNAPSHOT_HEADER_BYTES + extraBytes + idBytes + nameBytes + 7) & ~<u32>7;
+  if (<u32>left < length) return 0;
+  l1Offset = loadBE64(entry);
+  l1Entries = loadBE32(entry + 8);
+  dateSeconds = loadBE32(entry + 16);
+  dateNanoseconds = loadBE32(entry + 20);
+  vmClockNanoseconds = loadBE64(entry + 24);
+  vmStateBytes = loadBE32(entry + 32);
+  // Extra data: 64-bit VM state size, virtual disk size, icount (each present if long enough).
+  if (extraBytes >= 8) vmStateBytes = loadBE64(entry + 40);
+  diskBytes = extraBytes >= 16 ? <i64>loadBE64(entry + 48) : -1;
+  icount = extraBytes >= 24 ? <i64>loadBE64(entry + 56) : -1;
+  snapshotIdOffset = SNAPSHOT_HEADER_BYTES + extraBytes;
+  return <i32>length;
+}
+
+/** Offset of the parsed entry's id string from the entry's start (its name follows the id). */
+export function snapshotIdStart(): i32 { return <i32>snapshotIdOffset; }
+/** Bytes of the parsed entry's id string. */
+export function snapshotIdLength(): i32 { return <i32>idBytes; }
+/** Bytes of the parsed entry's name. */
+export function snapshotNameLength(): i32 { return <i32>nameBytes; }
+/** Host offset of the parsed entry's L1 table. */
+export function snapshotL1Offset(): f64 { return <f64>l1Offset; }
+/** Entries of the parsed entry's L1 table. */
+export function snapshotL1Entries(): i32 { return <i32>l1Entries; }
+/** Creation time of the parsed entry: seconds and nanoseconds since the epoch. */
+export function snapshotDateSeconds(): f64 { return <f64>dateSeconds; }
+export function snapshotDateNanoseconds(): f64 { return <f64>dateNanoseconds; }
+/** Guest run time at the snapshot, in nanoseconds. */
+export function snapshotVmClockNanoseconds(): f64 { return <f64>vmClockNanoseconds; }
+/** Bytes of saved VM state. */
+export function snapshotVmStateBytes(): f64 { return <f64>vmStateBytes; }
+/** Virtual disk size at the snapshot, or -1 when the entry does not record it. */
+export function snapshotDiskBytes(): f64 { return <f64>diskBytes; }
+/** Instruction count at the snapshot, or -1 when absent or disabled. */
+export function snapshotIcount(): f64 { return <f64>icount; }

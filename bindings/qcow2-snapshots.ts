@@ -1,0 +1,91 @@
+// SPDX-License-Identifier: MIT
+// Listing a qcow2 image's internal snapshots: reads the snapshot table in 64 KiB windows into a
+// core's HEADER region and lets the wasm parser (assembly/snapshot.ts) decode each entry.
+
+import type { Backend } from './backend.js';
+import type { Qcow2Header } from './qcow2-header.js';
+import { ImageError } from './errors.js';
+import { instantiateCore } from './wasm.js';
+
+/** One internal snapshot, as the snapshot table records it. */
+export interface Qcow2Snapshot {
+  id: string;
+  name: string;
+  /** Creation time: seconds and nanoseconds since the Unix epoch. */
+  dateSeconds: number;
+  dateNanoseconds: number;
+  /** Guest run time when it was taken, in nanoseconds. */
+  vmClockNanoseconds: number;
+  /** Bytes of saved VM state (0 for a disk-only snapshot). */
+  vmStateBytes: number;
+  /** Virtual disk size when it was taken, where the entry records it. */
+  diskBytes?: number;
+  /** Instruction count when it was taken, where recorded. */
+  icount?: number;
+  /** The snapshot's L1 table: host offset and entries. */
+  l1TableOffset: number;
+  l1Entries: number;
+}
+
+interface SnapshotExports {
+  regionOffset(region: number): number;
+  regionBytes(region: number): number;
+  parseSnapshotEntry(at: number, available: number): number;
+  snapshotIdStart(): number;
+  snapshotIdLength(): number;
+  snapshotNameLength(): number;
+  snapshotL1Offset(): number;
+  snapshotL1Entries(): number;
+  snapshotDateSeconds(): number;
+  snapshotDateNanoseconds(): number;
+  snapshotVmClockNanoseconds(): number;
+  snapshotVmStateBytes(): number;
+  snapshotDiskBytes(): number;
+  snapshotIcount(): number;
+}
+
+/**
+ * Lists the snapshots of the image in `backend` whose parsed header is `header`, in table order.
+ * Throws QCOW2_CORRUPT for an invalid entry, QCOW2_UNSUPPORTED_FEATURE for an entry over 64 KiB.
+ */
+export async function listSnapshots(backend: Backend, header: Qcow2Header): Promise<Qcow2Snapshot[]> {
+  if (header.snapshotCount === 0) return [];
+  const core = await instantiateCore();
+  const x = core.exports as unknown as SnapshotExports;
+  const headerRegion = (core.exports as unknown as Record<string, WebAssembly.Global>).REGION_HEADER.value as number;
+  const windowBytes = x.regionBytes(headerRegion) >>> 0;
+  const window = new Uint8Array(core.memory.buffer, x.regionOffset(headerRegion) >>> 0, windowBytes);
+  const text = new TextDecoder();
+  const snapshots: Qcow2Snapshot[] = [];
+  let windowStart = header.snapshotsOffset;
+  let available = 0;
+  let at = 0;
+  while (snapshots.length < header.snapshotCount) {
+    const length = x.parseSnapshotEntry(at, available);
+    if (length < 0) throw new ImageError('QCOW2_CORRUPT', `snapshot ${snapshots.length + 1}: invalid snapshot table entry`);
+    if (length === 0) {
+      if (at === 0 && available === windowBytes) {
+        throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `snapshot ${snapshots.length + 1}: a snapshot table entry over ${windowBytes} bytes`);
+      }
+      windowStart += at;
+      await backend.preadv(windowStart, [window]);
+      available = windowBytes;
+      at = 0;
+      continue;
+    }
+    const idStart = at + x.snapshotIdStart();
+    const idEnd = idStart + x.snapshotIdLength();
+    const diskBytes = x.snapshotDiskBytes();
+    const icount = x.snapshotIcount();
+    snapshots.push({
+      id: text.decode(window.subarray(idStart, idEnd)),
+      name: text.decode(window.subarray(idEnd, idEnd + x.snapshotNameLength())),
+      dateSeconds: x.snapshotDateSeconds(), dateNanoseconds: x.snapshotDateNanoseconds(),
+      vmClockNanoseconds: x.snapshotVmClockNanoseconds(), vmStateBytes: x.snapshotVmStateBytes(),
+      ...(diskBytes >= 0 ? { diskBytes } : {}), ...(icount >= 0 ? { icount } : {}),
+      l1TableOffset: x.snapshotL1Offset(), l1Entries: x.snapshotL1Entries() >>> 0,
+    });
+    at += length;
+  }
+  return snapshots;
+}
