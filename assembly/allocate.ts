@@ -12,7 +12,7 @@ import {
 } from './format';
 import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2IndexOf, l2EntryBits,
-  sliceBits, sliceIndexBits,
+  sliceBits, sliceIndexBits, subclusterBits,
 } from './geometry';
 import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress, slotCount, isSlotDirty, slotKey } from './cache';
 import { needTable, needWriteback } from './need';
@@ -26,6 +26,17 @@ export enum PlanKind {
   IN_PLACE = 0,
   /** New clusters at hostStart for the cluster-aligned guest run: write data plus COW, commit. */
   ALLOCATE = 1,
+  /**
+   * Extended L2, clusters with no host cluster yet: new clusters, but only the subclusters of the
+   * subcluster-aligned run [guestStart, guestEnd) are written (with COW inside the edge
+   * subclusters) and marked allocated by commitSubclusters; the others keep reading as before.
+   */
+  ALLOCATE_SUBCLUSTERS = 2,
+  /**
+   * Extended L2, one cluster this image owns with unallocated subclusters in the run: write the
+   * subcluster-aligned run in place (COW inside the edge subclusters), then commitSubclusters.
+   */
+  FILL_SUBCLUSTERS = 3,
 }
 
 /** Most clusters one ALLOCATE run takes. */
@@ -142,6 +153,26 @@ function hasCleanSlot(cache: CacheId): bool {
   return false;
 }
 
+// Subcluster bits (bit i = subcluster i) covering bytes [fromByte, toByte) of a cluster (toByte >
+// fromByte, both within the cluster).
+function subclusterMask(fromByte: u64, toByte: u64): u64 {
+  const first = <u32>(fromByte >> subclusterBits);
+  const last = <u32>((toByte - 1) >> subclusterBits);
+  return ((<u64>1 << (last + 1)) - 1) & ~((<u64>1 << first) - 1);
+}
+
+// Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed).
+function isOwnedCluster(entry: u64): bool {
+  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & QCOW_OFLAG_COPIED) != 0 &&
+         ((entry & L2E_OFFSET_MASK) != 0 || hasExternalData);
+}
+
+// Extended L2: a cluster without a host cluster (its subclusters are unallocated or zero).
+function hasNoHostCluster(entry: u64): bool {
+  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & L2E_OFFSET_MASK) == 0 &&
+         !(hasExternalData && (entry & QCOW_OFLAG_COPIED) != 0);
+}
+
 // True when the cluster behind `entry` (and `bitmap`) may be written in place: a normal cluster
 // this image alone references (COPIED), not zero-flagged, every subcluster allocated.
 function isWritableInPlace(entry: u64, bitmap: u64): bool {
@@ -173,6 +204,28 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
   const entryBytes = <usize>1 << l2EntryBits;
   let entry = loadBE64(entryAddress);
   let bitmap: u64 = hasExtendedL2 ? loadBE64(entryAddress + 8) : 0;
+  const clusterEnd = firstCluster + clusterMask + 1;
+  const subclusterMaskBytes = (<u64>1 << subclusterBits) - 1;
+
+  // Extended L2, an owned cluster whose written subclusters are not all allocated: fill them in
+  // place (one cluster per plan).
+  if (hasExtendedL2 && isOwnedCluster(entry) && !isWritableInPlace(entry, bitmap)) {
+    const dataEnd = min(end, clusterEnd);
+    const mask = subclusterMask(guestOffset - firstCluster, dataEnd - firstCluster);
+    if ((<u32>bitmap & <u32>mask) != <u32>mask) {
+      planKind = PlanKind.FILL_SUBCLUSTERS;
+      planGuestStart = guestOffset & ~subclusterMaskBytes;
+      planGuestEnd = min(clusterEnd, (dataEnd + subclusterMaskBytes) & ~subclusterMaskBytes);
+      planHostStart = (entry & L2E_OFFSET_MASK) + (planGuestStart - firstCluster);
+      return Status.OK;
+    }
+    // Every written subcluster is allocated: plain in place, within this cluster.
+    planKind = PlanKind.IN_PLACE;
+    planGuestStart = guestOffset;
+    planGuestEnd = dataEnd;
+    planHostStart = (entry & L2E_OFFSET_MASK) + (guestOffset - firstCluster);
+    return Status.OK;
+  }
 
   if (isWritableInPlace(entry, bitmap)) {
     // With an external data file the entry's offset is the data file offset (it may be 0).
@@ -197,6 +250,9 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
   }
 
   // Count the clusters from here that need allocating, up to the end, the slice and the cap.
+  // With extended L2, clusters without a host cluster get subcluster allocation and are not
+  // mixed with clusters whose old data must be copied whole.
+  const bySubcluster = hasExtendedL2 && hasNoHostCluster(entry);
   let clusterCount: u64 = 1;
   let at = entryAddress + entryBytes;
   while (clusterCount < MAX_RUN_CLUSTERS) {
@@ -205,6 +261,7 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
     entry = loadBE64(at);
     bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
     if (isWritableInPlace(entry, bitmap)) break;
+    if (hasExtendedL2 && (hasNoHostCluster(entry) != bySubcluster || isOwnedCluster(entry))) break;
     clusterCount++;
     at += entryBytes;
   }
@@ -219,6 +276,44 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
   planKind = PlanKind.ALLOCATE;
   planGuestStart = firstCluster;
   planGuestEnd = firstCluster + (clusterCount << clusterBits);
+  if (bySubcluster) {
+    planKind = PlanKind.ALLOCATE_SUBCLUSTERS;
+    planGuestStart = guestOffset & ~subclusterMaskBytes;
+    planGuestEnd = min(planGuestEnd, (end + subclusterMaskBytes) & ~subclusterMaskBytes);
+    planHostStart += planGuestStart - firstCluster;
+  }
+  return Status.OK;
+}
+
+/**
+ * Marks the subclusters of the subcluster-aligned guest run [guestStart, guestEnd) allocated
+ * (and not zero) after an ALLOCATE_SUBCLUSTERS or FILL_SUBCLUSTERS plan's data is written,
+ * resuming after `alreadyCommitted` clusters. With `isNewCluster`, each cluster's entry points at
+ * its new host cluster (hostStart is the host offset of guestStart); otherwise entries keep theirs.
+ * Returns OK, or NEED_TABLE (call again with committedCountOf() as alreadyCommitted), CORRUPT.
+ */
+export function commitSubclusters(guestStartF: f64, guestEndF: f64, hostStartF: f64, isNewCluster: i32, alreadyCommitted: i32): Status {
+  const guestStart = <u64>guestStartF;
+  const guestEnd = <u64>guestEndF;
+  const clusterMask = (<u64>1 << clusterBits) - 1;
+  const firstCluster = guestStart & ~clusterMask;
+  const hostBase = <u64>hostStartF - (guestStart - firstCluster);
+  committed = alreadyCommitted;
+  freedCount = 0;
+  while (true) {
+    const clusterStart = firstCluster + (<u64>committed << clusterBits);
+    if (clusterStart >= guestEnd) break;
+    const status = locateEntry(clusterStart, false);
+    if (status != Status.OK) return status;
+    const from = max(guestStart, clusterStart) - clusterStart;
+    const to = min(guestEnd, clusterStart + clusterMask + 1) - clusterStart;
+    const mask = subclusterMask(from, to);
+    if (isNewCluster) storeBE64(entryAddress, (hostBase + (<u64>committed << clusterBits)) | QCOW_OFLAG_COPIED);
+    const bitmap = loadBE64(entryAddress + 8);
+    storeBE64(entryAddress + 8, (bitmap & ~(mask << 32)) | mask);
+    markSlotDirty(CacheId.L2, entrySlot);
+    committed++;
+  }
   return Status.OK;
 }
 

@@ -24,10 +24,18 @@ export interface MappedRun {
   compressedBytes: number;
 }
 
-/** One planned write run (assembly/allocate.ts). */
+/** What a planned run does (assembly/allocate.ts PlanKind). */
+export type PlanKind = 'in-place' | 'allocate' | 'allocate-subclusters' | 'fill-subclusters';
+const PLAN_KINDS: readonly PlanKind[] = ['in-place', 'allocate', 'allocate-subclusters', 'fill-subclusters'];
+
+/**
+ * One planned write run: guest bytes [guestStart, guestEnd) go to host bytes from hostStart.
+ * 'in-place' covers exactly the written bytes; the other kinds cover whole clusters ('allocate')
+ * or whole subclusters, whose bytes around the written ones are copied from what they read now,
+ * and need commit() afterwards.
+ */
 export interface WritePlan {
-  /** IN_PLACE: write guest bytes at hostStart + (guest - guestStart); ALLOCATE: new clusters. */
-  allocate: boolean;
+  kind: PlanKind;
   guestStart: number;
   guestEnd: number;
   hostStart: number;
@@ -57,6 +65,7 @@ interface Exports {
   planGuestEndOf(): number;
   planHostStartOf(): number;
   commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
+  commitSubclusters(guestStart: number, guestEnd: number, hostStart: number, isNewCluster: number, alreadyCommitted: number): number;
   zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
   committedCountOf(): number;
   freedCountOf(): number;
@@ -240,7 +249,7 @@ export class Qcow2Core {
     const status = await this.satisfy(() => {
       const result = this.x.planWrite(guestOffset, length);
       if (result === 0) {
-        plan = { allocate: this.x.planKindOf() === 1, guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
+        plan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
       }
       return result;
     }, tables);
@@ -249,15 +258,19 @@ export class Qcow2Core {
   }
 
   /**
-   * Points the L2 entries of an ALLOCATE plan at its new clusters. Returns the host cluster
+   * Records a written plan in the L2 entries: points them at new clusters ('allocate',
+   * 'allocate-subclusters') and marks written subclusters allocated. Returns the host cluster
    * offsets the old entries referenced (release them after the new entries are on disk).
    */
   async commit(plan: WritePlan, tables: Backend): Promise<number[]> {
     const clusterCount = (plan.guestEnd - plan.guestStart) / this.header.clusterSize;
+    const isNew = plan.kind === 'allocate-subclusters' ? 1 : 0;
     let done = 0;
     const freed: number[] = [];
     const status = await this.satisfy(() => {
-      const result = this.x.commitAllocation(plan.guestStart, clusterCount, plan.hostStart, done);
+      const result = plan.kind === 'allocate'
+        ? this.x.commitAllocation(plan.guestStart, clusterCount, plan.hostStart, done)
+        : this.x.commitSubclusters(plan.guestStart, plan.guestEnd, plan.hostStart, isNew, done);
       done = this.x.committedCountOf();
       freed.push(...this.freed.subarray(0, this.x.freedCountOf()));
       return result;

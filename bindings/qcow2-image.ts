@@ -187,7 +187,7 @@ export class Qcow2Image extends DispatchedImage {
         const runEnd = Math.min(plan.guestEnd, end);
         const data: Uint8Array[] = [];
         appendSlices(buffers, position - guestOffset, runEnd - position, data);
-        writes.push(plan.allocate ? this.writeAllocated(plan, position, runEnd, data) : this.writeHost(plan.hostStart, data));
+        writes.push(plan.kind === 'in-place' ? this.writeHost(plan.hostStart, data) : this.writeAllocated(plan, position, runEnd, data));
         position = runEnd;
       }
     } finally {
@@ -202,8 +202,10 @@ export class Qcow2Image extends DispatchedImage {
   private async writeAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<void> {
     const head = dataStart - plan.guestStart;
     const tail = plan.guestEnd - dataEnd;
-    const headBytes = head > 0 ? await this.previousContent(plan.guestStart, head) : undefined;
-    const tailBytes = tail > 0 ? await this.previousContent(dataEnd, tail) : undefined;
+    // A cluster allocated just now is fresh; subclusters filled in an old cluster are not.
+    const isFresh = plan.kind !== 'fill-subclusters';
+    const headBytes = head > 0 ? await this.previousContent(plan.guestStart, head, isFresh) : undefined;
+    const tailBytes = tail > 0 ? await this.previousContent(dataEnd, tail, isFresh) : undefined;
     const vector: Uint8Array[] = [];
     let hostStart = plan.hostStart + head;
     if (headBytes) {
@@ -226,9 +228,12 @@ export class Qcow2Image extends DispatchedImage {
   // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
   // or undefined when that is all zeros and the cluster is fresh (so needs no copy). Bytes past
   // the virtual size read as zeros.
-  private async previousContent(guestOffset: number, length: number): Promise<Uint8Array | undefined> {
+  private async previousContent(guestOffset: number, length: number, isFresh: boolean): Promise<Uint8Array | undefined> {
     const inside = Math.max(0, Math.min(length, this.virtualSize - guestOffset));
-    if (inside === 0 || (!this.header.flags.externalDataFile && (await this.readsAsZeros(guestOffset, inside)))) return undefined;
+    const mayStayZero = isFresh && !this.header.flags.externalDataFile;
+    if (inside === 0 || (mayStayZero && (await this.readsAsZeros(guestOffset, inside)))) {
+      return mayStayZero ? undefined : new Uint8Array(length);
+    }
     const buffer = new Uint8Array(length);
     await this.readRange(guestOffset, buffer.subarray(0, inside));
     return buffer;
