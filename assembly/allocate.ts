@@ -430,3 +430,22 @@ export function zeroClusters(guestStartF: f64, clusterCount: i32, mode: i32, alr
   }
   return Status.OK;
 }
+
+/**
+ * Extended L2: makes the whole subclusters of [guestStartF, guestEndF) (subcluster-aligned,
+ * inside one cluster) read as zeros by setting their zero bits and clearing their allocation
+ * bits; the cluster keeps its host cluster, if any. Returns OK, NEED_TABLE / NEED_WRITEBACK
+ * (call again), UNSUPPORTED for a compressed cluster (which has no subclusters: write zeros
+ * instead), NO_SPACE, CORRUPT.
+ */
+export function zeroSubclusters(guestStartF: f64, guestEndF: f64): Status {
+  const guestStart = <u64>guestStartF;
+  const clusterStart = guestStart & ~((<u64>1 << clusterBits) - 1);
+  const status = locateEntry(guestStart, true);
+  if (status != Status.OK) return status;
+  if (loadBE64(entryAddress) & QCOW_OFLAG_COMPRESSED) return Status.UNSUPPORTED;
+  const mask = subclusterMask(guestStart - clusterStart, <u64>guestEndF - clusterStart);
+  storeBE64(entryAddress + 8, (loadBE64(entryAddress + 8) & ~mask) | (mask << 32));
+  markSlotDirty(CacheId.L2, entrySlot);
+  return Status.OK;
+}

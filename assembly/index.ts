@@ -67,7 +67,7 @@ export {
 export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
 export {
   planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
-  commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, ZeroMode, allocationHintCluster, skipAllocationTo,
+  commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, zeroSubclusters, ZeroMode, allocationHintCluster, skipAllocationTo,
   l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean,
 } from './allocate';
 export {

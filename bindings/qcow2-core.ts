@@ -67,6 +67,7 @@ interface Exports {
   commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
   commitSubclusters(guestStart: number, guestEnd: number, hostStart: number, isNewCluster: number, alreadyCommitted: number): number;
   zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
+  zeroSubclusters(guestStart: number, guestEnd: number): number;
   committedCountOf(): number;
   freedCountOf(): number;
   releaseCluster(hostOffset: number): number;
@@ -108,7 +109,7 @@ export class Qcow2Core {
   private readonly x: Exports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
-  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; corrupt: number; noSpace: number };
+  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; corrupt: number; noSpace: number; unsupported: number };
   private l1Offset = 0;
   private reftableOffset = 0;
   private reftableCapacity = 0;
@@ -131,7 +132,7 @@ export class Qcow2Core {
     this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
     const [freedAt, freedBytes] = region('REGION_FREED');
     this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
-    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE') };
+    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
   }
 
   // The table regions exist once configureImage has placed them.
@@ -295,6 +296,17 @@ export class Qcow2Core {
     }, tables);
     if (status !== 0) throw this.statusError(status, `zeroing clusters at guest offset ${guestStart}`);
     return freed;
+  }
+
+  /**
+   * Extended L2: makes the whole subclusters of [guestStart, guestEnd) (inside one cluster) read
+   * as zeros by metadata alone. Returns false for a compressed cluster (write zeros instead).
+   */
+  async zeroSubclusters(guestStart: number, guestEnd: number, tables: Backend): Promise<boolean> {
+    const status = await this.satisfy(() => this.x.zeroSubclusters(guestStart, guestEnd), tables);
+    if (status === this.status.unsupported) return false;
+    if (status !== 0) throw this.statusError(status, `zeroing subclusters at guest offset ${guestStart}`);
+    return true;
   }
 
   /** Lowers the refcount of the host cluster at `hostOffset` by one. */

@@ -17,7 +17,7 @@ import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
-import { DispatchedImage } from './dispatched-image.js';
+import { DispatchedImage, zeroVector } from './dispatched-image.js';
 import { appendSlices, splitVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
@@ -272,17 +272,55 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   // Whole clusters are zeroed in the metadata (the zero flag on v3 and extended L2; unallocated
-  // on v2 without a backing file, where that reads as zeros); partial clusters get zero data.
+  // on v2 without a backing file, where that reads as zeros); with extended L2 so are whole
+  // subclusters of partly covered clusters; the bytes left get zero data.
   protected override zeroRange(offset: number, length: number): Promise<void> {
     const [start, end] = this.wholeClusters(offset, length);
     const zeroFlag = this.header.version === 3;
     // An external data file is read on its own too (data_file_raw): its zeros must be real.
-    if (start >= end || (!zeroFlag && this.backing) || this.header.flags.externalDataFile) return this.writeZeroData(offset, length);
+    if ((!zeroFlag && this.backing) || this.header.flags.externalDataFile) return this.writeZeroData(offset, length);
     this.counters.guestWriteRequests++;
-    this.counters.guestWriteBytes += end - start;
-    const parts = [this.orderedUpdate(start, end, () => this.zeroClusters(start, end, zeroFlag))];
-    if (offset < start) parts.push(this.writeZeroData(offset, start - offset));
-    if (end < offset + length) parts.push(this.writeZeroData(end, offset + length - end));
+    this.counters.guestWriteBytes += Math.max(0, end - start);
+    const parts: Promise<void>[] = [];
+    if (start < end) {
+      parts.push(this.orderedUpdate(start, end, () => this.zeroClusters(start, end, zeroFlag)));
+      if (offset < start) parts.push(this.zeroPartialClusters(offset, start));
+      if (end < offset + length) parts.push(this.zeroPartialClusters(end, offset + length));
+    } else {
+      parts.push(this.zeroPartialClusters(offset, offset + length));
+    }
+    return allSettledOrThrow(parts);
+  }
+
+  // Zeroes guest [from, to), which covers no whole cluster: whole subclusters by metadata with
+  // extended L2 (ordered like a write of their cluster; a compressed cluster, which has no
+  // subclusters, gets zero data inside that same ordered step), the rest with zero data.
+  private zeroPartialClusters(from: number, to: number): Promise<void> {
+    if (!this.header.flags.extendedL2) return this.writeZeroData(from, to - from);
+    const clusterBytes = this.header.clusterSize;
+    const subclusterBytes = clusterBytes / 32;
+    const parts: Promise<void>[] = [];
+    for (let pieceStart = from; pieceStart < to;) {
+      const clusterStart = Math.floor(pieceStart / clusterBytes) * clusterBytes;
+      const pieceEnd = Math.min(to, clusterStart + clusterBytes);
+      const wholeStart = Math.ceil(pieceStart / subclusterBytes) * subclusterBytes;
+      const wholeEnd = pieceEnd === this.virtualSize ? Math.ceil(pieceEnd / subclusterBytes) * subclusterBytes
+        : Math.floor(pieceEnd / subclusterBytes) * subclusterBytes;
+      if (wholeStart < wholeEnd) {
+        parts.push(this.orderedUpdate(clusterStart, clusterStart + clusterBytes, async () => {
+          await this.writeback.idle();
+          if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
+            const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
+            await this.writeExtent(wholeStart, inside, zeroVector(inside));
+          }
+        }));
+        if (pieceStart < wholeStart) parts.push(this.writeZeroData(pieceStart, wholeStart - pieceStart));
+        if (wholeEnd < pieceEnd) parts.push(this.writeZeroData(wholeEnd, pieceEnd - wholeEnd));
+      } else {
+        parts.push(this.writeZeroData(pieceStart, pieceEnd - pieceStart));
+      }
+      pieceStart = pieceEnd;
+    }
     return allSettledOrThrow(parts);
   }
 

@@ -45,4 +45,26 @@ describeWithQemu('extended L2 subclusters', () => {
     const top = qemuMap(path).filter((entry) => entry.depth === 0 && entry.data);
     expect(top.map((entry) => [entry.start, entry.length])).toEqual([[65536 + 2 * 2048, 2048], [65536 + 5 * 2048, 2048]]);
   });
+
+  it('writeZeroes marks whole subclusters zero without writing data', async () => {
+    expect(qemuImg(['create', '-q', '-f', 'qcow2', 'zbase.qcow2', '1M'], dir).code).toBe(0);
+    expect(qemuIo(['-c', 'write -P 0x22 0 1M', 'zbase.qcow2'], dir).code).toBe(0);
+    expect(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'extended_l2=on,cluster_size=64k', '-b', 'zbase.qcow2', '-F', 'qcow2', 'ztop.qcow2'], dir).code).toBe(0);
+    const path = join(dir, 'ztop.qcow2');
+    const expected = convertToRaw(path);
+    const disk = await openImageFile(path);
+    // 10,000 bytes from 3000: subclusters 2..5 (4096..12287) become zero by metadata, the edges
+    // (3000..4095 and 12288..12999) get zero data.
+    await disk.writeZeroes(3000, 10_000);
+    expected.fill(0, 3000, 13_000);
+    const bytesBefore = disk.stats().hostWriteBytes;
+    expect(Buffer.compare(await disk.read(0, disk.virtualSize), expected)).toBe(0);
+    await disk.close();
+    expect(bytesBefore).toBeLessThan(10_000);
+    const check = qemuCheck(path);
+    expect({ corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0 }).toEqual({ corruptions: 0, leaks: 0 });
+    expect(Buffer.compare(convertToRaw(path), expected)).toBe(0);
+    const zeroInTop = qemuMap(path).filter((entry) => entry.depth === 0 && entry.zero && !entry.data);
+    expect(zeroInTop.some((entry) => entry.start <= 4096 && entry.start + entry.length >= 12_288)).toBe(true);
+  });
 });
