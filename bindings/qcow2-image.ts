@@ -28,6 +28,9 @@ const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
 const AUTOCLEAR_FEATURES_OFFSET = 88;
 
+/** A planned run ready to write: the host range [hostStart, hostStart + bytes) and its I/O vector. */
+interface PreparedRun { plan: WritePlan; hostStart: number; vector: Uint8Array[]; bytes: number }
+
 /** What open() threads through a backing chain to detect loops. */
 interface ChainContext { depth: number; names: string[] }
 
@@ -175,23 +178,41 @@ export class Qcow2Image extends DispatchedImage {
     return cluster;
   }
 
-  // Plans the extent run by run, then writes every run at once: in place, or into new clusters
-  // with the uncovered head and tail copied from what the cluster read before (one host write).
+  // Plans the extent run by run (in place, or into new clusters with the uncovered head and tail
+  // copied from what they read before), then writes the runs, joining runs whose host ranges
+  // continue each other into one host write (a batch's tail in the cluster allocated last time
+  // and the clusters allocated after it usually do). New clusters are committed once written.
   protected async writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> {
     const end = guestOffset + length;
-    const writes: Promise<void>[] = [];
-    let position = guestOffset;
-    try {
-      while (position < end) {
-        const plan = await this.core.plan(position, end - position, this.backend);
-        const runEnd = Math.min(plan.guestEnd, end);
-        const data: Uint8Array[] = [];
-        appendSlices(buffers, position - guestOffset, runEnd - position, data);
-        writes.push(plan.kind === 'in-place' ? this.writeHost(plan.hostStart, data) : this.writeAllocated(plan, position, runEnd, data));
-        position = runEnd;
-      }
-    } finally {
-      await allSettledOrThrow(writes);
+    const runs: PreparedRun[] = [];
+    for (let position = guestOffset; position < end;) {
+      const plan = await this.core.plan(position, end - position, this.backend);
+      const runEnd = Math.min(plan.guestEnd, end);
+      const data: Uint8Array[] = [];
+      appendSlices(buffers, position - guestOffset, runEnd - position, data);
+      runs.push(plan.kind === 'in-place'
+        ? { plan, hostStart: plan.hostStart, vector: data, bytes: runEnd - position }
+        : await this.prepareAllocated(plan, position, runEnd, data));
+      position = runEnd;
+    }
+    const groups: PreparedRun[][] = [];
+    for (const run of runs) {
+      const group = groups[groups.length - 1];
+      const last = group?.[group.length - 1];
+      if (last && last.hostStart + last.bytes === run.hostStart) group.push(run);
+      else groups.push([run]);
+    }
+    await allSettledOrThrow(groups.map((group) => this.writeGroup(group)));
+  }
+
+  private async writeGroup(group: PreparedRun[]): Promise<void> {
+    await this.writeHost(group[0].hostStart, group.flatMap((run) => run.vector));
+    // The data is on the backend: now the L2 entries may point at it (after any write-back in
+    // progress, which must not see entries whose refcounts it did not write).
+    for (const run of group) {
+      if (run.plan.kind === 'in-place') continue;
+      await this.writeback.idle();
+      this.writeback.releaseLater(await this.core.commit(run.plan, this.backend));
     }
   }
 
@@ -199,7 +220,7 @@ export class Qcow2Image extends DispatchedImage {
   // bytes already read as zeros: copy-on-write of zeros is skipped, and only what is not zero is
   // written (the guest data, plus head or tail copied from a backing file or old cluster). With an
   // external data file the host cluster is the guest cluster's old place, so zeros are copied too.
-  private async writeAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<void> {
+  private async prepareAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<PreparedRun> {
     const head = dataStart - plan.guestStart;
     const tail = plan.guestEnd - dataEnd;
     // A cluster allocated just now is fresh; subclusters filled in an old cluster are not.
@@ -208,21 +229,20 @@ export class Qcow2Image extends DispatchedImage {
     const tailBytes = tail > 0 ? await this.previousContent(dataEnd, tail, isFresh) : undefined;
     const vector: Uint8Array[] = [];
     let hostStart = plan.hostStart + head;
+    let bytes = dataEnd - dataStart;
     if (headBytes) {
       vector.push(headBytes);
       hostStart = plan.hostStart;
+      bytes += head;
       this.counters.cowBytes += head;
     }
     vector.push(...data);
     if (tailBytes) {
       vector.push(tailBytes);
+      bytes += tail;
       this.counters.cowBytes += tail;
     }
-    await this.writeHost(hostStart, vector);
-    // The data is on the backend: now the L2 entries may point at it (after any write-back in
-    // progress, which must not see entries whose refcounts it did not write).
-    await this.writeback.idle();
-    this.writeback.releaseLater(await this.core.commit(plan, this.backend));
+    return { plan, hostStart, vector, bytes };
   }
 
   // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
