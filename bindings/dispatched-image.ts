@@ -4,7 +4,9 @@
 // Qcow2Image) supplies how to read a range, write a merged extent, discard, flush and close.
 
 import type { BlockImage, ImageStats, WriteRequest } from './image.js';
-import type { BackendLimits } from './backend.js';
+import type { Backend, BackendLimits } from './backend.js';
+import { splitVector } from './iovec.js';
+import { allSettledOrThrow } from './settle.js';
 import { checkGuestRange, emptyStats, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from './merge-core.js';
@@ -169,6 +171,20 @@ export abstract class DispatchedImage implements BlockImage {
   /** Counters since open (a copy). */
   stats(): ImageStats {
     return { ...this.counters };
+  }
+
+  /**
+   * Writes `buffers` at `position` of `backend` in as few calls as its limits allow, counting
+   * the host calls and bytes; settles only after every call has.
+   */
+  protected async writeToBackend(backend: Backend, position: number, buffers: Uint8Array[]): Promise<void> {
+    const { maxIov, maxTransfer } = backend.limits;
+    const runs = splitVector(buffers, maxIov, maxTransfer);
+    this.counters.hostWriteCalls += runs.length;
+    await allSettledOrThrow(runs.map(([delta, run]) => {
+      for (const b of run) this.counters.hostWriteBytes += b.byteLength;
+      return backend.pwritev(position + delta, run);
+    }));
   }
 
   /** Throws IMAGE_CLOSED after close(). */

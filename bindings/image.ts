@@ -27,7 +27,10 @@ export interface ImageStats {
   hostReadBytes: number;
   /** Bytes written only to preserve data the guest did not write (copy-on-write fill). */
   cowBytes: number;
-  /** Merged extents issued, and requests that shared an extent with another request. */
+  /**
+   * Merged extents issued, and requests that shared an extent with another request (a request
+   * spread over several shared extents counts once per extent).
+   */
   extents: number;
   mergedRequests: number;
 }

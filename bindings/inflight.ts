@@ -17,9 +17,10 @@ export class InflightRanges {
   private entries: InflightEntry[] = [];
 
   /**
-   * Registers [start, end) and returns the settled-promises of the earlier entries it must wait
-   * for (empty when none). `done` must settle when the new operation's I/O is over; the entry is
-   * removed then.
+   * Registers an operation on [start, end) and starts it: `run` receives the settled-promises of
+   * the earlier entries it must wait for (reads wait for writes, writes for both; empty when
+   * none) and returns the operation's promise. The entry is removed when that settles; its
+   * result is returned.
    */
   register(start: number, end: number, isWrite: boolean, run: (wait: Promise<void>[]) => Promise<void>): Promise<void> {
     const wait: Promise<void>[] = [];

@@ -31,7 +31,17 @@ export function appendSlices(data: Uint8Array | readonly Uint8Array[], offsetInD
  * Splits an I/O vector into consecutive runs of at most `maxIov` entries and `maxTransfer`
  * bytes each, cutting entries where needed. Returns [positionDelta, buffers] pairs.
  */
-export function splitVector(buffers: readonly Uint8Array[], maxIov: number, maxTransfer: number): [number, Uint8Array[]][] {
+export function splitVector(buffers: Uint8Array[], maxIov: number, maxTransfer: number): [number, Uint8Array[]][] {
+  // Within the caps (the usual case) the vector goes out as it is, minus empty entries.
+  if (buffers.length <= maxIov) {
+    let bytes = 0;
+    let hasEmpty = false;
+    for (const buffer of buffers) {
+      bytes += buffer.byteLength;
+      if (buffer.byteLength === 0) hasEmpty = true;
+    }
+    if (bytes <= maxTransfer) return bytes === 0 ? [] : [[0, hasEmpty ? buffers.filter((b) => b.byteLength > 0) : buffers]];
+  }
   const runs: [number, Uint8Array[]][] = [];
   let current: Uint8Array[] = [];
   let currentStart = 0;

@@ -18,7 +18,7 @@ import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage, zeroVector } from './dispatched-image.js';
-import { appendSlices, splitVector } from './iovec.js';
+import { appendSlices } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 
@@ -206,7 +206,7 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   private async writeGroup(group: PreparedRun[]): Promise<void> {
-    await this.writeHost(group[0].hostStart, group.flatMap((run) => run.vector));
+    await this.writeToBackend(this.dataBackend, group[0].hostStart, group.flatMap((run) => run.vector));
     // The data is on the backend: now the L2 entries may point at it (after any write-back in
     // progress, which must not see entries whose refcounts it did not write).
     for (const run of group) {
@@ -275,16 +275,6 @@ export class Qcow2Image extends DispatchedImage {
       position = last.guestOffset + last.length;
     }
     return true;
-  }
-
-  private async writeHost(hostOffset: number, buffers: Uint8Array[]): Promise<void> {
-    const { maxIov, maxTransfer } = this.dataBackend.limits;
-    const runs = splitVector(buffers, maxIov, maxTransfer);
-    this.counters.hostWriteCalls += runs.length;
-    await allSettledOrThrow(runs.map(([delta, run]) => {
-      for (const b of run) this.counters.hostWriteBytes += b.byteLength;
-      return this.dataBackend.pwritev(hostOffset + delta, run);
-    }));
   }
 
   protected gapFill(_guestOffset: number, length: number): Uint8Array {

@@ -6,7 +6,6 @@
 import type { Backend } from './backend.js';
 import type { OpenOptions } from './image.js';
 import { MergeCore } from './merge-core.js';
-import { splitVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
 import { ImageError } from './errors.js';
 import { instantiateCore } from './wasm.js';
@@ -52,14 +51,8 @@ export class RawImage extends DispatchedImage {
     await allSettledOrThrow(chunks);
   }
 
-  protected async writeExtent(position: number, _length: number, buffers: Uint8Array[]): Promise<void> {
-    const { maxIov, maxTransfer } = this.backend.limits;
-    const runs = splitVector(buffers, maxIov, maxTransfer);
-    this.counters.hostWriteCalls += runs.length;
-    await allSettledOrThrow(runs.map(([delta, run]) => {
-      for (const b of run) this.counters.hostWriteBytes += b.byteLength;
-      return this.backend.pwritev(position + delta, run);
-    }));
+  protected writeExtent(position: number, _length: number, buffers: Uint8Array[]): Promise<void> {
+    return this.writeToBackend(this.backend, position, buffers);
   }
 
   protected gapFill(): Uint8Array {

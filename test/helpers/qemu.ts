@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'vitest';
+import type { MapEntry } from '../../bindings/qcow2-map.js';
 
 /** What a QEMU tool printed and how it exited. */
 export interface CommandResult {
@@ -216,17 +217,8 @@ export function qemuCheck(path: string): QemuCheckReport {
   return { ...(JSON.parse(result.stdout) as Omit<QemuCheckReport, 'exitCode'>), exitCode: result.code };
 }
 
-/** One entry of `qemu-img map --output=json`. */
-export interface QemuMapEntry {
-  start: number;
-  length: number;
-  depth: number;
-  present: boolean;
-  zero: boolean;
-  data: boolean;
-  /** Host offset; absent for compressed and unallocated ranges. */
-  offset?: number;
-}
+/** One entry of `qemu-img map --output=json` (the shape bindings/qcow2-map.ts produces too). */
+export type QemuMapEntry = MapEntry;
 
 /** `qemu-img map --output=json`, parsed. */
 export function qemuMap(path: string, format?: 'qcow2' | 'raw'): QemuMapEntry[] {
