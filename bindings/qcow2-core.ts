@@ -89,6 +89,7 @@ interface Exports {
   l1DirtyEndOf(): number;
   l1ChangeCount(): number;
   markL1Clean(generation: number): number;
+  reftableEntryCount(): number;
 }
 
 const CORRUPTION_NAMES = [
@@ -175,39 +176,52 @@ export class Qcow2Core {
   // final Status. Results in linear memory must be copied inside `call`: other calls may run
   // during any await.
   private async satisfy(call: () => number, tables: Backend): Promise<number> {
+    let status = call();
     for (;;) {
-      const status = call();
-      if (status === this.status.needTable) await this.loadNeededSlice(tables);
-      else if (status === this.status.needWriteback) await this.onWritebackNeeded();
-      else if (status === this.status.needGrowth) await this.onGrowthNeeded();
-      else return status;
+      if (status === this.status.needTable) status = (await this.loadNeededSlice(tables, call)) ?? call();
+      else if (status === this.status.needWriteback) {
+        await this.onWritebackNeeded();
+        status = call();
+      } else if (status === this.status.needGrowth) {
+        await this.onGrowthNeeded();
+        status = call();
+      } else return status;
     }
   }
 
-  // Loads the slice the last NEED_TABLE named, unless a load is already running (then waits for
-  // it: the caller retries). The need is read at once, before any other call can replace it.
-  private async loadNeededSlice(tables: Backend): Promise<void> {
+  // Loads the slice the last NEED_TABLE named and retries `call` (again while it needs slices)
+  // before any other caller may load, and so evict, a slice: with more callers than cache slots,
+  // each would otherwise evict the others' slices before they used them, forever. Returns the
+  // retry's status, or undefined when a load was already running (then it waits for it, and the
+  // caller retries). The need is read at once, before any other call can replace it.
+  private async loadNeededSlice(tables: Backend, call: () => number): Promise<number | undefined> {
     if (this.sliceLoad) {
       await this.sliceLoad;
-      return;
+      return undefined;
     }
-    const cache = this.x.needCacheId();
-    const hostOffset = this.x.needHostOffset();
+    let status = this.status.needTable;
     this.sliceLoad = (async () => {
-      const slot = this.x.beginSliceLoad(cache);
-      if (slot < 0) {
-        await this.onWritebackNeeded();
-        return;
+      while (status === this.status.needTable) {
+        const cache = this.x.needCacheId();
+        const hostOffset = this.x.needHostOffset();
+        const slot = this.x.beginSliceLoad(cache);
+        if (slot < 0) {
+          await this.onWritebackNeeded();
+          status = call();
+          continue;
+        }
+        try {
+          await tables.preadv(hostOffset, [this.view(this.x.slotAddress(cache, slot) >>> 0, this.x.sliceBytes() >>> 0)]);
+        } catch (error) {
+          this.x.abandonSliceLoad(cache, slot);
+          throw error;
+        }
+        this.x.commitSliceLoad(cache, slot, hostOffset);
+        status = call();
       }
-      try {
-        await tables.preadv(hostOffset, [this.view(this.x.slotAddress(cache, slot) >>> 0, this.x.sliceBytes() >>> 0)]);
-      } catch (error) {
-        this.x.abandonSliceLoad(cache, slot);
-        throw error;
-      }
-      this.x.commitSliceLoad(cache, slot, hostOffset);
     })().finally(() => { this.sliceLoad = undefined; });
     await this.sliceLoad;
+    return status;
   }
 
   private statusError(status: number, what: string): ImageError {
@@ -376,5 +390,19 @@ export class Qcow2Core {
   /** Marks the refcount table written unless it changed since `generation`. */
   markReftableClean(generation: number): void {
     this.x.markReftableClean(generation);
+  }
+
+  /**
+   * For the overlap guard (bindings/qcow2-overlap.ts): views of the in-memory L1 table and
+   * refcount table as 32-bit words of their big-endian entries (valid until the next call), and
+   * the tables' change counters (they change whenever an entry does).
+   */
+  metadataTables(): { l1: Uint32Array; reftable: Uint32Array; l1Generation: number; reftableGeneration: number } {
+    return {
+      l1: new Uint32Array(this.memory.buffer, this.l1Offset, this.header.l1Size * 2),
+      reftable: new Uint32Array(this.memory.buffer, this.reftableOffset, this.x.reftableEntryCount() * 2),
+      l1Generation: this.x.l1ChangeCount() >>> 0,
+      reftableGeneration: this.x.reftableChangeCount() >>> 0,
+    };
   }
 }

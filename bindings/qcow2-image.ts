@@ -13,6 +13,7 @@ import { instantiateCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
+import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
@@ -44,6 +45,7 @@ export class Qcow2Image extends DispatchedImage {
   private readonly dataBackend: Backend;
   private readonly core: Qcow2Core;
   private readonly writeback: Qcow2Writeback;
+  private readonly overlap: Qcow2OverlapGuard;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
@@ -59,7 +61,8 @@ export class Qcow2Image extends DispatchedImage {
     this.header = header;
     this.core = core;
     this.backing = backing;
-    this.writeback = new Qcow2Writeback(core, backend, header, this.counters);
+    this.overlap = new Qcow2OverlapGuard(core, backend, header);
+    this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
   }
@@ -206,6 +209,7 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   private async writeGroup(group: PreparedRun[]): Promise<void> {
+    await this.overlap.check('data', group[0].hostStart, group.reduce((bytes, run) => bytes + run.bytes, 0));
     await this.writeToBackend(this.dataBackend, group[0].hostStart, group.flatMap((run) => run.vector));
     // The data is on the backend: now the L2 entries may point at it (after any write-back in
     // progress, which must not see entries whose refcounts it did not write).

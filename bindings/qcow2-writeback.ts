@@ -1,18 +1,26 @@
 // SPDX-License-Identifier: MIT
-// Metadata write-back in QEMU's safe order (design §6): refcount blocks and the refcount table
-// first, a barrier, then L2 slices, a barrier, then the L1 table, a barrier. Afterwards the
-// clusters that committed writes stopped referencing are released: their refcounts drop only
-// once no on-disk entry points at them. Slices are copied out before each write, and marked clean
-// only if they did not change meanwhile.
+// Metadata write-back in QEMU's safe order (design §6): new refcount blocks, a barrier, the
+// refcount table; refcount blocks; a barrier; L2 slices, a barrier, then the L1 table, a barrier.
+// Afterwards the clusters that committed writes stopped referencing are released: their
+// refcounts drop only once no on-disk entry points at them. Slices and tables are copied out
+// before each write (a parent table before its children, so a parent never points at a child
+// that changed after the child was copied), and marked clean only if they did not change
+// meanwhile. A barrier that failed stays owed: the next write-back flushes before anything that
+// depends on it, since a failed flush makes no promise about the writes before it.
 
 import type { Backend } from './backend.js';
 import type { ImageStats } from './image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
 import { allSettledOrThrow } from './settle.js';
+import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
 
 /** Header byte offset of refcount_table_offset (u64), followed by refcount_table_clusters (u32). */
 const REFCOUNT_TABLE_OFFSET_FIELD = 48;
+/** Bits 9-55 of an L1 entry: the L2 table's host offset. */
+const L1_OFFSET_MASK = 0x00fffffffffffe00n;
+/** Largest metadata slice the core caches (assembly/image-regions.ts: a cluster, at most 4 KiB). */
+const L2_SLICE_BYTES_MAX = 4096;
 
 /** Serialises metadata write-back for one image and keeps the clusters waiting for release. */
 export class Qcow2Writeback {
@@ -20,9 +28,14 @@ export class Qcow2Writeback {
   private growing: Promise<void> | undefined;
   private finishing: Promise<void> = Promise.resolve();
   private pendingReleases: number[] = [];
+  /** Metadata was written (or a write was attempted) since the last successful flush. */
+  private flushOwed = false;
+  /** Backend flushes begun (flushAll checks that one began after it was called). */
+  private flushesStarted = 0;
 
   constructor(private readonly core: Qcow2Core, private readonly backend: Backend,
-              private readonly header: Qcow2Header, private readonly counters: ImageStats) {}
+              private readonly header: Qcow2Header, private readonly counters: ImageStats,
+              private readonly overlap?: Qcow2OverlapGuard) {}
 
   /** Resolves when no write-back is running (commits wait on this: design §6 ordering). */
   async idle(): Promise<void> {
@@ -33,11 +46,18 @@ export class Qcow2Writeback {
    * Makes every committed change durable and persists the refcounts of the clusters those
    * changes released: waits for a write-back in progress (which took its releases earlier),
    * runs one that takes every queued release, and one more that writes what they lowered.
+   * Ends with a backend flush unless one began during the call: data written in place needs
+   * one even when no metadata changed.
    */
   async flushAll(): Promise<void> {
+    const flushesBefore = this.flushesStarted;
     await this.finishing.catch(() => undefined);
     await this.run();
     await this.run();
+    if (this.flushesStarted === flushesBefore) {
+      this.flushOwed = true;
+      await this.barrier();
+    }
   }
 
   /** Queues host clusters whose last reference a commit removed (released after the next write-back). */
@@ -78,14 +98,14 @@ export class Qcow2Writeback {
       const growth = (async () => {
         const table = this.core.growReftable();
         await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
-        await this.write(table.hostOffset, table.bytes);
-        await this.backend.flush();
+        await this.write(table.hostOffset, table.bytes, 'refcount-table');
+        await this.barrier();
         const pointer = new Uint8Array(12);
         const view = new DataView(pointer.buffer);
         view.setBigUint64(0, BigInt(table.hostOffset));
         view.setUint32(8, table.clusters);
-        await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer);
-        await this.backend.flush();
+        await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
+        await this.barrier();
         const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
         this.header.refcountTableOffset = table.hostOffset;
         this.header.refcountTableClusters = table.clusters;
@@ -112,39 +132,96 @@ export class Qcow2Writeback {
     }
   }
 
-  // 1. Refcount blocks (and new ones), then the refcount table; barrier. (The file is never
-  //    resized here: a truncate could race with data writes to clusters allocated meanwhile.
-  //    Every table is written before anything on disk points at it, so the file always covers
-  //    the start of every referenced cluster.)
-  // 2. L2 slices; barrier.
+  // Copies are taken parent first, before any child is written: the L1 table (an L2 table
+  // allocated after this copy is not in it), then the refcount table (likewise for new refcount
+  // blocks). Then:
+  // 1. Refcount blocks; when the refcount table changed, a barrier and the table (it may point
+  //    at blocks just written); barrier. (The file is never resized here: a truncate could race
+  //    with data writes to clusters allocated meanwhile. Every table is written before anything
+  //    on disk points at it, so the file always covers the start of every referenced cluster.)
+  // 2. L2 slices, after a barrier even when no refcount was written: data writes that completed
+  //    since the last flush (a new cluster's data and copy-on-write) must be durable before an
+  //    entry points at them; barrier.
   // 3. The dirty part of the L1 table; barrier.
   private async writeAll(): Promise<void> {
-    let wrote = await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
-    const reftable = this.core.dirtyReftable();
-    if (reftable) {
-      await this.write(this.header.refcountTableOffset, reftable.bytes);
-      this.core.markReftableClean(reftable.generation);
-      wrote = true;
-    }
-    if (wrote) await this.backend.flush();
-    if (await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_L2))) await this.backend.flush();
     const l1 = this.core.dirtyL1();
+    const newTables = l1 ? await this.newL2Tables(l1.firstIndex, l1.bytes) : [];
+    const reftable = this.core.dirtyReftable();
+    await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
+    if (reftable) {
+      await this.barrier();
+      await this.write(this.header.refcountTableOffset, reftable.bytes, 'refcount-table');
+      this.core.markReftableClean(reftable.generation);
+    }
+    const l2 = this.core.dirtySlices(Qcow2Core.CACHE_L2);
+    if (l2.length > 0) this.flushOwed = true;
+    await this.barrier();
+    await this.writeSlices(l2);
+    await this.zeroFillTables(newTables, l2);
+    await this.barrier();
     if (l1) {
-      await this.write(this.header.l1TableOffset + l1.firstIndex * 8, l1.bytes);
+      await this.write(this.header.l1TableOffset + l1.firstIndex * 8, l1.bytes, 'l1');
       this.core.markL1Clean(l1.generation);
+      await this.barrier();
+    }
+  }
+
+  // The L2 tables that entries of the L1 copy (`bytes` from entry `firstIndex`) point at and the
+  // L1 table on disk does not: tables allocated since the last write-back.
+  private async newL2Tables(firstIndex: number, bytes: Uint8Array): Promise<number[]> {
+    const onDisk = new Uint8Array(bytes.byteLength);
+    await this.backend.preadv(this.header.l1TableOffset + firstIndex * 8, [onDisk]);
+    const now = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const before = new DataView(onDisk.buffer);
+    const tables: number[] = [];
+    for (let at = 0; at < bytes.byteLength; at += 8) {
+      const table = now.getBigUint64(at) & L1_OFFSET_MASK;
+      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK)) tables.push(Number(table));
+    }
+    return tables;
+  }
+
+  // A new L2 table reaches the disk whole before the L1 entry that points at it (QEMU's order):
+  // its slices that were not just written get zeros, so the file covers the table even when no
+  // entry of it has been set yet (otherwise the L1 entry could point past the end of the file).
+  private async zeroFillTables(tables: readonly number[], written: readonly DirtySlice[]): Promise<void> {
+    const clusterBytes = this.header.clusterSize;
+    const sliceBytes = Math.min(clusterBytes, L2_SLICE_BYTES_MAX);
+    const done = new Set(written.map((slice) => slice.hostOffset));
+    const zeros = new Uint8Array(sliceBytes);
+    const writes: Promise<void>[] = [];
+    for (const table of tables) {
+      for (let slice = table; slice < table + clusterBytes; slice += sliceBytes) {
+        if (!done.has(slice)) writes.push(this.write(slice, zeros, 'l2'));
+      }
+    }
+    await allSettledOrThrow(writes);
+  }
+
+  // Flushes when anything was written since the last successful flush.
+  private async barrier(): Promise<void> {
+    if (!this.flushOwed) return;
+    this.flushOwed = false;
+    this.flushesStarted++;
+    try {
       await this.backend.flush();
+    } catch (error) {
+      this.flushOwed = true;
+      throw error;
     }
   }
 
   private async writeSlices(slices: DirtySlice[]): Promise<boolean> {
     await allSettledOrThrow(slices.map(async (slice) => {
-      await this.write(slice.hostOffset, slice.bytes);
+      await this.write(slice.hostOffset, slice.bytes, slice.cache === Qcow2Core.CACHE_L2 ? 'l2' : 'refcount-block');
       this.core.markClean(slice);
     }));
     return slices.length > 0;
   }
 
-  private write(hostOffset: number, bytes: Uint8Array): Promise<void> {
+  private async write(hostOffset: number, bytes: Uint8Array, kind: HostWriteKind): Promise<void> {
+    await this.overlap?.check(kind, hostOffset, bytes.byteLength);
+    this.flushOwed = true;
     this.counters.hostWriteCalls++;
     this.counters.hostWriteBytes += bytes.byteLength;
     return this.backend.pwritev(hostOffset, [bytes]);
