@@ -9,31 +9,32 @@ export class ClusterLocks {
   private readonly tails = new Map<number, Promise<void>>();
 
   /**
-   * Runs `body` holding the locks of `clusters` (guest cluster indexes, ascending and distinct:
-   * taking them in ascending order is what keeps two multi-cluster holders from deadlocking).
-   * `body` must not take a lock it already holds. Locks are released when `body` settles.
+   * Runs `body` holding the locks of `clusters` (guest cluster indexes, distinct). All of them
+   * are queued for at once, synchronously, so holders are served in call order on every cluster
+   * they share: no two callers can wait for each other (no deadlock), and a write dispatched
+   * before another into the same cluster gets it first. `body` must not take a lock it holds.
+   * Locks are released when `body` settles.
    */
   async run<T>(clusters: readonly number[], body: () => Promise<T>): Promise<T> {
+    const waits: Promise<void>[] = [];
     const releases: (() => void)[] = [];
+    for (const cluster of clusters) {
+      const previous = this.tails.get(cluster);
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => { release = resolve; });
+      const tail = previous ? previous.then(() => held) : held;
+      this.tails.set(cluster, tail);
+      if (previous) waits.push(previous);
+      releases.push(() => {
+        release();
+        if (this.tails.get(cluster) === tail) this.tails.delete(cluster);
+      });
+    }
     try {
-      for (const cluster of clusters) releases.push(await this.acquire(cluster));
+      if (waits.length > 0) await Promise.all(waits);
       return await body();
     } finally {
       for (const release of releases) release();
     }
-  }
-
-  // Queues behind the current holder and waiters of `cluster`; resolves with the release function.
-  private async acquire(cluster: number): Promise<() => void> {
-    const previous = this.tails.get(cluster);
-    let release!: () => void;
-    const held = new Promise<void>((resolve) => { release = resolve; });
-    const tail = previous ? previous.then(() => held) : held;
-    this.tails.set(cluster, tail);
-    if (previous) await previous;
-    return () => {
-      release();
-      if (this.tails.get(cluster) === tail) this.tails.delete(cluster);
-    };
   }
 }
