@@ -9,7 +9,7 @@ import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
-import { instantiateCore } from './wasm.js';
+import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
@@ -102,7 +102,8 @@ export class Qcow2Image extends DispatchedImage {
   /** Opens one link of a backing chain (internal: open() starts a chain). */
   static async openInChain(backend: Backend, options: OpenOptions, chain: ChainContext): Promise<Qcow2Image> {
     checkMergeOption(options);
-    const probe = await instantiateCore();
+    // The shared core only computes: each call's results are JS values before the next await.
+    const probe = await sharedCore();
     const fileSize = await backend.getSize();
     const headerBytes = new Uint8Array(qcow2HeaderBytesNeeded(probe, fileSize));
     await backend.preadv(0, [headerBytes]);
