@@ -12,7 +12,7 @@ import { createQcow2 } from '../bindings/qcow2-create.js';
 import type { Backend } from '../bindings/backend.js';
 import type { OpenOptions } from '../bindings/image.js';
 import { expectBytes } from './helpers/bytes.js';
-import { wrapReorderingBackend } from './helpers/faulty-backend.js';
+import { wrapFaultyBackend, wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { makePrng } from './helpers/prng.js';
 
 const KIB = 1024;
@@ -294,5 +294,33 @@ describe('concurrent allocating writes into one cluster', () => {
       expect(report.corruptions, `seed ${seed}`).toBe(0);
       expect(report.leaks, `seed ${seed}: a cluster allocated twice leaks one of them`).toBe(0);
     }
+  });
+
+  it('do not serialise unrelated writes: in-place writes into one cluster and allocations of other clusters overlap', async () => {
+    const file = createMemoryBackend();
+    await createQcow2(file, { virtualSize: SIZE, clusterSize: CLUSTER });
+    let holding = false;
+    const faulty = wrapFaultyBackend(file, { decide: (call) => (holding && call.op === 'pwritev' ? { hold: true } : undefined) });
+    const image = await Qcow2Image.open(faulty);
+    await image.write(0, filled(CLUSTER, 1)); // cluster 0 is now written in place
+    holding = true;
+    // Separate ticks, so nothing merges: two in-place writes into cluster 0, two allocations.
+    const writes = [image.write(0, filled(KIB, 2))];
+    await Promise.resolve();
+    writes.push(image.write(8 * KIB, filled(KIB, 3)));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    writes.push(image.write(5 * CLUSTER, filled(KIB, 4)));
+    await new Promise((resolve) => setTimeout(resolve, 0));
+    writes.push(image.write(9 * CLUSTER, filled(KIB, 5)));
+    await faulty.whenHeld(4); // all four host writes are on the backend at once
+    holding = false;
+    faulty.releaseAll();
+    await Promise.all(writes);
+    const model = new Uint8Array(SIZE);
+    model.fill(1, 0, CLUSTER).fill(2, 0, KIB).fill(3, 8 * KIB, 9 * KIB).fill(4, 5 * CLUSTER, 5 * CLUSTER + KIB).fill(5, 9 * CLUSTER, 9 * CLUSTER + KIB);
+    expectBytes(await image.read(0, SIZE), model, 'after the concurrent writes');
+    const report = await image.check();
+    expect(report.corruptions + report.leaks + report.checkErrors).toBe(0);
+    await image.close();
   });
 });
