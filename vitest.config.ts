@@ -4,6 +4,7 @@
 // generous because the machines are shared and noisy (no test asserts timing).
 import { defineConfig } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
+import { rangeServer } from './test/browser/range-server.js';
 
 /** Debian's Chromium (CI installs it); CHROMIUM_PATH overrides. */
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -26,6 +27,8 @@ export default defineConfig({
       },
       {
         extends: true,
+        // The HTTP Range resources the browser tests read (same origin as the test page).
+        plugins: [rangeServer()],
         test: {
           name: 'browser',
           include: ['test/browser/**/*.test.ts'],

@@ -28,12 +28,15 @@ export class Qcow2WasmError extends Error {
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.code = code;
-    this.name = new.target.name;
   }
 }
+// Names are set as literals: a minifier renames classes, and `error.name` must stay readable.
+Qcow2WasmError.prototype.name = 'Qcow2WasmError';
 
 /** An error raised by a storage backend (codes `BACKEND_*`). */
 export class BackendError extends Qcow2WasmError {}
+BackendError.prototype.name = 'BackendError';
 
 /** An error raised by an image: bad arguments, failed requests, format problems. */
 export class ImageError extends Qcow2WasmError {}
+ImageError.prototype.name = 'ImageError';

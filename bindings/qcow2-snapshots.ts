@@ -49,7 +49,15 @@ interface SnapshotExports {
  * Throws QCOW2_CORRUPT for an invalid entry, QCOW2_UNSUPPORTED_FEATURE for an entry over 64 KiB.
  */
 export async function listSnapshots(backend: Backend, header: Qcow2Header): Promise<Qcow2Snapshot[]> {
-  if (header.snapshotCount === 0) return [];
+  return (await readSnapshotTable(backend, header)).snapshots;
+}
+
+/**
+ * Like listSnapshots, and also how many bytes the table spans from header.snapshotsOffset (the
+ * entries with their padding; 0 without snapshots): what the overlap guard protects.
+ */
+export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number }> {
+  if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0 };
   const core = await instantiateCore();
   const x = core.exports as unknown as SnapshotExports;
   const headerRegion = (core.exports as unknown as Record<string, WebAssembly.Global>).REGION_HEADER.value as number;
@@ -87,5 +95,5 @@ export async function listSnapshots(backend: Backend, header: Qcow2Header): Prom
     });
     at += length;
   }
-  return snapshots;
+  return { snapshots, tableBytes: windowStart + at - header.snapshotsOffset };
 }

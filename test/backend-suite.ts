@@ -25,6 +25,13 @@ export type BackendFactory = (initial?: Uint8Array, options?: BackendFactoryOpti
 export interface BackendSuiteOptions {
   /** The factory honours `{ writable: false }` (default true); false skips the read-only tests. */
   readOnly?: boolean;
+  /**
+   * False: the backend can never write (a Blob, an HTTP resource): the factory always makes a
+   * read-only backend over `initial`, the tests place their data through `initial` instead of
+   * writing it, and the tests that are only about writes (growth, sparse far writes, buffers
+   * mutated after a write) are not declared. Default true.
+   */
+  writable?: boolean;
   /** Where the sparse far-write test writes (default 2^40); must be a multiple of 65536. */
   farPosition?: number;
   /** The expected `kind`, checked when given. */
@@ -170,6 +177,15 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
   const baseSeed = opts.seed ?? 1;
   const farPosition = opts.farPosition ?? 2 ** 40;
   const readOnlySupported = opts.readOnly ?? true;
+  const canWrite = opts.writable ?? true;
+  /** Declares a test that only a backend that can write runs (see BackendSuiteOptions.writable). */
+  const itWrites = canWrite ? it : (..._args: Parameters<typeof it>) => undefined;
+  /** `data` placed at `position` after zeros: the contents a read-only backend starts with. */
+  const placed = (position: number, data: Uint8Array): Uint8Array => {
+    const out = new Uint8Array(position + data.length);
+    out.set(data, position);
+    return out;
+  };
 
   describe(`backend conformance: ${name}`, () => {
     const opened: Backend[] = [];
@@ -197,7 +213,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         for (const key of ['writable', 'truncate', 'discard', 'durableFlush'] as const) {
           expect(typeof caps[key], `capabilities.${key}`).toBe('boolean');
         }
-        expect(caps.writable, 'the default factory makes a writable backend').toBe(true);
+        expect(caps.writable, canWrite ? 'the default factory makes a writable backend' : 'a backend that cannot write').toBe(canWrite);
         if (caps.truncate) expect(typeof b.truncate).toBe('function');
         if (caps.discard) expect(typeof b.discard).toBe('function');
         expect(Number.isSafeInteger(b.limits.maxIov) && b.limits.maxIov >= 1).toBe(true);
@@ -218,13 +234,13 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
     describe('clause 1: positional vectored I/O', () => {
       it('writes and reads many odd-sized buffers (zero-length ones included) in order', async () => {
         const prng = prngFor(2);
-        const b = await open(new Uint8Array(0));
         // 150 KiB at an odd position, so the range straddles several 64 KiB boundaries.
         const position = 65_536 - 777;
         const data = randomBytes(prng, 150 * KiB + 13);
         const writeSizes = splitSizes(prng, data.length, 200);
         expect(writeSizes.length).toBeGreaterThan(1);
-        await b.pwritev(position, sourcesOf(prng, data, writeSizes));
+        const b = await open(canWrite ? new Uint8Array(0) : placed(position, data));
+        if (canWrite) await b.pwritev(position, sourcesOf(prng, data, writeSizes));
         expect(await b.getSize()).toBe(position + data.length);
         // Read back with the same split, a different split, and one buffer.
         expectBytes(await readVia(b, position, writeSizes), data, 'same split');
@@ -235,10 +251,10 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
       });
 
       it('takes the buffers as contiguous: no gap after zero-length buffers, the same buffer twice', async () => {
-        const b = await open();
+        const b = await open(canWrite ? undefined : placed(10, Uint8Array.of(1, 2, 3, 1, 2, 3, 9)));
         const a = Uint8Array.of(1, 2, 3);
         const z = new Uint8Array(0);
-        await b.pwritev(10, [z, a, z, z, a, Uint8Array.of(9), z]);
+        if (canWrite) await b.pwritev(10, [z, a, z, z, a, Uint8Array.of(9), z]);
         expect(await b.getSize()).toBe(17);
         expectBytes(await readRange(b, 10, 7), Uint8Array.of(1, 2, 3, 1, 2, 3, 9));
         const t = new Targets([0, 2, 0, 0, 5, 0]);
@@ -250,8 +266,10 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const b = await open(Uint8Array.of(1, 2, 3));
         await b.preadv(0, []);
         await b.preadv(1000, [new Uint8Array(0)]);
-        await b.pwritev(0, []);
-        await b.pwritev(5000, [new Uint8Array(0), new Uint8Array(0)]);
+        if (canWrite) {
+          await b.pwritev(0, []);
+          await b.pwritev(5000, [new Uint8Array(0), new Uint8Array(0)]);
+        }
         expect(await b.getSize(), 'a zero-length write past EOF must not grow the file').toBe(3);
         expectBytes(await readRange(b, 0, 3), Uint8Array.of(1, 2, 3));
       });
@@ -274,7 +292,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         };
         for (let step = 0; step < 300; step++) {
           const op = prng.int(20);
-          if (op < 8) {
+          if (op < 8 && canWrite) {
             const position = pickPosition(500 * KiB);
             const length = prng.int(5) === 0 ? prng.int(8) : prng.int(48 * KiB);
             const data = randomBytes(prng, length);
@@ -315,7 +333,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         expect(await b.getSize(), 'reads never grow the file').toBe(100_000);
       });
 
-      it('grows the file on a write past EOF; the gap reads as zeros', async () => {
+      itWrites('grows the file on a write past EOF; the gap reads as zeros', async () => {
         const prng = prngFor(5);
         const initial = randomBytes(prng, 1000);
         const b = await open(initial);
@@ -332,7 +350,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         expect(await b.getSize()).toBe(205_000);
       });
 
-      it(`writes and reads at a far position on a sparse file (${farPosition})`, async () => {
+      itWrites(`writes and reads at a far position on a sparse file (${farPosition})`, async () => {
         const prng = prngFor(6);
         const b = await open();
         const position = farPosition + 65_536 - 3001; // straddles a 64 KiB boundary
@@ -353,10 +371,10 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
 
       it('moves a large transfer (8 MiB across 3 buffers) intact', async () => {
         const prng = prngFor(7);
-        const b = await open();
         const data = randomBytes(prng, 8 * MiB);
+        const b = await open(canWrite ? undefined : placed(4097, data));
         const sizes = [3 * MiB + 1, 4 * MiB - 3, MiB + 2];
-        await b.pwritev(4097, sourcesOf(prng, data, sizes));
+        if (canWrite) await b.pwritev(4097, sourcesOf(prng, data, sizes));
         expect(await b.getSize()).toBe(4097 + 8 * MiB);
         const got = await readVia(b, 4097, [MiB - 1, 5 * MiB, 2 * MiB + 1]);
         expectBytes(got, data, '8 MiB transfer');
@@ -364,16 +382,17 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
 
       it('accepts more buffers than limits.maxIov in one call, for writes and reads', async () => {
         const prng = prngFor(8);
-        const b = await open();
-        const count = Math.max(3000, Math.min(2 * b.limits.maxIov + 5, 20_000));
+        const probe = await open();
+        const count = Math.max(3000, Math.min(2 * probe.limits.maxIov + 5, 20_000));
         const sizes: number[] = [];
         for (let i = 0; i < count; i++) sizes.push(prng.int(8) === 0 ? 0 : 1 + prng.int(40));
         let total = 0;
         for (const s of sizes) total += s;
         const data = randomBytes(prng, total);
+        const b = canWrite ? probe : await open(placed(999, data));
         const sources = sourcesOf(prng, data, sizes);
         expect(sources.length).toBeGreaterThan(b.limits.maxIov);
-        await b.pwritev(999, sources);
+        if (canWrite) await b.pwritev(999, sources);
         expect(await b.getSize()).toBe(999 + total);
         const readSizes: number[] = [];
         let left = total;
@@ -390,20 +409,25 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
     describe('clause 3: concurrency on disjoint ranges', () => {
       it('runs 96 concurrent writes, then 96 concurrent reads, then mixed reads and writes', async () => {
         const prng = prngFor(9);
-        const b = await open();
         const SLOT = 20_000;
         const ranges: Array<{ position: number; data: Uint8Array }> = [];
         for (let i = 0; i < 96; i++) {
           ranges.push({ position: i * SLOT + prng.int(5000), data: randomBytes(prng, 1 + prng.int(14_000)) });
         }
-        await Promise.all(ranges.map((r) => b.pwritev(r.position, sourcesOf(prng, r.data, splitSizes(prng, r.data.length, 4)))));
+        const seeded = new Uint8Array(96 * SLOT);
+        for (const r of ranges) seeded.set(r.data, r.position);
+        const b = await open(canWrite ? undefined : seeded);
+        if (canWrite) {
+          await Promise.all(ranges.map((r) => b.pwritev(r.position, sourcesOf(prng, r.data, splitSizes(prng, r.data.length, 4)))));
+        }
         const reads = await Promise.all(ranges.map((r) => readVia(b, r.position, splitSizes(prng, r.data.length, 4))));
         reads.forEach((got, i) => expectBytes(got, ranges[i]!.data, `range ${i}`));
 
         // Even ranges are read while odd ranges are rewritten, all at once.
-        const next = ranges.map((r, i) => (i % 2 === 1 ? randomBytes(prng, r.data.length) : r.data));
+        // (A backend that cannot write reads the odd ranges too.)
+        const next = ranges.map((r, i) => (i % 2 === 1 && canWrite ? randomBytes(prng, r.data.length) : r.data));
         const mixed = await Promise.all(
-          ranges.map((r, i) => (i % 2 === 0 ? readVia(b, r.position, [r.data.length]) : b.pwritev(r.position, [next[i]!]))),
+          ranges.map((r, i) => (i % 2 === 0 || !canWrite ? readVia(b, r.position, [r.data.length]) : b.pwritev(r.position, [next[i]!]))),
         );
         mixed.forEach((got, i) => {
           if (i % 2 === 0) expectBytes(got as Uint8Array, ranges[i]!.data, `even range ${i} during writes`);
@@ -412,20 +436,21 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const expected = new Uint8Array(96 * SLOT);
         ranges.forEach((r, i) => expected.set(next[i]!, r.position));
         expectBytes(all, expected, 'contents after the concurrent phases');
+        if (!canWrite) mixed.forEach((got, i) => expectBytes(got as Uint8Array, ranges[i]!.data, `range ${i} read concurrently`));
       });
     });
 
     describe('clause 4: flush', () => {
       it('resolves, alone, repeated and concurrent with writes, and keeps the data', async () => {
         const prng = prngFor(10);
-        const b = await open();
-        await b.flush();
         const data = randomBytes(prng, 100_000);
-        await b.pwritev(0, [data]);
-        await b.flush();
-        await b.flush();
         const more = randomBytes(prng, 50_000);
-        await Promise.all([b.flush(), b.pwritev(100_000, [more]), b.flush()]);
+        const b = await open(canWrite ? undefined : new Uint8Array([...data, ...more]));
+        await b.flush();
+        if (canWrite) await b.pwritev(0, [data]);
+        await b.flush();
+        await b.flush();
+        await Promise.all([b.flush(), canWrite ? b.pwritev(100_000, [more]) : readRange(b, 100_000, 50_000), b.flush()]);
         await b.flush();
         expect(await b.getSize()).toBe(150_000);
         expectBytes(await readRange(b, 0, 100_000), data, 'flushed data');
@@ -522,7 +547,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
     });
 
     describe('clause 6: no buffer kept after settling', () => {
-      it('is unaffected by mutating a written buffer after pwritev resolved', async () => {
+      itWrites('is unaffected by mutating a written buffer after pwritev resolved', async () => {
         const prng = prngFor(14);
         const b = await open();
         const page = randomBytes(prng, 65_536); // a whole aligned page: tempting to adopt
@@ -544,7 +569,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const target = new Uint8Array(65_536);
         await b.preadv(65_536, [target]);
         const copy = target.slice();
-        await b.pwritev(65_536, [new Uint8Array(65_536).fill(0x11)]);
+        if (canWrite) await b.pwritev(65_536, [new Uint8Array(65_536).fill(0x11)]);
         if (b.capabilities.truncate && b.truncate) await b.truncate(0);
         expectBytes(target, copy, 'read buffer');
         expectBytes(copy, initial.subarray(65_536, 131_072), 'read data');
@@ -560,11 +585,11 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const b = await open(initial);
         for (const p of BAD_POSITIONS) {
           await expectRejects(() => b.preadv(p, [new Uint8Array(10)]), 'INVALID_ARGUMENT', `preadv at ${p}`);
-          await expectRejects(() => b.pwritev(p, [new Uint8Array(10).fill(1)]), 'INVALID_ARGUMENT', `pwritev at ${p}`);
+          if (canWrite) await expectRejects(() => b.pwritev(p, [new Uint8Array(10).fill(1)]), 'INVALID_ARGUMENT', `pwritev at ${p}`);
         }
         // The end, not just the start, must stay within 2^53.
         await expectRejects(() => b.preadv(2 ** 53 - 10, [new Uint8Array(100)]), 'INVALID_ARGUMENT', 'preadv ending past 2^53');
-        await expectRejects(() => b.pwritev(2 ** 53 - 10, [new Uint8Array(100)]), 'INVALID_ARGUMENT', 'pwritev ending past 2^53');
+        if (canWrite) await expectRejects(() => b.pwritev(2 ** 53 - 10, [new Uint8Array(100)]), 'INVALID_ARGUMENT', 'pwritev ending past 2^53');
         if (b.capabilities.truncate && b.truncate) {
           for (const s of BAD_POSITIONS) await expectRejects(() => b.truncate!(s), 'INVALID_ARGUMENT', `truncate(${s})`);
         }
@@ -603,7 +628,7 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const b = await open(initial);
         const calls: Array<Promise<unknown>> = [];
         for (let i = 0; i < 16; i++) {
-          calls.push(b.pwritev(i * 8192, [randomBytes(prng, 4096)]));
+          calls.push(canWrite ? b.pwritev(i * 8192, [randomBytes(prng, 4096)]) : readRange(b, i * 8192, 4096));
           calls.push(readRange(b, i * 8192 + 4096, 4096).then((got) => {
             expectBytes(got, initial.subarray(i * 8192 + 4096, i * 8192 + 8192), `read ${i}`);
           }));
@@ -621,12 +646,14 @@ export function backendConformanceSuite(name: string, make: BackendFactory, opts
         const initial = randomBytes(prng, 10_000);
         const b = await open(initial);
         const many = Math.min(2 * b.limits.maxIov + 5, 4000);
-        const data = randomBytes(prng, many);
-        const write = b.pwritev(20_000, Array.from({ length: many }, (_, i) => data.subarray(i, i + 1)));
-        const closing = b.close();
-        const outcome = await write.then(() => 'ok', (e: unknown) => e);
-        await closing;
-        expect(outcome, 'a many-buffer write started before close()').toBe('ok');
+        if (canWrite) {
+          const data = randomBytes(prng, many);
+          const write = b.pwritev(20_000, Array.from({ length: many }, (_, i) => data.subarray(i, i + 1)));
+          const closing = b.close();
+          const outcome = await write.then(() => 'ok', (e: unknown) => e);
+          await closing;
+          expect(outcome, 'a many-buffer write started before close()').toBe('ok');
+        }
 
         const again = await open(initial);
         const targets = Array.from({ length: many }, () => new Uint8Array(1).fill(GARBAGE));

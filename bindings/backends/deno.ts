@@ -1,0 +1,375 @@
+// SPDX-License-Identifier: MIT
+// The Deno file backend. Deno.FsFile has a cursor and no positional or vectored I/O, so each call
+// leases one of a few handles of the same file for its whole seek-then-transfer sequence: calls
+// never share a cursor, and up to `handles` of them run in parallel. Small buffers of a vectored
+// call are moved through a staging buffer, so a many-buffer call costs few platform calls.
+
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { BackendError } from '../errors.js';
+
+/**
+ * The part of a Deno.FsFile this backend uses (declared here: bindings/ compiles without Deno's
+ * types). Exported so tests can drive the backend with fake files.
+ */
+export interface DenoFileLike {
+  /** Moves the cursor; `whence` 0 is Deno.SeekMode.Start. Resolves with the new position. */
+  seek(offset: number, whence: 0): Promise<number>;
+  /** Reads at the cursor into `target`; null at end-of-file, else the bytes read (may be short). */
+  read(target: Uint8Array): Promise<number | null>;
+  /** Writes `source` at the cursor; resolves with the bytes written (may be short). */
+  write(source: Uint8Array): Promise<number>;
+  /** Sets the file size. */
+  truncate(size: number): Promise<void>;
+  /** fdatasync. */
+  syncData(): Promise<void>;
+  /** Size and, on Unix, the device and inode numbers (null elsewhere). */
+  stat(): Promise<{ size: number; dev: number | null; ino: number | null }>;
+  close(): void;
+}
+
+/** The part of the Deno namespace this backend uses. */
+interface DenoApi {
+  open(path: string, options: { read: boolean; write: boolean; create: boolean }): Promise<DenoFileLike>;
+}
+
+/** Options of openDenoBackend. */
+export interface DenoBackendOptions {
+  /** Open for reading and writing. Default false: read-only, and every write rejects BACKEND_READ_ONLY. */
+  writable?: boolean;
+  /**
+   * Create the file if it is missing (mode 0o666 less the umask). An existing file is never
+   * truncated. Only valid together with `writable`; otherwise INVALID_ARGUMENT.
+   */
+  create?: boolean;
+  /**
+   * How many handles of the file to open, 1 to 64 (default 4): at most this many reads and
+   * writes run at once, the rest wait their turn in call order. 1 serialises every transfer.
+   */
+  handles?: number;
+}
+
+/** The default number of handles: enough to overlap I/O, few enough to keep descriptors cheap. */
+const DEFAULT_HANDLES = 4;
+const MAX_HANDLES = 64;
+/** Buffers at least this long are moved directly; shorter neighbours are staged together. */
+const DIRECT_BYTES = 64 * 1024;
+/** Most bytes one staged platform call moves. */
+const STAGING_BYTES = 1024 * 1024;
+/** Linux moves at most this many bytes per read/write syscall (2 GiB less one page). */
+const MAX_TRANSFER = 0x7ffff000;
+/** No platform iovec limit applies (calls are staged); this many buffers keep one call's staging cheap. */
+const MAX_IOV = 1024;
+/** Deno.SeekMode.Start. */
+const SEEK_START = 0;
+
+/** Wraps a platform error (keeping it as the cause) with what was being done, the path and the errno code. */
+function ioError(what: string, path: string, err: unknown): BackendError {
+  if (err instanceof BackendError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  const detail = err instanceof Error ? err.message : String(err);
+  const prefix = typeof code === 'string' && !detail.startsWith(code) ? `${code}: ` : '';
+  return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${prefix}${detail}`, { cause: err });
+}
+
+/** One handle with its staging buffer (grown on demand, up to STAGING_BYTES). */
+interface Slot {
+  readonly file: DenoFileLike;
+  staging: Uint8Array;
+}
+
+/**
+ * A run of a call's buffers that one platform call moves: a single buffer moved in place, or
+ * several short ones staged together (`buffers.length > 1`).
+ */
+function* runsOf(buffers: readonly Uint8Array[]): Generator<Uint8Array[]> {
+  let run: Uint8Array[] = [];
+  let runBytes = 0;
+  for (const buffer of buffers) {
+    const length = buffer.byteLength;
+    if (length === 0) continue;
+    if (length >= DIRECT_BYTES || runBytes + length > STAGING_BYTES) {
+      if (run.length > 0) yield run;
+      run = [];
+      runBytes = 0;
+      if (length >= DIRECT_BYTES) {
+        yield [buffer];
+        continue;
+      }
+    }
+    run.push(buffer);
+    runBytes += length;
+  }
+  if (run.length > 0) yield run;
+}
+
+/** The slot's staging buffer, at least `length` bytes long. */
+function stagingOf(slot: Slot, length: number): Uint8Array {
+  if (slot.staging.byteLength < length) slot.staging = new Uint8Array(Math.max(length, Math.min(STAGING_BYTES, 2 * slot.staging.byteLength)));
+  return slot.staging.subarray(0, length);
+}
+
+/** Writes all of `source` at the cursor, looping over short writes (at most MAX_TRANSFER a call). */
+async function writeAll(file: DenoFileLike, source: Uint8Array, at: number): Promise<void> {
+  let done = 0;
+  while (done < source.byteLength) {
+    const end = Math.min(source.byteLength, done + MAX_TRANSFER);
+    const moved = await file.write(done === 0 && end === source.byteLength ? source : source.subarray(done, end));
+    if (!(Number.isInteger(moved) && moved > 0 && moved <= end - done)) {
+      const cause = Object.assign(new Error(`write moved ${moved} of ${end - done} bytes`), { code: 'EIO' });
+      throw new BackendError('BACKEND_IO_ERROR', `pwritev at ${at + done}: the write made no progress`, { cause });
+    }
+    done += moved;
+  }
+}
+
+/**
+ * Reads `target` full from the cursor, looping over short reads (at most MAX_TRANSFER a call).
+ * At end-of-file the rest of `target` is zero-filled and false returned.
+ */
+async function readAll(file: DenoFileLike, target: Uint8Array, at: number): Promise<boolean> {
+  let done = 0;
+  while (done < target.byteLength) {
+    const end = Math.min(target.byteLength, done + MAX_TRANSFER);
+    const moved = await file.read(target.subarray(done, end));
+    if (moved === null || moved === 0) {
+      target.fill(0, done);
+      return false;
+    }
+    if (!(Number.isInteger(moved) && moved > 0 && moved <= end - done)) {
+      throw new BackendError('BACKEND_IO_ERROR', `preadv at ${at + done}: the platform reported ${moved} bytes read of ${end - done}`);
+    }
+    done += moved;
+  }
+  return true;
+}
+
+/** Gathers `buffers` at `position` through the slot's file: one seek, then one write per run. */
+async function writeRuns(slot: Slot, position: number, buffers: readonly Uint8Array[]): Promise<void> {
+  await slot.file.seek(position, SEEK_START);
+  let at = position;
+  for (const run of runsOf(buffers)) {
+    let source = run[0]!;
+    if (run.length > 1) {
+      source = stagingOf(slot, totalLength(run));
+      let offset = 0;
+      for (const buffer of run) {
+        source.set(buffer, offset);
+        offset += buffer.byteLength;
+      }
+    }
+    await writeAll(slot.file, source, at);
+    at += source.byteLength;
+  }
+}
+
+/** Scatters the range at `position` into `buffers`: one seek, one read per run, zeros past EOF. */
+async function readRuns(slot: Slot, position: number, buffers: readonly Uint8Array[]): Promise<void> {
+  await slot.file.seek(position, SEEK_START);
+  let at = position;
+  let atEof = false;
+  for (const run of runsOf(buffers)) {
+    if (atEof) {
+      for (const buffer of run) buffer.fill(0);
+      continue;
+    }
+    if (run.length === 1) {
+      atEof = !(await readAll(slot.file, run[0]!, at));
+      at += run[0]!.byteLength;
+      continue;
+    }
+    const staged = stagingOf(slot, totalLength(run));
+    atEof = !(await readAll(slot.file, staged, at));
+    let offset = 0;
+    for (const buffer of run) {
+      buffer.set(staged.subarray(offset, offset + buffer.byteLength));
+      offset += buffer.byteLength;
+    }
+    at += staged.byteLength;
+  }
+}
+
+/**
+ * A Backend (kind "deno-file") over already opened handles of one file: each read or write leases
+ * one handle for its seek and transfers, so no two calls ever move one cursor; calls beyond the
+ * number of handles wait in call order. getSize, flush and truncate use the first handle and no
+ * lease (they do not touch a cursor). close() waits for calls already started (including those
+ * waiting for a handle), then closes every handle. Used by openDenoBackend; exported for tests,
+ * which drive it with fake files. `files` must be non-empty and refer to the file at `path`.
+ */
+export function denoFileBackend(path: string, files: readonly DenoFileLike[], writable: boolean): Backend {
+  if (files.length === 0) throw new BackendError('INVALID_ARGUMENT', `${path}: no file handles`);
+  const first = files[0]!;
+  const idle: Slot[] = files.map((file) => ({ file, staging: new Uint8Array(0) }));
+  const waiting: Array<(slot: Slot) => void> = [];
+
+  /** Runs `op` with a handle of its own; the handle goes to the longest-waiting call next. */
+  const withSlot = async <T>(op: (slot: Slot) => Promise<T>): Promise<T> => {
+    const slot = idle.pop() ?? (await new Promise<Slot>((resolve) => waiting.push(resolve)));
+    try {
+      return await op(slot);
+    } finally {
+      const next = waiting.shift();
+      if (next !== undefined) next(slot);
+      else idle.push(slot);
+    }
+  };
+
+  let closed = false;
+  let closing: Promise<void> | undefined;
+  const inFlight = new Set<Promise<unknown>>();
+
+  /** Runs one operation: rejects after close, tracks it so close() can wait, wraps platform errors. */
+  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
+    if (closed) {
+      return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${path}: backend is closed`));
+    }
+    const promise = (async () => {
+      try {
+        return await op();
+      } catch (err) {
+        throw ioError(what, path, err);
+      }
+    })();
+    inFlight.add(promise);
+    const forget = () => {
+      inFlight.delete(promise);
+    };
+    promise.then(forget, forget);
+    return promise;
+  };
+
+  const readOnly = (what: string): BackendError =>
+    new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
+
+  const capabilities: BackendCapabilities = Object.freeze({ writable, truncate: writable, discard: false, durableFlush: true });
+  const limits: BackendLimits = Object.freeze({ maxIov: MAX_IOV, maxTransfer: MAX_TRANSFER });
+
+  return {
+    kind: 'deno-file',
+    capabilities,
+    limits,
+
+    getSize(): Promise<number> {
+      return run('stat', async () => (await first.stat()).size);
+    },
+
+    preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      return run('preadv', async () => {
+        // A snapshot of the list: the transfer reads it across awaits, the caller may reuse its array.
+        const list = buffers.slice();
+        const length = totalLength(list);
+        checkRange(position, length);
+        if (length === 0) return;
+        await withSlot((slot) => readRuns(slot, position, list));
+      });
+    },
+
+    pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      return run('pwritev', async () => {
+        if (!writable) throw readOnly('pwritev');
+        const list = buffers.slice();
+        const length = totalLength(list);
+        checkRange(position, length);
+        if (length === 0) return;
+        await withSlot((slot) => writeRuns(slot, position, list));
+      });
+    },
+
+    flush(): Promise<void> {
+      return run('fdatasync', async () => {
+        if (writable) await first.syncData();
+      });
+    },
+
+    truncate(size: number): Promise<void> {
+      return run('truncate', async () => {
+        if (!writable) throw readOnly('truncate');
+        checkRange(size, 0);
+        await first.truncate(size);
+      });
+    },
+
+    close(): Promise<void> {
+      if (closing === undefined) {
+        closed = true;
+        closing = (async () => {
+          await Promise.allSettled([...inFlight]);
+          let failure: unknown;
+          for (const file of files) {
+            try {
+              file.close();
+            } catch (err) {
+              failure ??= err;
+            }
+          }
+          if (failure !== undefined) throw ioError('close', path, failure);
+        })();
+      }
+      return closing;
+    },
+  };
+}
+
+/** The Deno namespace, or a BACKEND_NOT_SUPPORTED error outside Deno. */
+function denoApi(path: string): DenoApi {
+  const deno = (globalThis as { Deno?: DenoApi }).Deno;
+  if (deno === undefined || typeof deno.open !== 'function') {
+    throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: the Deno file backend needs the Deno runtime`);
+  }
+  return deno;
+}
+
+/**
+ * Opens the file at `path` as a Backend (kind "deno-file") in Deno.
+ *
+ * Read-only unless `o.writable`; `o.create` (with writable) creates a missing file and never
+ * truncates an existing one. Opens `o.handles` (default 4) handles of the file; every read and
+ * write holds one handle from its seek to its last byte, so calls are positional and any number
+ * of them may run concurrently (up to `handles` at once, the rest queue in call order). The
+ * handles are checked to be one file (same device and inode where the platform reports them).
+ * Capabilities: { writable, truncate: writable, discard: false, durableFlush: true }; limits:
+ * { maxIov: 1024, maxTransfer: 0x7ffff000 }. Buffers shorter than 64 KiB are staged together
+ * (1 MiB per platform call); longer ones move in place.
+ *
+ * flush() is fdatasync (a no-op on a read-only backend). A read-only backend rejects pwritev and
+ * truncate with BACKEND_READ_ONLY. Every platform failure, including NotFound on open and a
+ * missing permission, rejects with BACKEND_IO_ERROR whose message names the path and errno code
+ * and whose `cause` is the Deno error. Outside Deno it rejects with BACKEND_NOT_SUPPORTED.
+ * close() waits for calls already started, then closes the handles; it is idempotent, and other
+ * calls after it reject with BACKEND_CLOSED.
+ */
+export async function openDenoBackend(path: string, o?: DenoBackendOptions): Promise<Backend> {
+  const writable = o?.writable ?? false;
+  const create = o?.create ?? false;
+  const handles = o?.handles ?? DEFAULT_HANDLES;
+  if (create && !writable) {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: create requires writable`);
+  }
+  if (!Number.isSafeInteger(handles) || handles < 1 || handles > MAX_HANDLES) {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: handles must be an integer from 1 to ${MAX_HANDLES}, not ${handles}`);
+  }
+  const deno = denoApi(path);
+  const files: DenoFileLike[] = [];
+  try {
+    files.push(await deno.open(path, { read: true, write: writable, create }));
+    for (let i = 1; i < handles; i++) files.push(await deno.open(path, { read: true, write: writable, create: false }));
+    if (files.length > 1) {
+      const ids = await Promise.all(files.map((file) => file.stat()));
+      const { dev, ino } = ids[0]!;
+      if (ino !== null && ids.some((id) => id.dev !== dev || id.ino !== ino)) {
+        const cause = Object.assign(new Error('the path was replaced while its handles were opened'), { code: 'ESTALE' });
+        throw new BackendError('BACKEND_IO_ERROR', `open ${path}: the handles refer to different files`, { cause });
+      }
+    }
+  } catch (err) {
+    for (const file of files) {
+      try {
+        file.close();
+      } catch {
+        // Already failing with the open error; a second one would hide it.
+      }
+    }
+    throw ioError('open', path, err);
+  }
+  return denoFileBackend(path, files, writable);
+}

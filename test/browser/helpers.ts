@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: MIT
+// Helpers of the browser tests: resources on the test server's Range store (range-server.ts),
+// unique names, and OPFS clean-up.
+
+let counter = 0;
+const RUN_ID = Math.floor(Math.random() * 2 ** 32).toString(36);
+
+/** A name no other call in this page returns: `prefix`, a per-page random part and a counter. */
+export function uniqueName(prefix: string): string {
+  counter++;
+  return `${prefix}-${RUN_ID}-${counter}`;
+}
+
+/** Stores `bytes` as the Range-store resource `name` and returns its URL (same origin). */
+export async function putResource(name: string, bytes: Uint8Array): Promise<URL> {
+  const url = new URL(`/__range/${encodeURIComponent(name)}`, location.origin);
+  const response = await fetch(url, { method: 'PUT', body: bytes as Uint8Array<ArrayBuffer> });
+  if (response.status !== 204) throw new Error(`PUT ${url}: ${response.status}`);
+  return url;
+}
+
+/** Removes `name` (a file or a whole directory) from the OPFS root; a missing entry is fine. */
+export async function removeOpfsEntry(name: string): Promise<void> {
+  const root = await navigator.storage.getDirectory();
+  try {
+    await root.removeEntry(name, { recursive: true });
+  } catch (err) {
+    if (!(err instanceof DOMException && err.name === 'NotFoundError')) throw err;
+  }
+}

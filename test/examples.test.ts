@@ -1,0 +1,566 @@
+// SPDX-License-Identifier: MIT
+// The browser example (examples/browser) and the library pieces it shows: allocationMap against
+// known layouts; then the example page built with Vite's JS API (no configuration for the wasm),
+// served by a local HTTP server and driven in headless Chromium: info, the drawn map read back
+// pixel by pixel, writes landing in an OPFS overlay that survives a reload, a picked file,
+// Content-Security-Policy with and without 'wasm-unsafe-eval', init({ url | bytes | module }),
+// the page built and served by Vite's dev server from an installed copy of the package with no
+// config at all, and a boot in v86 with SeaBIOS whose writes show up in the overlay's map.
+
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { extname, join, normalize } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { build, createServer as createViteServer } from 'vite';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright';
+import { allocationMap } from '../bindings/allocation-map.js';
+import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type Backend, type BlockImage } from '../bindings/index.js';
+import { CELL_PIXELS, MAP_COLOURS, MAP_COLUMNS } from '../examples/browser/draw-map.js';
+
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const CLUSTER = 64 * KiB;
+
+/** The whole contents of a backend. */
+async function backendBytes(backend: Backend): Promise<Uint8Array> {
+  const bytes = new Uint8Array(await backend.getSize());
+  await backend.preadv(0, [bytes]);
+  return bytes;
+}
+
+/** Fractions rounded for comparison (sums of shares pick up float noise). */
+const rounded = (values: Float64Array) => Array.from(values, (v) => Math.round(v * 1e9) / 1e9);
+
+describe('allocationMap', () => {
+  it('gives one bucket per cluster the fractions of overlay data, backing data and unallocated space', async () => {
+    const base = createMemoryBackend(8 * CLUSTER);
+    const overlay = await Qcow2Image.create(createMemoryBackend(), {
+      virtualSize: 8 * CLUSTER, backingFile: 'base.raw', backingFormat: 'raw', openBacking: async () => base,
+    });
+    await overlay.write(3 * CLUSTER + 100, new Uint8Array(10).fill(1));
+    await overlay.write(6 * CLUSTER, new Uint8Array(2 * CLUSTER).fill(2));
+    const map = await allocationMap(overlay, 8);
+    expect([map.bucketBytes, map.bucketCount]).toEqual([CLUSTER, 8]);
+    expect(rounded(map.topData)).toEqual([0, 0, 0, 1, 0, 0, 1, 1]);
+    expect(rounded(map.backingData)).toEqual([1, 1, 1, 0, 1, 1, 0, 0]);
+    expect(rounded(map.zero)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+    await overlay.close();
+  });
+
+  it('splits clusters across buckets of 2.5 clusters, with zero clusters and a shorter last bucket', async () => {
+    const image = await Qcow2Image.create(createMemoryBackend(), { virtualSize: 10 * CLUSTER });
+    await image.write(0, new Uint8Array(CLUSTER).fill(1));
+    await image.write(2 * CLUSTER, new Uint8Array(CLUSTER).fill(2));
+    await image.writeZeroes(2 * CLUSTER, CLUSTER); // a data cluster becomes a zero cluster
+    await image.write(5 * CLUSTER, new Uint8Array(CLUSTER).fill(3));
+    await image.write(9 * CLUSTER, new Uint8Array(CLUSTER).fill(4));
+
+    const quarters = await allocationMap(image, 4);
+    expect([quarters.bucketBytes, quarters.bucketCount]).toEqual([2.5 * CLUSTER, 4]);
+    expect(rounded(quarters.topData)).toEqual([0.4, 0, 0.4, 0.4]);
+    expect(rounded(quarters.zero)).toEqual([0.2, 0.2, 0, 0]);
+    expect(rounded(quarters.backingData)).toEqual([0, 0, 0, 0]);
+
+    // 10 clusters in 3 buckets: 427 sectors each, the last one 426 sectors long.
+    const thirds = await allocationMap(image, 3);
+    expect([thirds.bucketBytes, thirds.bucketCount]).toEqual([427 * 512, 3]);
+    expect(thirds.topData[2]).toBeCloseTo(CLUSTER / (10 * CLUSTER - 2 * 427 * 512), 12);
+    await image.close();
+  });
+
+  it('counts zero clusters of a backing layer as zero and a raw image as its own data', async () => {
+    const baseBackend = createMemoryBackend();
+    const base = await Qcow2Image.create(baseBackend, { virtualSize: 4 * CLUSTER });
+    await base.write(0, new Uint8Array(2 * CLUSTER).fill(9));
+    await base.writeZeroes(CLUSTER, CLUSTER);
+    await base.flush();
+    const overlay = await Qcow2Image.create(createMemoryBackend(), {
+      virtualSize: 4 * CLUSTER, backingFile: 'base.qcow2', backingFormat: 'qcow2', openBacking: async () => createMemoryBackend(await backendBytes(baseBackend)),
+    });
+    const map = await allocationMap(overlay, 4);
+    expect(rounded(map.backingData)).toEqual([1, 0, 0, 0]);
+    expect(rounded(map.zero)).toEqual([0, 1, 0, 0]);
+    expect(rounded(map.topData)).toEqual([0, 0, 0, 0]);
+    await Promise.all([overlay.close(), base.close()]);
+
+    const raw = await RawImage.open(createMemoryBackend(4096));
+    const rawMap = await allocationMap(raw, 100); // more buckets than sectors: one per sector
+    expect([rawMap.bucketBytes, rawMap.bucketCount]).toEqual([512, 8]);
+    expect(rounded(rawMap.topData)).toEqual([1, 1, 1, 1, 1, 1, 1, 1]);
+    await raw.close();
+  });
+
+  it('rejects a bucket count that is not a positive integer', async () => {
+    const raw = await RawImage.open(createMemoryBackend(4096));
+    for (const bad of [0, -1, 1.5, Number.NaN]) {
+      const error = await allocationMap(raw, bad).then(() => undefined, (e: unknown) => e);
+      expect(error).toBeInstanceOf(ImageError);
+      expect((error as ImageError).code).toBe('INVALID_ARGUMENT');
+    }
+    await raw.close();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The example page in Chromium.
+// ---------------------------------------------------------------------------------------------
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const EXAMPLE = join(ROOT, 'examples', 'browser');
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const BIOS = '/usr/share/seabios/bios.bin';
+/** Per browser test: page loads, OPFS writes (each copies the overlay file) and a boot, on a shared machine. */
+const BROWSER_TEST_MS = 180_000;
+const GUEST = join(ROOT, 'test', 'fixtures', 'v86-guest', 'guest-hda.bin');
+
+function isCi(): boolean {
+  const ci = process.env.CI;
+  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
+}
+
+/**
+ * `describe` for tests that need a tool (a file at `path`): without it they skip with a loud
+ * warning, or, where CI is set, become one failing test.
+ */
+function describeWith(path: string, what: string, name: string, body: () => void): void {
+  if (existsSync(path)) describe(name, body);
+  else if (isCi()) describe(name, () => it(`has ${what} at ${path} (required where CI is set)`, () => { throw new Error(`${name}: ${what} missing at ${path}`); }));
+  else {
+    console.warn(`\n*** SKIPPING ${name}: ${what} not found at ${path}. ***\n`);
+    describe.skip(name, body);
+  }
+}
+
+/** The test image's layout, in 64 KiB clusters of a 64 MiB qcow2 (1024 clusters = 1024 map cells). */
+const VIRTUAL_SIZE = 64 * MiB;
+const CLUSTERS = VIRTUAL_SIZE / CLUSTER;
+const DATA_CLUSTERS = new Set([...Array.from({ length: CLUSTERS }, (_, i) => i).filter((i) => i % 7 === 3), ...range(100, 140), 1023]);
+const ZERO_CLUSTERS = new Set(range(200, 210));
+/** Clusters the tests write through the page (into the overlay). */
+const WRITTEN_CLUSTERS = [5, 6, 500, 501, 502, 1022];
+
+function range(from: number, to: number): number[] {
+  return Array.from({ length: to - from }, (_, i) => from + i);
+}
+
+/** The 16 bytes the page writes at the start of each written cluster. */
+const marker = (cluster: number) => `qcow2-wasm ${String(cluster).padStart(5, '0')}`;
+
+type Kind = keyof typeof MAP_COLOURS;
+
+/** What each map cell must show: through the overlay, base data is "backingData". */
+function expectedKinds(written: readonly number[]): Kind[] {
+  return Array.from({ length: CLUSTERS }, (_, i): Kind => {
+    if (written.includes(i)) return 'topData';
+    if (ZERO_CLUSTERS.has(i)) return 'zero';
+    return DATA_CLUSTERS.has(i) ? 'backingData' : 'unallocated';
+  });
+}
+
+/** Builds the base image with the library: data clusters, zero clusters, the rest unallocated. */
+async function makeBaseImage(): Promise<Uint8Array> {
+  const backend = createMemoryBackend();
+  const image = await Qcow2Image.create(backend, { virtualSize: VIRTUAL_SIZE, clusterSize: CLUSTER });
+  for (const cluster of DATA_CLUSTERS) await image.write(cluster * CLUSTER, new Uint8Array(CLUSTER).fill(cluster & 0xff | 1));
+  for (const cluster of ZERO_CLUSTERS) {
+    await image.write(cluster * CLUSTER, new Uint8Array(CLUSTER).fill(0xee));
+    await image.writeZeroes(cluster * CLUSTER, CLUSTER);
+  }
+  await image.flush();
+  const bytes = await backendBytes(backend);
+  await image.close();
+  return bytes;
+}
+
+/** A raw disk for the v86 boot: the guest program in sector 0-3, the seed sector at LBA 4. */
+function makeGuestDisk(): Uint8Array {
+  const disk = new Uint8Array(8 * MiB);
+  disk.set(readFileSync(GUEST), 0);
+  const seed = disk.subarray(4 * 512, 5 * 512);
+  const view = new DataView(seed.buffer, seed.byteOffset, seed.byteLength);
+  for (let record = 0; record < 32; record++) {
+    seed.set(new TextEncoder().encode('QW-SEED-'), record * 16);
+    view.setUint32(record * 16 + 8, 4, true);
+    view.setUint32(record * 16 + 12, record, true);
+  }
+  return disk;
+}
+
+const CSP_STRICT = "default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self' 'unsafe-inline'";
+const CSP_NO_WASM = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'";
+/** Path prefixes under which the server serves the built page, and the CSP each one sends. */
+const PAGE_PREFIXES: Record<string, string | undefined> = { plain: undefined, strict: CSP_STRICT, nowasm: CSP_NO_WASM };
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css',
+};
+
+/**
+ * The test server: /PREFIX/... the built page (with that prefix's CSP), /core.wasm the library's
+ * wasm core, and byte resources (images) with HEAD and single-range GET support.
+ */
+function startServer(siteDir: string, resources: Map<string, Uint8Array>): Promise<Server> {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url ?? '/', 'http://127.0.0.1');
+    const resource = resources.get(url.pathname);
+    if (resource) {
+      res.setHeader('Accept-Ranges', 'bytes');
+      res.setHeader('Content-Type', url.pathname.endsWith('.wasm') ? 'application/wasm' : 'application/octet-stream');
+      const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+      if (!range) {
+        res.setHeader('Content-Length', resource.byteLength);
+        res.end(req.method === 'HEAD' ? undefined : resource);
+        return;
+      }
+      const first = Number(range[1]);
+      const last = Math.min(range[2] === '' ? resource.byteLength - 1 : Number(range[2]), resource.byteLength - 1);
+      if (first > last) {
+        res.writeHead(416, { 'Content-Range': `bytes */${resource.byteLength}` }).end();
+        return;
+      }
+      res.writeHead(206, { 'Content-Range': `bytes ${first}-${last}/${resource.byteLength}`, 'Content-Length': last - first + 1 });
+      res.end(resource.subarray(first, last + 1));
+      return;
+    }
+    const [, prefix, ...rest] = url.pathname.split('/');
+    if (!(prefix in PAGE_PREFIXES)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const file = normalize(join(siteDir, rest.join('/') || 'index.html'));
+    if (!file.startsWith(siteDir) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    const csp = PAGE_PREFIXES[prefix];
+    if (csp) res.setHeader('Content-Security-Policy', csp);
+    res.setHeader('Content-Type', CONTENT_TYPES[extname(file)] ?? 'application/octet-stream');
+    res.end(readFileSync(file));
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
+/** Waits until the page has settled on `open` (or failed); returns the status text. */
+async function settled(page: Page, states: readonly string[] = ['open', 'error']): Promise<string> {
+  await page.waitForFunction((wanted) => wanted.includes(document.body.dataset.state ?? ''), states, { timeout: 30_000 });
+  return (await page.textContent('#status')) ?? '';
+}
+
+/** The info list `list` as { field: text }. */
+async function info(page: Page, list: 'image-info' | 'overlay-info'): Promise<Record<string, string>> {
+  return page.$$eval(`#${list} dd`, (items) => Object.fromEntries(items.map((dd) => [(dd as HTMLElement).dataset.field, dd.textContent])));
+}
+
+/** The colour at the centre of each map cell, as the kind whose colour it is ('?' for none). */
+async function mapCells(page: Page): Promise<string[]> {
+  const pixels = await page.$eval('#map', (node, [columns, cellPixels]) => {
+    const canvas = node as HTMLCanvasElement;
+    const count = Number(canvas.dataset.bucketCount);
+    const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+    const centre = Math.floor(cellPixels / 2) - 1;
+    return Array.from({ length: count }, (_, bucket) => {
+      const x = (bucket % columns) * cellPixels + centre;
+      const y = Math.floor(bucket / columns) * cellPixels + centre;
+      const at = (y * canvas.width + x) * 4;
+      return [data[at], data[at + 1], data[at + 2], data[at + 3]];
+    });
+  }, [MAP_COLUMNS, CELL_PIXELS] as const);
+  return pixels.map(([r, g, b, a]) => {
+    const kind = (Object.keys(MAP_COLOURS) as Kind[]).find((k) => MAP_COLOURS[k][0] === r && MAP_COLOURS[k][1] === g && MAP_COLOURS[k][2] === b);
+    return a === 255 && kind ? kind : `?${r},${g},${b},${a}`;
+  });
+}
+
+/** Cells whose kind differs from what is expected, as "cell: got != expected" lines. */
+function mismatches(got: readonly string[], expected: readonly string[]): string[] {
+  return expected.flatMap((kind, i) => (got[i] === kind ? [] : [`${i}: ${got[i]} != ${kind}`]));
+}
+
+/** The overlay file's bytes, read from OPFS in the page. */
+function opfsFile(page: Page, path: string): Promise<number[]> {
+  return page.evaluate(async (filePath) => {
+    let directory = await navigator.storage.getDirectory();
+    const parts = filePath.split('/');
+    for (const part of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(part);
+    const file = await (await directory.getFileHandle(parts[parts.length - 1]!)).getFile();
+    return Array.from(new Uint8Array(await file.arrayBuffer()));
+  }, path);
+}
+
+describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromium)', () => {
+  let siteDir: string;
+  let scratch: string;
+  let server: Server;
+  let browser: Browser;
+  let origin: string;
+  let baseImage: Uint8Array;
+  const resources = new Map<string, Uint8Array>();
+  const contexts: BrowserContext[] = [];
+
+  /** A page in a fresh browser context (its own OPFS) that reports uncaught page errors. */
+  async function newPage(): Promise<Page> {
+    const context = await browser.newContext();
+    contexts.push(context);
+    const page = await context.newPage();
+    page.on('pageerror', (error) => console.error('[page error]', error));
+    return page;
+  }
+
+  beforeAll(async () => {
+    for (const entry of ['browser', 'v86']) {
+      const built = join(ROOT, 'dist', 'bindings', `${entry}.js`);
+      if (!existsSync(built)) throw new Error(`${built} is missing: run \`npm run build\` first`);
+    }
+    scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-example-'));
+    siteDir = join(scratch, 'site');
+    // The example's own config; nothing added here (no optimizeDeps, no wasm plugin).
+    await build({ root: EXAMPLE, configFile: join(EXAMPLE, 'vite.config.ts'), logLevel: 'warn', build: { outDir: siteDir, emptyOutDir: true } });
+    baseImage = await makeBaseImage();
+    resources.set('/images/base.qcow2', baseImage);
+    resources.set('/core.wasm', new Uint8Array(readFileSync(join(ROOT, 'build', 'core.wasm'))));
+    if (existsSync(GUEST)) resources.set('/images/guest.raw', makeGuestDisk());
+    server = await startServer(siteDir, resources);
+    origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  }, 120_000);
+
+  afterAll(async () => {
+    await Promise.allSettled(contexts.map((c) => c.close()));
+    await browser?.close();
+    await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it('builds to plain files: one entry script, the library with its wasm embedded in it', () => {
+    const html = readFileSync(join(siteDir, 'index.html'), 'utf8');
+    expect(html).toMatch(/<script type="module" crossorigin src="\.\/assets\/index-[\w-]+\.js"><\/script>/);
+    expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script: strict CSPs need none
+    // The only .wasm file is v86's: the library's core travels inside the JavaScript.
+    expect(readdirSync(join(siteDir, 'assets')).filter((name) => name.endsWith('.wasm'))).toEqual([expect.stringMatching(/^v86-[\w-]+\.wasm$/)]);
+  });
+
+  it('opens a qcow2 served over HTTP under an OPFS overlay: info, drawn map, writes into the overlay that survive a reload', async () => {
+    const page = await newPage();
+    await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
+    expect(await settled(page)).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
+
+    const base = await info(page, 'image-info');
+    expect(base).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', compat: '1.1' });
+    expect(base['file-size']).toContain(`(${baseImage.byteLength} bytes)`);
+    const overlayInfo = await info(page, 'overlay-info');
+    expect(overlayInfo).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', 'backing-format': 'qcow2' });
+    expect(overlayInfo['backing-file']).toBe(`${origin}/images/base.qcow2`);
+
+    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+
+    // Writes through the page's image land in the overlay; the map shows them after a refresh.
+    await page.evaluate(async ([clusters, clusterBytes]) => {
+      const { session } = window.qcow2Example;
+      await Promise.all(clusters.map((cluster) =>
+        session!.overlay.write(cluster * clusterBytes, new TextEncoder().encode(`qcow2-wasm ${String(cluster).padStart(5, '0')}`))));
+      await window.qcow2Example.refresh();
+    }, [WRITTEN_CLUSTERS, CLUSTER] as const);
+    expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
+    const overlayPath = (await info(page, 'overlay-info')).path;
+
+    // The OPFS file is a standard qcow2 overlay: open it here with the base and read the writes.
+    const overlayBytes = new Uint8Array(await opfsFile(page, overlayPath));
+    expect(Array.from(overlayBytes.subarray(0, 4))).toEqual([0x51, 0x46, 0x49, 0xfb]);
+    expect(overlayBytes.byteLength).toBeLessThan(2 * MiB); // the overlay holds only what was written
+    const reopened = await Qcow2Image.open(createMemoryBackend(overlayBytes), { readOnly: true, openBacking: async () => createMemoryBackend(baseImage) });
+    for (const cluster of WRITTEN_CLUSTERS) {
+      const head = await reopened.read(cluster * CLUSTER, CLUSTER);
+      expect(new TextDecoder().decode(head.subarray(0, 16))).toBe(marker(cluster));
+      const fill = DATA_CLUSTERS.has(cluster) ? (cluster & 0xff | 1) : 0;
+      expect(head.subarray(16).every((byte) => byte === fill)).toBe(true); // the rest copied from the base
+    }
+    expect((await reopened.read(3 * CLUSTER, 4)).every((byte) => byte === 3)).toBe(true); // base data shows through
+    await reopened.close();
+
+    // A reload reopens the same overlay: the writes are still there.
+    await page.reload();
+    expect(await settled(page)).toMatch(/^Reopened the overlay of /);
+    expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
+    const text = await page.evaluate(async (offset) =>
+      new TextDecoder().decode(await window.qcow2Example.session!.overlay.read(offset, 16)), 500 * CLUSTER);
+    expect(text).toBe(marker(500));
+
+    // Discarding the overlay starts afresh from the base.
+    await page.click('#discard');
+    expect(await settled(page)).toMatch(/^Created an overlay for /);
+    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+  }, BROWSER_TEST_MS);
+
+  it('opens a file the user picks (a Blob) the same way', async () => {
+    const path = join(scratch, 'picked.qcow2');
+    writeFileSync(path, baseImage);
+    const page = await newPage();
+    await page.goto(`${origin}/plain/index.html`);
+    expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+    await page.setInputFiles('#image-file', path);
+    expect(await settled(page)).toMatch(/^Created an overlay for picked\.qcow2: writes go to OPFS qcow2-wasm-example\/picked\.qcow2\.overlay\.qcow2/);
+    expect(await info(page, 'image-info')).toMatchObject({ source: 'picked.qcow2', format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)' });
+    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+  }, BROWSER_TEST_MS);
+
+  it(`works under a strict Content-Security-Policy that allows 'wasm-unsafe-eval'`, async () => {
+    const page = await newPage();
+    const violations: string[] = [];
+    page.on('console', (message) => { if (/Content Security Policy/i.test(message.text())) violations.push(message.text()); });
+    const response = await page.goto(`${origin}/strict/index.html?image=/images/base.qcow2`);
+    expect(response?.headers()['content-security-policy']).toBe(CSP_STRICT);
+    expect(await settled(page)).toMatch(/^Created an overlay for /);
+    expect((await info(page, 'image-info'))['virtual-size']).toBe('64 MiB (67108864 bytes)');
+    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+    expect(violations).toEqual([]);
+  }, BROWSER_TEST_MS);
+
+  it(`fails with a clear message when the CSP lacks 'wasm-unsafe-eval' (for every init source)`, async () => {
+    const page = await newPage();
+    await page.goto(`${origin}/nowasm/index.html?image=/images/base.qcow2`);
+    const status = await settled(page, ['error']);
+    // Chromium refuses the compile itself (a CompileError naming the CSP); the page adds the fix.
+    expect(status).toMatch(/^CompileError: WebAssembly\.compile\(\): .*'unsafe-eval' is not an allowed source of script/);
+    expect(status).toContain(`add 'wasm-unsafe-eval' to script-src`);
+    const failures = await page.evaluate(async () => {
+      const { library } = window.qcow2Example;
+      const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
+      const attempt = (options: Parameters<typeof library.init>[0]) => library.init(options).then(() => 'compiled', (e: Error) => `${e.name}: ${e.message}`);
+      return { url: await attempt({ url: '/core.wasm' }), bytes: await attempt({ bytes }) };
+    });
+    expect(failures.url).toMatch(/^CompileError: .*Content Security Policy/);
+    expect(failures.bytes).toMatch(/^CompileError: .*Content Security Policy/);
+  }, BROWSER_TEST_MS);
+
+  it('init() takes the core from a URL, bytes or a compiled module, and uses what it is given', async () => {
+    const page = await newPage();
+    await page.goto(`${origin}/plain/index.html?core=/core.wasm`);
+    expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+    const results = await page.evaluate(async () => {
+      const { library } = window.qcow2Example;
+      const roundTrip = async () => {
+        const image = await library.Qcow2Image.create(library.createMemoryBackend(), { virtualSize: 1 << 20 });
+        await image.write(1000, new Uint8Array([1, 2, 3]));
+        const bytes = Array.from(await image.read(999, 5));
+        await image.close();
+        return bytes.join(',');
+      };
+      // The library's errors by their code (class names do not survive minification).
+      const outcome = (promise: Promise<unknown>) => promise.then((value) => String(value),
+        (e: Error) => (e instanceof library.Qcow2WasmError ? `Qcow2WasmError ${e.code}` : e.name));
+      const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
+      const emptyModule = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+      const run = async (options: Parameters<typeof library.init>[0]) => {
+        const init = await outcome(library.init(options));
+        return `${init} / ${await outcome(roundTrip())}`;
+      };
+      return {
+        url: await run({ url: '/core.wasm' }),
+        missingUrl: await run({ url: '/missing.wasm' }),
+        bytes: await run({ bytes }),
+        badBytes: await run({ bytes: bytes.subarray(0, 100) }),
+        module: await run({ module: await WebAssembly.compile(bytes) }),
+        otherModule: await run({ module: await WebAssembly.compile(emptyModule) }),
+        embedded: await run({}),
+      };
+    });
+    expect(results).toEqual({
+      url: 'undefined / 0,1,2,3,0',
+      missingUrl: 'Qcow2WasmError INVALID_ARGUMENT / Qcow2WasmError INVALID_ARGUMENT',
+      bytes: 'undefined / 0,1,2,3,0',
+      badBytes: 'CompileError / CompileError',
+      module: 'undefined / 0,1,2,3,0',
+      otherModule: expect.stringMatching(/^undefined \/ (TypeError|LinkError)/),
+      embedded: 'undefined / 0,1,2,3,0',
+    });
+  }, BROWSER_TEST_MS);
+
+  it('works installed as a package (npm\'s file list) with no Vite config at all: dev server and build', async () => {
+    // A project with qcow2-wasm in node_modules as npm would unpack it (package.json `files`),
+    // its dependencies beside it, and the example's sources: no vite.config, no alias.
+    const project = join(scratch, 'installed');
+    const modules = join(project, 'node_modules');
+    const pkg = join(modules, 'qcow2-wasm');
+    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[]; dependencies: Record<string, string> };
+    for (const entry of [...manifest.files, 'package.json']) cpSync(join(ROOT, entry), join(pkg, entry), { recursive: true });
+    for (const dependency of [...Object.keys(manifest.dependencies), 'v86']) {
+      mkdirSync(join(modules, dependency, '..'), { recursive: true });
+      symlinkSync(join(ROOT, 'node_modules', dependency), join(modules, dependency), 'dir');
+    }
+    for (const file of ['index.html', 'main.ts', 'session.ts', 'info.ts', 'draw-map.ts', 'boot.ts']) cpSync(join(EXAMPLE, file), join(project, file));
+    const picked = join(scratch, 'installed.qcow2');
+    writeFileSync(picked, baseImage);
+
+    const openPicked = async (url: string) => {
+      const page = await newPage();
+      await page.goto(url);
+      expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+      await page.setInputFiles('#image-file', picked);
+      expect(await settled(page)).toMatch(/^Created an overlay for installed\.qcow2/);
+      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+    };
+
+    // Dev server: Vite pre-bundles the dependency; embedded wasm bytes need no asset handling.
+    const dev = await createViteServer({ root: project, configFile: false, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
+    try {
+      await dev.listen();
+      await openPicked(dev.resolvedUrls!.local[0]!);
+      // It did pre-bundle the library (the step that breaks `new URL('x.wasm', import.meta.url)`).
+      expect(readdirSync(join(modules, '.vite', 'deps'))).toContain('qcow2-wasm_browser.js');
+    } finally {
+      await dev.close();
+    }
+
+    // Production build, served as plain files.
+    const out = join(scratch, 'installed-site');
+    await build({ root: project, configFile: false, base: './', logLevel: 'warn', build: { outDir: out, emptyOutDir: true } });
+    const site = await startServer(out, new Map());
+    try {
+      await openPicked(`http://127.0.0.1:${(site.address() as AddressInfo).port}/plain/index.html`);
+    } finally {
+      await new Promise((resolve) => site.close(resolve));
+    }
+  }, BROWSER_TEST_MS);
+
+  describeWith(BIOS, 'SeaBIOS (apt-get install seabios)', 'boot in v86', () => {
+    it('boots a disk under its overlay with the BIOS the user picks; the guest\'s writes land in the overlay', async () => {
+      expect(existsSync(GUEST), `${GUEST} (the v86 test guest) is missing`).toBe(true);
+      const page = await newPage();
+      await page.goto(`${origin}/plain/index.html?image=/images/guest.raw`);
+      expect(await settled(page)).toMatch(/^Created an overlay for /);
+      expect(await info(page, 'image-info')).toMatchObject({ format: 'raw', 'virtual-size': '8 MiB (8388608 bytes)' });
+      expect(await page.isDisabled('#boot')).toBe(true); // no BIOS yet
+      await page.setInputFiles('#bios-file', BIOS);
+      await page.click('#boot');
+      await page.waitForFunction(() => document.getElementById('serial')!.textContent!.includes('DONE'), undefined, { timeout: 60_000 });
+      const serial = (await page.textContent('#serial')) ?? '';
+      expect(serial).not.toContain('FAIL');
+      await page.click('#stop');
+      expect(await settled(page)).toMatch(/^Reopened the overlay of /);
+      // 8 MiB in 1024 cells of 8 KiB; the overlay's clusters are 64 KiB (8 cells). Cells of the
+      // clusters the guest changed show the overlay, all others the raw image. Among them: LBA
+      // 5-6 and 120-135 (clusters 0 and 1) and 12288-12291 (cluster 96).
+      const changed = await page.evaluate(async (clusterBytes) => {
+        const { overlay, base } = window.qcow2Example.session!;
+        const [mine, theirs] = await Promise.all([overlay.read(0, overlay.virtualSize), base.read(0, base.virtualSize)]);
+        const clusters = new Set<number>();
+        mine.forEach((byte, i) => { if (byte !== theirs[i]) clusters.add(Math.floor(i / clusterBytes)); });
+        return [...clusters];
+      }, CLUSTER);
+      expect(changed).toEqual(expect.arrayContaining([0, 1, 96]));
+      const cells = await mapCells(page);
+      const cellsPerCluster = CLUSTER / (8 * KiB);
+      expect(mismatches(cells, cells.map((_, i) => (changed.includes(Math.floor(i / cellsPerCluster)) ? 'topData' : 'backingData')))).toEqual([]);
+      const lba = await page.evaluate(async () => {
+        const read = (sector: number) => window.qcow2Example.session!.overlay.read(sector * 512, 8).then((b) => new TextDecoder().decode(b));
+        return [await read(5), await read(120), await read(127), await read(12288)];
+      });
+      expect(lba).toEqual(['QW-CHS-W', 'QW-LBA-W', 'QW-OVER-', 'QW-HIGH-']);
+    }, BROWSER_TEST_MS);
+  });
+});
