@@ -317,6 +317,43 @@ export function commitSubclusters(guestStartF: f64, guestEndF: f64, hostStartF: 
   return Status.OK;
 }
 
+/** What a write into one cluster would do now, as far as the cached metadata tells (writeStateOf). */
+export enum WriteState {
+  /** The cluster's L2 slice is not cached: not known without I/O. */
+  UNKNOWN = 0,
+  /** Written in place: this image alone owns it, every subcluster allocated. */
+  IN_PLACE = 1,
+  /** Allocated fresh with nothing to copy from an old host cluster (unallocated or plain zero; standard L2). */
+  FRESH = 2,
+  /** Anything else: compressed, shared, zero with a preallocated cluster, subcluster states. */
+  OTHER = 3,
+}
+
+/**
+ * What a write into the cluster holding guest byte `guestOffsetF` would do, read from the L1 table
+ * and the cached L2 slices only (no NEED records, no side effects). Callers use it for decisions
+ * that are only hints (which gaps to merge, how widely to order a write); planWrite decides.
+ */
+export function writeStateOf(guestOffsetF: f64): WriteState {
+  const guestOffset = <u64>guestOffsetF;
+  const l1Index = l1IndexOf(guestOffset);
+  if (l1Index >= <u64>l1EntryCount) return WriteState.UNKNOWN;
+  const l1Entry = loadBE64(l1EntryAddress(l1Index));
+  if (l1Entry & L1E_RESERVED_MASK) return WriteState.UNKNOWN;
+  const l2Offset = l1Entry & L1E_OFFSET_MASK;
+  if (l2Offset == 0) return hasExtendedL2 || hasExternalData ? WriteState.OTHER : WriteState.FRESH;
+  const l2Index = l2IndexOf(guestOffset);
+  const slot = findSlice(CacheId.L2, l2Offset + ((<u64>(l2Index >> sliceIndexBits())) << sliceBits));
+  if (slot < 0) return WriteState.UNKNOWN;
+  const at = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  const entry = loadBE64(at);
+  const bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
+  if (isWritableInPlace(entry, bitmap)) return WriteState.IN_PLACE;
+  if (hasExtendedL2 || hasExternalData) return WriteState.OTHER;
+  const flags = entry & (QCOW_OFLAG_COMPRESSED | L2E_OFFSET_MASK);
+  return flags == 0 ? WriteState.FRESH : WriteState.OTHER;
+}
+
 /** Kind of the last plan (PlanKind). */
 export function planKindOf(): i32 { return planKind; }
 /** Guest start of the last plan. */

@@ -31,6 +31,7 @@ export const MERGE_FULL: i32 = MergeMode.FULL;
 export const GAP_REQUEST: i32 = GAP;
 export const GAP_POLICY_NEVER: i32 = GapPolicy.NEVER;
 export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;
+export const GAP_POLICY_WITHIN_FRESH_CLUSTER: i32 = GapPolicy.WITHIN_FRESH_CLUSTER;
 
 // qcow2 header parsing (assembly/header.ts). HeaderError members export as globals named
 // "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
@@ -68,7 +69,7 @@ export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, R
 export {
   planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
   commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, zeroSubclusters, ZeroMode, allocationHintCluster, skipAllocationTo,
-  l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean,
+  l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean, writeStateOf, WriteState,
 } from './allocate';
 export {
   releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,

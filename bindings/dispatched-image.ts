@@ -5,25 +5,13 @@
 
 import type { BlockImage, ImageStats, WriteRequest } from './image.js';
 import type { Backend, BackendLimits } from './backend.js';
-import { splitVector } from './iovec.js';
+import { splitVector, zeroVector } from './iovec.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkGuestRange, emptyStats, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from './merge-core.js';
-import { Completion, WriteDispatcher, ioFailure, type QueuedWrite } from './multiwrite.js';
+import { Completion, WriteDispatcher, ioFailure, type GapRange, type QueuedWrite } from './multiwrite.js';
 import { ImageError } from './errors.js';
-
-// Shared read-only source of zeros for writeZeroes and gap fill; never handed to callers.
-const ZERO_CHUNK = new Uint8Array(1 << 20);
-
-/** Returns views of the shared zero chunk tiling `length` bytes. */
-export function zeroVector(length: number): Uint8Array[] {
-  const data: Uint8Array[] = [];
-  for (let done = 0; done < length; done += ZERO_CHUNK.byteLength) {
-    data.push(ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.byteLength, length - done)));
-  }
-  return data;
-}
 
 /** What a format tells the shared image machinery at construction. */
 export interface DispatchedImageParts {
@@ -32,11 +20,6 @@ export interface DispatchedImageParts {
   core: MergeCore;
   limits: BackendLimits;
   mergeMode: MergeMode;
-  /**
-   * The guest range a write of [start, end) must be ordered against (formats that allocate in
-   * clusters widen it to whole clusters so writes into one cluster never race).
-   */
-  orderingRange?: (start: number, end: number) => [number, number];
 }
 
 /** Base class of the image formats: everything of BlockImage that is not format-specific. */
@@ -53,17 +36,18 @@ export abstract class DispatchedImage implements BlockImage {
     this.virtualSize = parts.virtualSize;
     this.readOnly = parts.readOnly;
     this.dispatcher = new WriteDispatcher(parts.core, {
-      writeExtent: (guestOffset, length, buffers) => this.writeExtent(guestOffset, length, buffers),
-      gapFill: (guestOffset, length) => this.gapFill(guestOffset, length),
-    }, this.inflight, parts.limits, this.counters, parts.mergeMode, parts.orderingRange);
+      writeExtent: (guestOffset, length, buffers, gaps) => this.writeExtent(guestOffset, length, buffers, gaps),
+    }, this.inflight, parts.limits, this.counters, parts.mergeMode);
   }
 
   /** Reads host data for guest bytes [offset, offset + target.length) into target. */
   protected abstract readRange(offset: number, target: Uint8Array): Promise<void>;
-  /** Writes one merged extent (buffers tile [guestOffset, guestOffset + length)). */
-  protected abstract writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void>;
-  /** The bytes a gap of a merged extent is written with (formats that allow gap merges). */
-  protected abstract gapFill(guestOffset: number, length: number): Uint8Array;
+  /**
+   * Writes one merged extent (buffers tile [guestOffset, guestOffset + length)). `gaps` lists the
+   * guest ranges no request covers (only for formats that set a gap policy); their buffers are
+   * zero placeholders the format replaces with what the gap reads when the write runs.
+   */
+  protected abstract writeExtent(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<void>;
   /** Discards the guest range (ordered after overlapping writes in flight). */
   protected abstract discardRange(offset: number, length: number): Promise<void>;
   /** Makes completed writes durable (every write submitted before flush() has completed). */

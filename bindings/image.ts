@@ -4,6 +4,7 @@
 
 import type { Backend } from './backend.js';
 import type { MergeMode } from './merge-core.js';
+import type { DeferredCowOptions } from './qcow2-deferred-cow.js';
 import { ImageError } from './errors.js';
 
 /** One guest write: `data` (one buffer or an iovec list) lands at guest byte `offset`. */
@@ -27,6 +28,8 @@ export interface ImageStats {
   hostReadBytes: number;
   /** Bytes written only to preserve data the guest did not write (copy-on-write fill). */
   cowBytes: number;
+  /** Bytes of gaps between a batch's requests that merged writes filled (qcow2: inside new clusters). */
+  gapBytes: number;
   /**
    * Merged extents issued, and requests that shared an extent with another request (a request
    * spread over several shared extents counts once per extent).
@@ -75,6 +78,14 @@ export interface OpenOptions {
   openBacking?: (name: string, format: string | undefined) => Promise<Backend>;
   /** Opens an external data file by the name the image records. */
   openDataFile?: (name: string) => Promise<Backend>;
+  /**
+   * qcow2: deferred copy-on-write (bindings/qcow2-deferred-cow.ts). A new cluster that a write
+   * fills from its start but not to its end, whose rest would have to be copied (from a backing
+   * file), waits up to `delayMs` for the next write to fill it before the copy is made; at most
+   * `maxPending` clusters wait. Reads, flush() and close() complete waiting clusters first.
+   * Default true (64 clusters, 50 ms); false copies at once, as QEMU does.
+   */
+  deferredCow?: boolean | DeferredCowOptions;
 }
 
 /** Options of Qcow2Image.create (qemu-img create -f qcow2 equivalents). */
@@ -97,7 +108,7 @@ export function emptyStats(): ImageStats {
   return {
     guestWriteRequests: 0, guestWriteBytes: 0, guestReadRequests: 0, guestReadBytes: 0,
     hostWriteCalls: 0, hostWriteBytes: 0, hostReadCalls: 0, hostReadBytes: 0,
-    cowBytes: 0, extents: 0, mergedRequests: 0,
+    cowBytes: 0, gapBytes: 0, extents: 0, mergedRequests: 0,
   };
 }
 

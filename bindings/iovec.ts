@@ -66,3 +66,32 @@ export function splitVector(buffers: Uint8Array[], maxIov: number, maxTransfer: 
   if (current.length > 0) runs.push([currentStart, current]);
   return runs;
 }
+
+// Shared read-only source of zeros for writeZeroes and gap placeholders; never handed to callers.
+const ZERO_CHUNK = new Uint8Array(1 << 20);
+
+/** Returns views of a shared zero buffer tiling `length` bytes (read-only: never write into them). */
+export function zeroVector(length: number): Uint8Array[] {
+  const data: Uint8Array[] = [];
+  for (let done = 0; done < length; done += ZERO_CHUNK.byteLength) {
+    data.push(ZERO_CHUNK.subarray(0, Math.min(ZERO_CHUNK.byteLength, length - done)));
+  }
+  return data;
+}
+
+/**
+ * A vector of `totalBytes` bytes equal to `buffers` except where `replacements` (offsets relative
+ * to the vector's start, ascending, not overlapping, inside it) put other bytes. Views, no copies.
+ */
+export function spliceVector(buffers: readonly Uint8Array[], totalBytes: number,
+                             replacements: readonly { offset: number; data: Uint8Array }[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let position = 0;
+  for (const { offset, data } of replacements) {
+    if (offset > position) appendSlices(buffers, position, offset - position, out);
+    out.push(data);
+    position = offset + data.byteLength;
+  }
+  if (position < totalBytes) appendSlices(buffers, position, totalBytes - position, out);
+  return out;
+}

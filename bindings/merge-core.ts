@@ -14,7 +14,7 @@ interface CoreConstants {
   PIECE_STRIDE: number; EXTENT_STRIDE: number; REGION_REQUESTS: number; REGION_REQUEST_MAP: number;
   REGION_PIECES: number; REGION_EXTENTS: number; STATUS_INVALID: number; STATUS_OUTPUT_FULL: number;
   MERGE_OFF: number; MERGE_ADJACENT: number; MERGE_FULL: number; GAP_REQUEST: number;
-  GAP_POLICY_NEVER: number; GAP_POLICY_WITHIN_BLOCK: number;
+  GAP_POLICY_NEVER: number; GAP_POLICY_WITHIN_BLOCK: number; GAP_POLICY_WITHIN_FRESH_CLUSTER: number;
 }
 
 function readConstants(core: CoreInstance): CoreConstants {
@@ -28,7 +28,7 @@ function readConstants(core: CoreInstance): CoreConstants {
     'MAX_BATCH_REQUESTS', 'REQUEST_STRIDE', 'REQUEST_MAP_STRIDE', 'PIECE_STRIDE', 'EXTENT_STRIDE',
     'REGION_REQUESTS', 'REGION_REQUEST_MAP', 'REGION_PIECES', 'REGION_EXTENTS', 'STATUS_INVALID',
     'STATUS_OUTPUT_FULL', 'MERGE_OFF', 'MERGE_ADJACENT', 'MERGE_FULL', 'GAP_REQUEST',
-    'GAP_POLICY_NEVER', 'GAP_POLICY_WITHIN_BLOCK',
+    'GAP_POLICY_NEVER', 'GAP_POLICY_WITHIN_BLOCK', 'GAP_POLICY_WITHIN_FRESH_CLUSTER',
   ];
   const constants = {} as CoreConstants;
   for (const name of names) constants[name] = get(name);
@@ -93,6 +93,17 @@ export class MergeCore {
       ? this.core.exports.setGapPolicy(c.GAP_POLICY_NEVER, 0)
       : this.core.exports.setGapPolicy(c.GAP_POLICY_WITHIN_BLOCK, blockBits);
     if (!ok) throw new ImageError('INVALID_ARGUMENT', `gap block bits ${blockBits} out of range 9..30`);
+  }
+
+  /**
+   * qcow2 (this core must be the image's own qcow2 core): lets merges bridge a gap inside one
+   * cluster of 2^clusterBits bytes that a write would allocate fresh, as the core's cached L2
+   * entries tell at merge time. The image fills such gaps when the write runs.
+   */
+  setGapWithinFreshCluster(clusterBits: number): void {
+    if (!this.core.exports.setGapPolicy(this.constants.GAP_POLICY_WITHIN_FRESH_CLUSTER, clusterBits)) {
+      throw new ImageError('INVALID_ARGUMENT', `cluster bits ${clusterBits} out of range 9..30`);
+    }
   }
 
   /**

@@ -7,18 +7,22 @@ import type { ImageStats } from './image.js';
 import type { BackendLimits } from './backend.js';
 import type { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from './merge-core.js';
-import { appendSlices } from './iovec.js';
+import { appendSlices, zeroVector } from './iovec.js';
 import { ImageError, Qcow2WasmError } from './errors.js';
+
+/** A guest byte range [start, end) inside a merged extent that no request of the batch covers. */
+export interface GapRange { start: number; end: number }
 
 /** Where merged extents go: the format behind the image. */
 export interface ExtentSink {
   /**
    * Writes guest bytes [guestOffset, guestOffset + length), given as `buffers` that tile the range
-   * in order. Resolves when the image reads the new bytes back; rejects with the failure.
+   * in order. `gaps` (in guest order, usually empty) are ranges the merge bridged: their buffers
+   * are zero placeholders, and the sink writes there what those bytes read when the write runs
+   * (it is ordered behind every earlier overlapping write by then). Resolves when the image reads
+   * the new bytes back; rejects with the failure.
    */
-  writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void>;
-  /** The bytes a gap piece at [guestOffset, guestOffset + length) is written with. */
-  gapFill(guestOffset: number, length: number): Uint8Array;
+  writeExtent(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<void>;
 }
 
 /** A validated write waiting for its batch. */
@@ -84,15 +88,9 @@ export class WriteDispatcher {
   private readonly inflight: InflightRanges;
   private readonly limits: BackendLimits;
   private readonly counters: ImageStats;
-  private readonly orderingRange: (start: number, end: number) => [number, number];
 
-  /**
-   * `orderingRange` widens the guest range a write is ordered against (default: itself), e.g. to
-   * whole clusters for formats whose allocations must not race inside a cluster.
-   */
   constructor(core: MergeCore, sink: ExtentSink, inflight: InflightRanges, limits: BackendLimits,
-              counters: ImageStats, mode: MergeMode, orderingRange?: (start: number, end: number) => [number, number]) {
-    this.orderingRange = orderingRange ?? ((start, end) => [start, end]);
+              counters: ImageStats, mode: MergeMode) {
     this.core = core;
     this.sink = sink;
     this.inflight = inflight;
@@ -162,27 +160,31 @@ export class WriteDispatcher {
       const firstPiece = extents[4 * e + 2];
       const pieceCount = extents[4 * e + 3];
       const buffers: Uint8Array[] = [];
+      const gaps: GapRange[] = [];
       let position = guestOffset;
       for (let p = firstPiece; p < firstPiece + pieceCount; p++) {
         const request = pieces[3 * p];
         const pieceLength = pieces[3 * p + 2];
-        if (request === this.core.gapRequest) buffers.push(this.sink.gapFill(position, pieceLength));
-        else appendSlices(batch[first + request].data, pieces[3 * p + 1], pieceLength, buffers);
+        if (request === this.core.gapRequest) {
+          buffers.push(...zeroVector(pieceLength));
+          gaps.push({ start: position, end: position + pieceLength });
+        } else {
+          appendSlices(batch[first + request].data, pieces[3 * p + 1], pieceLength, buffers);
+        }
         position += pieceLength;
       }
       const requests = carriers[e];
       if (requests.length > 1) merged += requests.length;
-      this.issue(guestOffset, length, buffers, requests, batch);
+      this.issue(guestOffset, length, buffers, gaps, requests, batch);
     }
     this.counters.extents += extentCount;
     this.counters.mergedRequests += merged;
     for (let r = 0; r < count; r++) batch[first + r].completion.release();
   }
 
-  private issue(guestOffset: number, length: number, buffers: Uint8Array[], requests: number[], batch: QueuedWrite[]): void {
-    const write = () => this.sink.writeExtent(guestOffset, length, buffers);
-    const [orderStart, orderEnd] = this.orderingRange(guestOffset, guestOffset + length);
-    this.inflight.register(orderStart, orderEnd, true,
+  private issue(guestOffset: number, length: number, buffers: Uint8Array[], gaps: GapRange[], requests: number[], batch: QueuedWrite[]): void {
+    const write = () => this.sink.writeExtent(guestOffset, length, buffers, gaps);
+    this.inflight.register(guestOffset, guestOffset + length, true,
       (wait) => (wait.length === 0 ? write() : Promise.all(wait).then(write)))
       .then(
         () => { for (const r of requests) batch[r].completion.release(); },

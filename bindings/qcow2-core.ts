@@ -41,6 +41,13 @@ export interface WritePlan {
   hostStart: number;
 }
 
+/**
+ * What a write into one cluster would do, from cached metadata only (assembly/allocate.ts
+ * WriteState): 'unknown' when its L2 slice is not cached.
+ */
+export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
+const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
+
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
@@ -90,6 +97,7 @@ interface Exports {
   l1ChangeCount(): number;
   markL1Clean(generation: number): number;
   reftableEntryCount(): number;
+  writeStateOf(guestOffset: number): number;
 }
 
 const CORRUPTION_NAMES = [
@@ -107,6 +115,8 @@ export class Qcow2Core {
   static readonly CACHE_L2 = 0;
   static readonly CACHE_REFCOUNT = 1;
   readonly memory: WebAssembly.Memory;
+  /** The wasm instance (the image's merge core runs in it too, so gap merges can see the L2 cache). */
+  readonly instance: CoreInstance;
   private readonly x: Exports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
@@ -123,6 +133,7 @@ export class Qcow2Core {
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
     this.memory = core.memory;
+    this.instance = core;
     this.header = header;
     this.x = core.exports as unknown as Exports;
     const g = core.exports as unknown as Record<string, WebAssembly.Global>;
@@ -256,6 +267,11 @@ export class Qcow2Core {
       runs[i] = { kind: r[at] as RunKind, guestOffset: r[at + 1], length: r[at + 2], hostOffset: r[at + 3], compressedBytes: r[at + 4] };
     }
     return runs;
+  }
+
+  /** What a write into the cluster holding `guestOffset` would do, from cached metadata only (no I/O). */
+  writeState(guestOffset: number): WriteState {
+    return WRITE_STATES[this.x.writeStateOf(guestOffset)];
   }
 
   /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */

@@ -9,7 +9,7 @@ import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
-import { instantiateCore } from './wasm.js';
+import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
@@ -18,8 +18,11 @@ import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
-import { DispatchedImage, zeroVector } from './dispatched-image.js';
-import { appendSlices } from './iovec.js';
+import { DispatchedImage } from './dispatched-image.js';
+import { appendSlices, spliceVector, zeroVector } from './iovec.js';
+import type { GapRange } from './multiwrite.js';
+import { ClusterLocks } from './cluster-locks.js';
+import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 
@@ -29,8 +32,22 @@ const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
 const AUTOCLEAR_FEATURES_OFFSET = 88;
 
-/** A planned run ready to write: the host range [hostStart, hostStart + bytes) and its I/O vector. */
-interface PreparedRun { plan: WritePlan; hostStart: number; vector: Uint8Array[]; bytes: number }
+/**
+ * A run ready to write: the host range [hostStart, hostStart + bytes), its I/O vector, and what to
+ * record once it is written: nothing (in place), a commit of new clusters, a commit of all but
+ * the last new cluster which becomes pending (deferred copy-on-write of its tail), or more bytes
+ * of a pending cluster.
+ */
+interface PreparedRun {
+  hostStart: number;
+  vector: Uint8Array[];
+  bytes: number;
+  after:
+    | { kind: 'none' }
+    | { kind: 'commit'; plan: WritePlan }
+    | { kind: 'commit-defer-last'; plan: WritePlan; filledBytes: number }
+    | { kind: 'extend'; pending: PendingCluster; filledEnd: number };
+}
 
 /** What open() threads through a backing chain to detect loops. */
 interface ChainContext { depth: number; names: string[] }
@@ -46,16 +63,15 @@ export class Qcow2Image extends DispatchedImage {
   private readonly core: Qcow2Core;
   private readonly writeback: Qcow2Writeback;
   private readonly overlap: Qcow2OverlapGuard;
+  private readonly locks = new ClusterLocks();
+  /** Pending clusters of deferred copy-on-write (undefined when it is off). */
+  private readonly deferred: DeferredCow | undefined;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
                       backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
-    const clusterSize = header.clusterSize;
-    super({
-      virtualSize: header.virtualSize, readOnly, core: mergeCore, limits: dataBackend.limits, mergeMode: options.merge ?? 'full',
-      // Writes into one cluster are ordered, so two allocations of one guest cluster never race.
-      orderingRange: (start, end) => [Math.floor(start / clusterSize) * clusterSize, Math.ceil(end / clusterSize) * clusterSize],
-    });
+    super({ virtualSize: header.virtualSize, readOnly, core: mergeCore, limits: dataBackend.limits, mergeMode: options.merge ?? 'full' });
+    mergeCore.setGapWithinFreshCluster(header.clusterBits);
     this.backend = backend;
     this.dataBackend = dataBackend;
     this.header = header;
@@ -65,6 +81,11 @@ export class Qcow2Image extends DispatchedImage {
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
+    const deferral = options.deferredCow ?? true;
+    // Deferral covers plain clusters: not subclusters, not an external data file (whose host
+    // cluster is the guest cluster's old place).
+    this.deferred = deferral === false || readOnly || header.flags.extendedL2 || header.flags.externalDataFile ? undefined
+      : new DeferredCow(header.clusterSize, deferral === true ? {} : deferral, (cluster) => this.forceLater(cluster));
   }
 
   /**
@@ -84,7 +105,8 @@ export class Qcow2Image extends DispatchedImage {
   /** Opens one link of a backing chain (internal: open() starts a chain). */
   static async openInChain(backend: Backend, options: OpenOptions, chain: ChainContext): Promise<Qcow2Image> {
     checkMergeOption(options);
-    const probe = await instantiateCore();
+    // The shared core only computes: each call's results are JS values before the next await.
+    const probe = await sharedCore();
     const fileSize = await backend.getSize();
     const headerBytes = new Uint8Array(qcow2HeaderBytesNeeded(probe, fileSize));
     await backend.preadv(0, [headerBytes]);
@@ -112,7 +134,7 @@ export class Qcow2Image extends DispatchedImage {
         await backend.pwritev(AUTOCLEAR_FEATURES_OFFSET, [new Uint8Array(8)]);
         await backend.flush();
       }
-      return new Qcow2Image(backend, dataBackend, header, core, new MergeCore(probe), backing, readOnly, options);
+      return new Qcow2Image(backend, dataBackend, header, core, new MergeCore(core.instance), backing, readOnly, options);
     } catch (error) {
       await Promise.allSettled(opened.map((b) => b.close()));
       throw error;
@@ -130,7 +152,18 @@ export class Qcow2Image extends DispatchedImage {
     return this.core.memory.buffer.byteLength;
   }
 
+  // A read sees pending clusters' written bytes only once they are committed: a read that
+  // overlaps the written part of a pending cluster forces its copy-on-write first. (Its pending
+  // part still reads correctly from the old mapping, so reads of only that need nothing.)
   protected async readRange(offset: number, target: Uint8Array): Promise<void> {
+    const end = offset + target.byteLength;
+    const due = this.deferred?.overlapping(offset, end).filter((cluster) => cluster.guestStart < end && offset < cluster.guestStart + cluster.filledBytes);
+    if (due && due.length > 0) await this.completePendingLocked(due);
+    await this.readMapped(offset, target);
+  }
+
+  // Reads guest bytes through the committed mapping (what they read now, pending clusters aside).
+  private async readMapped(offset: number, target: Uint8Array): Promise<void> {
     const end = offset + target.byteLength;
     let position = offset;
     while (position < end) {
@@ -181,20 +214,69 @@ export class Qcow2Image extends DispatchedImage {
     return cluster;
   }
 
-  // Plans the extent run by run (in place, or into new clusters with the uncovered head and tail
-  // copied from what they read before), then writes the runs, joining runs whose host ranges
-  // continue each other into one host write (a batch's tail in the cluster allocated last time
-  // and the clusters allocated after it usually do). New clusters are committed once written.
-  protected async writeExtent(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> {
+  // Writes one merged extent (it is ordered behind every earlier overlapping read and write).
+  // Holding the locks of every cluster it may change the metadata of (all but those written in
+  // place), it fills the merge's gaps with what they read now, then plans run by run: in place,
+  // into a pending cluster, or into new clusters with the uncovered head and tail copied from
+  // what they read before (or, for a tail that the next write of a sequential stream will likely
+  // fill, left pending: deferred copy-on-write). Runs whose host ranges continue each other go out
+  // as one host write; new clusters are committed once written.
+  protected writeExtent(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<void> {
+    const clusterBytes = this.header.clusterSize;
+    const locked: number[] = [];
+    for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < guestOffset + length; cluster++) {
+      if (this.core.writeState(cluster * clusterBytes) !== 'in-place') locked.push(cluster);
+    }
+    const write = async () => {
+      const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
+      await this.writeRuns(guestOffset, length, data);
+    };
+    return locked.length === 0 ? write() : this.locks.run(locked, write);
+  }
+
+  // Replaces the zero placeholders of the gaps with what the gaps read now, unless that is zeros
+  // by the mapping alone (a fresh cluster without backing data: the common case, nothing to read).
+  // A pending cluster under a gap is completed first. The caller holds the gaps' cluster locks.
+  private async fillGaps(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<Uint8Array[]> {
+    const replacements: { offset: number; data: Uint8Array }[] = [];
+    for (const gap of gaps) {
+      this.counters.gapBytes += gap.end - gap.start;
+      for (const cluster of this.deferred?.overlapping(gap.start, gap.end) ?? []) await this.completePending(cluster);
+      if (await this.readsAsZeros(gap.start, gap.end - gap.start)) continue;
+      const content = new Uint8Array(gap.end - gap.start);
+      await this.readMapped(gap.start, content);
+      replacements.push({ offset: gap.start - guestOffset, data: content });
+    }
+    return replacements.length === 0 ? buffers : spliceVector(buffers, length, replacements);
+  }
+
+  private async writeRuns(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> {
     const end = guestOffset + length;
+    const clusterBytes = this.header.clusterSize;
     const runs: PreparedRun[] = [];
     for (let position = guestOffset; position < end;) {
-      const plan = await this.core.plan(position, end - position, this.backend);
-      const runEnd = Math.min(plan.guestEnd, end);
+      const clusterStart = Math.floor(position / clusterBytes) * clusterBytes;
+      const pending = this.deferred?.get(clusterStart);
+      if (pending && position - clusterStart <= pending.filledBytes) {
+        // Continues (or rewrites) the written part of a pending cluster: in place, no copy.
+        const runEnd = Math.min(end, clusterStart + clusterBytes);
+        const vector: Uint8Array[] = [];
+        appendSlices(buffers, position - guestOffset, runEnd - position, vector);
+        runs.push({ hostStart: pending.hostStart + (position - clusterStart), vector, bytes: runEnd - position,
+          after: { kind: 'extend', pending, filledEnd: runEnd - clusterStart } });
+        position = runEnd;
+        continue;
+      }
+      // A write that would leave a hole in a pending cluster completes it first.
+      if (pending) await this.completePending(pending);
+      // Plans stop before the next pending cluster, which the loop handles as above.
+      const planEnd = this.deferred?.firstStartIn(clusterStart + clusterBytes, end) ?? end;
+      const plan = await this.core.plan(position, planEnd - position, this.backend);
+      const runEnd = Math.min(plan.guestEnd, planEnd);
       const data: Uint8Array[] = [];
       appendSlices(buffers, position - guestOffset, runEnd - position, data);
       runs.push(plan.kind === 'in-place'
-        ? { plan, hostStart: plan.hostStart, vector: data, bytes: runEnd - position }
+        ? { hostStart: plan.hostStart, vector: data, bytes: runEnd - position, after: { kind: 'none' } }
         : await this.prepareAllocated(plan, position, runEnd, data));
       position = runEnd;
     }
@@ -211,26 +293,91 @@ export class Qcow2Image extends DispatchedImage {
   private async writeGroup(group: PreparedRun[]): Promise<void> {
     await this.overlap.check('data', group[0].hostStart, group.reduce((bytes, run) => bytes + run.bytes, 0));
     await this.writeToBackend(this.dataBackend, group[0].hostStart, group.flatMap((run) => run.vector));
-    // The data is on the backend: now the L2 entries may point at it (after any write-back in
-    // progress, which must not see entries whose refcounts it did not write).
-    for (const run of group) {
-      if (run.plan.kind === 'in-place') continue;
-      await this.writeback.idle();
-      this.writeback.releaseLater(await this.core.commit(run.plan, this.backend));
+    // The data is on the backend: now the L2 entries may point at it.
+    for (const { after } of group) {
+      switch (after.kind) {
+        case 'none':
+          break;
+        case 'commit':
+          await this.commitPlan(after.plan);
+          break;
+        case 'commit-defer-last': {
+          const lastStart = after.plan.guestEnd - this.header.clusterSize;
+          const lastHost = after.plan.hostStart + (lastStart - after.plan.guestStart);
+          if (lastStart > after.plan.guestStart) await this.commitPlan({ ...after.plan, guestEnd: lastStart });
+          this.deferred!.add(lastStart, lastHost, after.filledBytes);
+          break;
+        }
+        case 'extend':
+          if (this.deferred!.extend(after.pending, after.filledEnd)) await this.commitPending(after.pending);
+          break;
+      }
     }
+  }
+
+  // Points the plan's L2 entries at its written clusters (after any write-back in progress, which
+  // must not see entries whose refcounts it did not write) and releases what they replaced once
+  // that is on disk.
+  private async commitPlan(plan: WritePlan): Promise<void> {
+    await this.writeback.idle();
+    this.writeback.releaseLater(await this.core.commit(plan, this.backend));
+  }
+
+  private async commitPending(cluster: PendingCluster): Promise<void> {
+    await this.commitPlan({ kind: 'allocate', guestStart: cluster.guestStart, guestEnd: cluster.guestStart + this.header.clusterSize, hostStart: cluster.hostStart });
+    this.deferred!.remove(cluster);
+  }
+
+  // Completes a pending cluster (deferred copy-on-write, forced): copies its unwritten part from
+  // what it reads now (nothing when that is zeros: the new host cluster already reads as zeros)
+  // and commits it. The caller holds the cluster's lock; a cluster committed meanwhile is skipped.
+  private async completePending(cluster: PendingCluster): Promise<void> {
+    if (this.deferred?.get(cluster.guestStart) !== cluster) return;
+    const from = cluster.guestStart + cluster.filledBytes;
+    const tailBytes = this.header.clusterSize - cluster.filledBytes;
+    const content = await this.previousContent(from, tailBytes, true);
+    if (content) {
+      this.counters.cowBytes += tailBytes;
+      await this.overlap.check('data', cluster.hostStart + cluster.filledBytes, tailBytes);
+      await this.writeToBackend(this.dataBackend, cluster.hostStart + cluster.filledBytes, [content]);
+    }
+    await this.commitPending(cluster);
+  }
+
+  // Completes pending clusters, taking their locks.
+  private async completePendingLocked(clusters: readonly PendingCluster[]): Promise<void> {
+    const clusterBytes = this.header.clusterSize;
+    await allSettledOrThrow([...clusters].sort((a, b) => a.guestStart - b.guestStart).map((cluster) =>
+      this.locks.run([cluster.guestStart / clusterBytes], () => this.completePending(cluster))));
+  }
+
+  // The timer or the cap made a pending cluster due: complete it in the background. On failure it
+  // stays pending and is retried later; flush() reports the error if it persists.
+  private forceLater(cluster: PendingCluster): void {
+    this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+  }
+
+  // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
+  private settlePending(start: number, end: number): Promise<void> {
+    const due = this.deferred?.overlapping(start, end) ?? [];
+    return due.length === 0 ? Promise.resolve() : this.completePendingLocked(due);
   }
 
   // Fresh clusters come from past the old end of the file and are never reused, so their unwritten
   // bytes already read as zeros: copy-on-write of zeros is skipped, and only what is not zero is
   // written (the guest data, plus head or tail copied from a backing file or old cluster). With an
   // external data file the host cluster is the guest cluster's old place, so zeros are copied too.
+  // A tail that needs real data, in a last cluster written from its start, is deferred instead.
   private async prepareAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<PreparedRun> {
     const head = dataStart - plan.guestStart;
     const tail = plan.guestEnd - dataEnd;
     // A cluster allocated just now is fresh; subclusters filled in an old cluster are not.
     const isFresh = plan.kind !== 'fill-subclusters';
+    const lastClusterStart = plan.guestEnd - this.header.clusterSize;
+    const defer = tail > 0 && this.deferred !== undefined && plan.kind === 'allocate' && dataStart <= lastClusterStart &&
+      !(await this.readsAsZeros(dataEnd, Math.max(0, Math.min(tail, this.virtualSize - dataEnd))));
     const headBytes = head > 0 ? await this.previousContent(plan.guestStart, head, isFresh) : undefined;
-    const tailBytes = tail > 0 ? await this.previousContent(dataEnd, tail, isFresh) : undefined;
+    const tailBytes = tail > 0 && !defer ? await this.previousContent(dataEnd, tail, isFresh) : undefined;
     const vector: Uint8Array[] = [];
     let hostStart = plan.hostStart + head;
     let bytes = dataEnd - dataStart;
@@ -246,7 +393,8 @@ export class Qcow2Image extends DispatchedImage {
       bytes += tail;
       this.counters.cowBytes += tail;
     }
-    return { plan, hostStart, vector, bytes };
+    const after: PreparedRun['after'] = defer ? { kind: 'commit-defer-last', plan, filledBytes: dataEnd - lastClusterStart } : { kind: 'commit', plan };
+    return { hostStart, vector, bytes, after };
   }
 
   // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
@@ -259,7 +407,7 @@ export class Qcow2Image extends DispatchedImage {
       return mayStayZero ? undefined : new Uint8Array(length);
     }
     const buffer = new Uint8Array(length);
-    await this.readRange(guestOffset, buffer.subarray(0, inside));
+    await this.readMapped(guestOffset, buffer.subarray(0, inside));
     return buffer;
   }
 
@@ -279,10 +427,6 @@ export class Qcow2Image extends DispatchedImage {
       position = last.guestOffset + last.length;
     }
     return true;
-  }
-
-  protected gapFill(_guestOffset: number, length: number): Uint8Array {
-    throw new ImageError('WASM_INTERNAL', `qcow2 gap merging is not enabled (gap of ${length} bytes)`);
   }
 
   // Whole clusters are zeroed in the metadata (the zero flag on v3 and extended L2; unallocated
@@ -325,7 +469,7 @@ export class Qcow2Image extends DispatchedImage {
           await this.writeback.idle();
           if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
             const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
-            await this.writeExtent(wholeStart, inside, zeroVector(inside));
+            await this.writeExtent(wholeStart, inside, zeroVector(inside), []);
           }
         }));
         if (pieceStart < wholeStart) parts.push(this.writeZeroData(pieceStart, wholeStart - pieceStart));
@@ -355,17 +499,21 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   private async zeroClusters(start: number, end: number, zeroFlag: boolean): Promise<void> {
+    await this.settlePending(start, end);
     await this.writeback.idle();
     const freed = await this.core.zeroClusters(start, (end - start) / this.header.clusterSize, zeroFlag, this.backend);
     this.writeback.releaseLater(freed);
   }
 
   protected async flushFormat(): Promise<void> {
+    // Every pending cluster is completed before the metadata is flushed (deferred COW is bounded by flush).
+    if (this.deferred && this.deferred.size > 0) await this.completePendingLocked(this.deferred.all());
     await this.writeback.flushAll();
     if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
   protected async closeFormat(): Promise<void> {
+    this.deferred?.dispose();
     const closes: Promise<void>[] = [this.backend.close()];
     if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
     if (this.backing) closes.push(this.backing.close());
@@ -382,7 +530,8 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /** @internal For tools (bindings/qcow2-map.ts): this layer's runs for a guest range, as reads map it. */
-  mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
+  async mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
+    await this.settlePending(guestOffset, guestOffset + length);
     return this.core.map(guestOffset, length, this.backend);
   }
 

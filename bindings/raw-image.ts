@@ -55,10 +55,6 @@ export class RawImage extends DispatchedImage {
     return this.writeToBackend(this.backend, position, buffers);
   }
 
-  protected gapFill(): Uint8Array {
-    throw new ImageError('WASM_INTERNAL', 'raw images never merge across gaps');
-  }
-
   /** Passes the discard to the backend when it supports discard; otherwise does nothing. */
   protected async discardRange(offset: number, length: number): Promise<void> {
     if (this.backend.capabilities.discard && this.backend.discard) await this.backend.discard(offset, length);

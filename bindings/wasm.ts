@@ -38,12 +38,14 @@ const WASM_PAGE_BYTES = 65536;
 export const CORE_MIN_PAGES = 32;
 
 let modulePromise: Promise<WebAssembly.Module> | undefined;
+let sharedCorePromise: Promise<CoreInstance> | undefined;
 
 /**
  * Chooses where the wasm core comes from. Optional: without it the embedded bytes are used.
  * Call before opening the first image; a later call replaces the module for later opens.
  */
 export function init(options: InitOptions = {}): Promise<void> {
+  sharedCorePromise = undefined;
   if (options.module) modulePromise = Promise.resolve(options.module);
   else if (options.bytes) modulePromise = WebAssembly.compile(options.bytes);
   else if (options.url) {
@@ -78,4 +80,14 @@ export async function instantiateCore(pages: number = CORE_MIN_PAGES): Promise<C
     throw new ImageError('WASM_INTERNAL', `wasm core regions do not fit ${size * WASM_PAGE_BYTES} bytes of memory`);
   }
   return { exports, memory };
+}
+
+/**
+ * One core shared by short computations that finish without awaiting (header parsing, sizing):
+ * saves an instance per image opened, which matters for long backing chains. Never keep a
+ * result in its memory across an await.
+ */
+export function sharedCore(): Promise<CoreInstance> {
+  sharedCorePromise ??= instantiateCore();
+  return sharedCorePromise;
 }
