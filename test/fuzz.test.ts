@@ -22,7 +22,7 @@ import type { CreateOptions } from '../bindings/image.js';
 
 const LONG = process.env.QCOW2_WASM_FUZZ === 'long';
 const SEED = Number(process.env.QCOW2_WASM_SEED ?? 20261127) >>> 0;
-const MUTATION_CASES = LONG ? 20_000 : 800;
+const MUTATION_CASES = LONG ? 20_000 : 2_000;
 const SEQUENCES = LONG ? 400 : 24;
 /** Resource bound per mutated image (not a performance target). */
 const CASE_TIME_BOUND_MS = 2000;
