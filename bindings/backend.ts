@@ -93,3 +93,41 @@ export function checkRange(position: number, length: number): void {
     throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${position}, length ${length}`);
   }
 }
+
+/**
+ * The life cycle file backends share (contract clauses 7 and 8): run() runs an operation unless
+ * the backend is closed (then BACKEND_CLOSED), wrapping a platform failure with `wrapError`;
+ * close() is idempotent, refuses new operations at once, lets running ones settle, then calls
+ * `release` once.
+ */
+export class OperationGate {
+  private closing: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<unknown>>();
+
+  constructor(private readonly path: string, private readonly wrapError: (what: string, path: string, err: unknown) => Error) {}
+
+  /** Runs `op` for the operation named `what`. */
+  run<T>(what: string, op: () => Promise<T>): Promise<T> {
+    if (this.closing) return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${this.path}: backend is closed`));
+    const promise = (async () => {
+      try {
+        return await op();
+      } catch (err) {
+        throw this.wrapError(what, this.path, err);
+      }
+    })();
+    this.inFlight.add(promise);
+    const forget = () => { this.inFlight.delete(promise); };
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  /** Closes once: new operations are refused, running ones settle, then `release` runs. */
+  close(release: () => Promise<void>): Promise<void> {
+    this.closing ??= (async () => {
+      await Promise.allSettled([...this.inFlight]);
+      await release();
+    })();
+    return this.closing;
+  }
+}

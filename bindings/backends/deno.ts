@@ -4,7 +4,7 @@
 // never share a cursor, and up to `handles` of them run in parallel. Small buffers of a vectored
 // call are moved through a staging buffer, so a many-buffer call costs few platform calls.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
 
 /**
@@ -214,29 +214,9 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
     }
   };
 
-  let closed = false;
-  let closing: Promise<void> | undefined;
-  const inFlight = new Set<Promise<unknown>>();
+  const gate = new OperationGate(path, ioError);
 
-  /** Runs one operation: rejects after close, tracks it so close() can wait, wraps platform errors. */
-  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
-    if (closed) {
-      return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${path}: backend is closed`));
-    }
-    const promise = (async () => {
-      try {
-        return await op();
-      } catch (err) {
-        throw ioError(what, path, err);
-      }
-    })();
-    inFlight.add(promise);
-    const forget = () => {
-      inFlight.delete(promise);
-    };
-    promise.then(forget, forget);
-    return promise;
-  };
+  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => gate.run(what, op);
 
   const readOnly = (what: string): BackendError =>
     new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
@@ -290,22 +270,17 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
     },
 
     close(): Promise<void> {
-      if (closing === undefined) {
-        closed = true;
-        closing = (async () => {
-          await Promise.allSettled([...inFlight]);
-          let failure: unknown;
-          for (const file of files) {
-            try {
-              file.close();
-            } catch (err) {
-              failure ??= err;
-            }
+      return gate.close(async () => {
+        let failure: unknown;
+        for (const file of files) {
+          try {
+            file.close();
+          } catch (err) {
+            failure ??= err;
           }
-          if (failure !== undefined) throw ioError('close', path, failure);
-        })();
-      }
-      return closing;
+        }
+        if (failure !== undefined) throw ioError('close', path, failure);
+      });
     },
   };
 }

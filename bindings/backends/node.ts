@@ -4,7 +4,7 @@
 
 import { constants, readvSync, writevSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
 
 /** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
@@ -145,9 +145,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     durableFlush: true,
   });
 
-  let closed = false;
-  let closing: Promise<void> | undefined;
-  const inFlight = new Set<Promise<unknown>>();
+  const gate = new OperationGate(path, ioError);
 
   const readCall: VectoredCall = o?.sync
     ? async (iov, at) => readvSync(handle.fd, iov, at)
@@ -156,25 +154,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     ? async (iov, at) => writevSync(handle.fd, iov, at)
     : async (iov, at) => (await handle.writev(iov, at)).bytesWritten;
 
-  /** Runs one operation: rejects after close, tracks it so close() can wait, wraps platform errors. */
-  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
-    if (closed) {
-      return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${path}: backend is closed`));
-    }
-    const promise = (async () => {
-      try {
-        return await op();
-      } catch (err) {
-        throw ioError(what, path, err);
-      }
-    })();
-    inFlight.add(promise);
-    const forget = () => {
-      inFlight.delete(promise);
-    };
-    promise.then(forget, forget);
-    return promise;
-  };
+  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => gate.run(what, op);
 
   const readOnly = (what: string): BackendError =>
     new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
@@ -223,18 +203,13 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     },
 
     close(): Promise<void> {
-      if (closing === undefined) {
-        closed = true;
-        closing = (async () => {
-          await Promise.allSettled([...inFlight]);
-          try {
-            await handle.close();
-          } catch (err) {
-            throw ioError('close', path, err);
-          }
-        })();
-      }
-      return closing;
+      return gate.close(async () => {
+        try {
+          await handle.close();
+        } catch (err) {
+          throw ioError('close', path, err);
+        }
+      });
     },
   };
   return backend;
