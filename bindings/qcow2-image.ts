@@ -13,6 +13,7 @@ import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
+import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { inflateCluster } from './decompress.js';
@@ -81,6 +82,8 @@ export class Qcow2Image extends DispatchedImage {
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
+    const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);
+    core.onTableCopyNeeded = (l1Index) => tableCopies.copy(l1Index);
     const deferral = options.deferredCow ?? true;
     // Deferral covers plain clusters: not subclusters, not an external data file (whose host
     // cluster is the guest cluster's old place).

@@ -167,7 +167,8 @@ export class Qcow2Writeback {
   }
 
   // The L2 tables that entries of the L1 copy (`bytes` from entry `firstIndex`) point at and the
-  // L1 table on disk does not: tables allocated since the last write-back.
+  // L1 table on disk does not: tables allocated since the last write-back (copies of shared tables
+  // aside, which were written whole before their L1 entry changed).
   private async newL2Tables(firstIndex: number, bytes: Uint8Array): Promise<number[]> {
     const onDisk = new Uint8Array(bytes.byteLength);
     await this.backend.preadv(this.header.l1TableOffset + firstIndex * 8, [onDisk]);
@@ -176,7 +177,7 @@ export class Qcow2Writeback {
     const tables: number[] = [];
     for (let at = 0; at < bytes.byteLength; at += 8) {
       const table = now.getBigUint64(at) & L1_OFFSET_MASK;
-      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK)) tables.push(Number(table));
+      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK) && !this.core.isTableWrittenWhole(Number(table))) tables.push(Number(table));
     }
     return tables;
   }
