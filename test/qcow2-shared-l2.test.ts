@@ -9,10 +9,10 @@
 // for this engine after reopening.
 
 import { it, expect, beforeAll, afterAll } from 'vitest';
-import { mkdtempSync, rmSync, writeFileSync, readFileSync, copyFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync, readFileSync, copyFileSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { openImageFile } from '../bindings/node.js';
+import { openImageFile, openNodeBackend } from '../bindings/node.js';
 import type { BlockImage, OpenOptions } from '../bindings/image.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
@@ -21,6 +21,7 @@ import { describeWithQemu, qemuImg, qemuCheck, convertToRaw } from './helpers/qe
 import { expectBytes } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';
 import { ContentChecker, derivedPrng, runWorkload } from './helpers/crash-workload.js';
+import { wrapFaultyBackend, type FaultOp } from './helpers/faulty-backend.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -284,6 +285,48 @@ describeWithQemu('writes after an internal snapshot (shared L2 tables), judged b
         });
         expectJudgedByQemu(s, `${what}, reopened and written again`);
       }
+    });
+  }
+});
+
+describeWithQemu('a table copy whose host write or flush fails', () => {
+  let dir: string;
+  beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'qcow2-wasm-shared-l2-fault-')); });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  // The first pwritev of the session is the table copy (the write plans before it writes data);
+  // the first flush is the barrier that makes the copy durable before its L1 entry changes.
+  for (const op of ['pwritev', 'flush'] as const satisfies readonly FaultOp[]) {
+    it(`fails the write that needed it (${op}), leaves the snapshot and the table intact, and a retry copies again`, async () => {
+      const s = makeSnapshotted(dir, `fault_${op}`, { clusterSize: 4 * KiB, size: MiB, dense: true }, SEED);
+      const fileBytes = statSync(s.path).size;
+      const file = await openNodeBackend(s.path, { writable: true });
+      let failed = false;
+      const faulty = wrapFaultyBackend(file, {
+        decide: (call) => {
+          if (call.op !== op || failed) return undefined;
+          failed = true;
+          return { fail: true };
+        },
+      });
+      const image = await Qcow2Image.open(faulty);
+      const d = new Driver(image, s);
+      const first = new Uint8Array(100).fill(0xee);
+      await expect(image.write(5000, first)).rejects.toMatchObject({ code: 'IMAGE_IO_ERROR' });
+      const injected = faulty.calls.filter((call) => call.outcome === 'injected');
+      expect(injected.map((call) => call.op)).toEqual([op]);
+      // A whole cluster past the old end of the file: the copy, not guest data.
+      if (op === 'pwritev') expect({ length: injected[0].length, isNew: injected[0].position >= fileBytes }).toEqual({ length: 4 * KiB, isNew: true });
+      await d.write(5000, 100);
+      await d.write(300 * KiB + 1, 5000);
+      expectBytes(await image.read(0, MiB), s.model, 'reads after the retry');
+      await image.close();
+      // The failed copy's cluster leaks (refcount 1, unreferenced); nothing else is wrong.
+      const check = qemuCheck(s.path);
+      expect({ corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0, checkErrors: check['check-errors'] }, 'qemu-img check')
+        .toEqual({ corruptions: 0, leaks: 1, checkErrors: 0 });
+      expectBytes(snapshotContent(s.path), s.original, 'snapshot snap1');
+      expectBytes(convertToRaw(s.path, 'qcow2'), s.model, 'active layer');
     });
   }
 });
