@@ -12,9 +12,10 @@ import {
   QCOW_OFLAG_ZERO, loadBE64, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import {
-  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2IndexOf, l2EntryBits,
+  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2CoverageBits, l2IndexOf, l2EntryBits,
   sliceBits, sliceIndexBits, subclusterBits,
 } from './geometry';
+import { MappingCorruption, corrupt } from './mapping';
 import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress, slotCount, isSlotDirty, slotKey } from './cache';
 import { needTable, needTableCopy, needWriteback } from './need';
 import { refcountOf, lastReadRefcount, addRefcount, createRefblock, refblockEntryBits, refblockOffset, refcountOrder } from './refcount';
@@ -172,16 +173,19 @@ let tableCopyTarget: u64 = 0;
  * are copied as they are: their clusters' refcounts already count both the snapshot's reference
  * and the active one, and so do their COPIED flags (set only where the refcount is 1).
  * OK, with tableCopyTargetOf() 0 when the entry needs no copy (any more); NEED_TABLE /
- * NEED_WRITEBACK / NEED_GROWTH (call again), NO_SPACE, CORRUPT, INVALID.
+ * NEED_WRITEBACK / NEED_GROWTH (call again), NO_SPACE, CORRUPT (reserved bits in the L1 entry, or
+ * a table offset not cluster-aligned: mapping.ts corruptReason), INVALID.
  */
 export function allocateTableCopy(l1IndexF: f64): Status {
   const l1Index = <u64>l1IndexF;
   if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
   const l1Entry = loadBE64(l1EntryAddress(l1Index));
-  if (l1Entry & L1E_RESERVED_MASK) return Status.CORRUPT;
+  const guestOffset = l1Index << l2CoverageBits();
+  if (l1Entry & L1E_RESERVED_MASK) return corrupt(MappingCorruption.L1_RESERVED_BITS, guestOffset);
   tableCopySource = l1Entry & L1E_OFFSET_MASK;
   tableCopyTarget = 0;
   if (tableCopySource == 0 || (l1Entry & QCOW_OFLAG_COPIED) != 0) return Status.OK;
+  if (tableCopySource & ((<u64>1 << clusterBits) - 1)) return corrupt(MappingCorruption.L2_TABLE_UNALIGNED, guestOffset);
   const status = allocateClusters(1);
   if (status != Status.OK) return status;
   tableCopyTarget = allocatedHost;
