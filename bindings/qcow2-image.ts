@@ -16,7 +16,7 @@ import { Qcow2Writeback } from './qcow2-writeback.js';
 import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { inflateCluster } from './decompress.js';
+import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
@@ -212,7 +212,7 @@ export class Qcow2Image extends DispatchedImage {
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(run.hostOffset, [compressed]);
     const cluster = new Uint8Array(this.header.clusterSize);
-    inflateCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
+    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
     this.lastInflated = { hostOffset: run.hostOffset, cluster };
     return cluster;
   }
