@@ -68,6 +68,8 @@ export class Qcow2Image extends DispatchedImage {
   /** Pending clusters of deferred copy-on-write (undefined when it is off). */
   private readonly deferred: DeferredCow | undefined;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  /** Forced copy-on-writes running in the background (close waits for them). */
+  private readonly background = new Set<Promise<void>>();
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
                       backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
@@ -145,7 +147,7 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /** The image's internal snapshots, in table order (reading them does not change the image). */
-  snapshots(): Promise<Qcow2Snapshot[]> {
+  async snapshots(): Promise<Qcow2Snapshot[]> {
     this.checkOpen();
     return listSnapshots(this.backend, this.header);
   }
@@ -318,11 +320,9 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
-  // Points the plan's L2 entries at its written clusters (after any write-back in progress, which
-  // must not see entries whose refcounts it did not write) and releases what they replaced once
-  // that is on disk.
+  // Points the plan's L2 entries at its written clusters and releases what they replaced once
+  // that is on disk. (No wait for a write-back in progress: bindings/qcow2-writeback.ts, THE RULE.)
   private async commitPlan(plan: WritePlan): Promise<void> {
-    await this.writeback.idle();
     this.writeback.releaseLater(await this.core.commit(plan, this.backend));
   }
 
@@ -357,7 +357,9 @@ export class Qcow2Image extends DispatchedImage {
   // The timer or the cap made a pending cluster due: complete it in the background. On failure it
   // stays pending and is retried later; flush() reports the error if it persists.
   private forceLater(cluster: PendingCluster): void {
-    this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+    const work = this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+    this.background.add(work);
+    void work.finally(() => this.background.delete(work));
   }
 
   // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
@@ -469,7 +471,6 @@ export class Qcow2Image extends DispatchedImage {
         : Math.floor(pieceEnd / subclusterBytes) * subclusterBytes;
       if (wholeStart < wholeEnd) {
         parts.push(this.orderedUpdate(clusterStart, clusterStart + clusterBytes, async () => {
-          await this.writeback.idle();
           if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
             const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
             await this.writeExtent(wholeStart, inside, zeroVector(inside), []);
@@ -503,7 +504,6 @@ export class Qcow2Image extends DispatchedImage {
 
   private async zeroClusters(start: number, end: number, zeroFlag: boolean): Promise<void> {
     await this.settlePending(start, end);
-    await this.writeback.idle();
     const freed = await this.core.zeroClusters(start, (end - start) / this.header.clusterSize, zeroFlag, this.backend);
     this.writeback.releaseLater(freed);
   }
@@ -515,12 +515,21 @@ export class Qcow2Image extends DispatchedImage {
     if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
+  // The timer stops; the final flush completes every pending cluster, writes the metadata back
+  // and persists the releases; background copies and write-backs are waited for even when it
+  // failed; the backends are closed last.
   protected async closeFormat(): Promise<void> {
     this.deferred?.dispose();
-    const closes: Promise<void>[] = [this.backend.close()];
-    if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
-    if (this.backing) closes.push(this.backing.close());
-    await allSettledOrThrow(closes);
+    try {
+      if (!this.readOnly) await this.flushFormat();
+    } finally {
+      while (this.background.size > 0) await Promise.allSettled([...this.background]);
+      await this.writeback.quiesce();
+      const closes: Promise<void>[] = [this.backend.close()];
+      if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
+      if (this.backing) closes.push(this.backing.close());
+      await allSettledOrThrow(closes);
+    }
   }
 
   /**
