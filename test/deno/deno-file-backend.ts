@@ -208,6 +208,7 @@ function fakeFile(prng: Prng, count: number, capacity: number, short = false) {
       }),
       syncData: () => op('syncData', () => undefined),
       stat: () => op('stat', () => ({ size, dev: 1, ino: 1 })),
+      tryLock: async () => true,
       close() {
         this.closed = true;
       },
