@@ -195,7 +195,7 @@ export async function openImageWith(files: ImageFiles, path: string, options: Fi
  * reads through, and leave a chain that loops. The backing chain is opened read-only beside any
  * writer and closed again.
  */
-async function refuseBackingLoop(files: ImageFiles, path: string, options: CreateOptions): Promise<void> {
+export async function refuseBackingLoop(files: ImageFiles, path: string, options: Pick<CreateOptions, 'backingFile' | 'backingFormat'>): Promise<void> {
   const name = options.backingFile!;
   const backingPath = files.resolveBeside(path, name);
   const pathId = await files.identify(path).catch(() => undefined);
