@@ -20,6 +20,7 @@ import { expectBytes } from './helpers/bytes.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import type { CreateOptions } from '../bindings/image.js';
+import type { Backend } from '../bindings/backend.js';
 import { Qcow2WasmError } from '../bindings/errors.js';
 import { convertToRaw, describeWithQemu, qemuCheck, qemuImg, qemuIo, requireQemu } from './helpers/qemu.js';
 
@@ -122,6 +123,15 @@ function randomRange(prng: Prng, size: number, clusterSize: number): [number, nu
   return [offset, length];
 }
 
+/** `backend` with close() turned into a no-op, so the file can be read after the image closed. */
+function keepOpen(backend: Backend): Backend {
+  return {
+    kind: backend.kind, capabilities: backend.capabilities, limits: backend.limits,
+    getSize: () => backend.getSize(), preadv: (p, b) => backend.preadv(p, b), pwritev: (p, b) => backend.pwritev(p, b),
+    flush: () => backend.flush(), truncate: (size) => backend.truncate!(size), discard: (p, l) => backend.discard!(p, l), close: async () => {},
+  };
+}
+
 /** Where a sequence starts: an image file made elsewhere (qemu-img), its backing files and its guest content. */
 interface SequenceStart { bytes: Uint8Array; files: Record<string, Uint8Array>; content: Uint8Array }
 
@@ -139,7 +149,7 @@ async function runSequence(kind: string, seed: number, start?: SequenceStart, qe
     if (!file) throw new Qcow2WasmError('INVALID_ARGUMENT', `no backing file '${name}' in the test`);
     return createMemoryBackend(file, { writable: false });
   };
-  let image = start ? await Qcow2Image.open(backend, { openBacking }) : await Qcow2Image.create(backend, { ...options, virtualSize: 2 << 20 });
+  let image = start ? await Qcow2Image.open(keepOpen(backend), { openBacking }) : await Qcow2Image.create(keepOpen(backend), { ...options, virtualSize: 2 << 20 });
   const size = image.virtualSize;
   const clusterSize = image.header.clusterSize;
   const model = new ModelDisk();
@@ -153,7 +163,7 @@ async function runSequence(kind: string, seed: number, start?: SequenceStart, qe
     await file.preadv(0, [bytes]);
     await image.close();
     file = createMemoryBackend(bytes);
-    return Qcow2Image.open(file, { cacheBytes: 16 << 10, openBacking });
+    return Qcow2Image.open(keepOpen(file), { cacheBytes: 16 << 10, openBacking });
   };
   let ops = 0;
   for (let step = 0; step < 40; step++, ops++) {
