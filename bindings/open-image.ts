@@ -77,7 +77,7 @@ class ChainFiles {
 
   constructor(private readonly files: ImageFiles, private readonly shareWithWriter: boolean) {}
 
-  /** Opens the file at `path` as link `depth` of the chain (claimed for `access`). */
+  /** Opens the file at `path` as link `depth` of the chain (-1: a data file, no link), claimed for `access`. */
   async open(path: string, depth: number, access: FileAccess, create = false): Promise<Backend> {
     let id = await this.files.identify(path).catch(() => undefined);
     if (id !== undefined && depth > 0) this.refuseLoop(path, depth, id);

@@ -11,10 +11,11 @@ import { PROBE_SECTOR_BYTES, probeSectorFormat } from './format-probe.js';
 /**
  * Wraps the backend of a raw image opened by probing. The guard keeps a copy of the first
  * sector; every pwritev, discard (as if it zeroed) and truncate reaching into it is checked
- * against that copy before it is issued, and refused with IMAGE_WRITE_REFUSED (nothing written) when the
- * sector would then probe as a format other than raw. The image orders overlapping writes, so
- * checks see the sector as the writes before them leave it; after a failed call, and after a
- * discard (which may keep the old bytes), the copy is read again from the file. Everything else passes through; close() closes `backend`.
+ * against that copy before it is issued, and refused with IMAGE_WRITE_REFUSED (nothing written)
+ * when the sector would then probe as a format other than raw. The image orders overlapping
+ * writes, so checks see the sector as the writes before them leave it; after a failed call, and
+ * after a discard (which may keep the old bytes), the copy is read again from the file.
+ * Everything else passes through; close() closes `backend`.
  */
 export async function guardProbedRaw(backend: Backend, path: string): Promise<Backend> {
   let sector: Uint8Array = new Uint8Array(PROBE_SECTOR_BYTES);
