@@ -136,7 +136,7 @@ export async function runDifferential(kindIndex: number, seed: number, size: Run
       try {
         await runPhase(context);
       } catch (error) {
-        failures.push(`phase ${phase}: ${error instanceof Error ? error.message : String(error)}`);
+        failures.push(`phase ${phase}: ${error instanceof Error && error.message.startsWith('hang:') ? error.message : describeError(error)}`);
       }
       counts.phases++;
     }
@@ -241,7 +241,16 @@ async function runPhase(context: PhaseContext): Promise<void> {
   const deferDelay = 12;
   const inFlight = new Map<Promise<void>, string>();
   const fail = (message: string) => { if (failures.length < 50) failures.push(`${label}: ${message}`); };
-  const track = (what: string, promise: Promise<unknown>, check?: (value: unknown) => void) => {
+  // Starts an API call and checks how it settles; a synchronous throw is a finding too (every
+  // call reports through its promise).
+  const track = (what: string, start: () => Promise<unknown>, check?: (value: unknown) => void) => {
+    let promise: Promise<unknown>;
+    try {
+      promise = start();
+    } catch (error) {
+      fail(`${what} threw synchronously: ${describeError(error)}`);
+      return;
+    }
     const tracked = promise.then(
       (value) => { check?.(value); },
       (error: unknown) => { fail(`${what} rejected: ${describeError(error)}`); })
@@ -253,9 +262,36 @@ async function runPhase(context: PhaseContext): Promise<void> {
   const submitRead = (op: number, offset: number, length: number) => {
     const expected = model.slice(offset, offset + length);
     counts.reads++;
-    track(`op ${op}: read(${offset}, ${length})`, disk.read(offset, length), (value) => {
+    track(`op ${op}: read(${offset}, ${length})`, () => disk.read(offset, length), (value) => {
       const got = value as Uint8Array;
       if (firstDifference(got, expected) >= 0) fail(`op ${op}: read(${offset}, ${length}) differs from the model: ${differenceReport(got, expected, offset)}`);
+    });
+  };
+
+  const submitZeroes = (op: number) => {
+    const { offset, length } = pick();
+    model.fill(0, offset, offset + length);
+    track(`op ${op}: writeZeroes(${offset}, ${length})`, () => disk.writeZeroes(offset, length));
+    counts.zeroes++;
+  };
+  const submitDiscard = (op: number) => {
+    const { offset, length } = pick();
+    // What the image documents: whole clusters read as zeros afterwards (v3, or no backing
+    // file; a range reaching the end of the disk covers the last cluster), the rest keeps its data.
+    const start = Math.ceil(offset / clusterSize) * clusterSize;
+    const end = offset + length === virtualSize ? virtualSize : Math.floor((offset + length) / clusterSize) * clusterSize;
+    if (built.discardZeroes && start < end) model.fill(0, start, end);
+    track(`op ${op}: discard(${offset}, ${length})`, () => disk.discard(offset, length));
+    counts.discards++;
+  };
+  const submitFlush = (op: number) => {
+    // Everything the backend completed before the call must be durable once it resolves.
+    const covered = wrapper.undurableWrites();
+    counts.flushes++;
+    track(`op ${op}: flush()`, () => disk.flush(), () => {
+      if (!wrapper.allDurable(covered)) {
+        fail(`op ${op}: flush() resolved while host writes completed before it was called were not yet durable (no backend flush covering them had resolved)`);
+      }
     });
   };
 
@@ -266,19 +302,22 @@ async function runPhase(context: PhaseContext): Promise<void> {
       // close() with requests in flight: every one submitted before it must still complete.
       counts.closesInFlight++;
       closing = disk.close();
-      track(`op ${op}: close() with ${inFlight.size} in flight`, closing);
+      track(`op ${op}: close() with ${inFlight.size} in flight`, () => closing!);
       break;
     }
     const choice = prng.int(100);
     if (choice < 22) {
       const batch: WriteRequest[] = [];
       const stream = prng.int(3) === 0;
+      // Now and then a stream of many tiny requests: more than one extent's iovec holds.
+      const tiny = stream && prng.int(6) === 0;
       let { offset } = pick();
-      for (let i = 1 + prng.int(stream ? 40 : 10); i > 0; i--) {
+      for (let i = tiny ? 100 + prng.int(1100) : 1 + prng.int(stream ? 40 : 10); i > 0; i--) {
         let length: number;
         if (stream) {
-          // A sequential stream, unaligned, with small gaps now and then (gap merges).
-          length = Math.min(virtualSize - offset, 1 + prng.int(3000));
+          // A sequential stream, unaligned, with small gaps now and then (gap merges), and
+          // sometimes empty requests.
+          length = Math.min(virtualSize - offset, tiny ? prng.int(24) : 1 + prng.int(3000));
           batch.push({ offset, data: requestData(prng, length) });
           offset += length + (prng.int(4) === 0 ? 1 + prng.int(200) : 0);
           if (offset >= virtualSize) offset = 0;
@@ -288,8 +327,13 @@ async function runPhase(context: PhaseContext): Promise<void> {
         }
       }
       for (const request of batch) applyToModel(model, request.offset, request.data);
-      const promises = disk.multiwrite(batch);
-      promises.forEach((promise, i) => track(`op ${op}: multiwrite request ${i} of ${batch.length} at ${batch[i].offset}`, promise));
+      let promises: Promise<void>[] = [];
+      try {
+        promises = disk.multiwrite(batch);
+      } catch (error) {
+        fail(`op ${op}: multiwrite of ${batch.length} requests threw synchronously: ${describeError(error)}`);
+      }
+      promises.forEach((promise, i) => track(`op ${op}: multiwrite request ${i} of ${batch.length} at ${batch[i].offset}`, () => promise));
       counts.batches++;
       counts.requests += batch.length;
     } else if (choice < 36) {
@@ -298,34 +342,22 @@ async function runPhase(context: PhaseContext): Promise<void> {
         const { offset, length } = pick();
         const data = prng.fill(new Uint8Array(length));
         model.set(data, offset);
-        track(`op ${op}: write(${offset}, ${length})`, disk.write(offset, data));
+        track(`op ${op}: write(${offset}, ${length})`, () => disk.write(offset, data));
         counts.writes++;
       }
     } else if (choice < 60) {
       const { offset, length } = pick();
       submitRead(op, offset, length);
-    } else if (choice < 69) {
-      const { offset, length } = pick();
-      model.fill(0, offset, offset + length);
-      track(`op ${op}: writeZeroes(${offset}, ${length})`, disk.writeZeroes(offset, length));
-      counts.zeroes++;
     } else if (choice < 76) {
-      const { offset, length } = pick();
-      // What the image documents: whole clusters read as zeros afterwards (v3, or no backing
-      // file; a range reaching the end of the disk covers the last cluster), the rest keeps its data.
-      const start = Math.ceil(offset / clusterSize) * clusterSize;
-      const end = offset + length === virtualSize ? virtualSize : Math.floor((offset + length) / clusterSize) * clusterSize;
-      if (built.discardZeroes && start < end) model.fill(0, start, end);
-      track(`op ${op}: discard(${offset}, ${length})`, disk.discard(offset, length));
-      counts.discards++;
+      // Zeroing and discards, sometimes several in one tick and a flush with them (zeroing racing
+      // a metadata write-back).
+      for (let i = prng.int(4) === 0 ? 2 + prng.int(8) : 1; i > 0; i--) {
+        if (prng.int(9) < 5) submitZeroes(op);
+        else submitDiscard(op);
+      }
+      if (prng.int(4) === 0) submitFlush(op);
     } else if (choice < 84) {
-      const covered = wrapper.undurableWrites();
-      counts.flushes++;
-      track(`op ${op}: flush()`, disk.flush(), () => {
-        if (!wrapper.allDurable(covered)) {
-          fail(`op ${op}: flush() resolved while host writes completed before it was called were not yet durable (no backend flush covering them had resolved)`);
-        }
-      });
+      submitFlush(op);
     } else if (choice < 88) {
       disk.mergeMode = MERGE_MODES[prng.int(MERGE_MODES.length)];
       counts.modeSwitches++;
@@ -343,7 +375,7 @@ async function runPhase(context: PhaseContext): Promise<void> {
     // Calls after close() must reject with IMAGE_CLOSED, as promises.
     for (const [what, call] of [['read', () => disk.read(0, 1)], ['write', () => disk.write(0, new Uint8Array(1))],
       ['flush', () => disk.flush()]] as const) {
-      track(`${what} after close()`, (async () => {
+      track(`${what} after close()`, async () => {
         try {
           await call();
         } catch (error) {
@@ -351,7 +383,7 @@ async function runPhase(context: PhaseContext): Promise<void> {
           throw error;
         }
         throw new Error(`${what} after close() resolved`);
-      })());
+      });
     }
   }
   await drain();
