@@ -39,8 +39,18 @@ const summary = (c: RunCounts) => `${c.phases} phases: ${c.batches} multiwrite b
 
 describeWithQemu('differential stress: engine vs a flat model, QEMU judging', () => {
   let scratch: string;
+  /** A run with findings keeps its files (the message says where): then the scratch directory stays. */
+  let keepScratch = false;
+  const run = async (kindIndex: number, seed: number): Promise<RunCounts> => {
+    try {
+      return await runDifferential(kindIndex, seed, SIZE, scratch);
+    } catch (error) {
+      keepScratch = true;
+      throw error;
+    }
+  };
   beforeAll(() => { scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-diff-')); });
-  afterAll(() => rmSync(scratch, { recursive: true, force: true }));
+  afterAll(() => { if (!keepScratch) rmSync(scratch, { recursive: true, force: true }); });
 
   if (!SIZE) throw new Error(`QCOW2_WASM_DIFF_SIZE must be one of ${Object.keys(SIZES).join(', ')}`);
 
@@ -48,7 +58,7 @@ describeWithQemu('differential stress: engine vs a flat model, QEMU judging', ()
     const kindIndex = Number(REPLAY_KIND);
     const seed = Number(SEED_ENV);
     it(`replay: kind ${kindIndex} (${IMAGE_KINDS[kindIndex]?.name}), seed ${seed}`, async () => {
-      const counts = await runDifferential(kindIndex, seed, SIZE, scratch);
+      const counts = await run(kindIndex, seed);
       console.log(`diff replay kind ${kindIndex} seed ${seed}: ${summary(counts)}`);
     }, 600_000);
   } else if (LONG) {
@@ -63,7 +73,7 @@ describeWithQemu('differential stress: engine vs a flat model, QEMU judging', ()
       for (; Date.now() < deadline; seed++) {
         const kindIndex = LONG_KINDS[(seed - firstSeed) % LONG_KINDS.length];
         try {
-          addCounts(total, await runDifferential(kindIndex, seed, SIZE, scratch));
+          addCounts(total, await run(kindIndex, seed));
         } catch (error) {
           const message = error instanceof DifferentialFailure ? error.message : `kind ${kindIndex}, seed ${seed}: ${String(error)}`;
           console.log(`\n*** FINDING ***\n${message}\n`);
@@ -79,7 +89,7 @@ describeWithQemu('differential stress: engine vs a flat model, QEMU judging', ()
     const baseSeed = Number(SEED_ENV ?? 7100);
     for (const [kindIndex, kind] of IMAGE_KINDS.entries()) {
       it(`${kind.name} (seed ${baseSeed + kindIndex})`, async () => {
-        const counts = await runDifferential(kindIndex, baseSeed + kindIndex, SIZE, scratch);
+        const counts = await run(kindIndex, baseSeed + kindIndex);
         console.log(`diff [${kind.name}] seed ${baseSeed + kindIndex}: ${summary(counts)}`);
       }, 120_000);
     }
