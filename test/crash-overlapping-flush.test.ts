@@ -16,7 +16,7 @@ import { guaranteedWrites, runFlushOverlapWorkload, type FlushWorkloadSetting } 
 import type { CrashState } from './helpers/crash-backend.js';
 
 const SEED = Number(process.env.QCOW2_WASM_SEED ?? 4242);
-const SEEDS = 4;
+const SEEDS = 3;
 const KiB = 1024;
 
 const SETTING: FlushWorkloadSetting = { clusterSize: 4 * KiB, virtualSize: 1024 * KiB, prefilledBytes: 512 * KiB, writes: 120, flushDelayMs: 3 };
@@ -36,7 +36,9 @@ it(`${SEEDS} seeds: writes acknowledged before a resolved flush survive a power 
       replay.advance(k);
       const cutClock = replay.cutClock(k);
       const guaranteed = guaranteedWrites(record, cutClock);
-      const candidates: [string, CrashState][] = [['durable only', replay.durableState()], ['random', replay.state(derivedPrng(seed, k), k % 2 === 0 ? 0 : 0.5)]];
+      // The strictest state at every cut; a random one (some later writes kept, some torn) at every 4th.
+      const candidates: [string, CrashState][] = [['durable only', replay.durableState()]];
+      if (k % 4 === 0) candidates.push(['random', replay.state(derivedPrng(seed, k), k % 8 === 0 ? 0 : 0.5)]);
       for (const [name, state] of candidates) {
         const what = `${where}: cut after host write ${k} of ${backend.writes.length}, ${name} state (kept ${state.kept}, torn ${state.torn}, lost ${state.lost})`;
         const image = await Qcow2Image.open(createMemoryBackend(state.bytes, { writable: false }));
