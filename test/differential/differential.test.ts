@@ -35,7 +35,8 @@ function addCounts(total: RunCounts, more: RunCounts): void {
 }
 const summary = (c: RunCounts) => `${c.phases} phases: ${c.batches} multiwrite batches (${c.requests} requests), ${c.writes} writes, ` +
   `${c.reads} reads checked, ${c.zeroes} writeZeroes, ${c.discards} discards, ${c.flushes} flushes, ${c.sleeps} sleeps, ` +
-  `${c.modeSwitches} merge-mode switches, ${c.closesInFlight} closes with requests in flight; ${c.hostWrites} host writes, ${c.hostFlushes} host flushes`;
+  `${c.modeSwitches} merge-mode switches, ${c.closesInFlight} closes with requests in flight, ${c.reftableGrowths} phases that grew the refcount table; ` +
+  `${c.hostWrites} host writes, ${c.hostFlushes} host flushes`;
 
 describeWithQemu('differential stress: engine vs a flat model, QEMU judging', () => {
   let scratch: string;
@@ -66,7 +67,7 @@ describeWithQemu('differential stress: engine vs a flat model, QEMU judging', ()
       const firstSeed = Number(SEED_ENV ?? Date.now() % 1_000_000_000);
       const deadline = Date.now() + MINUTES * 60_000;
       const total: RunCounts = { phases: 0, batches: 0, requests: 0, writes: 0, reads: 0, zeroes: 0, discards: 0, flushes: 0,
-        sleeps: 0, modeSwitches: 0, closesInFlight: 0, hostWrites: 0, hostFlushes: 0 };
+        sleeps: 0, modeSwitches: 0, closesInFlight: 0, reftableGrowths: 0, hostWrites: 0, hostFlushes: 0 };
       const findings: string[] = [];
       const runsPerKind = IMAGE_KINDS.map(() => 0);
       let seed = firstSeed;

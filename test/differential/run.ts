@@ -50,6 +50,8 @@ export interface RunCounts {
   sleeps: number;
   modeSwitches: number;
   closesInFlight: number;
+  /** Phases during which the refcount table grew (its cluster count in the header rose). */
+  reftableGrowths: number;
   hostWrites: number;
   hostFlushes: number;
 }
@@ -114,6 +116,15 @@ interface PhaseContext {
   /** Failures so far (the run stops after the phase that found the first). */
   failures: string[];
   phase: number;
+  /** refcount_table_clusters in the header after the last phase. */
+  reftableClusters: number;
+}
+
+/** Byte offset of refcount_table_clusters (u32, big-endian) in a qcow2 header. */
+const REFTABLE_CLUSTERS_FIELD = 56;
+
+function refcountTableClusters(path: string): number {
+  return new DataView(readFileSync(path).buffer).getUint32(REFTABLE_CLUSTERS_FIELD);
 }
 
 /** Runs one seed on one image kind. Throws DifferentialFailure (with seed and replay) on any finding. */
@@ -121,7 +132,7 @@ export async function runDifferential(kindIndex: number, seed: number, size: Run
   const kind = IMAGE_KINDS[kindIndex];
   const where = `image kind ${kindIndex} '${kind.name}', seed ${seed}`;
   const counts: RunCounts = { phases: 0, batches: 0, requests: 0, writes: 0, reads: 0, zeroes: 0, discards: 0, flushes: 0,
-    sleeps: 0, modeSwitches: 0, closesInFlight: 0, hostWrites: 0, hostFlushes: 0 };
+    sleeps: 0, modeSwitches: 0, closesInFlight: 0, reftableGrowths: 0, hostWrites: 0, hostFlushes: 0 };
   const dir = mkdtempSync(join(scratch, 'run-'));
   const failures: string[] = [];
   const onUnhandled = (reason: unknown) => { failures.push(`unhandled rejection: ${describeError(reason)}`); };
@@ -130,7 +141,8 @@ export async function runDifferential(kindIndex: number, seed: number, size: Run
   try {
     const prng = makePrng(seed);
     const built = await buildKind(kind, dir, seed);
-    const context: PhaseContext = { built, model: built.content.slice(), prng, counts, size, failures, phase: 0 };
+    const context: PhaseContext = { built, model: built.content.slice(), prng, counts, size, failures, phase: 0,
+      reftableClusters: refcountTableClusters(join(dir, IMAGE_FILE)) };
     for (let phase = 0; phase < size.phases && failures.length === 0; phase++) {
       context.phase = phase;
       try {
@@ -415,6 +427,9 @@ async function runPhase(context: PhaseContext): Promise<void> {
     await memory.preadv(0, [bytes]);
     writeFileSync(path, bytes);
   }
+  const reftableClusters = refcountTableClusters(path);
+  if (reftableClusters > context.reftableClusters) counts.reftableGrowths++;
+  context.reftableClusters = reftableClusters;
   const check = qemuCheck(path);
   const problems = { exitCode: check.exitCode, errors: check['check-errors'], corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0 };
   if (problems.exitCode !== 0 || problems.errors !== 0 || problems.corruptions !== 0 || problems.leaks !== 0) {
