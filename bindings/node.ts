@@ -10,6 +10,7 @@ import { createImageWith, openImageWith, type ImageFiles } from './open-image.js
 
 export * from './index.js';
 export { openNodeBackend } from './backends/node.js';
+export { createWorkerCompressor } from './compress-node.js';
 
 /** Node files for the path-based helpers: names resolve against the image's directory. */
 const nodeFiles: ImageFiles = {

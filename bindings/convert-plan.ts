@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// What convert does with each piece of the source, decided as qemu-img convert decides it: the
+// source's allocation (from mapImage, no data read) says data, zeros or "leave it to the target's
+// backing file"; data is then scanned for runs of zero sectors that `-S` lets it skip.
+
+import type { BlockImage } from './image.js';
+import { mapImage } from './qcow2-map.js';
+
+/** How a guest range of the source is to be treated. */
+export const SourceStatus = {
+  /** Stored data: read it and write it (unless it turns out to be zeros). */
+  DATA: 0,
+  /** Reads as zeros (zero clusters, or allocated nowhere without a backing file to show through). */
+  ZERO: 1,
+  /** Left out: the target's backing file supplies it (convert -B). */
+  BACKING: 2,
+} as const;
+export type SourceStatus = (typeof SourceStatus)[keyof typeof SourceStatus];
+
+/** One classified guest range [start, start + length). */
+export interface SourceSegment {
+  start: number;
+  length: number;
+  status: SourceStatus;
+}
+
+const SECTOR_BYTES = 512;
+
+/**
+ * Classifies guest [start, start + length) of `source`. With `targetHasBacking`, only the source's
+ * own top layer counts: ranges its backing chain serves become BACKING (what convert -B leaves to
+ * the target's backing file); otherwise every layer's data is DATA. Neighbours of equal status
+ * are merged. Errors as mapImage.
+ */
+export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean): Promise<SourceSegment[]> {
+  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
+  const segments: SourceSegment[] = [];
+  for (const entry of await mapImage(source, start, length)) {
+    let status: SourceStatus;
+    if (targetHasBacking && hasBacking && (entry.depth > 0 || !entry.present)) status = SourceStatus.BACKING;
+    else status = entry.data ? SourceStatus.DATA : SourceStatus.ZERO;
+    const last = segments[segments.length - 1];
+    if (last && last.status === status && last.start + last.length === entry.start) last.length += entry.length;
+    else segments.push({ start: entry.start, length: entry.length, status });
+  }
+  return segments;
+}
+
+/** True when every byte of `bytes` is zero. */
+export function isZero(bytes: Uint8Array): boolean {
+  const aligned = bytes.byteOffset % 4 === 0 ? Math.floor(bytes.byteLength / 4) : 0;
+  if (aligned > 0) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, aligned);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  }
+  for (let i = aligned * 4; i < bytes.byteLength; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/**
+ * Splits `data` (guest bytes from `guestOffset`) into runs to write and runs to skip, as `-S`
+ * does: a run of zero 512-byte sectors at least `minSparseBytes` long is skipped (reported with
+ * `data: false`), everything else is written. `minSparseBytes` 0 writes everything. Runs are
+ * reported in order through `emit`, neighbours of the same kind merged.
+ */
+export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes: number,
+  emit: (guestOffset: number, length: number, data: boolean) => void): void {
+  if (minSparseBytes <= 0) {
+    if (data.byteLength > 0) emit(guestOffset, data.byteLength, true);
+    return;
+  }
+  let pendingStart = 0;
+  let pendingIsData = true;
+  let pendingLength = 0;
+  const push = (length: number, isData: boolean): void => {
+    if (pendingLength > 0 && pendingIsData !== isData) {
+      emit(guestOffset + pendingStart, pendingLength, pendingIsData);
+      pendingStart += pendingLength;
+      pendingLength = 0;
+    }
+    pendingIsData = isData;
+    pendingLength += length;
+  };
+  let runStart = 0;
+  let runIsZero = false;
+  const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minSparseBytes));
+  for (let at = 0; at < data.byteLength; at += SECTOR_BYTES) {
+    const sectorIsZero = isZero(data.subarray(at, Math.min(at + SECTOR_BYTES, data.byteLength)));
+    if (at === 0) runIsZero = sectorIsZero;
+    else if (sectorIsZero !== runIsZero) {
+      endRun(at);
+      runStart = at;
+      runIsZero = sectorIsZero;
+    }
+  }
+  if (data.byteLength > runStart) endRun(data.byteLength);
+  if (pendingLength > 0) emit(guestOffset + pendingStart, pendingLength, pendingIsData);
+}
