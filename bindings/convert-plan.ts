@@ -29,16 +29,17 @@ const SECTOR_BYTES = 512;
 /**
  * Classifies guest [start, start + length) of `source`. With `targetHasBacking`, only the source's
  * own top layer counts: ranges its backing chain serves become BACKING (what convert -B leaves to
- * the target's backing file); otherwise every layer's data is DATA. Neighbours of equal status
- * are merged. Errors as mapImage.
+ * the target's backing file); otherwise every layer's data is DATA. With `fullyAllocate` (-S 0)
+ * zero ranges count as DATA too. Neighbours of equal status are merged. Errors as mapImage.
  */
-export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean): Promise<SourceSegment[]> {
+export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean,
+  fullyAllocate = false): Promise<SourceSegment[]> {
   const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
   const segments: SourceSegment[] = [];
   for (const entry of await mapImage(source, start, length)) {
     let status: SourceStatus;
     if (targetHasBacking && hasBacking && (entry.depth > 0 || !entry.present)) status = SourceStatus.BACKING;
-    else status = entry.data ? SourceStatus.DATA : SourceStatus.ZERO;
+    else status = entry.data || fullyAllocate ? SourceStatus.DATA : SourceStatus.ZERO;
     const last = segments[segments.length - 1];
     if (last && last.status === status && last.start + last.length === entry.start) last.length += entry.length;
     else segments.push({ start: entry.start, length: entry.length, status });
@@ -59,8 +60,8 @@ export function isZero(bytes: Uint8Array): boolean {
 
 /**
  * Splits `data` (guest bytes from `guestOffset`) into runs to write and runs to skip, as `-S`
- * does: a run of zero 512-byte sectors at least `minSparseBytes` long is skipped (reported with
- * `data: false`), everything else is written. `minSparseBytes` 0 writes everything. Runs are
+ * does: a run of zero 512-byte sectors at least `minSparseBytes` long, or all of `data`, is
+ * skipped (reported with `data: false`), everything else is written. `minSparseBytes` 0 writes everything. Runs are
  * reported in order through `emit`, neighbours of the same kind merged.
  */
 export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes: number,
@@ -83,7 +84,8 @@ export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes
   };
   let runStart = 0;
   let runIsZero = false;
-  const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minSparseBytes));
+  const minZeroRun = Math.min(minSparseBytes, data.byteLength);
+  const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minZeroRun));
   for (let at = 0; at < data.byteLength; at += SECTOR_BYTES) {
     const sectorIsZero = isZero(data.subarray(at, Math.min(at + SECTOR_BYTES, data.byteLength)));
     if (at === 0) runIsZero = sectorIsZero;

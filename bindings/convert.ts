@@ -126,7 +126,7 @@ async function readRanges(source: BlockImage, base: number, target: Uint8Array, 
 
 /** Byte-granular actions for raw, stream and existing-image targets. */
 async function prepareBytes(source: BlockImage, start: number, length: number, minSparse: number, targetHasBacking: boolean): Promise<Action[]> {
-  const segments = await classifySource(source, start, length, targetHasBacking);
+  const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
   const dataRanges = segments.filter((s) => s.status === SourceStatus.DATA).map((s): [number, number] => [s.start, s.start + s.length]);
   const buffer = dataRanges.length > 0 ? new Uint8Array(length) : undefined;
   if (buffer) await readRanges(source, start, buffer, dataRanges);
@@ -195,7 +195,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
 
   const prepare = async (start: number, length: number): Promise<Action[]> => {
     const clusterCount = Math.ceil(length / clusterBytes);
-    const segments = await classifySource(source, start, length, targetHasBacking);
+    const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
     const needs = clusterNeeds(segments, start, clusterCount, clusterBytes);
     const buffer = new Uint8Array(clusterCount * clusterBytes);
     const reads: [number, number][] = [];

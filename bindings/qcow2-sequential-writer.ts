@@ -116,12 +116,20 @@ export class Qcow2SequentialWriter {
   async writeData(guestOffset: number, data: Uint8Array): Promise<void> {
     const first = this.claimClusters(guestOffset, data.byteLength);
     const count = Math.ceil(data.byteLength / this.clusterBytes);
+    // Host-contiguous stretches of the run go out as one buffer each; a new L2 table breaks them.
+    let stretchStart = 0;
+    let stretchHostOffset = -1;
     for (let i = 0; i < count; i++) {
+      this.enterL2Table(first + i);
       const hostOffset = this.allocateClusters(1);
       this.setL2Entry(first + i, hostOffset / TWO_32 | COPIED_HIGH, hostOffset >>> 0, 0xffff_ffff);
-      // Consecutive clusters are consecutive on the host: one buffer write covers them.
-      if (i === 0) this.queueWrite(hostOffset, data);
+      if (hostOffset !== stretchHostOffset + (i - stretchStart) * this.clusterBytes) {
+        if (i > 0) this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
+        stretchStart = i;
+        stretchHostOffset = hostOffset;
+      }
     }
+    this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes));
     this.counts.dataClusters += count;
     await this.backpressure();
   }
@@ -135,6 +143,7 @@ export class Qcow2SequentialWriter {
       throw new ImageError('INVALID_ARGUMENT', `compressed cluster data must be 1 to ${this.clusterBytes - 1} bytes, got ${compressed.byteLength}`);
     }
     const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
+    this.enterL2Table(guestCluster);
     const hostOffset = this.placeCompressed(compressed.byteLength);
     const end = hostOffset + compressed.byteLength;
     for (let cluster = Math.floor(hostOffset / this.clusterBytes); cluster * this.clusterBytes < end; cluster++) {
@@ -153,6 +162,7 @@ export class Qcow2SequentialWriter {
   writeZero(guestOffset: number): void {
     if (!this.zeroFlagSupported) throw new ImageError('INVALID_ARGUMENT', 'compat 0.10 images have no zero clusters');
     const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
+    this.enterL2Table(guestCluster);
     if (this.l2EntryBytes === 16) this.setL2Entry(guestCluster, 0, 0, 0, 0xffff_ffff);
     else this.setL2Entry(guestCluster, 0, ZERO_LOW, 0);
     this.counts.zeroClusters++;
@@ -259,14 +269,18 @@ export class Qcow2SequentialWriter {
       (this.compressedRefcounts.get(Math.floor(hostOffset / this.clusterBytes)) ?? 0) < this.maxRefcount;
   }
 
-  private setL2Entry(guestCluster: number, high: number, low: number, bitmapLow: number, bitmapHigh = 0): void {
+  // Makes the L2 table of `guestCluster` current. The previous one is complete (the guest order
+  // guarantees nothing maps into it again) and is appended to the host stream now, so call this
+  // before allocating the cluster's own host space.
+  private enterL2Table(guestCluster: number): void {
     const l2Index = Math.floor(guestCluster / this.l2Entries);
-    if (l2Index !== this.l2Index) {
-      // The previous table is complete: the guest order guarantees nothing maps into it again.
-      this.closeL2Table();
-      this.l2Index = l2Index;
-      this.l2Table = new DataView(new ArrayBuffer(this.clusterBytes));
-    }
+    if (l2Index === this.l2Index) return;
+    this.closeL2Table();
+    this.l2Index = l2Index;
+    this.l2Table = new DataView(new ArrayBuffer(this.clusterBytes));
+  }
+
+  private setL2Entry(guestCluster: number, high: number, low: number, bitmapLow: number, bitmapHigh = 0): void {
     const at = (guestCluster % this.l2Entries) * this.l2EntryBytes;
     const table = this.l2Table as DataView;
     table.setUint32(at, high);
