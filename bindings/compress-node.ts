@@ -17,15 +17,29 @@ const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const zlib = require('node:zlib');
 let zstd;
+// The streaming API keeps its compression context between clusters (see zstdFrame in compress.ts).
+const zstdFrame = (cluster) => {
+  zstd.reset();
+  const head = zstd.compressChunk(cluster);
+  const tail = zstd.compressEnd();
+  if (tail.byteLength === 0) return head;
+  const frame = new Uint8Array(head.byteLength + tail.byteLength);
+  frame.set(head);
+  frame.set(tail, head.byteLength);
+  return frame;
+};
 parentPort.on('message', async ({ id, type, data, clusterBytes }) => {
   try {
-    if (type === 'zstd' && !zstd) zstd = await (await import(workerData.zstdUrl)).Zstd.load();
+    if (type === 'zstd' && !zstd) {
+      zstd = await (await import(workerData.zstdUrl)).Zstd.load();
+      zstd.setCompressionLevel(workerData.zstdLevel);
+    }
     const parts = [];
     const lengths = new Int32Array(Math.ceil(data.byteLength / clusterBytes));
     let total = 0;
     for (let i = 0, at = 0; at < data.byteLength; i++, at += clusterBytes) {
       const cluster = data.subarray(at, at + clusterBytes);
-      const out = type === 'zstd' ? zstd.compress(cluster, workerData.zstdLevel) : zlib.deflateRawSync(cluster, workerData.deflate);
+      const out = type === 'zstd' ? zstdFrame(cluster) : zlib.deflateRawSync(cluster, workerData.deflate);
       if (out.byteLength < clusterBytes) { parts.push(out); lengths[i] = out.byteLength; total += out.byteLength; }
       else lengths[i] = -1;
     }

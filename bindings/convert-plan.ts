@@ -58,6 +58,25 @@ export function isZero(bytes: Uint8Array): boolean {
   return true;
 }
 
+/** Per 512-byte sector of `data` (the last may be shorter): 1 when it is all zeros. */
+export function zeroSectorFlags(data: Uint8Array): Uint8Array {
+  const sectorCount = Math.ceil(data.byteLength / SECTOR_BYTES);
+  const flags = new Uint8Array(sectorCount);
+  const wholeSectors = data.byteOffset % 4 === 0 ? Math.floor(data.byteLength / SECTOR_BYTES) : 0;
+  const words = new Int32Array(data.buffer, data.byteOffset, (wholeSectors * SECTOR_BYTES) / 4);
+  const wordsPerSector = SECTOR_BYTES / 4;
+  for (let sector = 0; sector < wholeSectors; sector++) {
+    let word = sector * wordsPerSector;
+    const end = word + wordsPerSector;
+    while (word < end && words[word] === 0) word++;
+    flags[sector] = word === end ? 1 : 0;
+  }
+  for (let sector = wholeSectors; sector < sectorCount; sector++) {
+    flags[sector] = isZero(data.subarray(sector * SECTOR_BYTES, (sector + 1) * SECTOR_BYTES)) ? 1 : 0;
+  }
+  return flags;
+}
+
 /**
  * Splits `data` (guest bytes from `guestOffset`) into runs to write and runs to skip, as `-S`
  * does: a run of zero 512-byte sectors at least `minSparseBytes` long, or all of `data`, is
@@ -82,18 +101,17 @@ export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes
     pendingIsData = isData;
     pendingLength += length;
   };
-  let runStart = 0;
-  let runIsZero = false;
+  const zeroSectors = zeroSectorFlags(data);
   const minZeroRun = Math.min(minSparseBytes, data.byteLength);
+  let runStart = 0;
+  let runIsZero = zeroSectors[0] === 1;
   const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minZeroRun));
-  for (let at = 0; at < data.byteLength; at += SECTOR_BYTES) {
-    const sectorIsZero = isZero(data.subarray(at, Math.min(at + SECTOR_BYTES, data.byteLength)));
-    if (at === 0) runIsZero = sectorIsZero;
-    else if (sectorIsZero !== runIsZero) {
-      endRun(at);
-      runStart = at;
-      runIsZero = sectorIsZero;
-    }
+  for (let sector = 1; sector < zeroSectors.length; sector++) {
+    const sectorIsZero = zeroSectors[sector] === 1;
+    if (sectorIsZero === runIsZero) continue;
+    endRun(sector * SECTOR_BYTES);
+    runStart = sector * SECTOR_BYTES;
+    runIsZero = sectorIsZero;
   }
   if (data.byteLength > runStart) endRun(data.byteLength);
   if (pendingLength > 0) emit(guestOffset + pendingStart, pendingLength, pendingIsData);

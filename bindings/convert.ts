@@ -54,7 +54,7 @@ export interface ConvertResult {
 const DEFAULT_MIN_SPARSE = 4096;
 const DEFAULT_IN_FLIGHT = 8;
 /** Guest bytes per chunk (rounded up to whole target clusters). */
-const CHUNK_BYTES = 2 << 20;
+const CHUNK_BYTES = 8 << 20;
 
 /** One thing to do to the target, in guest order. */
 type Action =
@@ -68,7 +68,13 @@ interface Pipeline {
   clusterBytes: number;
   chunkBytes: number;
   inFlight: number;
-  prepare: (start: number, length: number) => Promise<Action[]>;
+  /**
+   * Reads and plans one chunk into `buffer` (chunkBytes long, contents unspecified). Its actions
+   * may refer to `buffer` until `apply` resolves; after that the buffer is reused when `pooled`.
+   */
+  prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
+  /** Reuse chunk buffers (apply must not resolve before the target is done with them). */
+  pooled: boolean;
   apply: (actions: Action[]) => Promise<void>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
@@ -88,16 +94,18 @@ function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: n
 // Prepares up to `inFlight` chunks at once and applies their actions strictly in guest order.
 async function runPipeline(p: Pipeline): Promise<number> {
   const total = p.source.virtualSize;
-  const queue: Promise<Action[]>[] = [];
+  const queue: { actions: Promise<Action[]>; buffer: Uint8Array }[] = [];
+  const spare: Uint8Array[] = [];
   let nextStart = 0;
   let done = 0;
   let dataBytes = 0;
   const fill = (): void => {
     while (queue.length < p.inFlight && nextStart < total) {
       const length = Math.min(p.chunkBytes, total - nextStart);
-      const prepared = p.prepare(nextStart, length);
-      prepared.catch(() => {}); // awaited in order below
-      queue.push(prepared);
+      const buffer = spare.pop() ?? new Uint8Array(p.chunkBytes);
+      const actions = p.prepare(nextStart, length, buffer);
+      actions.catch(() => {}); // awaited in order below
+      queue.push({ actions, buffer });
       nextStart += length;
     }
   };
@@ -105,16 +113,18 @@ async function runPipeline(p: Pipeline): Promise<number> {
     p.onProgress?.(0, total);
     fill();
     while (queue.length > 0) {
-      const actions = await (queue[0] as Promise<Action[]>);
+      const { actions: prepared, buffer } = queue[0];
+      const actions = await prepared;
       queue.shift();
       fill();
       await p.apply(actions);
+      if (p.pooled) spare.push(buffer);
       for (const action of actions) if (action.kind !== 'zero') dataBytes += Math.max(action.bytes.byteLength, action.kind === 'compressed' ? p.clusterBytes : 0);
       done = Math.min(total, done + p.chunkBytes);
       p.onProgress?.(done, total);
     }
   } finally {
-    await Promise.allSettled(queue);
+    await Promise.allSettled(queue.map((entry) => entry.actions));
   }
   return dataBytes;
 }
@@ -125,16 +135,16 @@ async function readRanges(source: BlockImage, base: number, target: Uint8Array, 
 }
 
 /** Byte-granular actions for raw, stream and existing-image targets. */
-async function prepareBytes(source: BlockImage, start: number, length: number, minSparse: number, targetHasBacking: boolean): Promise<Action[]> {
+async function prepareBytes(source: BlockImage, start: number, length: number, buffer: Uint8Array, minSparse: number,
+  targetHasBacking: boolean): Promise<Action[]> {
   const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
   const dataRanges = segments.filter((s) => s.status === SourceStatus.DATA).map((s): [number, number] => [s.start, s.start + s.length]);
-  const buffer = dataRanges.length > 0 ? new Uint8Array(length) : undefined;
-  if (buffer) await readRanges(source, start, buffer, dataRanges);
+  await readRanges(source, start, buffer, dataRanges);
   const actions: Action[] = [];
   for (const segment of segments) {
     if (segment.status === SourceStatus.ZERO) actions.push({ kind: 'zero', guestOffset: segment.start, length: segment.length });
     else if (segment.status === SourceStatus.DATA) {
-      const bytes = (buffer as Uint8Array).subarray(segment.start - start, segment.start - start + segment.length);
+      const bytes = buffer.subarray(segment.start - start, segment.start - start + segment.length);
       sparseRuns(segment.start, bytes, minSparse, (guestOffset, runLength, data) => {
         actions.push(data
           ? { kind: 'data', guestOffset, bytes: bytes.subarray(guestOffset - segment.start, guestOffset - segment.start + runLength) }
@@ -193,11 +203,10 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
       : { kind: 'data', guestOffset, bytes: new Uint8Array(end - guestOffset) };
   };
 
-  const prepare = async (start: number, length: number): Promise<Action[]> => {
+  const prepare = async (start: number, length: number, buffer: Uint8Array): Promise<Action[]> => {
     const clusterCount = Math.ceil(length / clusterBytes);
     const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
     const needs = clusterNeeds(segments, start, clusterCount, clusterBytes);
-    const buffer = new Uint8Array(clusterCount * clusterBytes);
     const reads: [number, number][] = [];
     for (let c = 0; c < clusterCount; c++) {
       if (needs[c] !== ClusterNeed.DATA) continue;
@@ -208,6 +217,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
       else reads.push([from, to]);
     }
     await readRanges(source, start, buffer, reads);
+    buffer.fill(0, length, clusterCount * clusterBytes); // a last cluster past the virtual size pads with zeros
     // Which DATA clusters hold something -S does not skip.
     const keep = new Uint8Array(clusterCount);
     for (const segment of segments) {
@@ -273,11 +283,13 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
         i = end;
       }
     }
+    await writer.settle();
   };
 
   try {
     const dataBytes = await runPipeline({
-      source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, onProgress: options.onProgress,
+      source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
+      onProgress: options.onProgress,
     });
     const qcow2 = await writer.finish();
     return { virtualSize: create.virtualSize, dataBytes, qcow2 };
@@ -321,13 +333,13 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       runEnd = action.guestOffset + action.bytes.byteLength;
     }
     issue();
-    while (writes.size >= inFlight) await Promise.race(writes);
+    await Promise.all(writes);
     if (failure !== undefined) throw failure;
   };
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
-      prepare: (start, length) => prepareBytes(source, start, length, minSparse, false),
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
       apply, onProgress: options.onProgress,
     });
     await Promise.all(writes);
@@ -362,7 +374,8 @@ export async function convertInto(source: BlockImage, target: BlockImage, option
   };
   const dataBytes = await runPipeline({
     source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
-    prepare: (start, length) => prepareBytes(source, start, length, minSparse, options.targetHasBacking === true),
+    prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, options.targetHasBacking === true),
+    pooled: true,
     apply, onProgress: options.onProgress,
   });
   await target.flush();
@@ -390,7 +403,7 @@ export async function convertToRawStream(source: BlockImage, stream: WritableStr
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
-      prepare: (start, length) => prepareBytes(source, start, length, 0, false),
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, 0, false), pooled: false,
       apply, onProgress: options.onProgress,
     });
     if (position < source.virtualSize) await writer.write(new Uint8Array(source.virtualSize - position));

@@ -216,6 +216,14 @@ export class Qcow2SequentialWriter {
     return { fileBytes: totalClusters * this.clusterBytes, ...this.counts };
   }
 
+  /**
+   * Issues every gathered write and waits for all writes in flight: afterwards the writer holds
+   * no buffer it was given. Rejects with the first write error.
+   */
+  async settle(): Promise<void> {
+    await this.drain();
+  }
+
   /** Waits for writes in flight after a failure elsewhere, so the backend can be closed. */
   async abandon(): Promise<void> {
     this.finished = true;
