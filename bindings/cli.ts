@@ -18,6 +18,7 @@ import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from 
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
 import { convertCommand } from './cli/convert.js';
+import { measureCommand } from './cli/measure.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -703,6 +704,7 @@ const COMMANDS: Record<string, Command> = {
   convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
+  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
 };
 
