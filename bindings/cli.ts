@@ -19,6 +19,7 @@ import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
 import { convertCommand } from './cli/convert.js';
 import { measureCommand } from './cli/measure.js';
+import { benchCommand } from './cli/bench.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -699,6 +700,7 @@ interface Command {
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
+  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
   compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
   convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
