@@ -26,8 +26,8 @@ export interface ImageBenchOptions {
 
 /**
  * Sends the requests of `options` to `image`, keeping `depth` in flight, as qemu-img bench does:
- * request i goes to offset + i * step, and an offset whose request would pass the end of the image
- * wraps to (offset modulo (virtual size - buffer size)). Resolves when every request and flush
+ * request i goes to (offset + i * step) modulo the virtual size (a request that then passes the
+ * end fails with IMAGE_OUT_OF_RANGE, as qemu-img's fails). Resolves when every request and flush
  * completed; rejects with the first failure after the requests in flight settled.
  */
 export async function runImageBench(image: BlockImage, options: ImageBenchOptions): Promise<void> {
@@ -43,10 +43,9 @@ export async function runImageBench(image: BlockImage, options: ImageBenchOption
   const advance = (): number => {
     const offset = nextOffset;
     nextOffset += step;
-    nextOffset = image.virtualSize <= bufferBytes ? 0 : nextOffset % (image.virtualSize - bufferBytes);
+    nextOffset = image.virtualSize <= bufferBytes ? 0 : nextOffset % image.virtualSize;
     return offset;
   };
-  if (nextOffset + bufferBytes > image.virtualSize) nextOffset = 0;
 
   const inFlight = new Set<Promise<void>>();
   let failure: unknown;

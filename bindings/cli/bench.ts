@@ -78,13 +78,11 @@ export async function benchCommand(io: CliIo, args: readonly string[]): Promise<
     ? await openImageFile(resolve(io.cwd, filename)).catch((error: unknown) => { throw new CliError(`Could not open '${filename}': ${describe(error)}`); })
     : await openImage(io, filename, format);
   try {
-    const quiet = hasOption(p, 'q');
     const step = options.stepBytes === 0 ? options.bufferBytes : options.stepBytes;
-    if (!quiet) {
-      io.stdout(`Sending ${options.count} ${options.write ? 'write' : 'read'} requests, ${options.bufferBytes} bytes each, ` +
-        `${options.depth} in parallel (starting at offset ${options.offset}, step size ${step})\n`);
-      if (options.flushInterval) io.stdout(`Sending flush every ${options.flushInterval} requests\n`);
-    }
+    // Like qemu-img 7.2, -q does not silence these lines.
+    io.stdout(`Sending ${options.count} ${options.write ? 'write' : 'read'} requests, ${options.bufferBytes} bytes each, ` +
+      `${options.depth} in parallel (starting at offset ${options.offset}, step size ${step})\n`);
+    if (options.flushInterval) io.stdout(`Sending flush every ${options.flushInterval} requests\n`);
     const start = performance.now();
     try {
       await runImageBench(image, options);
@@ -92,7 +90,7 @@ export async function benchCommand(io: CliIo, args: readonly string[]): Promise<
       throw new CliError(`Failed request: ${describe(error)}`);
     }
     const seconds = (performance.now() - start) / 1000;
-    if (!quiet) io.stdout(`Run completed in ${seconds.toFixed(3)} seconds.\n`);
+    io.stdout(`Run completed in ${seconds.toFixed(3)} seconds.\n`);
     return 0;
   } finally {
     await image.close();

@@ -23,8 +23,8 @@ import {
 const MAX_SPARSE_BYTES = 16 << 20;
 
 /**
- * Prints progress as qemu-img does: "    (NN.NN/100%)\r" at 0, whenever it grew by at least one
- * percentage point, at the end twice, then a newline.
+ * Prints progress as qemu-img does: "    (NN.NN/100%)\r" at 0, whenever it grew by more than one
+ * percentage point, on reaching 100, once more at the end, then a newline.
  */
 export function progressPrinter(write: (text: string) => void): { update: (done: number, total: number) => void; end: () => void } {
   let last = -1;
@@ -32,7 +32,7 @@ export function progressPrinter(write: (text: string) => void): { update: (done:
   return {
     update(done, total) {
       const percent = total === 0 ? 100 : (done / total) * 100;
-      if (last < 0 || percent - last >= 1 || (percent === 100 && last !== 100)) {
+      if (last < 0 || percent > last + 1 || (percent === 100 && last !== 100)) {
         print(percent);
         last = percent;
       }
