@@ -17,6 +17,7 @@ import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
+import { snapshotCommand } from './cli/snapshot.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -26,38 +27,38 @@ export interface CliIo {
   cwd: string;
 }
 
-const PROGRAM = 'qcow2-wasm';
+export const PROGRAM = 'qcow2-wasm';
 
 /** A failure that ends the command: `message` goes to stderr (prefixed with the program name). */
-class CliError extends Error {
+export class CliError extends Error {
   constructor(message: string, readonly exitCode = 1, readonly hint = false) {
     super(message);
   }
 }
 
-const usageError = (message: string) => new CliError(message, 1, true);
+export const usageError = (message: string) => new CliError(message, 1, true);
 
 /** The text of an error from the library or the platform. */
-const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 // ---------------------------------------------------------------------------------------------
 // Arguments: getopt_long as qemu-img uses it (options may follow operands; "--" ends options).
 // ---------------------------------------------------------------------------------------------
 
-interface OptionSpec {
+export interface OptionSpec {
   /** Short options, getopt style: a letter followed by ':' takes an argument. */
   short: string;
   /** Long options; a trailing '=' takes an argument. */
   long: readonly string[];
 }
 
-interface ParsedArgs {
+export interface ParsedArgs {
   /** Options in order: [name, value] (value '' for flags). Long options keep their name. */
   options: [string, string][];
   operands: string[];
 }
 
-function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
+export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
   const options: [string, string][] = [];
   const operands: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -69,11 +70,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
     if (arg.startsWith('--')) {
       const [name, inline] = arg.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
       if (spec.long.includes(name)) {
-        if (inline !== undefined) throw usageError(`option '--${name}' doesn't allow an argument`);
+        if (inline !== undefined) throw usageError(`unrecognized option '${arg}'`);
         options.push([name, '']);
       } else if (spec.long.includes(`${name}=`)) {
         const value = inline ?? args[++i];
-        if (value === undefined) throw usageError(`option '--${name}' requires an argument`);
+        if (value === undefined) throw usageError(`missing argument for option '--${name}'`);
         options.push([name, value]);
       } else {
         throw usageError(`unrecognized option '${arg}'`);
@@ -85,11 +86,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
         const letter = arg[j];
         const at = spec.short.indexOf(letter);
         if (at < 0 || letter === ':') {
-          throw usageError(j === 1 ? `unrecognized option '${arg}'` : `invalid option -- '${letter}'`);
+          throw usageError(`unrecognized option '${arg}'`);
         }
         if (spec.short[at + 1] === ':') {
           const value = j + 1 < arg.length ? arg.slice(j + 1) : args[++i];
-          if (value === undefined) throw usageError(`option requires an argument -- '${letter}'`);
+          if (value === undefined) throw usageError(`missing argument for option '${arg}'`);
           options.push([letter, value]);
           break;
         }
@@ -103,8 +104,8 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
 }
 
 /** The last value of option `name`, or undefined. */
-const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
-const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+export const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
+export const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
 
 function outputFormat(p: ParsedArgs): 'human' | 'json' {
   const value = lastOption(p, 'output') ?? 'human';
@@ -112,7 +113,7 @@ function outputFormat(p: ParsedArgs): 'human' | 'json' {
   return value;
 }
 
-function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
+export function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
   if (value === undefined || value === 'qcow2' || value === 'raw') return value;
   throw new CliError(`Unknown file format '${value}' (${PROGRAM} supports qcow2 and raw)`);
 }
@@ -148,7 +149,7 @@ export function formatSize(bytes: number): string {
 }
 
 /** QEMU's path_combine: a relative name is relative to the directory of `base` as written. */
-function pathCombine(base: string, name: string): string {
+export function pathCombine(base: string, name: string): string {
   if (isAbsolute(name)) return name;
   const slash = base.lastIndexOf('/');
   return slash < 0 ? name : base.slice(0, slash + 1) + name;
@@ -159,7 +160,7 @@ function pathCombine(base: string, name: string): string {
 // ---------------------------------------------------------------------------------------------
 
 /** Opens `path` read-only as an image (probing the format unless given) with its backing chain. */
-async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
+export async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
   const absolute = resolve(io.cwd, path);
   let backend: Backend;
   try {
@@ -379,7 +380,7 @@ function snapshotJson(snapshot: Qcow2Snapshot): Record<string, unknown> {
 }
 
 /** qemu-img info's "Snapshot list:" table (dates in local time, as qemu-img prints them). */
-function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
+export function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
   const two = (n: number) => String(n).padStart(2, '0');
   const lines = ['Snapshot list:', `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`];
   for (const s of snapshots) {
@@ -702,6 +703,7 @@ const COMMANDS: Record<string, Command> = {
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
 };
 
 function version(): string {
@@ -747,7 +749,7 @@ Exit codes: 0 success; 1 error (compare: images differ; check: the check was inc
 `;
 }
 
-function help(io: CliIo): number {
+export function help(io: CliIo): number {
   io.stdout(helpText());
   return 0;
 }

@@ -35,10 +35,10 @@ SnapshotNotFoundError.prototype.name = 'SnapshotNotFoundError';
  * the snapshot keeps the current L2 tables and the active image continues on private copies;
  * every cluster they share is counted twice. Names need not be unique (as in QEMU); the id is
  * one above the highest numeric id. Returns the new snapshot as listSnapshots reports it.
- * Throws INVALID_ARGUMENT for an empty name or too many snapshots, and ShadowUpdate.begin's errors.
+ * Throws INVALID_ARGUMENT for a name that is not a string or too many snapshots, and ShadowUpdate.begin's errors.
  */
 export async function createSnapshot(backend: Backend, name: string, options: CreateSnapshotOptions = {}): Promise<Qcow2Snapshot> {
-  if (typeof name !== 'string' || name === '') throw new ImageError('INVALID_ARGUMENT', 'a snapshot needs a name');
+  if (typeof name !== 'string') throw new ImageError('INVALID_ARGUMENT', 'a snapshot name must be a string');
   const update = await ShadowUpdate.begin(backend);
   if (update.snapshots.length >= MAX_SNAPSHOTS) throw new ImageError('INVALID_ARGUMENT', `the image already has ${MAX_SNAPSHOTS} snapshots, QEMU's maximum`);
   const clusterSize = update.clusterSize;
