@@ -37,7 +37,8 @@ export async function snapshotCommand(io: CliIo, args: readonly string[]): Promi
   }
   try {
     const format = await probeFormat(backend);
-    if (format === 'raw' && action !== 'l') io.stderr(PROBED_RAW_WARNING(file));
+    // qemu-img warns once per open; apply opens twice.
+    if (format === 'raw' && action !== 'l') io.stderr(PROBED_RAW_WARNING(file).repeat(action === 'a' ? 2 : 1));
     switch (action) {
       case 'l': {
         if (format === 'raw') return 0;
