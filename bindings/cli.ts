@@ -18,6 +18,9 @@ import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from 
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
 import { snapshotCommand } from './cli/snapshot.js';
+import { resizeCommand } from './cli/resize.js';
+import { amendCommand } from './cli/amend.js';
+import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -274,6 +277,7 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   const p = parseArgs(args, { short: 'hf:o:b:F:uq', long: ['help'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   const format = imageFormat(lastOption(p, 'f')) ?? 'qcow2';
+  if (asksForHelp(p.options.filter(([n]) => n === 'o').map(([, v]) => v).join(','))) return print(io, createOptionsHelp(format));
   if (p.operands.length < 1) throw usageError('Expecting image file name');
   if (p.operands.length > 2) throw usageError(`Unexpected argument: ${p.operands[2]}`);
   const file = p.operands[0];
@@ -698,11 +702,13 @@ interface Command {
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
+  amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
   compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
   snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
 };
 
@@ -747,6 +753,12 @@ Command parameters:
 
 Exit codes: 0 success; 1 error (compare: images differ; check: the check was incomplete); 2 compare: error, check: corruptions; 3 check: leaked clusters only.
 `;
+}
+
+/** Prints `text` to stdout; returns exit code 0. */
+export function print(io: CliIo, text: string): number {
+  io.stdout(text);
+  return 0;
 }
 
 export function help(io: CliIo): number {

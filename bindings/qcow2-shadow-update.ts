@@ -226,6 +226,20 @@ export class ShadowUpdate {
     this.activeTables.set(index, { bytes, edited: true });
   }
 
+  /**
+   * Points snapshot `index` at a new L1 table with the bytes `l1` (as many entries as before),
+   * written to clusters allocated here.
+   */
+  replaceSnapshotL1(index: number, l1: Uint8Array): void {
+    const snapshot = this.snapshots[index];
+    const hostOffset = this.allocate(Math.max(1, Math.ceil(l1.length / this.clusterSize)), l1);
+    const bytes = snapshot.bytes.slice();
+    const view = new DataView(bytes.buffer);
+    view.setUint32(0, Math.floor(hostOffset / TWO_32));
+    view.setUint32(4, hostOffset % TWO_32);
+    this.snapshots[index] = { ...snapshot, l1TableOffset: hostOffset, bytes };
+  }
+
   /** Reads the L2 table (one cluster) at `hostOffset`. */
   async readTable(hostOffset: number): Promise<Uint8Array> {
     const bytes = new Uint8Array(this.clusterSize);
@@ -276,14 +290,14 @@ export class ShadowUpdate {
     for (const snapshot of this.snapshots) {
       if (snapshot.l1Entries === 0) continue;
       countRange(snapshot.l1TableOffset, snapshot.l1Entries * 8);
-      const l1 = await this.readBytes(snapshot.l1TableOffset, snapshot.l1Entries * 8);
+      const l1 = await this.readHost(snapshot.l1TableOffset, snapshot.l1Entries * 8);
       const view = new DataView(l1.buffer);
       for (let i = 0; i < snapshot.l1Entries; i++) {
         const tableOffset = entryOffset(readEntry(view, i * 8));
         if (tableOffset === 0) continue;
         countRange(tableOffset, this.clusterSize);
         sharedTables.add(tableOffset);
-        this.countDataReferences(await this.readBytes(tableOffset, this.clusterSize), countRange);
+        this.countDataReferences(await this.readHost(tableOffset, this.clusterSize), countRange);
       }
     }
 
@@ -352,7 +366,7 @@ export class ShadowUpdate {
     if (fullHeader) {
       const header = fullHeader(switchFields);
       if (header.length > this.clusterSize) throw new ImageError('INVALID_ARGUMENT', 'the new header does not fit in cluster 0');
-      await this.backend.pwritev(0, [header]);
+      await this.writeHeader(header);
     } else if (this.header.flags.dirty) {
       // The recount made the refcounts exact: clear the dirty bit in the same write.
       const features = new Uint8Array(8);
@@ -362,9 +376,34 @@ export class ShadowUpdate {
       await this.backend.pwritev(HEADER_SIZE_OFFSET, [switchFields]);
     }
     await this.backend.flush();
+    // Clusters past the last one in use now are free: give them back where the backend can.
+    const usedBytes = refcount.usedClusters * this.clusterSize;
+    if (this.backend.capabilities.truncate && this.backend.truncate && usedBytes < this.fileClusters * this.clusterSize) {
+      await this.backend.truncate(usedBytes);
+    }
   }
 
-  private async readBytes(hostOffset: number, length: number): Promise<Uint8Array> {
+  // Writes a whole new header: the sectors past the first that change go first (with a barrier),
+  // then the first sector, which holds every field that says where things are. Atomic when the
+  // old header's bytes past the first sector do not change (the usual case: a version 2 header,
+  // or a version 3 header whose extensions stay); otherwise a cut between the two writes leaves
+  // a header with a damaged extension area.
+  private async writeHeader(header: Uint8Array): Promise<void> {
+    const current = new Uint8Array(header.length);
+    await this.backend.preadv(0, [current]);
+    let tailChanged = false;
+    for (let sector = 512; sector < header.length; sector += 512) {
+      const end = Math.min(header.length, sector + 512);
+      if (header.subarray(sector, end).every((byte, i) => byte === current[sector + i])) continue;
+      await this.backend.pwritev(sector, [header.subarray(sector, end)]);
+      tailChanged = true;
+    }
+    if (tailChanged) await this.backend.flush();
+    await this.backend.pwritev(0, [header.subarray(0, Math.min(512, header.length))]);
+  }
+
+  /** Reads `length` bytes at `hostOffset`, seeing clusters allocated and filled by this update. */
+  async readHost(hostOffset: number, length: number): Promise<Uint8Array> {
     const pending = this.newClusters.get(hostOffset);
     if (pending && pending.length >= length) return pending.subarray(0, length);
     const bytes = new Uint8Array(length);
@@ -412,7 +451,7 @@ export class ShadowUpdate {
 
   // Places refcount blocks for every cluster in use and a refcount table for them (both counted
   // too), iterating until placing them needs nothing more. Returns what to write.
-  private placeRefcountStructure(counts: ClusterCounts): { tableOffset: number; tableClusters: number; writes: [number, Uint8Array][] } {
+  private placeRefcountStructure(counts: ClusterCounts): { tableOffset: number; tableClusters: number; usedClusters: number; writes: [number, Uint8Array][] } {
     const refcountBits = 2 ** this.refcountOrder;
     const entriesPerBlock = (this.clusterSize * 8) / refcountBits;
     const maxCount = refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits - 1;
@@ -451,8 +490,10 @@ export class ShadowUpdate {
         const count = counts.get(first + i);
         if (count === 0) continue;
         if (count > maxCount) {
-          throw new ImageError('QCOW2_UNSUPPORTED_FEATURE',
-            `host cluster ${(first + i) * this.clusterSize} would need refcount ${count}, above the ${maxCount} that refcount_bits=${refcountBits} holds`);
+          const hostOffset = (first + i) * this.clusterSize;
+          throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', this.refcountOrder < this.header.refcountOrder
+            ? `Cannot decrease refcount entry width to ${refcountBits} bits: Cluster at offset 0x${hostOffset.toString(16)} has a refcount of ${count}`
+            : `host cluster ${hostOffset} would need refcount ${count}, above the ${maxCount} that refcount_bits=${refcountBits} holds`);
         }
         writeRefcount(bytes, this.refcountOrder, i, count);
       }
@@ -461,7 +502,7 @@ export class ShadowUpdate {
       tableView.setUint32(block * 8 + 4, offset % TWO_32);
     }
     writes.push([table.offset, tableBytes]);
-    return { tableOffset: table.offset, tableClusters: table.clusters, writes };
+    return { tableOffset: table.offset, tableClusters: table.clusters, usedClusters: counts.usedEnd(), writes };
   }
 }
 

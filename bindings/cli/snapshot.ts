@@ -13,7 +13,7 @@ import { CliError, describe, hasOption, help, parseArgs, snapshotLines, usageErr
 type Action = 'l' | 'a' | 'c' | 'd';
 
 /** What qemu-img prints before writing to a raw image whose format it guessed. */
-const PROBED_RAW_WARNING = (file: string) => `WARNING: Image format was not specified for '${file}' and probing guessed raw.
+export const PROBED_RAW_WARNING = (file: string) => `WARNING: Image format was not specified for '${file}' and probing guessed raw.
          Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.
          Specify the 'raw' format explicitly to remove the restrictions.
 `;

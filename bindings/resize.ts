@@ -1,0 +1,75 @@
+// SPDX-License-Identifier: MIT
+// Changing a qcow2 image's virtual size (qemu-img resize), crash-safely as one ShadowUpdate:
+// growing makes the L1 table as large as the new size needs (written anew when it grows);
+// shrinking (only when asked to) drops the L2 tables and entries past the new end, freeing what
+// only they referenced, and zeroes the rest of the new last cluster so a later grow reads zeros.
+
+import type { Backend } from './backend.js';
+import { ImageError } from './errors.js';
+import { ShadowUpdate } from './qcow2-shadow-update.js';
+
+/** Options of resizeQcow2. */
+export interface ResizeOptions {
+  /** Allow a smaller size (data past the new end is lost). Without it a shrink is refused. */
+  shrink?: boolean;
+}
+
+/** Largest virtual size QEMU's qcow2 driver accepts (2^55 bytes). */
+const MAX_VIRTUAL_BYTES = 2 ** 55;
+const COPIED_HIGH = 0x80000000;
+const COMPRESSED_HIGH = 0x40000000;
+
+/**
+ * Sets the virtual size of the qcow2 image in `backend` (writable, not open elsewhere) to
+ * `virtualSize` bytes, rounded up to 512 as qemu-img does. Throws INVALID_ARGUMENT for a size
+ * that is not a byte count or too large, or a smaller size without `options.shrink` (with
+ * qemu-img's words), and ShadowUpdate.begin's errors. Returns the new size.
+ */
+export async function resizeQcow2(backend: Backend, virtualSize: number, options: ResizeOptions = {}): Promise<number> {
+  if (!Number.isSafeInteger(virtualSize) || virtualSize < 0 || virtualSize > MAX_VIRTUAL_BYTES) {
+    throw new ImageError('INVALID_ARGUMENT', `${virtualSize} is not a virtual size qcow2 supports (0 to 2^55 bytes)`);
+  }
+  const newSize = Math.ceil(virtualSize / 512) * 512;
+  const update = await ShadowUpdate.begin(backend);
+  const oldSize = update.virtualSize;
+  if (newSize < oldSize && !options.shrink) throw new ImageError('INVALID_ARGUMENT', 'Use the --shrink option to perform a shrink operation.');
+  if (newSize === oldSize) return newSize;
+  const clusterSize = update.clusterSize;
+  const oldTables = update.vmStateL1Index(oldSize);
+  const newTables = update.vmStateL1Index(newSize);
+  // Tables past the old disk can only hold VM state left by an applied snapshot: not disk data.
+  for (let i = oldTables; i < update.activeL1.length; i++) update.dropActiveTable(i);
+  let tailCluster: { hostOffset: number; fromByte: number } | undefined;
+  if (newSize < oldSize) {
+    update.activeL1.length = Math.min(update.activeL1.length, newTables);
+    // Entries past the new end in the new last table go.
+    const lastIndex = newTables - 1;
+    const table = lastIndex >= 0 ? await update.activeTable(lastIndex) : undefined;
+    if (table) {
+      const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+      const firstGone = Math.ceil(newSize / clusterSize) - lastIndex * update.l2Entries;
+      if (firstGone < update.l2Entries) {
+        table.fill(0, firstGone * update.l2EntryBytes);
+        update.setActiveTable(lastIndex, table);
+      }
+      const partial = newSize % clusterSize;
+      const lastEntry = Math.ceil(newSize / clusterSize) - 1 - lastIndex * update.l2Entries;
+      if (partial !== 0 && lastEntry >= 0) {
+        const high = view.getUint32(lastEntry * update.l2EntryBytes);
+        const low = view.getUint32(lastEntry * update.l2EntryBytes + 4);
+        const hostOffset = (high & 0x00ffffff) * 2 ** 32 + ((low & 0xfffffe00) >>> 0);
+        // Only a cluster this image alone uses is zeroed in place (after the switch, when the bytes are past the end).
+        if (hostOffset !== 0 && (high & COPIED_HIGH) && !(high & COMPRESSED_HIGH)) tailCluster = { hostOffset, fromByte: partial };
+      }
+    }
+  } else if (update.activeL1.length < newTables) {
+    while (update.activeL1.length < newTables) update.activeL1.push(0);
+  }
+  update.virtualSize = newSize;
+  await update.commit();
+  if (tailCluster) {
+    await backend.pwritev(tailCluster.hostOffset + tailCluster.fromByte, [new Uint8Array(clusterSize - tailCluster.fromByte)]);
+    await backend.flush();
+  }
+  return newSize;
+}
