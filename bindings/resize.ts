@@ -2,11 +2,13 @@
 // Changing a qcow2 image's virtual size (qemu-img resize), crash-safely as one ShadowUpdate:
 // growing makes the L1 table as large as the new size needs (written anew when it grows);
 // shrinking (only when asked to) drops the L2 tables and entries past the new end, freeing what
-// only they referenced, and zeroes the rest of the new last cluster so a later grow reads zeros.
+// only they referenced, and moves a cut last cluster to a copy zeroed past the new end, so a
+// later grow reads zeros there (qemu-img leaves the old bytes).
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { ShadowUpdate } from './qcow2-shadow-update.js';
+import { inflateCluster } from './decompress.js';
 
 /** Options of resizeQcow2. */
 export interface ResizeOptions {
@@ -16,7 +18,6 @@ export interface ResizeOptions {
 
 /** Largest virtual size QEMU's qcow2 driver accepts (2^55 bytes). */
 const MAX_VIRTUAL_BYTES = 2 ** 55;
-const COPIED_HIGH = 0x80000000;
 const COMPRESSED_HIGH = 0x40000000;
 
 /**
@@ -39,7 +40,6 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
   const newTables = update.vmStateL1Index(newSize);
   // Tables past the old disk can only hold VM state left by an applied snapshot: not disk data.
   for (let i = oldTables; i < update.activeL1.length; i++) update.dropActiveTable(i);
-  let tailCluster: { hostOffset: number; fromByte: number } | undefined;
   if (newSize < oldSize) {
     update.activeL1.length = Math.min(update.activeL1.length, newTables);
     // Entries past the new end in the new last table go.
@@ -54,12 +54,8 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
       }
       const partial = newSize % clusterSize;
       const lastEntry = Math.ceil(newSize / clusterSize) - 1 - lastIndex * update.l2Entries;
-      if (partial !== 0 && lastEntry >= 0) {
-        const high = view.getUint32(lastEntry * update.l2EntryBytes);
-        const low = view.getUint32(lastEntry * update.l2EntryBytes + 4);
-        const hostOffset = (high & 0x00ffffff) * 2 ** 32 + ((low & 0xfffffe00) >>> 0);
-        // Only a cluster this image alone uses is zeroed in place (after the switch, when the bytes are past the end).
-        if (hostOffset !== 0 && (high & COPIED_HIGH) && !(high & COMPRESSED_HIGH)) tailCluster = { hostOffset, fromByte: partial };
+      if (partial !== 0 && lastEntry >= 0 && (await cutLastCluster(update, view, lastEntry * update.l2EntryBytes, partial))) {
+        update.setActiveTable(lastIndex, table);
       }
     }
   } else if (update.activeL1.length < newTables) {
@@ -67,9 +63,35 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
   }
   update.virtualSize = newSize;
   await update.commit();
-  if (tailCluster) {
-    await backend.pwritev(tailCluster.hostOffset + tailCluster.fromByte, [new Uint8Array(clusterSize - tailCluster.fromByte)]);
-    await backend.flush();
-  }
   return newSize;
+}
+
+// The new last cluster, cut at byte `keepBytes`, moves to a new cluster holding its first
+// `keepBytes` bytes and zeros after them (written before the switch), so the cut-off bytes read
+// as zeros if the image grows again. Returns false when the entry has no data cluster.
+async function cutLastCluster(update: ShadowUpdate, table: DataView, at: number, keepBytes: number): Promise<boolean> {
+  const high = table.getUint32(at);
+  const low = table.getUint32(at + 4);
+  const clusterSize = update.clusterSize;
+  const cluster = new Uint8Array(clusterSize);
+  if (high & COMPRESSED_HIGH) {
+    const bits = update.header.clusterBits;
+    const shift = 70 - bits - 32;
+    const hostOffset = (high & ((1 << shift) - 1)) * 2 ** 32 + low;
+    const sectors = ((high >>> shift) & ((1 << (bits - 8)) - 1)) + 1;
+    const start = Math.floor(hostOffset / 512) * 512;
+    const compressed = (await update.readHost(start, sectors * 512)).subarray(hostOffset - start);
+    inflateCluster(update.header.compressionType, compressed, cluster, hostOffset);
+    // A compressed cluster has no subcluster bitmap; the new one is all allocated.
+    if (update.l2EntryBytes === 16) table.setUint32(at + 12, 0xffffffff);
+  } else {
+    const hostOffset = (high & 0x00ffffff) * 2 ** 32 + ((low & 0xfffffe00) >>> 0);
+    if (hostOffset === 0) return false;
+    cluster.set((await update.readHost(hostOffset, keepBytes)).subarray(0, keepBytes));
+  }
+  cluster.fill(0, keepBytes);
+  const copy = update.allocate(1, cluster);
+  table.setUint32(at, Math.floor(copy / 2 ** 32));
+  table.setUint32(at + 4, (copy % 2 ** 32) | (low & 1 && !(high & COMPRESSED_HIGH) ? 1 : 0));
+  return true;
 }

@@ -41,14 +41,16 @@ export async function resizeCommand(io: CliIo, args: readonly string[]): Promise
   }
   try {
     const format = forced ?? (await probeFormat(backend));
-    // qemu-img opens a probed raw image twice here, warning each time.
-    if (format === 'raw' && forced === undefined) io.stderr(PROBED_RAW_WARNING(file).repeat(2));
+    // qemu-img warns when it opens a probed raw image: to read its size, and again to resize it.
+    const probedRaw = format === 'raw' && forced === undefined;
+    if (probedRaw) io.stderr(PROBED_RAW_WARNING(file));
     const current = format === 'qcow2' ? (await readQcow2Header(backend)).virtualSize : await backend.getSize();
     const size = relative === 0 ? amount : current + relative * amount;
     if (size <= 0) throw new CliError('New image size must be positive');
     const shrink = hasOption(p, 'shrink');
     if (format === 'raw') {
       if (size < current && !shrink) throw new CliError(SHRINK_REFUSED);
+      if (probedRaw) io.stderr(PROBED_RAW_WARNING(file));
       await backend.truncate!(size);
     } else {
       try {
