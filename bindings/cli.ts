@@ -20,6 +20,7 @@ import { instantiateCore } from './wasm.js';
 import { snapshotCommand } from './cli/snapshot.js';
 import { resizeCommand } from './cli/resize.js';
 import { amendCommand } from './cli/amend.js';
+import { commitCommand, rebaseCommand } from './cli/commit.js';
 import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
@@ -704,10 +705,12 @@ interface Command {
 const COMMANDS: Record<string, Command> = {
   amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
+  commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
   compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
   snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
 };

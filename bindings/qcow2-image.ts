@@ -17,6 +17,8 @@ import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
+import { emptyActiveLayer } from './qcow2-make-empty.js';
+import { writeBackingFileName } from './rebase.js';
 import { inflateCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
@@ -171,6 +173,19 @@ export class Qcow2Image extends DispatchedImage {
   async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
     this.checkOpen();
     return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  }
+
+  /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
+  makeEmpty(): Promise<void> {
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+  }
+
+  /**
+   * Names another backing file in the header (writeBackingFileName, bindings/rebase.ts); this
+   * instance keeps reading through the backing image it opened: reopen to use the new one.
+   */
+  setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
   }
 
   // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
