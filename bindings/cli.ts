@@ -22,6 +22,8 @@ import { resizeCommand } from './cli/resize.js';
 import { amendCommand } from './cli/amend.js';
 import { commitCommand, rebaseCommand } from './cli/commit.js';
 import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
+import { firstBlockStatusMismatch } from './cli/compare-strict.js';
+import { infoWithChain } from './cli/info-chain.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -646,7 +648,7 @@ async function firstDifference(a: BlockImage, b: BlockImage | undefined, zerosA:
 }
 
 async function compareCommand(io: CliIo, args: readonly string[]): Promise<number> {
-  const p = parseArgs(args, { short: 'hf:F:qU', long: ['help', 'force-share'] });
+  const p = parseArgs(args, { short: 'hf:F:qsU', long: ['help', 'force-share'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   if (p.operands.length !== 2) throw usageError('Expecting two image file names');
   const quiet = hasOption(p, 'q');
@@ -671,8 +673,18 @@ async function compareCommand(io: CliIo, args: readonly string[]): Promise<numbe
     const [mapA, mapB] = await Promise.all([mapImage(a), mapImage(b)]);
     const zerosA = new KnownZeros(mapA);
     const zerosB = new KnownZeros(mapB);
+    const strict = hasOption(p, 's');
+    if (strict && a.virtualSize !== b.virtualSize) {
+      say('Strict mode: Image size mismatch!');
+      return 1;
+    }
     if (a.virtualSize !== b.virtualSize) say('Warning: Image size mismatch!');
     let difference = await firstDifference(a, b, zerosA, zerosB, 0, common);
+    const statusMismatch = strict ? firstBlockStatusMismatch(mapA, mapB, common) : -1;
+    if (statusMismatch >= 0 && (difference < 0 || statusMismatch <= difference)) {
+      say(`Strict mode: Offset ${statusMismatch} block status mismatch!`);
+      return 1;
+    }
     if (difference < 0 && a.virtualSize !== b.virtualSize) {
       // The larger image's tail must read as zeros.
       const [larger, zeros] = a.virtualSize > b.virtualSize ? [a, zerosA] : [b, zerosB];
@@ -706,9 +718,9 @@ const COMMANDS: Record<string, Command> = {
   amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
   commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
-  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
+  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', run: compareCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
-  info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
+  info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
   rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
