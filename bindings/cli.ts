@@ -360,8 +360,8 @@ function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, ac
                   snapshots: readonly Qcow2Snapshot[] = []): object {
   if (!header) return { 'virtual-size': virtualSize, filename: file, format, 'actual-size': actualSize, 'dirty-flag': false };
   const info: Record<string, unknown> = {};
-  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   if (header.backingFile !== undefined && header.backingFormat !== undefined) info['backing-filename-format'] = header.backingFormat;
+  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   Object.assign(info, {
     'virtual-size': virtualSize, filename: file, 'cluster-size': header.clusterSize, format, 'actual-size': actualSize,
     'format-specific': { type: 'qcow2', data: formatSpecific(header) },
