@@ -5,7 +5,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { ShadowUpdate } from './qcow2-shadow-update.js';
+import { ShadowUpdate, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
 import { currentHeaderFields, serializeHeader } from './qcow2-header-write.js';
 import { resizeQcow2 } from './resize.js';
 
@@ -74,8 +74,7 @@ async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
     for (let at = 0; at < table.length; at += update.l2EntryBytes) {
       if ((view.getUint32(at) & COMPRESSED_HIGH) || (view.getUint32(at + 4) & 1) === 0) continue;
       const hostOffset = backing ? update.allocate(1, zeroCluster) : 0;
-      view.setUint32(at, Math.floor(hostOffset / 2 ** 32));
-      view.setUint32(at + 4, hostOffset % 2 ** 32);
+      setTableEntry(view, at, hostOffset, false);
       changed = true;
     }
     return changed;
@@ -91,7 +90,7 @@ async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
     const l1View = new DataView(l1.buffer);
     let changed = false;
     for (let i = 0; i < snapshot.l1Entries; i++) {
-      const tableOffset = (l1View.getUint32(i * 8) & 0x00ffffff) * 2 ** 32 + ((l1View.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
+      const tableOffset = tableEntryOffset(l1View, i * 8);
       if (tableOffset === 0) continue;
       let copy = copies.get(tableOffset);
       if (copy === undefined) {
@@ -100,8 +99,7 @@ async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
         copies.set(tableOffset, copy);
       }
       if (copy === tableOffset) continue;
-      l1View.setUint32(i * 8, Math.floor(copy / 2 ** 32));
-      l1View.setUint32(i * 8 + 4, copy % 2 ** 32);
+      setTableEntry(l1View, i * 8, copy, false);
       changed = true;
     }
     if (changed) update.replaceSnapshotL1(index, l1);

@@ -50,7 +50,16 @@ interface Entry { high: number; low: number }
 const readEntry = (view: DataView, at: number): Entry => ({ high: view.getUint32(at), low: view.getUint32(at + 4) });
 
 /** Host offset in an L1 entry or a standard L2 entry (0: none). */
-export const entryOffset = (e: Entry): number => (e.high & OFFSET_HIGH_MASK) * TWO_32 + ((e.low & OFFSET_LOW_MASK) >>> 0);
+const entryOffset = (e: Entry): number => (e.high & OFFSET_HIGH_MASK) * TWO_32 + ((e.low & OFFSET_LOW_MASK) >>> 0);
+
+/** Host offset in the L1 or standard L2 entry at byte `at` of `view` (0: none). */
+export const tableEntryOffset = (view: DataView, at: number): number => entryOffset(readEntry(view, at));
+
+/** Writes an L1 or standard L2 entry at byte `at` pointing at `hostOffset`, with COPIED when `copied`. */
+export function setTableEntry(view: DataView, at: number, hostOffset: number, copied: boolean): void {
+  view.setUint32(at, (Math.floor(hostOffset / TWO_32) | (copied ? COPIED_HIGH : 0)) >>> 0);
+  view.setUint32(at + 4, hostOffset % TWO_32);
+}
 
 /** Reference counts per host cluster, growing as higher clusters are counted. */
 class ClusterCounts {
@@ -324,8 +333,7 @@ export class ShadowUpdate {
       }
       if (tableOffset !== 0) {
         countRange(tableOffset, this.clusterSize);
-        l1View.setUint32(i * 8, (Math.floor(tableOffset / TWO_32) | COPIED_HIGH) >>> 0);
-        l1View.setUint32(i * 8 + 4, tableOffset % TWO_32);
+        setTableEntry(l1View, i * 8, tableOffset, true);
       }
       const old = this.l1Entries[i];
       if (!old || old.high !== l1View.getUint32(i * 8) || old.low !== l1View.getUint32(i * 8 + 4)) l1Changed = true;

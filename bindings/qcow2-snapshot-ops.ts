@@ -7,7 +7,7 @@
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { MAX_SNAPSHOTS, ShadowUpdate, snapshotEntryBytes, readQcow2Header } from './qcow2-shadow-update.js';
+import { MAX_SNAPSHOTS, ShadowUpdate, snapshotEntryBytes, readQcow2Header, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
 
 /** Options of createSnapshot. */
 export interface CreateSnapshotOptions {
@@ -19,8 +19,6 @@ export interface CreateSnapshotOptions {
   date?: Date;
 }
 
-const COPIED_HIGH = 0x80000000;
-const TWO_32 = 2 ** 32;
 
 /** An ImageError for a snapshot name no snapshot has. */
 export class SnapshotNotFoundError extends ImageError {
@@ -62,11 +60,11 @@ export async function createSnapshot(backend: Backend, name: string, options: Cr
       const view = new DataView(table.buffer);
       for (let e = 0; e < update.l2Entries && t * update.l2Entries + e < vmClusters; e++) {
         const hostOffset = dataOffset + (t * update.l2Entries + e) * clusterSize;
-        setEntry(view, e * update.l2EntryBytes, hostOffset, true);
+        setTableEntry(view, e * update.l2EntryBytes, hostOffset, true);
         // Extended L2: all 32 subclusters allocated.
         if (update.l2EntryBytes === 16) view.setUint32(e * 16 + 12, 0xffffffff);
       }
-      setEntry(l1View, (vmIndex + t) * 8, update.allocate(1, table), true);
+      setTableEntry(l1View, (vmIndex + t) * 8, update.allocate(1, table), true);
     }
   }
   const l1TableOffset = update.allocate(Math.ceil(l1.length / clusterSize), l1);
@@ -108,7 +106,7 @@ export async function applySnapshot(backend: Backend, nameOrId: string): Promise
   for (let i = 0; i < entries; i++) update.dropActiveTable(i);
   update.activeL1.length = entries;
   for (let i = 0; i < snapshot.l1Entries; i++) {
-    const tableOffset = (view.getUint32(i * 8) & 0x00ffffff) * TWO_32 + ((view.getUint32(i * 8 + 4) & 0xfffffe00) >>> 0);
+    const tableOffset = tableEntryOffset(view, i * 8);
     if (tableOffset === 0) continue;
     // A private copy of the snapshot's table (the recount sets its COPIED flags).
     update.setActiveTable(i, await update.readTable(tableOffset));
@@ -160,7 +158,7 @@ export async function readSnapshotVmState(backend: Backend, nameOrId: string): P
   const table = new Uint8Array(clusterSize);
   const tableView = new DataView(table.buffer);
   for (let t = 0; t < tables; t++) {
-    const tableOffset = (l1View.getUint32(t * 8) & 0x00ffffff) * TWO_32 + ((l1View.getUint32(t * 8 + 4) & 0xfffffe00) >>> 0);
+    const tableOffset = tableEntryOffset(l1View, t * 8);
     if (tableOffset === 0) continue;
     await backend.preadv(tableOffset, [table]);
     for (let e = 0; e < l2Entries; e++) {
@@ -169,7 +167,7 @@ export async function readSnapshotVmState(backend: Backend, nameOrId: string): P
       const high = tableView.getUint32(e * entryBytes);
       const low = tableView.getUint32(e * entryBytes + 4);
       if (high & 0x40000000) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `snapshot '${snapshot.name}': compressed VM state is not supported`);
-      const hostOffset = (high & 0x00ffffff) * TWO_32 + ((low & 0xfffffe00) >>> 0);
+      const hostOffset = tableEntryOffset(tableView, e * entryBytes);
       const zero = header.version === 3 && (entryBytes === 8 ? (low & 1) !== 0 : tableView.getUint32(e * 16 + 8) === 0xffffffff);
       if (hostOffset === 0 || zero) continue;
       await backend.preadv(hostOffset, [state.subarray(start, Math.min(state.length, start + clusterSize))]);
@@ -186,10 +184,4 @@ function nextSnapshotId(ids: readonly string[]): number {
     if (Number.isSafeInteger(n) && n > highest) highest = n;
   }
   return highest + 1;
-}
-
-// Writes a standard L1/L2 entry pointing at `hostOffset`, with COPIED when `copied`.
-function setEntry(view: DataView, at: number, hostOffset: number, copied: boolean): void {
-  view.setUint32(at, (Math.floor(hostOffset / TWO_32) | (copied ? COPIED_HIGH : 0)) >>> 0);
-  view.setUint32(at + 4, hostOffset % TWO_32);
 }

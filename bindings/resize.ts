@@ -7,7 +7,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { ShadowUpdate } from './qcow2-shadow-update.js';
+import { ShadowUpdate, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
 import { inflateCluster } from './decompress.js';
 
 /** Options of resizeQcow2. */
@@ -85,13 +85,14 @@ async function cutLastCluster(update: ShadowUpdate, table: DataView, at: number,
     // A compressed cluster has no subcluster bitmap; the new one is all allocated.
     if (update.l2EntryBytes === 16) table.setUint32(at + 12, 0xffffffff);
   } else {
-    const hostOffset = (high & 0x00ffffff) * 2 ** 32 + ((low & 0xfffffe00) >>> 0);
+    const hostOffset = tableEntryOffset(table, at);
     if (hostOffset === 0) return false;
     cluster.set((await update.readHost(hostOffset, keepBytes)).subarray(0, keepBytes));
   }
   cluster.fill(0, keepBytes);
   const copy = update.allocate(1, cluster);
-  table.setUint32(at, Math.floor(copy / 2 ** 32));
-  table.setUint32(at + 4, (copy % 2 ** 32) | (low & 1 && !(high & COMPRESSED_HIGH) ? 1 : 0));
+  setTableEntry(table, at, copy, false);
+  // A zero cluster with a host cluster stays a zero cluster.
+  if (low & 1 && !(high & COMPRESSED_HIGH)) table.setUint32(at + 4, (table.getUint32(at + 4) | 1) >>> 0);
   return true;
 }
