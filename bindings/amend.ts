@@ -11,11 +11,15 @@ import { resizeQcow2 } from './resize.js';
 
 /** What amendQcow2 changes; absent fields stay as they are. */
 export interface AmendOptions {
+  /** Compatibility level: '0.10' (version 2) or '1.1' (version 3). */
   compat?: '0.10' | '1.1';
+  /** Lazy refcounts on or off (version 3 only). */
   lazyRefcounts?: boolean;
+  /** Refcount entry width: a power of two from 1 to 64 (16 for version 2). */
   refcountBits?: number;
   /** New virtual size in bytes (growing; shrinking needs `shrink`). */
   virtualSize?: number;
+  /** Allow `virtualSize` below the current size. */
   shrink?: boolean;
 }
 

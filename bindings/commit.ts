@@ -11,7 +11,14 @@ import type { Qcow2Image } from './qcow2-image.js';
 import { RunKind } from './qcow2-core.js';
 
 /** A guest range a qcow2 layer serves itself: with data, or as zeros. */
-export interface LayerRange { start: number; end: number; zero: boolean }
+export interface LayerRange {
+  /** Guest offset of the first byte. */
+  start: number;
+  /** Guest offset past the last byte. */
+  end: number;
+  /** Reads as zeros by metadata (zero clusters), not data. */
+  zero: boolean;
+}
 
 /** Bytes copied per read and write. */
 const COPY_CHUNK_BYTES = 4 << 20;

@@ -22,6 +22,7 @@ export interface CreateSnapshotOptions {
 
 /** An ImageError for a snapshot name no snapshot has. */
 export class SnapshotNotFoundError extends ImageError {
+  /** @param snapshotName The name (or id) no snapshot has. */
   constructor(readonly snapshotName: string) {
     super('INVALID_ARGUMENT', `no snapshot named '${snapshotName}'`);
   }

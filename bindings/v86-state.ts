@@ -10,10 +10,15 @@ import { ImageError } from './errors.js';
 
 /** The members of a v86 emulator (V86, 0.5.462) that saveState and restoreState use. */
 export interface V86StateEmulator {
+  /** The machine's state (CPU, memory, devices) as v86 serialises it. */
   save_state(): Promise<ArrayBuffer>;
+  /** Loads a state save_state returned. */
   restore_state(state: ArrayBuffer): Promise<void>;
+  /** True while the machine runs. */
   is_running(): boolean;
+  /** Stops the machine. */
   stop(): Promise<void> | void;
+  /** Starts the machine again. */
   run(): Promise<void> | void;
 }
 
