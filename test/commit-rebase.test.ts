@@ -13,6 +13,7 @@ import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { checkQcow2 } from '../bindings/qcow2-check.js';
 import { commitImage } from '../bindings/commit.js';
+import { createQcow2 } from '../bindings/qcow2-create.js';
 import { convertToRaw, describeWithQemu, makeImage, qemuCheck, qemuImg, qemuInfo, qemuMap, type ImageOp } from './helpers/qemu.js';
 import { createCrashBackend } from './helpers/crash-backend.js';
 import { makePrng } from './helpers/prng.js';
@@ -112,6 +113,25 @@ describeWithQemu('commit', () => {
       for (const [path, bytes] of files) expect(Buffer.compare(readFileSync(path), bytes), `${args.join(' ')}: ${path} unchanged`).toBe(0);
     }
   });
+});
+
+it('commitImage refuses a read-only base and an overlay without backing file, changing nothing', async () => {
+  const baseFile = createMemoryBackend(0);
+  await createQcow2(baseFile, { virtualSize: MiB });
+  const baseBytes = new Uint8Array(await baseFile.getSize());
+  await baseFile.preadv(0, [baseBytes]);
+  const alone = await Qcow2Image.create(createMemoryBackend(0), { virtualSize: MiB });
+  const writableBase = await Qcow2Image.open(baseFile);
+  await expect(commitImage(alone, writableBase)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT', message: 'Image does not have a backing file' });
+  const top = await Qcow2Image.create(createMemoryBackend(0), {
+    virtualSize: MiB, backingFile: 'base', backingFormat: 'qcow2', openBacking: async () => createMemoryBackend(baseBytes, { writable: false }),
+  });
+  await top.write(0, new Uint8Array(4096).fill(7));
+  const readOnlyBase = await Qcow2Image.open(createMemoryBackend(baseBytes, { writable: false }));
+  await expect(commitImage(top, readOnlyBase)).rejects.toMatchObject({ code: 'IMAGE_READ_ONLY' });
+  expect((await top.read(0, 1))[0]).toBe(7);
+  expect((await writableBase.read(0, 1))[0]).toBe(0);
+  await Promise.all([top.close(), readOnlyBase.close(), alone.close(), writableBase.close()]);
 });
 
 describeWithQemu('rebase', () => {
