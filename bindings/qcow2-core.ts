@@ -213,6 +213,9 @@ export class Qcow2Core {
   async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
     if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
     Object.assign(this.header, header);
+    // Table copies made before are on disk with their L1 entries (the caller flushed); their
+    // clusters may be free now and come back as new tables.
+    this.tablesWrittenWhole.clear();
     await this.configure(this.header, backend, fileSize);
   }
 

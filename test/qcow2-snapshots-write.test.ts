@@ -145,6 +145,64 @@ describeWithQemu('internal snapshots against qemu-img', () => {
     });
   }
 
+  it('a seeded run of writes, zeroes and snapshot create/apply/delete on one open image matches a model', async () => {
+    const seed = Number(process.env.QCOW2_WASM_SEED ?? 20261206);
+    const prng = makePrng(seed);
+    const size = 6 * MiB;
+    const path = makeImage(dir, 'model.qcow2', { size, clusterSize: 16 * KiB });
+    const image = await openWritable(path);
+    let active = new Uint8Array(size);
+    const snapshots = new Map<string, Uint8Array>();
+    let counter = 0;
+    for (let step = 0; step < 80; step++) {
+      const what = `seed ${seed} (QCOW2_WASM_SEED), step ${step}`;
+      const roll = prng.int(10);
+      const names = [...snapshots.keys()];
+      if (roll < 5) {
+        // Writes in flight together, unaligned, some across clusters.
+        const writes = Array.from({ length: 1 + prng.int(4) }, () => {
+          const length = 1 + prng.int(40 * KiB);
+          const offset = prng.int(size - length);
+          return { offset, data: prng.fill(new Uint8Array(length)) };
+        });
+        await Promise.all(writes.map((w) => image.write(w.offset, w.data)));
+        for (const w of writes) active.set(w.data, w.offset);
+      } else if (roll === 5) {
+        const length = 1 + prng.int(200 * KiB);
+        const offset = prng.int(size - length);
+        await image.writeZeroes(offset, length);
+        active.fill(0, offset, offset + length);
+      } else if (roll <= 7 || names.length === 0) {
+        const name = `s${counter++}`;
+        // A write submitted just before the snapshot is in it.
+        const offset = prng.int(size - 512);
+        const pending = image.write(offset, new Uint8Array(512).fill(0xee));
+        await Promise.all([pending, image.createSnapshot(name)]);
+        active.fill(0xee, offset, offset + 512);
+        snapshots.set(name, active.slice());
+      } else if (roll === 8) {
+        const name = names[prng.int(names.length)];
+        await image.applySnapshot(name);
+        active = snapshots.get(name)!.slice();
+      } else {
+        const name = names[prng.int(names.length)];
+        await image.deleteSnapshot(name);
+        snapshots.delete(name);
+      }
+      if (step % 10 === 9) expectBytes(await image.read(0, size), active, `${what}: active image`);
+    }
+    expectBytes(await image.read(0, size), active, `seed ${seed}: active image at the end`);
+    expect((await image.snapshots()).map((s) => s.name)).toEqual([...snapshots.keys()]);
+    await image.close();
+    expectClean(path, `seed ${seed}: after the run`);
+    expectBytes(convertToRaw(path), active, `seed ${seed}: qemu-img reads the active image`);
+    for (const [name, content] of snapshots) {
+      const out = join(dir, `model-${name}.raw`);
+      expect(qemuImg(['convert', '-O', 'raw', '-l', `snapshot.name=${name}`, 'model.qcow2', out], dir).code).toBe(0);
+      expectBytes(new Uint8Array(readFileSync(out)), content, `seed ${seed}: snapshot ${name} as qemu-img reads it`);
+    }
+  }, 120_000);
+
   it('keeps VM state where QEMU keeps it: readable back, listed, deleted by qemu-img', async () => {
     const name = 'vmstate.qcow2';
     const path = makeImage(dir, name, { size: 3 * MiB + 512, ops: [{ op: 'write', offset: 0, length: 128 * KiB, pattern: 0x51 }] });
