@@ -21,6 +21,13 @@ import { instantiateCore } from './wasm.js';
 import { convertCommand } from './cli/convert.js';
 import { measureCommand } from './cli/measure.js';
 import { benchCommand } from './cli/bench.js';
+import { snapshotCommand } from './cli/snapshot.js';
+import { resizeCommand } from './cli/resize.js';
+import { amendCommand } from './cli/amend.js';
+import { commitCommand, rebaseCommand } from './cli/commit.js';
+import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
+import { firstBlockStatusMismatch } from './cli/compare-strict.js';
+import { infoWithChain } from './cli/info-chain.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -73,11 +80,11 @@ export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs
     if (arg.startsWith('--')) {
       const [name, inline] = arg.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
       if (spec.long.includes(name)) {
-        if (inline !== undefined) throw usageError(`option '--${name}' doesn't allow an argument`);
+        if (inline !== undefined) throw usageError(`unrecognized option '${arg}'`);
         options.push([name, '']);
       } else if (spec.long.includes(`${name}=`)) {
         const value = inline ?? args[++i];
-        if (value === undefined) throw usageError(`option '--${name}' requires an argument`);
+        if (value === undefined) throw usageError(`missing argument for option '--${name}'`);
         options.push([name, value]);
       } else {
         throw usageError(`unrecognized option '${arg}'`);
@@ -89,11 +96,11 @@ export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs
         const letter = arg[j];
         const at = spec.short.indexOf(letter);
         if (at < 0 || letter === ':') {
-          throw usageError(j === 1 ? `unrecognized option '${arg}'` : `invalid option -- '${letter}'`);
+          throw usageError(`unrecognized option '${arg}'`);
         }
         if (spec.short[at + 1] === ':') {
           const value = j + 1 < arg.length ? arg.slice(j + 1) : args[++i];
-          if (value === undefined) throw usageError(`option requires an argument -- '${letter}'`);
+          if (value === undefined) throw usageError(`missing argument for option '${arg}'`);
           options.push([letter, value]);
           break;
         }
@@ -280,6 +287,7 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   const p = parseArgs(args, { short: 'hf:o:b:F:uq', long: ['help'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   const format = imageFormat(lastOption(p, 'f')) ?? 'qcow2';
+  if (asksForHelp(p.options.filter(([n]) => n === 'o').map(([, v]) => v).join(','))) return print(io, createOptionsHelp(format));
   if (p.operands.length < 1) throw usageError('Expecting image file name');
   if (p.operands.length > 2) throw usageError(`Unexpected argument: ${p.operands[2]}`);
   const file = p.operands[0];
@@ -368,8 +376,8 @@ function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, ac
                   snapshots: readonly Qcow2Snapshot[] = []): object {
   if (!header) return { 'virtual-size': virtualSize, filename: file, format, 'actual-size': actualSize, 'dirty-flag': false };
   const info: Record<string, unknown> = {};
-  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   if (header.backingFile !== undefined && header.backingFormat !== undefined) info['backing-filename-format'] = header.backingFormat;
+  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   Object.assign(info, {
     'virtual-size': virtualSize, filename: file, 'cluster-size': header.clusterSize, format, 'actual-size': actualSize,
     'format-specific': { type: 'qcow2', data: formatSpecific(header) },
@@ -395,7 +403,7 @@ function snapshotJson(snapshot: Qcow2Snapshot): Record<string, unknown> {
 }
 
 /** qemu-img info's "Snapshot list:" table (dates in local time, as qemu-img prints them). */
-function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
+export function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
   const two = (n: number) => String(n).padStart(2, '0');
   const lines = ['Snapshot list:', `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`];
   for (const s of snapshots) {
@@ -656,7 +664,7 @@ async function firstDifference(a: BlockImage, b: BlockImage | undefined, zerosA:
 }
 
 async function compareCommand(io: CliIo, args: readonly string[]): Promise<number> {
-  const p = parseArgs(args, { short: 'hf:F:qU', long: ['help', 'force-share'] });
+  const p = parseArgs(args, { short: 'hf:F:qsU', long: ['help', 'force-share'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   if (p.operands.length !== 2) throw usageError('Expecting two image file names');
   const quiet = hasOption(p, 'q');
@@ -681,8 +689,18 @@ async function compareCommand(io: CliIo, args: readonly string[]): Promise<numbe
     const [mapA, mapB] = await Promise.all([mapImage(a), mapImage(b)]);
     const zerosA = new KnownZeros(mapA);
     const zerosB = new KnownZeros(mapB);
+    const strict = hasOption(p, 's');
+    if (strict && a.virtualSize !== b.virtualSize) {
+      say('Strict mode: Image size mismatch!');
+      return 1;
+    }
     if (a.virtualSize !== b.virtualSize) say('Warning: Image size mismatch!');
     let difference = await firstDifference(a, b, zerosA, zerosB, 0, common);
+    const statusMismatch = strict ? firstBlockStatusMismatch(mapA, mapB, common) : -1;
+    if (statusMismatch >= 0 && (difference < 0 || statusMismatch <= difference)) {
+      say(`Strict mode: Offset ${statusMismatch} block status mismatch!`);
+      return 1;
+    }
     if (difference < 0 && a.virtualSize !== b.virtualSize) {
       // The larger image's tail must read as zeros.
       const [larger, zeros] = a.virtualSize > b.virtualSize ? [a, zerosA] : [b, zerosB];
@@ -713,14 +731,19 @@ interface Command {
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
+  amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
   bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
-  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
+  commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
+  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', run: compareCommand },
   convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
-  info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
+  info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
   measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
+  resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
+  snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
 };
 
 function version(): string {
@@ -767,7 +790,13 @@ Exit codes: 0 success; 1 error (compare: images differ; check: the check was inc
 `;
 }
 
-function help(io: CliIo): number {
+/** Prints `text` to stdout; returns exit code 0. */
+export function print(io: CliIo, text: string): number {
+  io.stdout(text);
+  return 0;
+}
+
+export function help(io: CliIo): number {
   io.stdout(helpText());
   return 0;
 }

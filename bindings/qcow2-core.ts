@@ -143,6 +143,7 @@ export class Qcow2Core {
   private reftableOffset = 0;
   private reftableCapacity = 0;
   private readonly header: Qcow2Header;
+  private cacheBytes = DEFAULT_CACHE_BYTES;
   private sliceLoad: Promise<void> | undefined;
   /** Called when the refcount table is full: must grow it (Qcow2Writeback.growReftable). */
   onGrowthNeeded: () => Promise<void> = () => Promise.reject(new ImageError('QCOW2_NO_SPACE', 'the refcount table is full'));
@@ -192,15 +193,40 @@ export class Qcow2Core {
     if (bytes < 0) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `an L1 table of ${header.l1Size} entries or a refcount table of ${reftableBytes} bytes is too large`);
     const instance = await instantiateCore(Math.ceil(bytes / 65536));
     const core = new Qcow2Core(instance, header);
-    const status = core.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
-      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, cacheBytes, fileSize);
-    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
-    core.locateTables();
-    const reads: Promise<void>[] = [];
-    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [core.view(core.l1Offset, header.l1Size * 8)]));
-    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [core.view(core.reftableOffset, reftableBytes)]));
-    await Promise.all(reads);
+    core.cacheBytes = cacheBytes;
+    await core.configure(header, backend, fileSize);
     return core;
+  }
+
+  // Places the tables for `header` (dropping every cached slice) and reads the L1 and refcount tables.
+  private async configure(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
+    const reftableBytes = header.refcountTableClusters * header.clusterSize;
+    if (this.x.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, this.cacheBytes) > this.memory.buffer.byteLength) {
+      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the tables grew past this open image's memory (L1 ${header.l1Size} entries, refcount table ${reftableBytes} bytes): reopen the image`);
+    }
+    const status = this.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
+      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, this.cacheBytes, fileSize);
+    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
+    this.locateTables();
+    const reads: Promise<void>[] = [];
+    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [this.view(this.l1Offset, header.l1Size * 8)]));
+    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [this.view(this.reftableOffset, reftableBytes)]));
+    await Promise.all(reads);
+  }
+
+  /**
+   * After the image's metadata was rewritten outside this core (snapshot operations): takes the
+   * fields of `header` (the new header, parsed) into the header this core and its image share,
+   * drops every cached slice and reads the tables again. Call only with nothing dirty and no
+   * call in flight (after a flush, inside an exclusive section).
+   */
+  async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
+    if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
+    Object.assign(this.header, header);
+    // Table copies made before are on disk with their L1 entries (the caller flushed); their
+    // clusters may be free now and come back as new tables.
+    this.tablesWrittenWhole.clear();
+    await this.configure(this.header, backend, fileSize);
   }
 
   private view(offset: number, length: number): Uint8Array {

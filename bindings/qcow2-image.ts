@@ -16,6 +16,10 @@ import { Qcow2Writeback } from './qcow2-writeback.js';
 import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
+import * as snapshotOps from './qcow2-snapshot-ops.js';
+import { readQcow2Header } from './qcow2-shadow-update.js';
+import { emptyActiveLayer } from './qcow2-make-empty.js';
+import { writeBackingFileName } from './rebase.js';
 import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
@@ -156,6 +160,63 @@ export class Qcow2Image extends DispatchedImage {
   async snapshots(): Promise<Qcow2Snapshot[]> {
     this.checkOpen();
     return listSnapshots(this.backend, this.header);
+  }
+
+  /**
+   * Creates internal snapshot `name` (createSnapshot, bindings/qcow2-snapshot-ops.ts), with
+   * `options.vmState` (e.g. an emulator's save state) kept in it as QEMU keeps VM state.
+   */
+  createSnapshot(name: string, options?: snapshotOps.CreateSnapshotOptions): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options));
+  }
+
+  /** Reverts the disk to snapshot `nameOrId` (applySnapshot, bindings/qcow2-snapshot-ops.ts). */
+  applySnapshot(nameOrId: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId));
+  }
+
+  /** Deletes the snapshot named `name` (deleteSnapshot, bindings/qcow2-snapshot-ops.ts). */
+  deleteSnapshot(name: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name));
+  }
+
+  /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2-snapshot-ops.ts). */
+  async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
+    this.checkOpen();
+    return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  }
+
+  /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
+  makeEmpty(): Promise<void> {
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+  }
+
+  /**
+   * Names another backing file in the header (writeBackingFileName, bindings/rebase.ts); this
+   * instance keeps reading through the backing image it opened: reopen to use the new one.
+   */
+  setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
+  }
+
+  // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
+  // instance held off: writes before it complete and are flushed first; afterwards the header,
+  // tables and caches are read anew (also when the rewrite failed part way).
+  private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    this.checkWritable();
+    let result: T | undefined;
+    await this.orderedUpdate(0, Math.max(1, this.virtualSize), async () => {
+      await this.flushFormat();
+      try {
+        result = await rewrite();
+      } finally {
+        this.lastInflated = undefined;
+        await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        this.overlap.forget();
+      }
+    });
+    return result as T;
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
