@@ -18,6 +18,7 @@ export type ErrorCode =
   | 'BACKEND_CLOSED' // any call after the backend was closed
   | 'BACKEND_IO_ERROR' // the platform's I/O call failed; its error is the cause
   | 'BACKEND_NOT_SUPPORTED' // an optional operation the backend does not offer
+  | 'IMAGE_LOCKED' // the image is open for writing in another tab or worker
   | 'WASM_INTERNAL'; // the wasm core reported an internal inconsistency (a bug)
 
 /** Base class of every error this library throws or rejects with. */
