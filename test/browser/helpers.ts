@@ -2,6 +2,8 @@
 // Helpers of the browser tests: resources on the test server's Range store (range-server.ts),
 // unique names, and OPFS clean-up.
 
+import { server } from 'vitest/browser';
+
 let counter = 0;
 const RUN_ID = Math.floor(Math.random() * 2 ** 32).toString(36);
 
@@ -28,3 +30,12 @@ export async function removeOpfsEntry(name: string): Promise<void> {
     if (!(err instanceof DOMException && err.name === 'NotFoundError')) throw err;
   }
 }
+
+/** The engine this run is in: 'chromium', 'firefox' or 'webkit' (the test project's browser). */
+export const ENGINE = server.browser;
+
+/**
+ * WebKitGTK's OPFS storage has no sync access handles (createSyncAccessHandle rejects with
+ * NotSupportedError); the tests expect the typed refusal there instead of the worker backends.
+ */
+export const SYNC_ACCESS_UNSUPPORTED = ENGINE === 'webkit';
