@@ -10,3 +10,6 @@ export { createBlobBackend } from './backends/blob.js';
 export { openHttpBackend, type HttpBackendOptions } from './backends/http-range.js';
 export { openIndexedDbBackend, deleteIndexedDbImage, type IndexedDbBackendOptions } from './backends/indexeddb.js';
 export { type LockedPolicy } from './backends/image-lock.js';
+export { openSplitBackend, type SplitBackend, type SplitBackendOptions } from './backends/split-parts.js';
+export { writeSplitImage, type SplitWriteOptions } from './split-writer.js';
+export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './split-manifest.js';

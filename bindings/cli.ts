@@ -17,6 +17,7 @@ import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
+import { splitCommand, SPLIT_SYNOPSIS } from './cli/split.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -702,6 +703,7 @@ const COMMANDS: Record<string, Command> = {
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  split: { synopsis: SPLIT_SYNOPSIS, run: splitCommand },
 };
 
 function version(): string {
