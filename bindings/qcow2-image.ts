@@ -15,7 +15,7 @@ import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core
 import { Qcow2Writeback } from './qcow2-writeback.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { inflateCluster } from './decompress.js';
+import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
@@ -209,7 +209,7 @@ export class Qcow2Image extends DispatchedImage {
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(run.hostOffset, [compressed]);
     const cluster = new Uint8Array(this.header.clusterSize);
-    inflateCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
+    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
     this.lastInflated = { hostOffset: run.hostOffset, cluster };
     return cluster;
   }
