@@ -177,6 +177,19 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
   const writeBatch = async (writes: PendingWrite[]): Promise<void> => {
     const transaction = writeTransaction(db, 'relaxed');
     const done = completion(transaction);
+    try {
+      await fillBatch(transaction, writes);
+    } catch (err) {
+      // A failed put (e.g. QuotaExceededError) must not let the rest of the batch commit.
+      try { transaction.abort(); } catch { /* already finished */ }
+      await done.catch(() => undefined);
+      throw err;
+    }
+    await done;
+  };
+
+  /** Puts the batch's records (and the new size) in `transaction` and commits it. */
+  const fillBatch = async (transaction: IDBTransaction, writes: PendingWrite[]): Promise<void> => {
     const records = transaction.objectStore(RECORDS);
     let newSize = sizeBytes;
     const merged = new Map<number, Uint8Array>();
@@ -218,8 +231,7 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
     for (const [index, record] of merged) records.put(record.buffer, index);
     if (newSize !== sizeBytes) transaction.objectStore(META).put({ sizeBytes: newSize, recordBytes } satisfies ImageMeta, META_KEY);
     transaction.commit?.();
-    await done;
-    sizeBytes = Math.max(sizeBytes, newSize);
+    transaction.addEventListener('complete', () => { sizeBytes = Math.max(sizeBytes, newSize); });
   };
 
   const drain = (): void => {

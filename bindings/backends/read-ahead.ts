@@ -18,7 +18,8 @@ export interface ReadAheadOptions {
  *
  * Blocks are cached (LRU), and concurrent reads of one block share one fetch. Sequential access
  * (a read starting in the block where the previous one ended, or the next) doubles the window of
- * blocks fetched ahead, from 1 up to `maxAheadBlocks`; any other read closes it. A failed fetch
+ * blocks fetched ahead, from 1 up to `maxAheadBlocks`, and once fewer than half of them are
+ * ready the rest are requested together; any other read closes the window. A failed fetch
  * is not cached: a read that needs the block rejects with the fetch's error, and the next read
  * tries again; a failed read-ahead fetch is dropped silently (the read that needs it refetches).
  */
@@ -67,7 +68,12 @@ export class ReadAheadCache {
     const sequential = first === this.lastEndBlock || first === this.lastEndBlock + 1;
     this.windowBlocks = sequential ? Math.min(this.options.maxAheadBlocks, Math.max(1, this.windowBlocks * 2)) : 0;
     this.lastEndBlock = last;
-    for (let index = last + 1; index <= last + this.windowBlocks && index < this.blockCount; index++) {
+    // Like a page cache's asynchronous read-ahead: once fewer than half the window's blocks are
+    // ready ahead, fetch the rest of the window at once (a caller may join them into one request).
+    let ahead = 0;
+    while (ahead < this.windowBlocks && (this.cached.has(last + 1 + ahead) || this.fetching.has(last + 1 + ahead))) ahead++;
+    if (ahead >= Math.ceil(this.windowBlocks / 2)) return;
+    for (let index = last + 1 + ahead; index <= last + this.windowBlocks && index < this.blockCount; index++) {
       if (!this.cached.has(index) && !this.fetching.has(index)) this.block(index).catch(() => undefined);
     }
   }

@@ -22,6 +22,8 @@ export interface SplitBackendOptions {
 }
 
 const CAPABILITIES: BackendCapabilities = Object.freeze({ writable: false, truncate: false, discard: false, durableFlush: false });
+/** Most part requests in flight at once. */
+const MAX_CONCURRENT_FETCHES = 8;
 const LIMITS: BackendLimits = Object.freeze({ maxIov: 1024, maxTransfer: 64 * 1024 * 1024 });
 
 /** What openSplitBackend returns: a Backend that also tells what it fetched. */
@@ -37,7 +39,7 @@ export interface SplitBackend extends Backend {
  * or the directory URL ending in '/') as a read-only Backend (kind "split-parts").
  *
  * The manifest is fetched and validated (validateSplitManifest). Parts are fetched whole with
- * plain GET requests from the manifest's directory, zstd frames decoded (fzstd), and each must
+ * plain GET requests (at most 8 at a time) from the manifest's directory, zstd frames decoded (fzstd), and each must
  * decode to exactly the length the manifest gives it; they are cached (LRU, `cacheBytes`) and,
  * while reads go forward, read ahead in a window that doubles up to `maxReadAheadBytes`.
  *
@@ -85,9 +87,23 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
   const cacheBytes = options.cacheBytes ?? 64 * 1024 * 1024;
   let fetchedBytes = 0;
 
+  // Browsers fail requests beyond a few hundred at once: part fetches queue for one of a few slots.
+  let active = 0;
+  const waiting: Array<() => void> = [];
+  const slot = async <T>(op: () => Promise<T>): Promise<T> => {
+    if (active >= MAX_CONCURRENT_FETCHES) await new Promise<void>((resolve) => waiting.push(resolve));
+    active++;
+    try {
+      return await op();
+    } finally {
+      active--;
+      waiting.shift()?.();
+    }
+  };
+
   const fetchPart = async (index: number): Promise<Uint8Array> => {
     const name = splitPartName(index, manifest.compression);
-    const stored = await get(new URL(name, manifestHref).href, `part ${index}`);
+    const stored = await slot(() => get(new URL(name, manifestHref).href, `part ${index}`));
     fetchedBytes += stored.byteLength;
     let bytes = stored;
     if (manifest.compression === 'zstd') {
