@@ -4,24 +4,13 @@
 // adaptive read-ahead over Range requests.
 
 import { describe, expect, it } from 'vitest';
-import { BackendError, createMemoryBackend, openHttpBackend, openSplitBackend, writeSplitImage } from '../../bindings/browser.js';
+import { BackendError, openHttpBackend, openSplitBackend } from '../../bindings/browser.js';
 import { backendConformanceSuite } from '../backend-suite.js';
 import { expectBytes } from '../helpers/bytes.js';
 import { makePrng } from '../helpers/prng.js';
-import { putResource, uniqueName } from './helpers.js';
+import { putResource, putSplitImage, uniqueName } from './helpers.js';
 
 const KiB = 1024;
-
-/** Stores `bytes` as a split image of `partBytes` parts; `edit` may change the files first. Returns the manifest URL. */
-export async function putSplitImage(bytes: Uint8Array, partBytes: number, edit?: (files: Map<string, Uint8Array>) => void): Promise<URL> {
-  const files = new Map<string, Uint8Array>();
-  await writeSplitImage(createMemoryBackend(bytes), async (name, data) => { files.set(name, data); }, { partBytes });
-  edit?.(files);
-  const directory = uniqueName('split');
-  for (const [name, data] of files) await putResource(`${directory}/${name}`, data);
-  // The store names resources by their decoded path, so the parts resolve next to the manifest.
-  return new URL(`/__range/${directory}/manifest.json`, location.origin);
-}
 
 async function rejection(promise: Promise<unknown>): Promise<BackendError> {
   const err = await promise.then(() => undefined, (e: unknown) => e);
