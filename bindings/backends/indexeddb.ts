@@ -177,8 +177,9 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
   const writeBatch = async (writes: PendingWrite[]): Promise<void> => {
     const transaction = writeTransaction(db, 'relaxed');
     const done = completion(transaction);
+    let newSize: number;
     try {
-      await fillBatch(transaction, writes);
+      newSize = await fillBatch(transaction, writes);
     } catch (err) {
       // A failed put (e.g. QuotaExceededError) must not let the rest of the batch commit.
       try { transaction.abort(); } catch { /* already finished */ }
@@ -186,32 +187,39 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       throw err;
     }
     await done;
+    // Transactions complete in order, so the last batch to complete holds the current size.
+    sizeBytes = newSize;
   };
 
-  /** Puts the batch's records (and the new size) in `transaction` and commits it. */
-  const fillBatch = async (transaction: IDBTransaction, writes: PendingWrite[]): Promise<void> => {
+  /** Puts the batch's records (and the new size) in `transaction` and commits it; resolves with the new size. */
+  const fillBatch = async (transaction: IDBTransaction, writes: PendingWrite[]): Promise<number> => {
     const records = transaction.objectStore(RECORDS);
-    let newSize = sizeBytes;
-    const merged = new Map<number, Uint8Array>();
+    const meta = transaction.objectStore(META);
     const partial = new Set<number>();
+    let writtenEnd = 0;
     for (const write of writes) {
       const end = write.position + write.data.byteLength;
-      newSize = Math.max(newSize, end);
+      writtenEnd = Math.max(writtenEnd, end);
       for (let index = Math.floor(write.position / recordBytes); index * recordBytes < end; index++) {
         const recordStart = index * recordBytes;
         if (write.position > recordStart || end < recordStart + recordBytes) partial.add(index);
       }
     }
-    // Partially covered records keep their other bytes: read them in this transaction (the
-    // callbacks keep it active), then put every touched record.
+    // Inside the transaction, after every earlier one: the size as committed so far, and the
+    // partially covered records, whose other bytes stay (the callbacks keep it active).
     const partialIndexes = [...partial];
-    const existing = await Promise.all(partialIndexes.map((index) =>
-      index * recordBytes < sizeBytes ? requestResult(records.get(index) as IDBRequest<ArrayBuffer | undefined>) : Promise.resolve(undefined)));
+    const [stored, ...existing] = await Promise.all([
+      requestResult(meta.get(META_KEY) as IDBRequest<ImageMeta>),
+      ...partialIndexes.map((index) => requestResult(records.get(index) as IDBRequest<ArrayBuffer | undefined>)),
+    ]);
+    const oldSize = (stored as ImageMeta).sizeBytes;
+    const newSize = Math.max(oldSize, writtenEnd);
+    const merged = new Map<number, Uint8Array>();
     partialIndexes.forEach((index, i) => {
       const record = new Uint8Array(recordBytes);
-      const old = existing[i];
+      const old = existing[i] as ArrayBuffer | undefined;
       // Bytes at or past the old size read as zeros, whatever a record still holds there.
-      if (old !== undefined) record.set(new Uint8Array(old).subarray(0, Math.max(0, Math.min(recordBytes, sizeBytes - index * recordBytes))));
+      if (old !== undefined) record.set(new Uint8Array(old).subarray(0, Math.max(0, Math.min(recordBytes, oldSize - index * recordBytes))));
       merged.set(index, record);
     });
     for (const write of writes) {
@@ -229,9 +237,9 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       }
     }
     for (const [index, record] of merged) records.put(record.buffer, index);
-    if (newSize !== sizeBytes) transaction.objectStore(META).put({ sizeBytes: newSize, recordBytes } satisfies ImageMeta, META_KEY);
+    if (newSize !== oldSize) meta.put({ sizeBytes: newSize, recordBytes } satisfies ImageMeta, META_KEY);
     transaction.commit?.();
-    transaction.addEventListener('complete', () => { sizeBytes = Math.max(sizeBytes, newSize); });
+    return newSize;
   };
 
   const drain = (): void => {
@@ -299,7 +307,8 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       // Transactions commit in order: this one follows every batch already sent.
       const transaction = writeTransaction(db, 'strict');
       const done = completion(transaction);
-      transaction.objectStore(META).put({ sizeBytes, recordBytes } satisfies ImageMeta, META_KEY);
+      const meta = transaction.objectStore(META);
+      meta.put(await requestResult(meta.get(META_KEY) as IDBRequest<ImageMeta>), META_KEY);
       transaction.commit?.();
       await done;
     }),
@@ -313,7 +322,8 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       const keep = Math.ceil(size / recordBytes);
       records.delete(IDBKeyRange.lowerBound(keep));
       const tail = size % recordBytes;
-      if (tail !== 0 && size < sizeBytes) {
+      const oldSize = (await requestResult(transaction.objectStore(META).get(META_KEY) as IDBRequest<ImageMeta>)).sizeBytes;
+      if (tail !== 0 && size < oldSize) {
         // The last kept record's bytes past the new size must read as zeros if the image grows.
         const old = await requestResult(records.get(keep - 1) as IDBRequest<ArrayBuffer | undefined>);
         if (old !== undefined) {

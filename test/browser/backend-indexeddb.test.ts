@@ -63,6 +63,23 @@ describe('indexeddb backend', () => {
     await again.close();
   });
 
+  it('keeps the size and the bytes when a batch is sent while an earlier, growing one is still pending', async () => {
+    const b = await makeImage(undefined, true, 4096);
+    const first = b.pwritev(100_000, [Uint8Array.of(1, 2, 3)]);
+    // Microtasks only: the first batch's transaction is sent but cannot have committed yet.
+    for (let i = 0; i < 5; i++) await new Promise<void>((resolve) => queueMicrotask(resolve));
+    const second = b.pwritev(100_001, [Uint8Array.of(9)]);
+    const third = b.pwritev(10, [Uint8Array.of(7)]);
+    await Promise.all([first, second, third]);
+    expect(await b.getSize()).toBe(100_003);
+    const got = new Uint8Array(3);
+    await b.preadv(100_000, [got]);
+    expectBytes(got, Uint8Array.of(1, 9, 3));
+    await b.preadv(9, [got]);
+    expectBytes(got, Uint8Array.of(0, 7, 0));
+    await b.close();
+  });
+
   it('refuses what it cannot do with typed errors', async () => {
     expect((await rejection(openIndexedDbBackend(uniqueName('idb-missing')))).code).toBe('BACKEND_IO_ERROR');
     expect((await rejection(openIndexedDbBackend('x', { create: true }))).code).toBe('INVALID_ARGUMENT');
