@@ -7,7 +7,10 @@
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
 import { rangeServer } from './test/browser/range-server.js';
+import { existsSync } from 'node:fs';
 import { drivenBrowser } from './test/runners/vitest-provider.js';
+import { FIREFOX_PATH } from './test/runners/firefox-bidi.js';
+import { WEBKIT_BROWSER_PATH, XVFB_PATH } from './test/runners/xvfb.js';
 
 /** Debian's Chromium (CI installs it); CHROMIUM_PATH overrides. */
 const chromiumPath = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -35,6 +38,19 @@ function browserProject(name: string, browser: string, provider: ReturnType<type
   };
 }
 
+const ci = process.env.CI !== undefined && !['', '0', 'false'].includes(process.env.CI.toLowerCase());
+
+/**
+ * The project when its engine is installed, or where CI is set (a missing engine then fails the
+ * run); otherwise none, said loudly.
+ */
+function ifInstalled(project: TestProjectInlineConfiguration, binaries: string[], install: string): TestProjectInlineConfiguration[] {
+  const missing = binaries.filter((path) => !existsSync(path));
+  if (missing.length === 0 || ci) return [project];
+  console.warn(`\n*** SKIPPING the ${project.test?.name} browser project: ${missing.join(', ')} not found (${install}). ***\n`);
+  return [];
+}
+
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -49,8 +65,8 @@ export default defineConfig({
         },
       },
       browserProject('browser', 'chromium', playwright({ launchOptions: { executablePath: chromiumPath, args: chromiumArgs } })),
-      browserProject('firefox', 'firefox', drivenBrowser('firefox')),
-      browserProject('webkit', 'webkit', drivenBrowser('webkit')),
+      ...ifInstalled(browserProject('firefox', 'firefox', drivenBrowser('firefox')), [FIREFOX_PATH], 'apt-get install firefox-esr'),
+      ...ifInstalled(browserProject('webkit', 'webkit', drivenBrowser('webkit')), [WEBKIT_BROWSER_PATH, XVFB_PATH], 'apt-get install webkit2gtk-driver xvfb'),
     ],
   },
 });
