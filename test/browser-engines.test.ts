@@ -3,11 +3,12 @@
 // WebKitGTK over WebKitWebDriver; test/runners/): two tabs of one browser contend for one image
 // (the second gets IMAGE_LOCKED, or a read-only open when it asks, and the image once the first
 // lets go), and images written with multiwrite survive a reload (Firefox also a restart on the
-// same profile: OPFS from the page and from a worker, IndexedDB). WebKit's automation session
+// same profile: OPFS from the page and from a worker, IndexedDB; the OPFS files then pass
+// qemu-img check and compare against the model). WebKit's automation session
 // keeps website data in an ephemeral store, as a private window does, where OPFS is unusable, so
 // there the images live in IndexedDB; its OPFS backends run in the webkit test project instead.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { chromium } from 'playwright';
@@ -16,6 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './runners/driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
 import { launchWebKit, WEBKIT_DRIVER_PATH } from './runners/webkit-webdriver.js';
+import { qemuImg, requireQemu } from './helpers/qemu.js';
+import { reloadModel } from './browser/pages/workload.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -159,7 +162,20 @@ for (const engine of ENGINES) {
       if (!engine.restarts) return;
       browser = await engine.launch({ profileDir });
       try {
-        await expectIntact(await openTestPage(browser), 'after a restart');
+        const page = await openTestPage(browser);
+        await expectIntact(page, 'after a restart');
+        const opfsStores = engine.reloadStores.filter((where) => where !== 'indexeddb');
+        if (opfsStores.length === 0 || !requireQemu(`${engine.name} reload test: qemu-img check and compare of the exported images`)) return;
+        const raw = join(profileDir, 'model.raw');
+        writeFileSync(raw, reloadModel(SEED));
+        for (const where of opfsStores) {
+          const file = join(profileDir, `${where}.qcow2`);
+          writeFileSync(file, Buffer.from(await page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), 'base64'));
+          const check = qemuImg(['check', file]);
+          expect(check.code, `qemu-img check of the ${where} image: ${check.stdout}${check.stderr}`).toBe(0);
+          const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', file, raw]);
+          expect(compare.code, `qemu-img compare of the ${where} image with the model: ${compare.stdout}${compare.stderr}`).toBe(0);
+        }
       } finally {
         await browser.close();
       }
