@@ -44,6 +44,17 @@ export async function launchFirefox(options: LaunchOptions = {}): Promise<Driven
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, MOZ_CRASHREPORTER_DISABLE: '1' },
   });
+  try {
+    return await connect(child, temporary);
+  } catch (err) {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Waits for the BiDi endpoint of `child`, opens a session and wraps it. */
+async function connect(child: ChildProcess, temporary: string | undefined): Promise<DrivenBrowser> {
   let log = '';
   const endpoint = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`Firefox printed no BiDi endpoint within 60 s:\n${log.slice(-2000)}`)), 60_000);
