@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'IMAGE_CLOSED' // any call after close()
   | 'IMAGE_IO_ERROR' // a host I/O carrying this request failed; the backend error is the cause
   | 'IMAGE_FORMAT_UNKNOWN' // the bytes are not an image format this entry point opens
+  | 'IMAGE_LOCKED' // the file is already open in a way this open conflicts with (one writer per image; in browsers: another tab or worker)
+  | 'IMAGE_WRITE_REFUSED' // a write that would make a probed raw image probe as another format
   | 'QCOW2_CORRUPT' // the image's metadata is inconsistent
   | 'QCOW2_UNSUPPORTED_FEATURE' // a valid image using something this engine does not implement
   | 'QCOW2_READ_ONLY' // the image may only be opened read-only (e.g. corrupt bit set)
@@ -18,7 +20,6 @@ export type ErrorCode =
   | 'BACKEND_CLOSED' // any call after the backend was closed
   | 'BACKEND_IO_ERROR' // the platform's I/O call failed; its error is the cause
   | 'BACKEND_NOT_SUPPORTED' // an optional operation the backend does not offer
-  | 'IMAGE_LOCKED' // the image is open for writing in another tab or worker
   | 'WASM_INTERNAL'; // the wasm core reported an internal inconsistency (a bug)
 
 /** Base class of every error this library throws or rejects with. */

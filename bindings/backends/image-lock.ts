@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // One writer per image across tabs and workers of an origin, through the Web Locks API.
 
-import { BackendError } from '../errors.js';
+import { BackendError, ImageError } from '../errors.js';
 
 /** What a writable open does when another holder has the image open for writing. */
 export type LockedPolicy = 'fail' | 'read-only';
@@ -29,7 +29,8 @@ export const imageLockName = (id: string): string => `qcow2-wasm:image:${id}`;
  *
  * - `wantWrite` false: nothing is locked; resolves { writable: false }.
  * - The lock is free: it is held until release(); resolves { writable: true }.
- * - Another tab or worker of this origin holds it: rejects with IMAGE_LOCKED (a BackendError),
+ * - Another tab or worker of this origin holds it: rejects with IMAGE_LOCKED (an ImageError, as
+ *   every one-writer refusal of this library),
  *   or with `whenLocked` 'read-only' resolves { writable: false }.
  *
  * Where the platform has no Web Locks (navigator.locks missing), writers are not excluded here
@@ -55,5 +56,5 @@ export async function acquireImageLock(id: string, wantWrite: boolean, whenLocke
   });
   if (granted) return { writable: true, release: () => { letGo(); return request; } };
   if (whenLocked === 'read-only') return NO_LOCK;
-  throw new BackendError('IMAGE_LOCKED', `open ${id}: the image is open for writing in another tab or worker; close it there, or open it read-only`);
+  throw new ImageError('IMAGE_LOCKED', `open ${id}: the image is open for writing in another tab or worker; close it there, or open it read-only`);
 }

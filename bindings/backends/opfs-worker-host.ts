@@ -3,7 +3,7 @@
 // 26): a dedicated worker holds a sync access handle and the page's Backend calls go to it.
 
 import { checkRange, totalLength, type Backend } from '../backend.js';
-import { BackendError, type ErrorCode } from '../errors.js';
+import { BackendError, ImageError, type ErrorCode } from '../errors.js';
 import type { LockedPolicy } from './image-lock.js';
 import type { WorkerBackendDescription, WorkerBackendRequest, WorkerBackendResponse } from './opfs-worker-protocol.js';
 
@@ -41,7 +41,9 @@ export async function openOpfsViaWorker(path: string, options: { create: boolean
       return;
     }
     const cause = reply.error.causeName === undefined ? undefined : Object.assign(new Error(reply.error.message), { name: reply.error.causeName });
-    waiter?.reject(new BackendError((reply.error.code ?? 'BACKEND_IO_ERROR') as ErrorCode, reply.error.message, cause === undefined ? undefined : { cause }));
+    const code = (reply.error.code ?? 'BACKEND_IO_ERROR') as ErrorCode;
+    const ErrorClass = code.startsWith('IMAGE_') ? ImageError : BackendError;
+    waiter?.reject(new ErrorClass(code, reply.error.message, cause === undefined ? undefined : { cause }));
   };
   worker.onerror = (event) => {
     event.preventDefault();

@@ -3,7 +3,7 @@
 // choice between the worker backend (sync access handles) and the main-thread one.
 
 import type { Backend } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { BackendError, ImageError } from '../errors.js';
 import { acquireImageLock, type ImageLock, type LockedPolicy } from './image-lock.js';
 import { asyncOpfsBackend } from './opfs-async.js';
 import { openOpfsViaWorker } from './opfs-worker-host.js';
@@ -98,8 +98,8 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
  *   a writable open where createWritable is missing; else 'async'.
  *
  * One writer per file: a writable open takes the file's Web Lock (acquireImageLock) and holds it
- * until close(). While another tab or worker holds it, the open rejects with IMAGE_LOCKED (a
- * BackendError), or, with `whenLocked: 'read-only'`, opens the file read-only (mode 'async'
+ * until close(). While another tab or worker holds it, the open rejects with IMAGE_LOCKED (an
+ * ImageError), or, with `whenLocked: 'read-only'`, opens the file read-only (mode 'async'
  * reads of the file as last committed).
  *
  * Fails with INVALID_ARGUMENT for an empty path, '.' or '..' in it, or create without writable;
@@ -141,7 +141,7 @@ export async function openOpfsBackend(path: string, options: OpfsBackendOptions 
     // The handle's own exclusivity: a writer elsewhere that does not take the Web Lock.
     if (writable && err instanceof Error && err.name === 'NoModificationAllowedError') {
       if (whenLocked === 'read-only') return asyncOpfsBackend(file, path, false);
-      throw new BackendError('IMAGE_LOCKED', `open ${path}: the file is open for writing elsewhere (${describe(err)}); close it there, or open it read-only`, { cause: err });
+      throw new ImageError('IMAGE_LOCKED', `open ${path}: the file is open for writing elsewhere (${describe(err)}); close it there, or open it read-only`, { cause: err });
     }
     throw new BackendError('BACKEND_IO_ERROR', `open ${path}: ${describe(err)}`, { cause: err });
   }

@@ -3,7 +3,7 @@
 // across close and reopen, batches as transactions, the image lock, and its typed refusals.
 
 import { afterAll, describe, expect, it } from 'vitest';
-import { BackendError, deleteIndexedDbImage, openIndexedDbBackend, type Backend } from '../../bindings/browser.js';
+import { BackendError, ImageError, deleteIndexedDbImage, openIndexedDbBackend, type Backend } from '../../bindings/browser.js';
 import { backendConformanceSuite } from '../backend-suite.js';
 import { expectBytes } from '../helpers/bytes.js';
 import { uniqueName } from './helpers.js';
@@ -93,8 +93,9 @@ describe('indexeddb backend', () => {
     const writer = await openIndexedDbBackend(name, { create: true, writable: true });
     await writer.pwritev(0, [Uint8Array.of(5, 6)]);
     await writer.flush();
-    const locked = await rejection(openIndexedDbBackend(name, { writable: true }));
-    expect(locked.code).toBe('IMAGE_LOCKED');
+    const locked = await openIndexedDbBackend(name, { writable: true }).then(() => undefined, (e: unknown) => e);
+    expect(locked).toBeInstanceOf(ImageError);
+    expect((locked as ImageError).code).toBe('IMAGE_LOCKED');
     const reader = await openIndexedDbBackend(name, { writable: true, whenLocked: 'read-only' });
     expect(reader.capabilities.writable).toBe(false);
     expect((await rejection(reader.pwritev(0, [Uint8Array.of(1)]))).code).toBe('BACKEND_READ_ONLY');
