@@ -28,6 +28,7 @@ import { commitCommand, rebaseCommand } from './cli/commit.js';
 import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
 import { firstBlockStatusMismatch } from './cli/compare-strict.js';
 import { infoWithChain } from './cli/info-chain.js';
+import { splitCommand, SPLIT_SYNOPSIS } from './cli/split.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -744,6 +745,7 @@ const COMMANDS: Record<string, Command> = {
   rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
   snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
+  split: { synopsis: SPLIT_SYNOPSIS, run: splitCommand },
 };
 
 function version(): string {
