@@ -8,7 +8,7 @@ export PATH=/sbin:/bin
 say() { echo "QW $*" >/dev/ttyS0; }
 release=$(busybox uname -r)
 mkfs.ext4 -V >/dev/null 2>&1 || { say "FAIL mkfs.ext4 from the disk does not run"; exit 1; }
-for module in fs/fat/fat fs/fat/vfat fs/isofs/isofs lib/crc-itu-t fs/udf/udf; do
+for module in fs/fat/fat fs/fat/vfat fs/fat/msdos fs/nls/nls_cp437 fs/nls/nls_utf8 fs/squashfs/squashfs fs/minix/minix lib/libcrc32c fs/xfs/xfs; do
   busybox insmod "/lib/modules/$release/kernel/$module.ko" || { say "FAIL insmod $module"; exit 1; }
 done
 read=$(busybox find "/lib/modules/$release/kernel/fs" "/lib/modules/$release/kernel/drivers/ata" -type f | busybox xargs busybox cat | busybox wc -c)
