@@ -18,6 +18,9 @@ import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
+import { convertCommand } from './cli/convert.js';
+import { measureCommand } from './cli/measure.js';
+import { benchCommand } from './cli/bench.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -27,38 +30,38 @@ export interface CliIo {
   cwd: string;
 }
 
-const PROGRAM = 'qcow2-wasm';
+export const PROGRAM = 'qcow2-wasm';
 
 /** A failure that ends the command: `message` goes to stderr (prefixed with the program name). */
-class CliError extends Error {
+export class CliError extends Error {
   constructor(message: string, readonly exitCode = 1, readonly hint = false) {
     super(message);
   }
 }
 
-const usageError = (message: string) => new CliError(message, 1, true);
+export const usageError = (message: string) => new CliError(message, 1, true);
 
 /** The text of an error from the library or the platform. */
-const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 // ---------------------------------------------------------------------------------------------
 // Arguments: getopt_long as qemu-img uses it (options may follow operands; "--" ends options).
 // ---------------------------------------------------------------------------------------------
 
-interface OptionSpec {
+export interface OptionSpec {
   /** Short options, getopt style: a letter followed by ':' takes an argument. */
   short: string;
   /** Long options; a trailing '=' takes an argument. */
   long: readonly string[];
 }
 
-interface ParsedArgs {
+export interface ParsedArgs {
   /** Options in order: [name, value] (value '' for flags). Long options keep their name. */
   options: [string, string][];
   operands: string[];
 }
 
-function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
+export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
   const options: [string, string][] = [];
   const operands: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -104,10 +107,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
 }
 
 /** The last value of option `name`, or undefined. */
-const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
-const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+export const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
+/** Whether option `name` was given. */
+export const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
 /** -U / --force-share: open even while the image is open for writing (in this process). */
-const forceShare = (p: ParsedArgs): boolean => hasOption(p, 'U') || hasOption(p, 'force-share');
+export const forceShare = (p: ParsedArgs): boolean => hasOption(p, 'U') || hasOption(p, 'force-share');
 
 function outputFormat(p: ParsedArgs): 'human' | 'json' {
   const value = lastOption(p, 'output') ?? 'human';
@@ -115,7 +119,7 @@ function outputFormat(p: ParsedArgs): 'human' | 'json' {
   return value;
 }
 
-function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
+export function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
   if (value === undefined || value === 'qcow2' || value === 'raw') return value;
   throw new CliError(`Unknown file format '${value}' (${PROGRAM} supports qcow2 and raw)`);
 }
@@ -151,7 +155,7 @@ export function formatSize(bytes: number): string {
 }
 
 /** QEMU's path_combine: a relative name is relative to the directory of `base` as written. */
-function pathCombine(base: string, name: string): string {
+export function pathCombine(base: string, name: string): string {
   if (isAbsolute(name)) return name;
   const slash = base.lastIndexOf('/');
   return slash < 0 ? name : base.slice(0, slash + 1) + name;
@@ -166,7 +170,7 @@ function pathCombine(base: string, name: string): string {
  * each backing name resolved next to the image that records it. `shareWithWriter` (-U) opens it
  * even while this process has it open for writing.
  */
-async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined, shareWithWriter = false): Promise<BlockImage> {
+export async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined, shareWithWriter = false): Promise<BlockImage> {
   try {
     return await openImageWith(nodeFiles, resolve(io.cwd, path), { readOnly: true, format, shareWithWriter });
   } catch (error) {
@@ -197,7 +201,7 @@ async function readHeader(backend: Backend): Promise<Qcow2Header> {
 const ON_OFF: Record<string, boolean> = { on: true, yes: true, true: true, off: false, no: false, false: false };
 
 /** What `-o` and the other create options say, with the text qemu-img echoes. */
-interface CreateRequest {
+export interface CreateRequest {
   format: 'qcow2' | 'raw';
   options: Omit<CreateOptions, 'virtualSize'>;
   /** As typed, for the "Formatting" line: compat, extended_l2, lazy_refcounts, preallocation. */
@@ -205,7 +209,7 @@ interface CreateRequest {
   size?: number;
 }
 
-function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
+export function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
   const request: CreateRequest = { format, options: {}, typed: {} };
   const o = request.options;
   for (const item of list.split(',').filter((s) => s !== '')) {
@@ -709,10 +713,13 @@ interface Command {
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
+  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
   compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
+  convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
+  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
 };
 

@@ -14,6 +14,7 @@ export * from './index.js';
 // Compressed clusters (zlib) decode with node:zlib in the thread pool instead of in JavaScript.
 setNativeDeflateDecoder(nodeDeflateDecoder);
 export { openNodeBackend } from './backends/node.js';
+export { createWorkerCompressor } from './compress-node.js';
 
 export type { FileOpenOptions } from './open-image.js';
 
