@@ -154,7 +154,10 @@ export class Qcow2Core {
    * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
    */
   onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
-  /** L2 tables written whole before an L1 entry pointed at them (table copies), by host offset. */
+  /**
+   * L2 tables written whole before an L1 entry pointed at them (table copies), by host offset,
+   * until the L1 table is written with them.
+   */
   private readonly tablesWrittenWhole = new Set<number>();
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
@@ -431,8 +434,9 @@ export class Qcow2Core {
   }
 
   /**
-   * True when the L2 table at `hostOffset` was written whole before any L1 entry pointed at it
-   * (a table copy): write-back must not zero-fill it like a table allocated empty.
+   * True when the L2 table at `hostOffset` was written whole before an L1 entry pointed at it
+   * (a table copy whose L1 entry is not yet written): write-back must not zero-fill it like a
+   * table allocated empty.
    */
   isTableWrittenWhole(hostOffset: number): boolean {
     return this.tablesWrittenWhole.has(hostOffset);
@@ -474,7 +478,8 @@ export class Qcow2Core {
 
   /** Marks the L1 table written unless it changed since `generation`. */
   markL1Clean(generation: number): void {
-    this.x.markL1Clean(generation);
+    // The file's L1 table now points at every table copy: none looks new to write-back any more.
+    if (this.x.markL1Clean(generation)) this.tablesWrittenWhole.clear();
   }
 
   /** A copy of the refcount table when it has unwritten changes. */
