@@ -128,9 +128,19 @@ class ChainFiles {
     const readAccess: FileAccess = this.shareWithWriter ? 'read-beside-writer' : 'read';
     return {
       ...options,
-      openBacking: options.openBacking ?? ((name, _format, namedBy = []) => {
+      openBacking: options.openBacking ?? (async (name, format, namedBy = []) => {
         const path = this.files.resolveBeside(this.pathOf(top, namedBy), name);
-        return this.open(path, namedBy.length + 1, readAccess);
+        const backend = await this.open(path, namedBy.length + 1, readAccess);
+        if (format !== undefined) return backend;
+        // The image does not record the backing file's format: it is probed, and a file that
+        // claims a format this package does not open is refused rather than read as raw.
+        try {
+          await probeFile(backend, path);
+        } catch (error) {
+          await backend.close();
+          throw error;
+        }
+        return backend;
       }),
       openDataFile: options.openDataFile ?? ((name, namedBy = []) => {
         // A data file is not a link of the chain: it is claimed, but not checked for loops.
