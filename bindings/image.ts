@@ -53,15 +53,23 @@ export interface BlockImage {
    * settles. Writes made in the same tick are batched and merged.
    */
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Submits a batch; one promise per request, in the same order (design §4). */
+  /**
+   * Submits a batch; one promise per request, in the same order. Never throws: a bad request
+   * rejects its own promise; a refused call (the image closed, `requests` not an array) rejects
+   * every request's promise, or, with no request to carry it (empty or not an array), returns
+   * one rejected promise.
+   */
   multiwrite(requests: readonly WriteRequest[]): Promise<void>[];
   /** Makes the guest range read as zeros. */
   writeZeroes(offset: number, length: number): Promise<void>;
   /** Tells the image the guest no longer needs the range; its contents become unspecified. */
   discard(offset: number, length: number): Promise<void>;
-  /** Durability barrier for every write that completed before the call (design §6). */
+  /** Durability barrier for every write that completed before the call; flushes resolve in call order. */
   flush(): Promise<void>;
-  /** Flushes and releases the backend; idempotent. Later calls reject with IMAGE_CLOSED. */
+  /**
+   * Lets every request submitted before it settle (reads too), flushes, and releases the
+   * backend; idempotent. Every later call rejects with IMAGE_CLOSED, before any argument check.
+   */
   close(): Promise<void>;
   /** Counters since open. */
   stats(): ImageStats;

@@ -6,8 +6,13 @@ import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import type { Qcow2Image } from './qcow2-image.js';
 import { nodeFiles } from './node-files.js';
 import { createImageWith, openImageWith, type FileOpenOptions } from './open-image.js';
+import { setNativeDeflateDecoder } from './decompress.js';
+import { nodeDeflateDecoder } from './inflate-node.js';
 
 export * from './index.js';
+
+// Compressed clusters (zlib) decode with node:zlib in the thread pool instead of in JavaScript.
+setNativeDeflateDecoder(nodeDeflateDecoder);
 export { openNodeBackend } from './backends/node.js';
 
 export type { FileOpenOptions } from './open-image.js';

@@ -71,7 +71,11 @@ export class RawImage extends DispatchedImage {
     return this.backend.flush();
   }
 
-  protected closeFormat(): Promise<void> {
-    return this.backend.close();
+  protected async closeFormat(): Promise<void> {
+    try {
+      if (!this.readOnly) await this.backend.flush();
+    } finally {
+      await this.backend.close();
+    }
   }
 }
