@@ -17,6 +17,7 @@ import { RawImage } from '../bindings/raw-image.js';
 import { Qcow2WasmError } from '../bindings/errors.js';
 import { probeSectorFormat } from '../bindings/format-probe.js';
 import { createQcow2 } from '../bindings/qcow2-create.js';
+import { chainRevisits } from '../bindings/chain-names.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo, convertToRaw } from './helpers/qemu.js';
 
 const MiB = 1024 * 1024;
@@ -310,6 +311,23 @@ describeWithQemu('names resolve where QEMU resolves them', () => {
     }
   });
 
+  it('a chain that names d/img.qcow2 twice (d/img.qcow2, then d/d/img.qcow2) opens as qemu-img opens it', async () => {
+    const dir = tempDir();
+    try {
+      mkdirSync(join(dir, 'd', 'd'), { recursive: true });
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', 'd/d/img.qcow2', '1M'], dir).code).toBe(0);
+      expect(qemuIo(['-c', 'write -P 0x71 0 64k', 'd/d/img.qcow2'], dir).code).toBe(0);
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'd/img.qcow2', '-F', 'qcow2', 'img.qcow2'], join(dir, 'd')).code).toBe(0);
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'd/img.qcow2', '-F', 'qcow2', 'top.qcow2'], dir).code).toBe(0);
+      const image = await openImageFile(join(dir, 'top.qcow2'), { readOnly: true });
+      expect(Buffer.compare(await image.read(0, image.virtualSize), convertToRaw(join(dir, 'top.qcow2')))).toBe(0);
+      expect((await image.read(0, 1))[0]).toBe(0x71);
+      await image.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   it('a chain that loops through differently spelled names is QCOW2_CORRUPT naming the files', async () => {
     const dir = tempDir();
     try {
@@ -419,5 +437,19 @@ describe('the backend belongs to the image from open on', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('backing chain loops told by names alone', () => {
+  it('a relative name repeated in another directory is no loop; the same path again is', () => {
+    expect(chainRevisits(['d/img.qcow2', 'd/img.qcow2'])).toBe(false); // d/img, then d/d/img
+    expect(chainRevisits(['../mid.qcow2', 'base.qcow2'])).toBe(false);
+    expect(chainRevisits(['b.qcow2', 'a.qcow2', 'b.qcow2'])).toBe(true);
+    expect(chainRevisits(['self', 'self'])).toBe(true);
+    expect(chainRevisits(['sub/b.qcow2', '../a.qcow2', 'sub/b.qcow2'])).toBe(true);
+    expect(chainRevisits(['sub/b.qcow2', './b.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', 'b.qcow2', '/images/a.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', 'b.qcow2', '/images/b.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', '../b.qcow2', '/images/b.qcow2'])).toBe(false);
   });
 });
