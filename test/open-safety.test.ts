@@ -100,7 +100,9 @@ describe('one writer per image', () => {
       await writer.close();
       // An open that fails after its claim (bad format option) releases it.
       writeFileSync(join(dir, 'raw.img'), new Uint8Array(4096));
-      expect((await rejection(openImageFile(join(dir, 'raw.img'), { format: 'qcow2' }))).code).toBe('IMAGE_FORMAT_UNKNOWN');
+      const notQcow2 = await rejection(openImageFile(join(dir, 'raw.img'), { format: 'qcow2' }));
+      expect(notQcow2.code).toBe('IMAGE_FORMAT_UNKNOWN');
+      expect(notQcow2.message).toContain(join(dir, 'raw.img'));
       await (await openImageFile(join(dir, 'raw.img'), { format: 'raw' })).close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
