@@ -30,6 +30,7 @@ import { ClusterLocks } from './cluster-locks.js';
 import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
+import { chainRevisits } from './chain-names.js';
 
 /** Deepest backing chain opened; deeper chains are refused as a probable loop. */
 const MAX_BACKING_DEPTH = 64;
@@ -666,7 +667,7 @@ async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain
   if (!options.openBacking) {
     throw new ImageError('INVALID_ARGUMENT', `the image has the backing file '${name}': pass openBacking to open it`);
   }
-  if (chain.depth >= MAX_BACKING_DEPTH || chain.names.includes(name)) {
+  if (chain.depth >= MAX_BACKING_DEPTH || chainRevisits([...chain.names, name])) {
     throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
   }
   const backend = await options.openBacking(name, header.backingFormat, chain.names);
