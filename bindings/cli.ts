@@ -5,11 +5,12 @@
 
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions } from './image.js';
 import { openNodeBackend } from './backends/node.js';
-import { RawImage } from './raw-image.js';
+import { nodeFiles } from './node-files.js';
+import { openImageWith, refuseBackingLoop } from './open-image.js';
 import { Qcow2Image, probeFormat } from './qcow2-image.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { createQcow2 } from './qcow2-create.js';
@@ -24,6 +25,9 @@ import { commitCommand, rebaseCommand } from './cli/commit.js';
 import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
 import { firstBlockStatusMismatch } from './cli/compare-strict.js';
 import { infoWithChain } from './cli/info-chain.js';
+import { convertCommand } from './cli/convert.js';
+import { measureCommand } from './cli/measure.js';
+import { benchCommand } from './cli/bench.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -111,7 +115,10 @@ export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs
 
 /** The last value of option `name`, or undefined. */
 export const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
+/** Whether option `name` was given. */
 export const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+/** -U / --force-share: open even while the image is open for writing (in this process). */
+export const forceShare = (p: ParsedArgs): boolean => hasOption(p, 'U') || hasOption(p, 'force-share');
 
 function outputFormat(p: ParsedArgs): 'human' | 'json' {
   const value = lastOption(p, 'output') ?? 'human';
@@ -165,24 +172,24 @@ export function pathCombine(base: string, name: string): string {
 // Opening files.
 // ---------------------------------------------------------------------------------------------
 
-/** Opens `path` read-only as an image (probing the format unless given) with its backing chain. */
-export async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
-  const absolute = resolve(io.cwd, path);
-  let backend: Backend;
+/**
+ * Opens `path` read-only as an image (probing the format unless given) with its backing chain,
+ * each backing name resolved next to the image that records it. `shareWithWriter` (-U) opens it
+ * even while this process has it open for writing.
+ */
+export async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined, shareWithWriter = false): Promise<BlockImage> {
   try {
-    backend = await openNodeBackend(absolute, { writable: false });
+    return await openImageWith(nodeFiles, resolve(io.cwd, path), { readOnly: true, format, shareWithWriter });
   } catch (error) {
     throw new CliError(`Could not open '${path}': ${describe(error)}`);
   }
-  try {
-    const detected = format ?? (await probeFormat(backend));
-    if (detected === 'raw') return await RawImage.open(backend, { readOnly: true });
-    const beside = (name: string) => openNodeBackend(resolve(dirname(absolute), name), { writable: false });
-    return await Qcow2Image.open(backend, { readOnly: true, openBacking: beside, openDataFile: beside });
-  } catch (error) {
-    await backend.close().catch(() => {});
-    throw new CliError(`Could not open '${path}': ${describe(error)}`);
-  }
+}
+
+/** True when `a` and `b` are one file: the same path, or the same device and inode. */
+async function isSameFile(a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  const [idA, idB] = await Promise.all([a, b].map((p) => nodeFiles.identify(p).catch(() => undefined)));
+  return idA !== undefined && idA === idB;
 }
 
 /** Reads and validates only the header of a qcow2 file (no tables, no backing file). */
@@ -201,7 +208,7 @@ async function readHeader(backend: Backend): Promise<Qcow2Header> {
 const ON_OFF: Record<string, boolean> = { on: true, yes: true, true: true, off: false, no: false, false: false };
 
 /** What `-o` and the other create options say, with the text qemu-img echoes. */
-interface CreateRequest {
+export interface CreateRequest {
   format: 'qcow2' | 'raw';
   options: Omit<CreateOptions, 'virtualSize'>;
   /** As typed, for the "Formatting" line: compat, extended_l2, lazy_refcounts, preallocation. */
@@ -209,7 +216,7 @@ interface CreateRequest {
   size?: number;
 }
 
-function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
+export function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
   const request: CreateRequest = { format, options: {}, typed: {} };
   const o = request.options;
   for (const item of list.split(',').filter((s) => s !== '')) {
@@ -300,6 +307,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
     o.backingFormat = backingFormat;
   }
   if (format === 'raw' && o.backingFile) throw fail("'raw' does not support backing files");
+  const path = resolve(io.cwd, file);
+  // qemu-img refuses only the same name; a name resolving to the same file is refused as well.
+  if (o.backingFile && (o.backingFile === file || await isSameFile(path, resolve(io.cwd, pathCombine(file, o.backingFile))))) {
+    throw fail('Error: Trying to create an image with the same filename as the backing file');
+  }
 
   let size = request.size;
   if (p.operands.length === 2) {
@@ -322,6 +334,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
       }
       size ??= backing.virtualSize;
       await backing.close();
+      try {
+        await refuseBackingLoop(nodeFiles, path, o);
+      } catch (error) {
+        throw fail(describe(error));
+      }
     }
   }
   if (size === undefined) throw fail('Image creation needs a size parameter');
@@ -329,7 +346,6 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   if (!hasOption(p, 'q')) io.stdout(`${formattingLine(file, request, size)}\n`);
   size = Math.ceil(size / 512) * 512;
 
-  const path = resolve(io.cwd, file);
   let backend: Backend;
   try {
     backend = await openNodeBackend(path, { writable: true, create: true });
@@ -521,7 +537,7 @@ async function checkCommand(io: CliIo, args: readonly string[]): Promise<number>
     throw new CliError(`Could not open '${file}': ${describe(error)}`);
   }
   try {
-    if ((lastOption(p, 'f') ?? (await probeFormat(backend))) !== 'qcow2') {
+    if ((imageFormat(lastOption(p, 'f')) ?? (await probeFormat(backend))) !== 'qcow2') {
       throw new CliError(`This image format does not support checks`, 63);
     }
     const report = await checkQcow2(backend, repairOption === undefined ? {} : { repair: repairOption });
@@ -583,7 +599,7 @@ async function mapCommand(io: CliIo, args: readonly string[]): Promise<number> {
   if (maxLength === undefined) throw new CliError('--max-length: Invalid length specified');
   if (p.operands.length !== 1) throw usageError('Expecting one image file name');
   const file = p.operands[0];
-  const image = await openImage(io, file, format);
+  const image = await openImage(io, file, format, forceShare(p));
   try {
     const from = Math.min(start, image.virtualSize);
     const entries = await mapImage(image, from, Math.min(maxLength, image.virtualSize - from));
@@ -655,7 +671,7 @@ async function compareCommand(io: CliIo, args: readonly string[]): Promise<numbe
   const say = (line: string) => { if (!quiet) io.stdout(`${line}\n`); };
   const open = async (file: string, format: string | undefined) => {
     try {
-      return await openImage(io, file, imageFormat(format));
+      return await openImage(io, file, imageFormat(format), forceShare(p));
     } catch (error) {
       throw new CliError(describe(error), 2);
     }
@@ -716,11 +732,14 @@ interface Command {
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
   amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
+  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
   commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
   compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', run: compareCommand },
+  convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
   info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
+  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
   rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
@@ -764,7 +783,8 @@ Command parameters:
   '--output' takes the format in which the output must be done (human or json)
   '-q' use Quiet mode - do not print any output (except errors)
   '-u' create: do not open the backing file (then the size must be given)
-  '-U' accepted for qemu-img compatibility (images are always opened read-only)
+  '-U' open the image even while it is open for writing (images are always opened read-only;
+    other processes are not locked out, so -U only matters inside one process)
 
 Exit codes: 0 success; 1 error (compare: images differ; check: the check was incomplete); 2 compare: error, check: corruptions; 3 check: leaked clusters only.
 `;

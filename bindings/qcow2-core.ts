@@ -48,6 +48,16 @@ export interface WritePlan {
 export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
 const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
 
+/**
+ * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
+ * image's metadata, can be addressed (JavaScript numbers address files up to 2^53 bytes).
+ */
+function checkImageHostRange(hostOffset: number, bytes: number, what: string): void {
+  if (Number.isSafeInteger(hostOffset) && Number.isSafeInteger(hostOffset + bytes)) return;
+  throw new ImageError('QCOW2_CORRUPT', `${what}: the image points at host offset 0x${BigInt(Math.trunc(hostOffset)).toString(16)}, ` +
+    'past 2^53 bytes, which no file reaches: the image is corrupt (qemu-img check -r all may repair it)');
+}
+
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
@@ -259,6 +269,7 @@ export class Qcow2Core {
       while (status === this.status.needTable) {
         const cache = this.x.needCacheId();
         const hostOffset = this.x.needHostOffset();
+        checkImageHostRange(hostOffset, this.x.sliceBytes() >>> 0, 'loading a metadata table');
         const slot = this.x.beginSliceLoad(cache);
         if (slot < 0) {
           await this.onWritebackNeeded();
@@ -309,6 +320,11 @@ export class Qcow2Core {
     for (let i = 0; i < count; i++) {
       const at = 5 * i;
       runs[i] = { kind: r[at] as RunKind, guestOffset: r[at + 1], length: r[at + 2], hostOffset: r[at + 3], compressedBytes: r[at + 4] };
+      const run = runs[i];
+      if (run.kind === RunKind.DATA || run.kind === RunKind.COMPRESSED) {
+        checkImageHostRange(run.hostOffset, run.kind === RunKind.DATA ? run.length : run.compressedBytes,
+          `${run.kind === RunKind.DATA ? 'data' : 'compressed'} cluster of guest offset ${run.guestOffset}`);
+      }
     }
     return runs;
   }
@@ -329,6 +345,7 @@ export class Qcow2Core {
       return result;
     }, tables);
     if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
+    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
     return plan;
   }
 

@@ -105,10 +105,16 @@ export class Qcow2Image extends DispatchedImage {
    * dirty by lazy refcounts rebuilds its refcounts first (check with repair 'all'). Errors: QCOW2_CORRUPT,
    * QCOW2_UNSUPPORTED_FEATURE, QCOW2_READ_ONLY (a writable open of an image marked corrupt),
    * IMAGE_FORMAT_UNKNOWN (not qcow2), and backend errors. `options.cacheBytes` sizes the L2 cache
-   * (default 1 MiB); `options.merge` the merge mode.
+   * (default 1 MiB); `options.merge` the merge mode. Ownership: the backend belongs to the image
+   * from this call on; close() closes it, and a failed open closes it before rejecting.
    */
-  static open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
-    return Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+  static async open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
+    try {
+      return await Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
   }
 
   /** Opens one link of a backing chain (internal: open() starts a chain). */
@@ -133,7 +139,7 @@ export class Qcow2Image extends DispatchedImage {
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
     const opened: Backend[] = [];
     try {
-      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options) : backend;
+      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options, chain) : backend;
       if (dataBackend !== backend) opened.push(dataBackend);
       const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain);
       const readOnly = !wantsWrite || !dataBackend.capabilities.writable;
@@ -596,9 +602,15 @@ export class Qcow2Image extends DispatchedImage {
   /**
    * Writes a new qcow2 image into `backend` (createQcow2, bindings/qcow2-create.ts: truncates the
    * backend first), then opens it with the same options (OpenOptions keys, e.g. openBacking).
+   * Ownership as for open(): a failed create closes the backend.
    */
   static async create(backend: Backend, options: CreateOptions & OpenOptions): Promise<Qcow2Image> {
-    await createQcow2(backend, options);
+    try {
+      await createQcow2(backend, options);
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
     return Qcow2Image.open(backend, options);
   }
 
@@ -639,14 +651,14 @@ async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<
   await backend.flush();
 }
 
-async function openDataFile(header: Qcow2Header, options: OpenOptions): Promise<Backend> {
+async function openDataFile(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<Backend> {
   if (header.dataFile === undefined) {
     throw new ImageError('INVALID_ARGUMENT', 'the image uses an external data file but does not name it');
   }
   if (!options.openDataFile) {
     throw new ImageError('INVALID_ARGUMENT', `the image's data is in the external file '${header.dataFile}': pass openDataFile to open it`);
   }
-  return options.openDataFile(header.dataFile);
+  return options.openDataFile(header.dataFile, chain.names);
 }
 
 async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<BlockImage> {
@@ -657,7 +669,7 @@ async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain
   if (chain.depth >= MAX_BACKING_DEPTH || chain.names.includes(name)) {
     throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
   }
-  const backend = await options.openBacking(name, header.backingFormat);
+  const backend = await options.openBacking(name, header.backingFormat, chain.names);
   try {
     const format = header.backingFormat ?? (await probeFormat(backend));
     const nested: OpenOptions = { ...options, readOnly: true };

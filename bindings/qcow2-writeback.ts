@@ -109,6 +109,13 @@ export class Qcow2Writeback {
       await this.run();
       while (this.running) await this.running;
       const growth = (async () => {
+        // The new refcount blocks need cache slots that are clean; releases that ran after the
+        // last write-back may have dirtied every slot. Write refcount slices until, in the same
+        // synchronous step as the growth, none is dirty.
+        for (let dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT); dirty.length > 0;
+          dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT)) {
+          await this.writeSlices(dirty);
+        }
         const table = this.core.growReftable();
         await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
         await this.write(table.hostOffset, table.bytes, 'refcount-table');
