@@ -106,34 +106,40 @@ export class Qcow2Writeback {
    */
   growReftable(): Promise<void> {
     this.growing ??= (async () => {
-      await this.run();
-      while (this.running) await this.running;
-      const growth = (async () => {
+      for (;;) {
+        await this.run();
+        while (this.running) await this.running;
         const table = this.core.growReftable();
-        await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
-        await this.write(table.hostOffset, table.bytes, 'refcount-table');
-        await this.barrier();
-        const pointer = new Uint8Array(12);
-        const view = new DataView(pointer.buffer);
-        view.setBigUint64(0, BigInt(table.hostOffset));
-        view.setUint32(8, table.clusters);
-        await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
-        await this.barrier();
-        const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
-        this.header.refcountTableOffset = table.hostOffset;
-        this.header.refcountTableClusters = table.clusters;
-        this.core.markReftableClean(table.generation);
-        for (let i = 0; i < old.clusters; i++) this.pendingReleases.push(old.offset + i * this.header.clusterSize);
-      })();
-      this.running = growth.finally(() => { this.running = undefined; });
-      await this.running;
+        // Releases (or other changes) dirtied the refcount slots the new blocks need: again.
+        if (!table) continue;
+        this.running = this.writeGrownTable(table).finally(() => { this.running = undefined; });
+        await this.running;
+        return;
+      }
     })().finally(() => { this.growing = undefined; });
     return this.growing;
   }
 
+  private async writeGrownTable(table: { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number }): Promise<void> {
+    await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
+    await this.write(table.hostOffset, table.bytes, 'refcount-table');
+    await this.barrier();
+    const pointer = new Uint8Array(12);
+    const view = new DataView(pointer.buffer);
+    view.setBigUint64(0, BigInt(table.hostOffset));
+    view.setUint32(8, table.clusters);
+    await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
+    await this.barrier();
+    const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
+    this.header.refcountTableOffset = table.hostOffset;
+    this.header.refcountTableClusters = table.clusters;
+    this.core.markReftableClean(table.generation);
+    for (let i = 0; i < old.clusters; i++) this.pendingReleases.push(old.offset + i * this.header.clusterSize);
+  }
+
   /**
    * Resolves (never rejects) once no write-back, growth or release is running: for close(),
-   * after which nothing may touch the backend.
+   * after which nothing may touch the backend. (`finishing` covers every earlier run's releases.)
    */
   async quiesce(): Promise<void> {
     for (;;) {
@@ -148,12 +154,19 @@ export class Qcow2Writeback {
       const releases = this.pendingReleases;
       this.pendingReleases = [];
       this.running = this.writeAll().finally(() => { this.running = undefined; });
-      this.finishing = this.running.then(
+      const own = this.running.then(
         async () => { for (const offset of releases) await this.core.release(offset, this.backend); },
         (error: unknown) => {
           this.pendingReleases.unshift(...releases);
           throw error;
         });
+      // An earlier run's releases may still be going (a release that needed a write-back
+      // started this run): finishing covers them too, with this run's outcome.
+      const earlier = this.finishing.catch(() => undefined);
+      this.finishing = own.then(() => earlier, async (error: unknown) => {
+        await earlier;
+        throw error;
+      });
       // writeDirty() callers wait for the writing only: a failure is theirs, or the next run()'s.
       this.finishing.catch(() => undefined);
     }
