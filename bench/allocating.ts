@@ -28,7 +28,7 @@ const BATCH_REQUESTS = 32;
 export interface Workload { key: string; title: string; requests: WriteRequest[]; overBacking: boolean; qemuOffset?: number }
 
 /** One configuration: image format, merge mode, and whether the Node backend uses synchronous calls. */
-export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean }
+export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean; /** qcow2: the loss window (default: the library's). */ writebackDelayMs?: number | false }
 
 /** What one run of a configuration measured. */
 export interface Run {
@@ -98,6 +98,7 @@ async function openTarget(dir: string, config: Config, overBacking: boolean): Pr
   }
   return Qcow2Image.create(backend, {
     virtualSize: IMAGE_BYTES, clusterSize: CLUSTER_BYTES, merge,
+    ...(config.writebackDelayMs !== undefined ? { writebackDelayMs: config.writebackDelayMs } : {}),
     ...(overBacking ? { backingFile: 'base.qcow2', backingFormat: 'qcow2' as const, openBacking: () => openNodeBackend(join(dir, 'base.qcow2')) } : {}),
   });
 }
@@ -205,7 +206,8 @@ export interface WorkloadSummary { mbPerSecond: Map<string, number>; qemuMbPerSe
 
 /** Label of a configuration in tables and charts. */
 export function configKey(config: Config): string {
-  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${config.sync ? ' (sync I/O)' : ''}`;
+  const window = config.writebackDelayMs === undefined ? '' : config.writebackDelayMs === false ? ', no loss window' : `, loss window ${config.writebackDelayMs} ms`;
+  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${config.sync ? ' (sync I/O)' : ''}${window}`;
 }
 
 /**

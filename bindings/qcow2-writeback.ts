@@ -64,11 +64,19 @@ export class Qcow2Writeback {
    */
   async flushAll(): Promise<void> {
     const flushesBefore = this.flushesStarted;
+    await this.writeBackAll();
+    if (this.flushesStarted === flushesBefore) this.flushOwed = true;
+    await this.barrier();
+  }
+
+  /**
+   * flushAll without its final barrier: every committed change and the refcounts of what it
+   * released reach the file in the safe order (for the loss window's timer).
+   */
+  async writeBackAll(): Promise<void> {
     await this.finishing.catch(() => undefined);
     await this.run();
     await this.run();
-    if (this.flushesStarted === flushesBefore) this.flushOwed = true;
-    await this.barrier();
   }
 
   /** Queues host clusters whose last reference a commit removed (released after the next write-back). */
