@@ -82,10 +82,15 @@ export interface OpenOptions {
   cacheBytes?: number;
   /** How writes are merged: 'full' (default), 'adjacent' (strictly sequential only), 'off'. */
   merge?: MergeMode;
-  /** Opens a backing file by the name the image records; no implicit file opens happen. */
-  openBacking?: (name: string, format: string | undefined) => Promise<Backend>;
-  /** Opens an external data file by the name the image records. */
-  openDataFile?: (name: string) => Promise<Backend>;
+  /**
+   * Opens a backing file by the name the image records; no implicit file opens happen. `namedBy`
+   * lists the backing names followed from the opened image down to the image that records
+   * `name` (empty when the opened image records it), so relative names can be resolved next to
+   * the image that names them.
+   */
+  openBacking?: (name: string, format: string | undefined, namedBy?: readonly string[]) => Promise<Backend>;
+  /** Opens an external data file by the name the image records (`namedBy` as for openBacking). */
+  openDataFile?: (name: string, namedBy?: readonly string[]) => Promise<Backend>;
   /**
    * qcow2: deferred copy-on-write (bindings/qcow2-deferred-cow.ts). A new cluster that a write
    * fills from its start but not to its end, whose rest would have to be copied (from a backing

@@ -13,9 +13,14 @@ import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
+import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { inflateCluster } from './decompress.js';
+import * as snapshotOps from './qcow2-snapshot-ops.js';
+import { readQcow2Header } from './qcow2-shadow-update.js';
+import { emptyActiveLayer } from './qcow2-make-empty.js';
+import { writeBackingFileName } from './rebase.js';
+import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
@@ -86,6 +91,8 @@ export class Qcow2Image extends DispatchedImage {
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
+    const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);
+    core.onTableCopyNeeded = (l1Index) => tableCopies.copy(l1Index);
     const deferral = options.deferredCow ?? true;
     // Deferral covers plain clusters: not subclusters, not an external data file (whose host
     // cluster is the guest cluster's old place).
@@ -103,10 +110,16 @@ export class Qcow2Image extends DispatchedImage {
    * dirty by lazy refcounts rebuilds its refcounts first (check with repair 'all'). Errors: QCOW2_CORRUPT,
    * QCOW2_UNSUPPORTED_FEATURE, QCOW2_READ_ONLY (a writable open of an image marked corrupt),
    * IMAGE_FORMAT_UNKNOWN (not qcow2), and backend errors. `options.cacheBytes` sizes the L2 cache
-   * (default 1 MiB); `options.merge` the merge mode.
+   * (default 1 MiB); `options.merge` the merge mode. Ownership: the backend belongs to the image
+   * from this call on; close() closes it, and a failed open closes it before rejecting.
    */
-  static open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
-    return Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+  static async open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
+    try {
+      return await Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
   }
 
   /** Opens one link of a backing chain (internal: open() starts a chain). */
@@ -131,7 +144,7 @@ export class Qcow2Image extends DispatchedImage {
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
     const opened: Backend[] = [];
     try {
-      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options) : backend;
+      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options, chain) : backend;
       if (dataBackend !== backend) opened.push(dataBackend);
       const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain);
       const readOnly = !wantsWrite || !dataBackend.capabilities.writable;
@@ -152,6 +165,63 @@ export class Qcow2Image extends DispatchedImage {
   async snapshots(): Promise<Qcow2Snapshot[]> {
     this.checkOpen();
     return listSnapshots(this.backend, this.header);
+  }
+
+  /**
+   * Creates internal snapshot `name` (createSnapshot, bindings/qcow2-snapshot-ops.ts), with
+   * `options.vmState` (e.g. an emulator's save state) kept in it as QEMU keeps VM state.
+   */
+  createSnapshot(name: string, options?: snapshotOps.CreateSnapshotOptions): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options));
+  }
+
+  /** Reverts the disk to snapshot `nameOrId` (applySnapshot, bindings/qcow2-snapshot-ops.ts). */
+  applySnapshot(nameOrId: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId));
+  }
+
+  /** Deletes the snapshot named `name` (deleteSnapshot, bindings/qcow2-snapshot-ops.ts). */
+  deleteSnapshot(name: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name));
+  }
+
+  /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2-snapshot-ops.ts). */
+  async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
+    this.checkOpen();
+    return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  }
+
+  /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
+  makeEmpty(): Promise<void> {
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+  }
+
+  /**
+   * Names another backing file in the header (writeBackingFileName, bindings/rebase.ts); this
+   * instance keeps reading through the backing image it opened: reopen to use the new one.
+   */
+  setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
+  }
+
+  // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
+  // instance held off: writes before it complete and are flushed first; afterwards the header,
+  // tables and caches are read anew (also when the rewrite failed part way).
+  private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    this.checkWritable();
+    let result: T | undefined;
+    await this.orderedUpdate(0, Math.max(1, this.virtualSize), async () => {
+      await this.flushFormat();
+      try {
+        result = await rewrite();
+      } finally {
+        this.lastInflated = undefined;
+        await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        this.overlap.forget();
+      }
+    });
+    return result as T;
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
@@ -216,7 +286,7 @@ export class Qcow2Image extends DispatchedImage {
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(run.hostOffset, [compressed]);
     const cluster = new Uint8Array(this.header.clusterSize);
-    inflateCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
+    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
     this.lastInflated = { hostOffset: run.hostOffset, cluster };
     return cluster;
   }
@@ -557,9 +627,15 @@ export class Qcow2Image extends DispatchedImage {
   /**
    * Writes a new qcow2 image into `backend` (createQcow2, bindings/qcow2-create.ts: truncates the
    * backend first), then opens it with the same options (OpenOptions keys, e.g. openBacking).
+   * Ownership as for open(): a failed create closes the backend.
    */
   static async create(backend: Backend, options: CreateOptions & OpenOptions): Promise<Qcow2Image> {
-    await createQcow2(backend, options);
+    try {
+      await createQcow2(backend, options);
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
     return Qcow2Image.open(backend, options);
   }
 
@@ -600,14 +676,14 @@ async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<
   await backend.flush();
 }
 
-async function openDataFile(header: Qcow2Header, options: OpenOptions): Promise<Backend> {
+async function openDataFile(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<Backend> {
   if (header.dataFile === undefined) {
     throw new ImageError('INVALID_ARGUMENT', 'the image uses an external data file but does not name it');
   }
   if (!options.openDataFile) {
     throw new ImageError('INVALID_ARGUMENT', `the image's data is in the external file '${header.dataFile}': pass openDataFile to open it`);
   }
-  return options.openDataFile(header.dataFile);
+  return options.openDataFile(header.dataFile, chain.names);
 }
 
 async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<BlockImage> {
@@ -618,7 +694,7 @@ async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain
   if (chain.depth >= MAX_BACKING_DEPTH || chain.names.includes(name)) {
     throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
   }
-  const backend = await options.openBacking(name, header.backingFormat);
+  const backend = await options.openBacking(name, header.backingFormat, chain.names);
   try {
     const format = header.backingFormat ?? (await probeFormat(backend));
     const nested: OpenOptions = { ...options, readOnly: true };

@@ -19,6 +19,7 @@
 // refcount-table growth, which runs as a write-back itself (see growReftable).
 
 import type { Backend } from './backend.js';
+import { ImageError } from './errors.js';
 import type { ImageStats } from './image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
@@ -29,6 +30,8 @@ import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
 const REFCOUNT_TABLE_OFFSET_FIELD = 48;
 /** Bits 9-55 of an L1 entry: the L2 table's host offset. */
 const L1_OFFSET_MASK = 0x00fffffffffffe00n;
+/** Write-backs growReftable runs to free refcount cache slots before it gives up. */
+const MAX_GROWTH_ATTEMPTS = 16;
 /** Largest metadata slice the core caches (assembly/image-regions.ts: a cluster, at most 4 KiB). */
 const L2_SLICE_BYTES_MAX = 4096;
 
@@ -114,12 +117,18 @@ export class Qcow2Writeback {
    */
   growReftable(): Promise<void> {
     this.growing ??= (async () => {
-      for (;;) {
+      for (let attempt = 1; ; attempt++) {
         await this.run();
         while (this.running) await this.running;
         const table = this.core.growReftable();
-        // Releases (or other changes) dirtied the refcount slots the new blocks need: again.
-        if (!table) continue;
+        if (!table) {
+          // Releases (or other changes) dirtied the refcount slots the new blocks need: again,
+          // unless the cache has too few refcount slots for them at all.
+          if (attempt === MAX_GROWTH_ATTEMPTS) {
+            throw new ImageError('INVALID_ARGUMENT', 'the metadata cache is too small to grow the refcount table: open the image with a larger cacheBytes');
+          }
+          continue;
+        }
         this.running = this.writeGrownTable(table).finally(() => { this.running = undefined; });
         await this.running;
         return;
@@ -215,8 +224,9 @@ export class Qcow2Writeback {
   }
 
   // The L2 tables that entries of the L1 copy (`bytes` from entry `firstIndex`) point at and the
-  // L1 table on disk does not, and that no earlier write-back wrote whole: tables allocated
-  // since the last write-back.
+  // L1 table on disk does not, and that were not written whole already (by an earlier write-back,
+  // or as copies of shared tables before their L1 entry changed): tables allocated since the last
+  // write-back.
   private async newL2Tables(firstIndex: number, bytes: Uint8Array): Promise<number[]> {
     const onDisk = new Uint8Array(bytes.byteLength);
     await this.backend.preadv(this.header.l1TableOffset + firstIndex * 8, [onDisk]);
@@ -225,7 +235,9 @@ export class Qcow2Writeback {
     const tables: number[] = [];
     for (let at = 0; at < bytes.byteLength; at += 8) {
       const table = now.getBigUint64(at) & L1_OFFSET_MASK;
-      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK) && !this.tablesOnDisk.has(Number(table))) tables.push(Number(table));
+      const hostOffset = Number(table);
+      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK) &&
+          !this.tablesOnDisk.has(hostOffset) && !this.core.isTableWrittenWhole(hostOffset)) tables.push(hostOffset);
     }
     return tables;
   }

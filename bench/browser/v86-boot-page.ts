@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: MIT
+// The v86 boot benchmark page: `window.v86Boot.run(request)` boots the Linux guest (kernel and
+// initramfs from scripts/v86-linux/build.sh) in v86 with its root file system disk served over
+// HTTP in one of the layouts bench/v86-boot.ts compares, and resolves with the time from the
+// V86 constructor to the guest's "QW READY" line. bench/v86-boot.ts calls it through Playwright,
+// one boot per page load.
+
+import { V86 } from 'v86';
+import { createMemoryBackend, openHttpBackend, Qcow2Image } from '../../bindings/browser.js';
+import { toV86Disk, type V86Disk } from '../../bindings/v86.js';
+
+/** Where the disk comes from. */
+export type BootLayout =
+  /** v86's own loader: the raw disk as fixed-size parts `disk-START-END.img`. */
+  | { kind: 'v86-parts'; url: string; sizeBytes: number; chunkBytes: number }
+  /** One qcow2 file read with Range requests, under a qcow2 overlay in memory. */
+  | { kind: 'qcow2-range'; url: string; virtualBytes: number };
+
+/** One boot. `assets` is the URL prefix of bios.bin, v86.wasm, bzImage and initramfs.cpio.gz. */
+export interface BootRequest {
+  assets: string;
+  cmdline: string;
+  layout: BootLayout;
+  timeoutMs: number;
+}
+
+/** What one boot measured. */
+export interface BootResult {
+  /** From the V86 constructor to the guest's READY line. */
+  readyMs: number;
+  /** The READY line as the guest printed it ("READY <files> <KiB read>"). */
+  ready: string;
+}
+
+const MiB = 1024 * 1024;
+
+/** The hda option for `layout`, and the adapter to close afterwards (none for v86's own loader). */
+async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Disk }> {
+  if (layout.kind === 'v86-parts') {
+    return { hda: { url: layout.url, size: layout.sizeBytes, async: true, fixed_chunk_size: layout.chunkBytes, use_parts: true } };
+  }
+  const overlay = await Qcow2Image.create(createMemoryBackend(0), {
+    virtualSize: layout.virtualBytes,
+    backingFile: layout.url,
+    backingFormat: 'qcow2',
+    openBacking: (name) => openHttpBackend(name),
+  });
+  const disk = toV86Disk(overlay);
+  return { hda: disk, disk };
+}
+
+async function run(request: BootRequest): Promise<BootResult> {
+  const { hda, disk } = await diskFor(request.layout);
+  const started = performance.now();
+  const emulator = new V86({
+    wasm_path: `${request.assets}v86.wasm`,
+    bios: { url: `${request.assets}bios.bin` },
+    bzimage: { url: `${request.assets}bzImage` },
+    initrd: { url: `${request.assets}initramfs.cpio.gz` },
+    cmdline: request.cmdline,
+    hda,
+    memory_size: 128 * MiB,
+    vga_memory_size: 2 * MiB,
+    autostart: true,
+    disable_keyboard: true,
+    disable_mouse: true,
+    disable_speaker: true,
+  } as ConstructorParameters<typeof V86>[0]);
+  let serial = '';
+  try {
+    const ready = await new Promise<string>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no READY within ${request.timeoutMs} ms; serial:\n${serial}`)), request.timeoutMs);
+      emulator.add_listener('serial0-output-byte', (byte: number) => {
+        serial += String.fromCharCode(byte);
+        if (byte !== 10) return;
+        const line = /^QW (READY[^\r\n]*|FAIL[^\r\n]*)/m.exec(serial);
+        if (line === null) return;
+        clearTimeout(timer);
+        if (line[1].startsWith('FAIL')) reject(new Error(`the guest failed; serial:\n${serial}`));
+        else resolve(line[1].replace(/ \(at [\d.]+ s\)$/, ''));
+      });
+    });
+    return { readyMs: performance.now() - started, ready };
+  } finally {
+    await emulator.destroy();
+    await disk?.close();
+  }
+}
+
+(window as unknown as { v86Boot: unknown }).v86Boot = { run };

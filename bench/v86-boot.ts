@@ -1,0 +1,248 @@
+// SPDX-License-Identifier: MIT
+// The v86 boot benchmark (`npm run bench:v86-boot`): the Linux guest of scripts/v86-linux booted
+// by v86 in headless Chromium with its root file system on a disk served over HTTP by a local
+// server, in each layout:
+//   v86-parts    v86's own loader over the raw disk in 1 MiB parts (fixed_chunk_size, use_parts)
+//   qcow2-range  one qcow2 file with compressed clusters (qemu-img convert -c), read with Range
+//                requests through openHttpBackend, under a qcow2 overlay in memory (toV86Disk)
+// Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
+// mounts the disk as its root, runs programs and loads modules from it and reads the module tree)
+// and the disk bytes and requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS
+// (default 3) interleaved rounds; results in bench/results/v86-boot.json.
+// Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
+// qemu-img and mke2fs.
+
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright';
+import { createServer, type Plugin } from 'vite';
+import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
+import { machineInfo, machineLine, median, printResult, printTable } from './harness.js';
+
+const MiB = 1024 * 1024;
+const DISK_BYTES = 128 * MiB;
+const PART_BYTES = 1 * MiB;
+const BOOT_TIMEOUT_MS = 600_000;
+const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
+
+type LayoutName = 'v86-parts' | 'qcow2-range';
+const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range'];
+
+interface BootRun extends BootResult {
+  diskBytes: number;
+  diskRequests: number;
+}
+
+/** The package root: the nearest directory above this file that has bench/browser/v86-boot.html. */
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'bench', 'browser', 'v86-boot.html'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot find bench/browser/v86-boot.html above this script');
+    dir = up;
+  }
+  return dir;
+}
+
+/** Runs a host tool and returns its stdout; throws with its output when it fails. */
+function tool(command: string, args: readonly string[]): string {
+  const result = spawnSync(command, args, { encoding: 'utf8', maxBuffer: 64 * MiB });
+  if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed: ${result.stderr ?? ''}${result.error ? String(result.error) : ''}`);
+  return result.stdout;
+}
+
+/**
+ * Serves the files in `files` (URL path below /__v86boot/ → bytes) with HEAD and single-range GET
+ * support, and counts what it sends for paths under disk/. GET /__v86boot/stats returns the
+ * counts and resets them.
+ */
+function bootFileServer(files: Map<string, Uint8Array>): Plugin {
+  let diskBytes = 0;
+  let diskRequests = 0;
+  const handle = (req: IncomingMessage, res: ServerResponse): void => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname.replace(/^\//, ''));
+    if (path === 'stats') {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ diskBytes, diskRequests }));
+      diskBytes = 0;
+      diskRequests = 0;
+      return;
+    }
+    const bytes = files.get(path);
+    if (bytes === undefined) {
+      res.statusCode = 404;
+      res.end(`no file ${path}`);
+      return;
+    }
+    res.setHeader('Accept-Ranges', 'bytes');
+    res.setHeader('Cache-Control', 'no-store');
+    let body = bytes;
+    const range = /^bytes=(\d+)-(\d*)$/.exec(req.headers.range ?? '');
+    if (range !== null) {
+      const first = Number(range[1]);
+      const last = range[2] === '' ? bytes.byteLength - 1 : Math.min(Number(range[2]), bytes.byteLength - 1);
+      if (first > last) {
+        res.statusCode = 416;
+        res.setHeader('Content-Range', `bytes */${bytes.byteLength}`);
+        res.end();
+        return;
+      }
+      body = bytes.subarray(first, last + 1);
+      res.statusCode = 206;
+      res.setHeader('Content-Range', `bytes ${first}-${last}/${bytes.byteLength}`);
+    }
+    res.setHeader('Content-Length', String(body.byteLength));
+    if (req.method === 'HEAD') {
+      res.end();
+      return;
+    }
+    if (path.startsWith('disk/')) {
+      diskBytes += body.byteLength;
+      diskRequests++;
+    }
+    res.end(body);
+  };
+  return {
+    name: 'v86-boot-files',
+    configureServer(server) {
+      server.middlewares.use('/__v86boot', (req, res) => handle(req, res));
+    },
+  };
+}
+
+/** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
+function prepareFiles(root: string, scratch: string): { files: Map<string, Uint8Array>; qcow2Bytes: number } {
+  const guestDir = join(root, 'build', 'v86-linux');
+  for (const file of ['bzImage', 'initramfs.cpio.gz', 'guest.json', 'rootfs']) {
+    if (!existsSync(join(guestDir, file))) throw new Error(`${join(guestDir, file)} not found: run scripts/v86-linux/download.sh and scripts/v86-linux/build.sh first`);
+  }
+  if (!existsSync(BIOS_PATH)) throw new Error(`${BIOS_PATH} not found (apt-get install seabios)`);
+  const rawPath = join(scratch, 'disk.raw');
+  const qcow2Path = join(scratch, 'disk.qcow2');
+  tool('mke2fs', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', '-d', join(guestDir, 'rootfs'), rawPath, `${DISK_BYTES / 1024}`]);
+  tool('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
+
+  const files = new Map<string, Uint8Array>();
+  const v86Build = dirname(createRequire(import.meta.url).resolve('v86'));
+  files.set('assets/v86.wasm', readFileSync(join(v86Build, 'v86.wasm')));
+  files.set('assets/bios.bin', readFileSync(BIOS_PATH));
+  files.set('assets/bzImage', readFileSync(join(guestDir, 'bzImage')));
+  files.set('assets/initramfs.cpio.gz', readFileSync(join(guestDir, 'initramfs.cpio.gz')));
+  const raw = readFileSync(rawPath);
+  for (let start = 0; start < raw.byteLength; start += PART_BYTES) {
+    files.set(`disk/parts/disk-${start}-${start + PART_BYTES}.img`, raw.subarray(start, start + PART_BYTES));
+  }
+  const qcow2 = readFileSync(qcow2Path);
+  files.set('disk/disk.qcow2', qcow2);
+  return { files, qcow2Bytes: qcow2.byteLength };
+}
+
+function layoutFor(name: LayoutName, origin: string): BootLayout {
+  switch (name) {
+    case 'v86-parts':
+      return { kind: 'v86-parts', url: `${origin}/__v86boot/disk/parts/disk.img`, sizeBytes: DISK_BYTES, chunkBytes: PART_BYTES };
+    case 'qcow2-range':
+      return { kind: 'qcow2-range', url: `${origin}/__v86boot/disk/disk.qcow2`, virtualBytes: DISK_BYTES };
+  }
+}
+
+async function main(): Promise<void> {
+  const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 3);
+  if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
+  if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
+  const root = packageRoot();
+  const guest = JSON.parse(readFileSync(join(root, 'build', 'v86-linux', 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
+  const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
+  try {
+    const { files, qcow2Bytes } = prepareFiles(root, scratch);
+    mkdirSync(join(scratch, 'vite-cache'));
+    const server = await createServer({
+      root,
+      configFile: false,
+      cacheDir: join(scratch, 'vite-cache'),
+      logLevel: 'error',
+      plugins: [bootFileServer(files)],
+      server: { host: '127.0.0.1', port: 0, hmr: false },
+      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86'] },
+    });
+    await server.listen();
+    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
+    try {
+      const address = server.httpServer!.address();
+      if (address === null || typeof address === 'string') throw new Error('the bench server has no port');
+      const origin = `http://127.0.0.1:${address.port}`;
+      const qemuVersion = tool('qemu-img', ['--version']).split('\n')[0];
+      const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
+      console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless Chromium ${browser.version()}, v86 ${v86Version}, ${qemuVersion}`);
+      console.log(machineLine());
+      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw in ${PART_BYTES / MiB} MiB parts; qcow2 with compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; ${rounds} interleaved rounds\n`);
+
+      const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [] };
+      for (let round = 0; round < rounds; round++) {
+        for (const name of LAYOUTS) {
+          const page = await browser.newPage();
+          try {
+            await page.goto(`${origin}/bench/browser/v86-boot.html`);
+            await page.waitForFunction(() => 'v86Boot' in window, undefined, { timeout: 120_000 });
+            await fetch(`${origin}/__v86boot/stats`);
+            const request: BootRequest = {
+              assets: `${origin}/__v86boot/assets/`,
+              cmdline: `${guest.kernelArgs} qw.mode=rootfs`,
+              layout: layoutFor(name, origin),
+              timeoutMs: BOOT_TIMEOUT_MS,
+            };
+            const result = await page.evaluate((r) => (window as unknown as { v86Boot: { run(r: BootRequest): Promise<BootResult> } }).v86Boot.run(r), request);
+            const stats = await (await fetch(`${origin}/__v86boot/stats`)).json() as { diskBytes: number; diskRequests: number };
+            runs[name].push({ ...result, ...stats });
+            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})`);
+          } finally {
+            await page.close();
+          }
+        }
+      }
+
+      const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
+        readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
+        diskBytes: median(runs[name].map((run) => run.diskBytes)),
+        diskRequests: median(runs[name].map((run) => run.diskRequests)),
+      }])) as Record<LayoutName, { readySeconds: number; diskBytes: number; diskRequests: number }>;
+      const baseline = summary['v86-parts'];
+      console.log('');
+      printTable(['layout', 'ready (s)', 'time vs v86-parts', 'disk MiB', 'bytes vs v86-parts', 'requests'],
+        LAYOUTS.map((name) => [name, summary[name].readySeconds.toFixed(1),
+          `${(summary[name].readySeconds / baseline.readySeconds).toFixed(2)}x`,
+          (summary[name].diskBytes / MiB).toFixed(1),
+          `${(summary[name].diskBytes / baseline.diskBytes).toFixed(2)}x`,
+          String(summary[name].diskRequests)]));
+      const result = {
+        bench: 'v86-boot',
+        machine: machineInfo(),
+        versions: { chromium: browser.version(), v86: v86Version, qemuImg: qemuVersion, kernel: guest.kernelRelease, packages: guest.packages },
+        diskBytes: DISK_BYTES,
+        partBytes: PART_BYTES,
+        qcow2FileBytes: qcow2Bytes,
+        rounds,
+        summary,
+        runs,
+      };
+      mkdirSync(join(root, 'bench', 'results'), { recursive: true });
+      writeFileSync(join(root, 'bench', 'results', 'v86-boot.json'), `${JSON.stringify(result, null, 2)}\n`);
+      printResult({ bench: 'v86-boot', summary });
+    } finally {
+      await browser.close();
+      await server.close();
+    }
+  } finally {
+    rmSync(scratch, { recursive: true, force: true });
+  }
+}
+
+await main();
