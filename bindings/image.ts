@@ -99,6 +99,17 @@ export interface OpenOptions {
    * Default true (64 clusters, 50 ms); false copies at once, as QEMU does.
    */
   deferredCow?: boolean | DeferredCowOptions;
+  /**
+   * qcow2, writable: the loss window. Metadata that completed writes changed (L2 entries,
+   * refcounts, new tables, clusters pending deferred copy-on-write) is written back in the safe
+   * order at most this many milliseconds after the first such write completes, without waiting
+   * for flush(). A process that is killed (or a tab that is closed) without close() then loses
+   * at most the writes of the last window, and the image stays consistent. flush() remains the
+   * barrier against power loss (it makes the data durable, fdatasync); this window does not.
+   * The pending timer keeps a Node or Deno process alive until it fires. Default 1000;
+   * false or 0 writes metadata back only at flush(), close() and when the cache is full.
+   */
+  writebackDelayMs?: number | false;
 }
 
 /** Options of Qcow2Image.create (qemu-img create -f qcow2 equivalents). */
