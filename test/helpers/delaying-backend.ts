@@ -26,6 +26,8 @@ export interface ContractViolation {
   length: number;
   /** For an overlap: the call already in flight over the same bytes. */
   against?: { op: string; position: number; length: number };
+  /** For a call after close(): where it came from (the caller's frames). */
+  stack?: string;
 }
 
 /** Options of wrapDelayingBackend. */
@@ -36,6 +38,11 @@ export interface DelayingBackendOptions {
   limits?: BackendLimits;
   /** Share (0..1) of waits that are a long timer (5-20 ms) instead of a short one. Default 0.02. */
   longDelayShare?: number;
+  /**
+   * Waits only microtask turns, never timers (default false): with a backend that answers at once,
+   * the same seed then gives the same interleaving every time.
+   */
+  microtasksOnly?: boolean;
   /** Closes the inner backend on close() (default true; false keeps it readable for the test). */
   closeInner?: boolean;
 }
@@ -105,6 +112,10 @@ export function wrapDelayingBackend(inner: Backend, options: DelayingBackendOpti
   const counts = { preadv: 0, pwritev: 0, flush: 0 };
 
   const wait = async (): Promise<void> => {
+    if (options.microtasksOnly) {
+      for (let i = prng.int(24); i > 0; i--) await Promise.resolve();
+      return;
+    }
     const roll = prng.next() / 2 ** 32;
     if (roll < longShare) return sleep(5 + prng.int(16));
     const r = prng.int(10);
@@ -134,7 +145,8 @@ export function wrapDelayingBackend(inner: Backend, options: DelayingBackendOpti
   const run = <T>(op: string, position: number, length: number, writes: boolean, call: (record: InFlightCall) => Promise<T>,
     data?: Uint8Array): Promise<T> => {
     if (closing !== undefined) {
-      violations.push({ what: 'after-close', op, position, length });
+      const stack = new Error().stack?.split('\n').slice(3, 9).map((line) => line.trim()).join(' < ');
+      violations.push({ what: 'after-close', op, position, length, stack });
       return Promise.reject(new BackendError('BACKEND_CLOSED', `delaying(${inner.kind}): ${op} after close()`));
     }
     const record: InFlightCall = { op, position, length, writes, data };
