@@ -5,11 +5,12 @@
 
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions } from './image.js';
 import { openNodeBackend } from './backends/node.js';
-import { RawImage } from './raw-image.js';
+import { nodeFiles } from './node-files.js';
+import { openImageWith, refuseBackingLoop } from './open-image.js';
 import { Qcow2Image, probeFormat } from './qcow2-image.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { createQcow2 } from './qcow2-create.js';
@@ -105,6 +106,8 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
 /** The last value of option `name`, or undefined. */
 const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
 const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+/** -U / --force-share: open even while the image is open for writing (in this process). */
+const forceShare = (p: ParsedArgs): boolean => hasOption(p, 'U') || hasOption(p, 'force-share');
 
 function outputFormat(p: ParsedArgs): 'human' | 'json' {
   const value = lastOption(p, 'output') ?? 'human';
@@ -158,24 +161,24 @@ function pathCombine(base: string, name: string): string {
 // Opening files.
 // ---------------------------------------------------------------------------------------------
 
-/** Opens `path` read-only as an image (probing the format unless given) with its backing chain. */
-async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
-  const absolute = resolve(io.cwd, path);
-  let backend: Backend;
+/**
+ * Opens `path` read-only as an image (probing the format unless given) with its backing chain,
+ * each backing name resolved next to the image that records it. `shareWithWriter` (-U) opens it
+ * even while this process has it open for writing.
+ */
+async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined, shareWithWriter = false): Promise<BlockImage> {
   try {
-    backend = await openNodeBackend(absolute, { writable: false });
+    return await openImageWith(nodeFiles, resolve(io.cwd, path), { readOnly: true, format, shareWithWriter });
   } catch (error) {
     throw new CliError(`Could not open '${path}': ${describe(error)}`);
   }
-  try {
-    const detected = format ?? (await probeFormat(backend));
-    if (detected === 'raw') return await RawImage.open(backend, { readOnly: true });
-    const beside = (name: string) => openNodeBackend(resolve(dirname(absolute), name), { writable: false });
-    return await Qcow2Image.open(backend, { readOnly: true, openBacking: beside, openDataFile: beside });
-  } catch (error) {
-    await backend.close().catch(() => {});
-    throw new CliError(`Could not open '${path}': ${describe(error)}`);
-  }
+}
+
+/** True when `a` and `b` are one file: the same path, or the same device and inode. */
+async function isSameFile(a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  const [idA, idB] = await Promise.all([a, b].map((p) => nodeFiles.identify(p).catch(() => undefined)));
+  return idA !== undefined && idA === idB;
 }
 
 /** Reads and validates only the header of a qcow2 file (no tables, no backing file). */
@@ -292,6 +295,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
     o.backingFormat = backingFormat;
   }
   if (format === 'raw' && o.backingFile) throw fail("'raw' does not support backing files");
+  const path = resolve(io.cwd, file);
+  // qemu-img refuses only the same name; a name resolving to the same file is refused as well.
+  if (o.backingFile && (o.backingFile === file || await isSameFile(path, resolve(io.cwd, pathCombine(file, o.backingFile))))) {
+    throw fail('Error: Trying to create an image with the same filename as the backing file');
+  }
 
   let size = request.size;
   if (p.operands.length === 2) {
@@ -314,6 +322,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
       }
       size ??= backing.virtualSize;
       await backing.close();
+      try {
+        await refuseBackingLoop(nodeFiles, path, o);
+      } catch (error) {
+        throw fail(describe(error));
+      }
     }
   }
   if (size === undefined) throw fail('Image creation needs a size parameter');
@@ -321,7 +334,6 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   if (!hasOption(p, 'q')) io.stdout(`${formattingLine(file, request, size)}\n`);
   size = Math.ceil(size / 512) * 512;
 
-  const path = resolve(io.cwd, file);
   let backend: Backend;
   try {
     backend = await openNodeBackend(path, { writable: true, create: true });
@@ -513,7 +525,7 @@ async function checkCommand(io: CliIo, args: readonly string[]): Promise<number>
     throw new CliError(`Could not open '${file}': ${describe(error)}`);
   }
   try {
-    if ((lastOption(p, 'f') ?? (await probeFormat(backend))) !== 'qcow2') {
+    if ((imageFormat(lastOption(p, 'f')) ?? (await probeFormat(backend))) !== 'qcow2') {
       throw new CliError(`This image format does not support checks`, 63);
     }
     const report = await checkQcow2(backend, repairOption === undefined ? {} : { repair: repairOption });
@@ -575,7 +587,7 @@ async function mapCommand(io: CliIo, args: readonly string[]): Promise<number> {
   if (maxLength === undefined) throw new CliError('--max-length: Invalid length specified');
   if (p.operands.length !== 1) throw usageError('Expecting one image file name');
   const file = p.operands[0];
-  const image = await openImage(io, file, format);
+  const image = await openImage(io, file, format, forceShare(p));
   try {
     const from = Math.min(start, image.virtualSize);
     const entries = await mapImage(image, from, Math.min(maxLength, image.virtualSize - from));
@@ -647,7 +659,7 @@ async function compareCommand(io: CliIo, args: readonly string[]): Promise<numbe
   const say = (line: string) => { if (!quiet) io.stdout(`${line}\n`); };
   const open = async (file: string, format: string | undefined) => {
     try {
-      return await openImage(io, file, imageFormat(format));
+      return await openImage(io, file, imageFormat(format), forceShare(p));
     } catch (error) {
       throw new CliError(describe(error), 2);
     }
@@ -741,7 +753,8 @@ Command parameters:
   '--output' takes the format in which the output must be done (human or json)
   '-q' use Quiet mode - do not print any output (except errors)
   '-u' create: do not open the backing file (then the size must be given)
-  '-U' accepted for qemu-img compatibility (images are always opened read-only)
+  '-U' open the image even while it is open for writing (images are always opened read-only;
+    other processes are not locked out, so -U only matters inside one process)
 
 Exit codes: 0 success; 1 error (compare: images differ; check: the check was incomplete); 2 compare: error, check: corruptions; 3 check: leaked clusters only.
 `;
