@@ -38,11 +38,6 @@ export interface DelayingBackendOptions {
   limits?: BackendLimits;
   /** Share (0..1) of waits that are a long timer (5-20 ms) instead of a short one. Default 0.02. */
   longDelayShare?: number;
-  /**
-   * Waits only microtask turns, never timers (default false): with a backend that answers at once,
-   * the same seed then gives the same interleaving every time.
-   */
-  microtasksOnly?: boolean;
   /** Closes the inner backend on close() (default true; false keeps it readable for the test). */
   closeInner?: boolean;
 }
@@ -112,10 +107,6 @@ export function wrapDelayingBackend(inner: Backend, options: DelayingBackendOpti
   const counts = { preadv: 0, pwritev: 0, flush: 0 };
 
   const wait = async (): Promise<void> => {
-    if (options.microtasksOnly) {
-      for (let i = prng.int(24); i > 0; i--) await Promise.resolve();
-      return;
-    }
     const roll = prng.next() / 2 ** 32;
     if (roll < longShare) return sleep(5 + prng.int(16));
     const r = prng.int(10);
