@@ -12,6 +12,7 @@ import { RunKind } from './qcow2-core.js';
 export interface MapEntry {
   /** Guest offset of the first byte. */
   start: number;
+  /** Bytes in the range (a run of guest bytes that share every other field). */
   length: number;
   /** The layer that serves the range: 0 the image, 1 its backing file, ... */
   depth: number;
