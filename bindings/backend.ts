@@ -2,7 +2,7 @@
 // The storage backend contract and the small helpers built on it. Backends move
 // bytes at positions of one file-like object; they know nothing of image formats.
 
-import { BackendError } from './errors.js';
+import { BackendError, exactNumber } from './errors.js';
 
 /** What a backend can do; the image and the conformance suite choose behaviour from this. */
 export interface BackendCapabilities {
@@ -92,7 +92,7 @@ export function totalLength(buffers: readonly Uint8Array[]): number {
 export function checkRange(position: number, length: number): void {
   if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0 ||
       position + length > Number.MAX_SAFE_INTEGER) {
-    throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${position}, length ${length}`);
+    throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${exactNumber(position)}, length ${exactNumber(length)} (both must be integers, their sum at most 2^53)`);
   }
 }
 

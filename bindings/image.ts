@@ -5,7 +5,7 @@
 import type { Backend } from './backend.js';
 import type { MergeMode } from './merge-core.js';
 import type { DeferredCowOptions } from './qcow2-deferred-cow.js';
-import { ImageError } from './errors.js';
+import { ImageError, exactNumber } from './errors.js';
 
 /** One guest write: `data` (one buffer or an iovec list) lands at guest byte `offset`. */
 export interface WriteRequest {
@@ -152,7 +152,8 @@ export function emptyStats(): ImageStats {
  */
 export function checkGuestRange(offset: number, length: number, virtualSize: number): void {
   if (!Number.isSafeInteger(offset) || offset < 0 || !Number.isSafeInteger(length) || length < 0) {
-    throw new ImageError('INVALID_ARGUMENT', `invalid guest range: offset ${offset}, length ${length}`);
+    throw new ImageError('INVALID_ARGUMENT',
+      `invalid guest range: offset ${exactNumber(offset)}, length ${exactNumber(length)} (both must be integers from 0 to 2^53)`);
   }
   if (offset + length > virtualSize) {
     throw new ImageError('IMAGE_OUT_OF_RANGE',
