@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The README's and docs/' examples run as written: every ```js block is run with Node against the
 // built package (imported by its own name), and each `console.log(...); // expected` prints that.
-// The README's figure table is the one scripts/main-table.mjs makes from bench/results/main.json.
+// The README's figure table is the one scripts/main-table.mjs makes from bench/results/main.json,
+// and every relative link in README.md and docs/ leads to a file that exists.
 
 import { describe, it, expect, afterAll } from 'vitest';
-import { readFileSync, readdirSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, mkdirSync, writeFileSync, rmSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 // Inside the package, so `import 'qcow2-wasm'` resolves to the package itself.
@@ -22,6 +23,14 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 describe('README examples', () => {
   it('has examples', () => {
     expect(examples.length).toBeGreaterThan(0);
+  });
+
+  it('links only to files that exist', () => {
+    const broken = pages.flatMap((page) => [...readFileSync(join(root, page), 'utf8').matchAll(/\]\(([^)#\s]+)(#[^)]*)?\)/g)]
+      .map((match) => match[1])
+      .filter((target) => !/^[a-z]+:/.test(target) && !existsSync(join(root, dirname(page), target)))
+      .map((target) => `${page} -> ${target}`));
+    expect(broken).toEqual([]);
   });
 
   it('shows the figures of bench/results/main.json', async () => {
