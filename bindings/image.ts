@@ -104,7 +104,7 @@ export interface OpenOptions {
   /** Opens an external data file by the name the image records (`namedBy` as for openBacking). */
   openDataFile?: (name: string, namedBy?: readonly string[]) => Promise<Backend>;
   /**
-   * qcow2: deferred copy-on-write (bindings/qcow2-deferred-cow.ts). A new cluster that a write
+   * qcow2: deferred copy-on-write. A new cluster that a write
    * fills from its start but not to its end, whose rest would have to be copied (from a backing
    * file), waits up to `delayMs` for the next write to fill it before the copy is made; at most
    * `maxPending` clusters wait. Reads, flush() and close() complete waiting clusters first.
