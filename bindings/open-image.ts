@@ -6,7 +6,7 @@
 
 import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
-import { ImageError } from './errors.js';
+import { ImageError, Qcow2WasmError } from './errors.js';
 import { RawImage } from './raw-image.js';
 import { Qcow2Image } from './qcow2-image.js';
 import { PROBE_SECTOR_BYTES, probeSectorFormat } from './format-probe.js';
@@ -128,9 +128,19 @@ class ChainFiles {
     const readAccess: FileAccess = this.shareWithWriter ? 'read-beside-writer' : 'read';
     return {
       ...options,
-      openBacking: options.openBacking ?? ((name, _format, namedBy = []) => {
+      openBacking: options.openBacking ?? (async (name, format, namedBy = []) => {
         const path = this.files.resolveBeside(this.pathOf(top, namedBy), name);
-        return this.open(path, namedBy.length + 1, readAccess);
+        const backend = await this.open(path, namedBy.length + 1, readAccess);
+        if (format !== undefined) return backend;
+        // The image does not record the backing file's format: it is probed, and a file that
+        // claims a format this package does not open is refused rather than read as raw.
+        try {
+          await probeFile(backend, path);
+        } catch (error) {
+          await backend.close();
+          throw error;
+        }
+        return backend;
       }),
       openDataFile: options.openDataFile ?? ((name, namedBy = []) => {
         // A data file is not a link of the chain: it is claimed, but not checked for loops.
@@ -185,8 +195,17 @@ export async function openImageWith(files: ImageFiles, path: string, options: Fi
     return await RawImage.open(guarded, options);
   } catch (error) {
     await backend.close();
-    throw error;
+    throw namingFile(error, path);
   }
+}
+
+/**
+ * `error` with `path` in front of its message unless it names it already. The error is one this
+ * open caused, so it is edited in place: its class, code and fields stay.
+ */
+function namingFile(error: unknown, path: string): unknown {
+  if (error instanceof Qcow2WasmError && !error.message.includes(path)) error.message = `${path}: ${error.message}`;
+  return error;
 }
 
 /**

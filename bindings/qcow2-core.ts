@@ -154,7 +154,10 @@ export class Qcow2Core {
    * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
    */
   onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
-  /** L2 tables written whole before an L1 entry pointed at them (table copies), by host offset. */
+  /**
+   * L2 tables written whole before an L1 entry pointed at them (table copies), by host offset,
+   * until the L1 table is written with them.
+   */
   private readonly tablesWrittenWhole = new Set<number>();
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
@@ -201,7 +204,7 @@ export class Qcow2Core {
   // Places the tables for `header` (dropping every cached slice) and reads the L1 and refcount tables.
   private async configure(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
     const reftableBytes = header.refcountTableClusters * header.clusterSize;
-    if (this.x.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, this.cacheBytes) > this.memory.buffer.byteLength) {
+    if (!this.fitsTables(header.l1Size, header.refcountTableClusters)) {
       throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the tables grew past this open image's memory (L1 ${header.l1Size} entries, refcount table ${reftableBytes} bytes): reopen the image`);
     }
     const status = this.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
@@ -212,6 +215,12 @@ export class Qcow2Core {
     if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [this.view(this.l1Offset, header.l1Size * 8)]));
     if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [this.view(this.reftableOffset, reftableBytes)]));
     await Promise.all(reads);
+  }
+
+  /** Whether this core's memory holds an L1 table of `l1Entries` and a refcount table of `reftableClusters` (reload). */
+  fitsTables(l1Entries: number, reftableClusters: number): boolean {
+    const bytes = this.x.requiredMemoryBytes(this.header.clusterBits, l1Entries, reftableClusters * this.header.clusterSize, this.cacheBytes);
+    return bytes >= 0 && bytes <= this.memory.buffer.byteLength;
   }
 
   /**
@@ -431,8 +440,9 @@ export class Qcow2Core {
   }
 
   /**
-   * True when the L2 table at `hostOffset` was written whole before any L1 entry pointed at it
-   * (a table copy): write-back must not zero-fill it like a table allocated empty.
+   * True when the L2 table at `hostOffset` was written whole before an L1 entry pointed at it
+   * (a table copy whose L1 entry is not yet written): write-back must not zero-fill it like a
+   * table allocated empty.
    */
   isTableWrittenWhole(hostOffset: number): boolean {
     return this.tablesWrittenWhole.has(hostOffset);
@@ -474,7 +484,8 @@ export class Qcow2Core {
 
   /** Marks the L1 table written unless it changed since `generation`. */
   markL1Clean(generation: number): void {
-    this.x.markL1Clean(generation);
+    // The file's L1 table now points at every table copy: none looks new to write-back any more.
+    if (this.x.markL1Clean(generation)) this.tablesWrittenWhole.clear();
   }
 
   /** A copy of the refcount table when it has unwritten changes. */

@@ -30,6 +30,7 @@ import { ClusterLocks } from './cluster-locks.js';
 import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
+import { chainRevisits } from './chain-names.js';
 
 /** Deepest backing chain opened; deeper chains are refused as a probable loop. */
 const MAX_BACKING_DEPTH = 64;
@@ -167,17 +168,17 @@ export class Qcow2Image extends DispatchedImage {
    * `options.vmState` (e.g. an emulator's save state) kept in it as QEMU keeps VM state.
    */
   createSnapshot(name: string, options?: snapshotOps.CreateSnapshotOptions): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options));
+    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options, this.tableCapacity));
   }
 
   /** Reverts the disk to snapshot `nameOrId` (applySnapshot, bindings/qcow2-snapshot-ops.ts). */
   applySnapshot(nameOrId: string): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId));
+    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId, this.tableCapacity));
   }
 
   /** Deletes the snapshot named `name` (deleteSnapshot, bindings/qcow2-snapshot-ops.ts). */
   deleteSnapshot(name: string): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name));
+    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name, this.tableCapacity));
   }
 
   /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2-snapshot-ops.ts). */
@@ -188,7 +189,7 @@ export class Qcow2Image extends DispatchedImage {
 
   /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
   makeEmpty(): Promise<void> {
-    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend, this.tableCapacity));
   }
 
   /**
@@ -196,8 +197,11 @@ export class Qcow2Image extends DispatchedImage {
    * instance keeps reading through the backing image it opened: reopen to use the new one.
    */
   setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
-    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat, this.tableCapacity));
   }
+
+  // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
+  private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
   // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
   // instance held off: writes before it complete and are flushed first; afterwards the header,
@@ -666,7 +670,7 @@ async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain
   if (!options.openBacking) {
     throw new ImageError('INVALID_ARGUMENT', `the image has the backing file '${name}': pass openBacking to open it`);
   }
-  if (chain.depth >= MAX_BACKING_DEPTH || chain.names.includes(name)) {
+  if (chain.depth >= MAX_BACKING_DEPTH || chainRevisits([...chain.names, name])) {
     throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
   }
   const backend = await options.openBacking(name, header.backingFormat, chain.names);

@@ -16,6 +16,8 @@ import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { RawImage } from '../bindings/raw-image.js';
 import { Qcow2WasmError } from '../bindings/errors.js';
 import { probeSectorFormat } from '../bindings/format-probe.js';
+import { createQcow2 } from '../bindings/qcow2-create.js';
+import { chainRevisits } from '../bindings/chain-names.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo, convertToRaw } from './helpers/qemu.js';
 
 const MiB = 1024 * 1024;
@@ -98,7 +100,9 @@ describe('one writer per image', () => {
       await writer.close();
       // An open that fails after its claim (bad format option) releases it.
       writeFileSync(join(dir, 'raw.img'), new Uint8Array(4096));
-      expect((await rejection(openImageFile(join(dir, 'raw.img'), { format: 'qcow2' }))).code).toBe('IMAGE_FORMAT_UNKNOWN');
+      const notQcow2 = await rejection(openImageFile(join(dir, 'raw.img'), { format: 'qcow2' }));
+      expect(notQcow2.code).toBe('IMAGE_FORMAT_UNKNOWN');
+      expect(notQcow2.message).toContain(join(dir, 'raw.img'));
       await (await openImageFile(join(dir, 'raw.img'), { format: 'raw' })).close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -160,6 +164,31 @@ describe('format probing', () => {
       await told.write(0, attack);
       await told.close();
       expect(probeSectorFormat(readFileSync(path))).toBe('qcow2');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a backing file whose format the image does not record is probed, and refused when it claims another format', async () => {
+    const dir = tempDir();
+    try {
+      const fake = new Uint8Array(1 << 20);
+      fake.set(Array.from('KDMV', (c) => c.charCodeAt(0)));
+      writeFileSync(join(dir, 'fake.vmdk'), fake);
+      writeFileSync(join(dir, 'plain.raw'), new Uint8Array(1 << 20).fill(0x5c));
+      for (const [top, backingFile] of [['over-vmdk.qcow2', 'fake.vmdk'], ['over-raw.qcow2', 'plain.raw']]) {
+        const backend = await openNodeBackend(join(dir, top), { writable: true, create: true });
+        await createQcow2(backend, { virtualSize: 1 << 20, backingFile });
+        await backend.close();
+      }
+      const error = await rejection(openImageFile(join(dir, 'over-vmdk.qcow2'), { readOnly: true }));
+      expect(error.code).toBe('IMAGE_FORMAT_UNKNOWN');
+      expect(error.message).toContain(join(dir, 'fake.vmdk'));
+      const image = await openImageFile(join(dir, 'over-raw.qcow2'), { readOnly: true });
+      expect((await image.read(0, 4)).every((b) => b === 0x5c)).toBe(true);
+      await image.close();
+      // Nothing stays open or claimed: the backing files open for writing.
+      await (await openImageFile(join(dir, 'fake.vmdk'), { format: 'raw' })).close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -261,6 +290,41 @@ describeWithQemu('names resolve where QEMU resolves them', () => {
       await top.write(3 * MiB, new Uint8Array(4096).fill(0x44));
       await top.close();
       for (const file of ['sub/top.qcow2', 'mid.qcow2', 'base.qcow2']) expect(qemuCheck(join(dir, file)).exitCode, file).toBe(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('an external data file name resolves next to its image, wherever the process runs', async () => {
+    const dir = tempDir();
+    try {
+      const sub = join(dir, 'sub');
+      mkdirSync(sub);
+      // QEMU 7.2 resolves a relative data file name against its working directory: run it in sub/.
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-o', 'data_file=img.data', 'img.qcow2', '1M'], sub).code).toBe(0);
+      expect(qemuIo(['-c', 'write -P 0x66 0 64k', '-c', 'write -P 0x67 512k 4k', 'img.qcow2'], sub).code).toBe(0);
+      const expected = convertToRaw(join(sub, 'img.qcow2'));
+      writeFileSync(join(dir, 'img.data'), new Uint8Array(1 << 20).fill(0xee)); // a decoy in the parent directory
+      const image = await openImageFile(join(sub, 'img.qcow2'), { readOnly: true, format: 'qcow2' });
+      expect(Buffer.compare(await image.read(0, image.virtualSize), expected)).toBe(0);
+      await image.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('a chain that names d/img.qcow2 twice (d/img.qcow2, then d/d/img.qcow2) opens as qemu-img opens it', async () => {
+    const dir = tempDir();
+    try {
+      mkdirSync(join(dir, 'd', 'd'), { recursive: true });
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', 'd/d/img.qcow2', '1M'], dir).code).toBe(0);
+      expect(qemuIo(['-c', 'write -P 0x71 0 64k', 'd/d/img.qcow2'], dir).code).toBe(0);
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'd/img.qcow2', '-F', 'qcow2', 'img.qcow2'], join(dir, 'd')).code).toBe(0);
+      expect(qemuImg(['create', '-q', '-f', 'qcow2', '-b', 'd/img.qcow2', '-F', 'qcow2', 'top.qcow2'], dir).code).toBe(0);
+      const image = await openImageFile(join(dir, 'top.qcow2'), { readOnly: true });
+      expect(Buffer.compare(await image.read(0, image.virtualSize), convertToRaw(join(dir, 'top.qcow2')))).toBe(0);
+      expect((await image.read(0, 1))[0]).toBe(0x71);
+      await image.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -375,5 +439,19 @@ describe('the backend belongs to the image from open on', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe('backing chain loops told by names alone', () => {
+  it('a relative name repeated in another directory is no loop; the same path again is', () => {
+    expect(chainRevisits(['d/img.qcow2', 'd/img.qcow2'])).toBe(false); // d/img, then d/d/img
+    expect(chainRevisits(['../mid.qcow2', 'base.qcow2'])).toBe(false);
+    expect(chainRevisits(['b.qcow2', 'a.qcow2', 'b.qcow2'])).toBe(true);
+    expect(chainRevisits(['self', 'self'])).toBe(true);
+    expect(chainRevisits(['sub/b.qcow2', '../a.qcow2', 'sub/b.qcow2'])).toBe(true);
+    expect(chainRevisits(['sub/b.qcow2', './b.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', 'b.qcow2', '/images/a.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', 'b.qcow2', '/images/b.qcow2'])).toBe(true);
+    expect(chainRevisits(['/images/a.qcow2', '../b.qcow2', '/images/b.qcow2'])).toBe(false);
   });
 });

@@ -47,6 +47,8 @@ interface ImageSpec {
   dense?: boolean;
   /** Only every `stride`-th cluster has data (a sparse image whose L2 table spans several slices). */
   stride?: number;
+  /** Version 2 (no zero flag: whole clusters are zeroed by unallocating them). */
+  v2?: boolean;
 }
 
 /** A qemu-made image with the snapshot snap1 of `original`, and the guest content the active layer should have. */
@@ -72,7 +74,7 @@ function makeSnapshotted(dir: string, name: string, spec: ImageSpec, seed: numbe
   const raw = join(dir, `${name}.raw`);
   const path = join(dir, `${name}.qcow2`);
   writeFileSync(raw, original);
-  const options = [`cluster_size=${spec.clusterSize}`, ...(spec.extendedL2 ? ['extended_l2=on'] : [])].join(',');
+  const options = [`cluster_size=${spec.clusterSize}`, ...(spec.extendedL2 ? ['extended_l2=on'] : []), ...(spec.v2 ? ['compat=0.10'] : [])].join(',');
   run(['convert', '-q', '-f', 'raw', '-O', 'qcow2', ...(spec.compressed ? ['-c'] : []), '-o', options, raw, path], 'convert');
   run(['snapshot', '-c', 'snap1', path], 'snapshot');
   rmSync(raw);
@@ -136,7 +138,7 @@ class Driver {
     return this.image.writeZeroes(offset, length);
   }
 
-  /** Discard on a v3 image without backing: whole clusters read as zeros afterwards, the rest keeps its data. */
+  /** Discard on an image without backing: whole clusters read as zeros afterwards, the rest keeps its data. */
   discard(offset: number, length: number): Promise<void> {
     const c = this.s.clusterSize;
     const start = Math.ceil(offset / c) * c;
@@ -195,13 +197,13 @@ const SCENARIOS: Scenario[] = [
     act: (d, c) => d.write(c + 5, 100),
   },
   {
-    name: 'writeZeroes: whole clusters by the zero flag, partial ones by zero data',
-    specs: [{ clusterSize: 4 * KiB, size: 2 * MiB }, { clusterSize: 64 * KiB, size: 2 * MiB }],
+    name: 'writeZeroes: whole clusters by the zero flag (version 2: unallocated), partial ones by zero data',
+    specs: [{ clusterSize: 4 * KiB, size: 2 * MiB }, { clusterSize: 64 * KiB, size: 2 * MiB }, { clusterSize: 64 * KiB, size: 2 * MiB, v2: true }],
     act: (d, c) => d.writeZeroes(2 * c + 100, 3 * c),
   },
   {
     name: 'discard of whole clusters',
-    specs: [{ clusterSize: 4 * KiB, size: 2 * MiB }, { clusterSize: 64 * KiB, size: 2 * MiB }],
+    specs: [{ clusterSize: 4 * KiB, size: 2 * MiB }, { clusterSize: 64 * KiB, size: 2 * MiB }, { clusterSize: 4 * KiB, size: 2 * MiB, v2: true }],
     act: (d, c) => d.discard(5 * c - 10, 4 * c + 20),
   },
   {
@@ -265,7 +267,7 @@ describeWithQemu('writes after an internal snapshot (shared L2 tables), judged b
     it(scenario.name, async () => {
       for (const spec of scenario.specs) {
         const c = spec.clusterSize;
-        const what = `${scenario.name}, ${c / KiB} KiB clusters${spec.extendedL2 ? ', extended L2' : ''}${spec.compressed ? ', compressed' : ''}`;
+        const what = `${scenario.name}, ${c / KiB} KiB clusters${spec.extendedL2 ? ', extended L2' : ''}${spec.compressed ? ', compressed' : ''}${spec.v2 ? ', version 2' : ''}`;
         const s = makeSnapshotted(dir, `s${index}_${c}`, spec, SEED + index);
         const sharedL1 = activeL1(s.path);
         expect(sharedL1.some((entry) => entry !== 0n && (entry & COPIED) === 0n), `${what}: qemu-img snapshot leaves the L2 tables shared`).toBe(true);
