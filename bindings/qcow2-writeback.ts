@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Metadata write-back in QEMU's safe order (design §6): new refcount blocks, a barrier, the
+// Metadata write-back in QEMU's safe order: new refcount blocks, a barrier, the
 // refcount table; refcount blocks; a barrier; L2 slices, a barrier, then the L1 table, a barrier.
 // Afterwards the clusters that committed writes stopped referencing are released: their
 // refcounts drop only once no on-disk entry points at them. A barrier that failed stays owed:
