@@ -4,18 +4,20 @@
 // allocate fresh contiguous host clusters (refcounts raised at once); TypeScript then writes the
 // data with the copy-on-write head and tail and calls commitAllocation, which points the L2
 // entries at the new clusters and hands back the clusters they stop referencing (to be released
-// only after the new entries are on disk).
+// only after the new entries are on disk). L2 entries change only in tables this image alone
+// owns: a table shared with an internal snapshot is copied first (locateEntry states the rule).
 
 import {
   L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
   QCOW_OFLAG_ZERO, loadBE64, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import {
-  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2IndexOf, l2EntryBits,
+  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2CoverageBits, l2IndexOf, l2EntryBits,
   sliceBits, sliceIndexBits, subclusterBits,
 } from './geometry';
+import { MappingCorruption, corrupt } from './mapping';
 import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress, slotCount, isSlotDirty, slotKey } from './cache';
-import { needTable, needWriteback } from './need';
+import { needTable, needTableCopy, needWriteback } from './need';
 import { refcountOf, lastReadRefcount, addRefcount, createRefblock, refblockEntryBits, refblockOffset, refcountOrder } from './refcount';
 import { Region, regionOffset } from './layout';
 import { Status } from './status';
@@ -113,8 +115,15 @@ function blockMissing(index: u64): bool {
   return refblockOffset(index) == 0;
 }
 
-// The L2 entry address for `guestOffset`, after making sure its L2 table exists (allocating one
-// when the L1 entry is empty). OK (sets entryAddress, entrySlot), NEED_*, NO_SPACE, CORRUPT.
+// The L2 entry for `guestOffset`, ready to change: every writer of L2 entries (planWrite,
+// commitAllocation, commitSubclusters, zeroClusters, zeroSubclusters) gets its entry here and
+// nowhere else, so the rule for shared tables is enforced here once. An L2 table is changed only
+// while this image alone owns it, which its L1 entry says with COPIED. A table without it (an
+// internal snapshot references it too) is never edited in place: the call returns
+// NEED_TABLE_COPY, the caller copies the table to a new cluster (allocateTableCopy,
+// switchToTableCopy) and calls again, and the entry is then found in the copy. An empty L1 entry
+// gets a fresh zeroed table when `mayAllocate`. OK (sets entryAddress, entrySlot), NEED_*,
+// NO_SPACE, CORRUPT, INVALID (no table and !mayAllocate, or past the L1 table).
 let entryAddress: usize = 0;
 let entrySlot: i32 = -1;
 function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
@@ -125,6 +134,7 @@ function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
   let l2Offset = l1Entry & L1E_OFFSET_MASK;
   const l2Index = l2IndexOf(guestOffset);
   const sliceOffset = (<u64>(l2Index >> sliceIndexBits())) << sliceBits;
+  if (l2Offset != 0 && (l1Entry & QCOW_OFLAG_COPIED) == 0) return needTableCopy(l1Index);
   if (l2Offset == 0) {
     if (!mayAllocate) return Status.INVALID;
     if (!hasCleanSlot(CacheId.L2)) return needWriteback(CacheId.L2);
@@ -133,10 +143,7 @@ function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
     l2Offset = allocatedHost;
     // A table allocated past the old end of the file reads as zeros until written; its slices
     // are installed zeroed and dirty as they are used.
-    storeBE64(l1EntryAddress(l1Index), l2Offset | QCOW_OFLAG_COPIED);
-    if (l1Index < l1DirtyFirst) l1DirtyFirst = l1Index;
-    if (l1Index + 1 > l1DirtyEnd) l1DirtyEnd = l1Index + 1;
-    l1Generation++;
+    setL1Entry(l1Index, l2Offset | QCOW_OFLAG_COPIED);
     const slot = installZeroSlice(CacheId.L2, l2Offset + sliceOffset);
     if (slot < 0) return needWriteback(CacheId.L2);
   }
@@ -144,6 +151,63 @@ function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
   if (slot < 0) return needTable(CacheId.L2, l2Offset + sliceOffset);
   entrySlot = slot;
   entryAddress = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  return Status.OK;
+}
+
+// Changes L1 entry `l1Index` in memory; write-back writes it.
+function setL1Entry(l1Index: u64, entry: u64): void {
+  storeBE64(l1EntryAddress(l1Index), entry);
+  if (l1Index < l1DirtyFirst) l1DirtyFirst = l1Index;
+  if (l1Index + 1 > l1DirtyEnd) l1DirtyEnd = l1Index + 1;
+  l1Generation++;
+}
+
+let tableCopySource: u64 = 0;
+let tableCopyTarget: u64 = 0;
+
+/**
+ * First step of copying the shared L2 table of L1 entry `l1IndexF` (what a NEED_TABLE_COPY asks;
+ * QEMU's l2_allocate): allocates the cluster for the copy, its refcount 1. Then
+ * tableCopySourceOf() is the shared table and tableCopyTargetOf() the new cluster; the caller
+ * writes the table's bytes there, makes them durable, and calls switchToTableCopy. The entries
+ * are copied as they are: their clusters' refcounts already count both the snapshot's reference
+ * and the active one, and so do their COPIED flags (set only where the refcount is 1).
+ * OK, with tableCopyTargetOf() 0 when the entry needs no copy (any more); NEED_TABLE /
+ * NEED_WRITEBACK / NEED_GROWTH (call again), NO_SPACE, CORRUPT (reserved bits in the L1 entry, or
+ * a table offset not cluster-aligned: mapping.ts corruptReason), INVALID.
+ */
+export function allocateTableCopy(l1IndexF: f64): Status {
+  const l1Index = <u64>l1IndexF;
+  if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
+  const l1Entry = loadBE64(l1EntryAddress(l1Index));
+  const guestOffset = l1Index << l2CoverageBits();
+  if (l1Entry & L1E_RESERVED_MASK) return corrupt(MappingCorruption.L1_RESERVED_BITS, guestOffset);
+  tableCopySource = l1Entry & L1E_OFFSET_MASK;
+  tableCopyTarget = 0;
+  if (tableCopySource == 0 || (l1Entry & QCOW_OFLAG_COPIED) != 0) return Status.OK;
+  if (tableCopySource & ((<u64>1 << clusterBits) - 1)) return corrupt(MappingCorruption.L2_TABLE_UNALIGNED, guestOffset);
+  const status = allocateClusters(1);
+  if (status != Status.OK) return status;
+  tableCopyTarget = allocatedHost;
+  return Status.OK;
+}
+
+/** Host offset of the shared table the last allocateTableCopy copies. */
+export function tableCopySourceOf(): f64 { return <f64>tableCopySource; }
+/** Host offset of the cluster the last allocateTableCopy allocated for the copy (0: none). */
+export function tableCopyTargetOf(): f64 { return <f64>tableCopyTarget; }
+
+/**
+ * Last step of a table copy: points L1 entry `l1IndexF` at the copy at `targetF` (with COPIED),
+ * once the copy is durable, if the entry still points at the shared table at `sourceF` without
+ * COPIED. The shared table's refcount is the caller's to lower, once the new L1 entry is on disk.
+ * OK, or INVALID (the entry changed: the copy is not used).
+ */
+export function switchToTableCopy(l1IndexF: f64, sourceF: f64, targetF: f64): Status {
+  const l1Index = <u64>l1IndexF;
+  if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
+  if (loadBE64(l1EntryAddress(l1Index)) != <u64>sourceF) return Status.INVALID;
+  setL1Entry(l1Index, <u64>targetF | QCOW_OFLAG_COPIED);
   return Status.OK;
 }
 

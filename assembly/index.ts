@@ -60,7 +60,7 @@ export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;
 
 // qcow2 image geometry, metadata caches, read mapping and write planning.
 export { requiredMemoryBytes, configureImage } from './image-regions';
-export { needCacheId, needHostOffset } from './need';
+export { needCacheId, needHostOffset, needL1Index } from './need';
 export {
   slotCount, slotHostOffset, slotAddress, isSlotDirty, slotGeneration, markSlotClean, CacheId,
   beginSliceLoad, commitSliceLoadAt as commitSliceLoad, abandonSliceLoad,
@@ -70,6 +70,7 @@ export {
   planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
   commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, zeroSubclusters, ZeroMode, allocationHintCluster, skipAllocationTo,
   l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean, writeStateOf, WriteState,
+  allocateTableCopy, tableCopySourceOf, tableCopyTargetOf, switchToTableCopy,
 } from './allocate';
 export {
   releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,
@@ -84,6 +85,7 @@ export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
 export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;
 export const STATUS_NO_SPACE: i32 = Status.NO_SPACE;
 export const STATUS_NEED_GROWTH: i32 = Status.NEED_GROWTH;
+export const STATUS_NEED_TABLE_COPY: i32 = Status.NEED_TABLE_COPY;
 
 // Image creation (assembly/create.ts). CreateError and CreateFlag members export as globals
 // named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2-create.ts.

@@ -187,7 +187,8 @@ function writeRun(index: i32, kind: RunKind, guestOffset: u64, length: u64, host
   store<f64>(run, <f64>compressedBytes, 32);
 }
 
-function corrupt(reason: MappingCorruption, guestOffset: u64): Status {
+/** Records why the mapping of `guestOffset` is corrupt (corruptReason); returns Status.CORRUPT. */
+export function corrupt(reason: MappingCorruption, guestOffset: u64): Status {
   corruption = reason;
   corruptAt = guestOffset;
   return Status.CORRUPT;

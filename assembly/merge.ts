@@ -290,9 +290,11 @@ function sweep(count: i32, mode: i32): void {
       while (heapSize > 0 && endOf(heapAt(0)) <= position) heapPop();
       // Step 3.
       if (heapSize == 0) {
+        // Empty requests write nothing: a gap is bridged only to bytes that are written.
+        while (next < count && startOf(orderAt(next)) == endOf(orderAt(next))) next++;
         if (next >= count) break;
         const nextStart = startOf(orderAt(next));
-        if (mode == MergeMode.FULL && gapMergeAllowed(position, nextStart)) {
+        if (mode == MergeMode.FULL && gapFitsOpenExtent(nextStart - position) && gapMergeAllowed(position, nextStart)) {
           emitPiece(GAP_REQUEST, 0, position, nextStart - position, true);
           previousRequest = GAP_REQUEST;
           position = nextStart;
@@ -322,6 +324,13 @@ function sweep(count: i32, mode: i32): void {
     }
     closeExtent();
   }
+}
+
+// A bridged gap must share its extent with the written bytes after it (an extent made only of a
+// gap would rewrite what is already there, and no request would own it): it and the first byte
+// of the next request, as two more pieces, must fit the extent that is open.
+function gapFitsOpenExtent(gapBytes: u64): bool {
+  return extentOpen && extentPieces + 2 <= capIov && extentBytes + gapBytes < capBytes;
 }
 
 // OFF mode: every non-empty request is its own extent (split only by maxTransfer).

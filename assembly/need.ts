@@ -1,14 +1,16 @@
 // SPDX-License-Identifier: MIT
 // The NEED record: what a sans-I/O call wants done before it is called again. TABLE: read one
 // slice of a metadata table into a cache (cache.ts beginSliceLoad, then commitSliceLoad);
-// WRITEBACK:
-// a cache holds only dirty slices, so write metadata back first (bindings/qcow2-writeback.ts).
+// WRITEBACK: a cache holds only dirty slices, so write metadata back first
+// (bindings/qcow2-writeback.ts); TABLE_COPY: copy the shared L2 table of one L1 entry
+// (bindings/qcow2-table-copy.ts).
 
 import { CacheId } from './cache';
 import { Status } from './status';
 
 let needCache: CacheId = CacheId.L2;
 let needHost: u64 = 0;
+let needL1: u64 = 0;
 
 /** Records a need for the slice at `hostOffset` of `cache`; returns Status.NEED_TABLE. */
 export function needTable(cache: CacheId, hostOffset: u64): Status {
@@ -23,8 +25,16 @@ export function needWriteback(cache: CacheId): Status {
   return Status.NEED_WRITEBACK;
 }
 
+/** Records that the L2 table of L1 entry `l1Index` is shared and must be copied; returns Status.NEED_TABLE_COPY. */
+export function needTableCopy(l1Index: u64): Status {
+  needL1 = l1Index;
+  return Status.NEED_TABLE_COPY;
+}
+
 /** The cache of the last need. */
 export function needCacheId(): i32 { return needCache; }
 /** Host offset of the slice the last NEED_TABLE asked for. */
 export function needHostOffset(): f64 { return <f64>needHost; }
 
+/** The L1 entry index the last NEED_TABLE_COPY named. */
+export function needL1Index(): f64 { return <f64>needL1; }

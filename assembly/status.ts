@@ -24,4 +24,10 @@ export enum Status {
   NO_SPACE = 8,
   /** The refcount table is full: grow it (refcount.ts growReftable), then call again. */
   NEED_GROWTH = 9,
+  /**
+   * An L2 entry must change in a table this image shares (its L1 entry lacks COPIED, e.g. after
+   * an internal snapshot): copy the table first (allocate.ts allocateTableCopy), then call again.
+   * The NEED record names the L1 entry (need.ts).
+   */
+  NEED_TABLE_COPY = 10,
 }

@@ -27,8 +27,8 @@ const BATCH_REQUESTS = 32;
 /** A named list of requests, into a fresh image or an overlay over the backing image. */
 export interface Workload { key: string; title: string; requests: WriteRequest[]; overBacking: boolean; qemuOffset?: number }
 
-/** One configuration: image format, merge mode, and whether the Node backend uses synchronous calls. */
-export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean }
+/** One configuration: image format, merge mode, and the Node backend's `sync` option (default 'auto'). */
+export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean | 'auto' }
 
 /** What one run of a configuration measured. */
 export interface Run {
@@ -44,8 +44,8 @@ export interface Run {
   cowBytes: number;
 }
 
-/** What one qemu-img bench run measured: MB/s of its I/O phase and its own bytes from /proc. */
-export interface QemuRun { mbPerSecond: number; writtenPerGuest: number; readPerGuest: number }
+/** What one qemu-img bench run measured: MB/s of its I/O phase, its own bytes and write syscalls from /proc. */
+export interface QemuRun { mbPerSecond: number; writtenPerGuest: number; readPerGuest: number; writesPerRequest: number }
 
 /** Sequential 4 KiB requests covering `streamBytes` from UNALIGNED_START. */
 export function sequentialRequests(streamBytes: number): WriteRequest[] {
@@ -90,7 +90,7 @@ export async function writeBase(dir: string): Promise<void> {
 }
 async function openTarget(dir: string, config: Config, overBacking: boolean): Promise<Qcow2Image | RawImage> {
   const { format, merge } = config;
-  const backend = await openNodeBackend(join(dir, `${format}-${merge}.img`), { writable: true, create: true, sync: config.sync === true });
+  const backend = await openNodeBackend(join(dir, `${format}-${merge}.img`), { writable: true, create: true, sync: config.sync });
   if (format === 'raw') {
     await backend.truncate!(0);
     await backend.truncate!(IMAGE_BYTES);
@@ -146,13 +146,21 @@ export function qemuBench(dir: string, overBacking: boolean, offset: number, str
   execFileSync('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `cluster_size=${CLUSTER_BYTES}`,
     ...(overBacking ? ['-b', 'base.qcow2', '-F', 'qcow2'] : []), path, String(IMAGE_BYTES)], { cwd: dir });
   const count = streamBytes / REQUEST_BYTES;
-  const script = 'grep -E "^(rchar|wchar)" /proc/$$/io; qemu-img bench -w -t writeback -i threads --pattern=0xab -f qcow2 ' +
-    `-c ${count} -d 32 -s ${REQUEST_BYTES} -o ${offset} "$1"; grep -E "^(rchar|wchar)" /proc/$$/io`;
+  // /proc/$$/io of the shell adds up the children it has reaped: qemu-img's bytes and syscalls
+  // (plus a few of grep's own, negligible against thousands of requests).
+  const script = 'grep -E "^(rchar|wchar|syscw)" /proc/$$/io; qemu-img bench -w -t writeback -i threads --pattern=0xab -f qcow2 ' +
+    `-c ${count} -d 32 -s ${REQUEST_BYTES} -o ${offset} "$1"; grep -E "^(rchar|wchar|syscw)" /proc/$$/io`;
   const output = execFileSync('sh', ['-c', script, 'sh', path], { encoding: 'utf8' });
-  const counters = [...output.matchAll(/^(rchar|wchar): (\d+)$/gm)].map((m) => Number(m[2]));
+  const counter = (name: string) => [...output.matchAll(new RegExp(`^${name}: (\\d+)$`, 'gm'))].map((m) => Number(m[1]));
+  const [readBefore, readAfter] = counter('rchar');
+  const [writtenBefore, writtenAfter] = counter('wchar');
+  const [writeCallsBefore, writeCallsAfter] = counter('syscw');
   const seconds = Number(/Run completed in ([\d.]+) seconds/.exec(output)?.[1]);
   const guestBytes = count * REQUEST_BYTES;
-  return { mbPerSecond: guestBytes / seconds / 1e6, writtenPerGuest: (counters[3] - counters[1]) / guestBytes, readPerGuest: (counters[2] - counters[0]) / guestBytes };
+  return {
+    mbPerSecond: guestBytes / seconds / 1e6, writtenPerGuest: (writtenAfter - writtenBefore) / guestBytes,
+    readPerGuest: (readAfter - readBefore) / guestBytes, writesPerRequest: (writeCallsAfter - writeCallsBefore) / count,
+  };
 }
 
 /** What the CPU profile of the memory-backend run found, in milliseconds of sampled self time. */
@@ -205,7 +213,8 @@ export interface WorkloadSummary { mbPerSecond: Map<string, number>; qemuMbPerSe
 
 /** Label of a configuration in tables and charts. */
 export function configKey(config: Config): string {
-  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${config.sync ? ' (sync I/O)' : ''}`;
+  const io = config.sync === true ? ' (sync I/O)' : config.sync === false ? ' (thread-pool I/O)' : '';
+  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${io}`;
 }
 
 /**
@@ -241,7 +250,7 @@ export async function runWorkload(dir: string, workload: Workload, configs: read
       `${(mb / rawMb).toFixed(2)}x`, ...(qemuMb ? [`${(mb / qemuMb).toFixed(2)}x`] : [])];
   });
   const qemuRow = qemuMb ? [['qemu-img bench (QEMU 7.2)', ratio(median(qemuRuns.map((q) => q.writtenPerGuest))),
-    ratio(median(qemuRuns.map((q) => q.readPerGuest))), '1.0000', qemuMb.toFixed(0), 'n/a', `${(qemuMb / rawMb).toFixed(2)}x`, '1.00x']] : [];
+    ratio(median(qemuRuns.map((q) => q.readPerGuest))), median(qemuRuns.map((q) => q.writesPerRequest)).toFixed(4), qemuMb.toFixed(0), 'n/a', `${(qemuMb / rawMb).toFixed(2)}x`, '1.00x']] : [];
   printTable(['image, merge', 'host bytes written/guest byte', 'backing bytes read/guest byte', 'host writes/request', 'MB/s',
     'MB/s incl. flush', 'vs RawImage', ...(qemuMb ? ['vs qemu-img bench'] : [])], [...rows, ...qemuRow]);
   return { summary: { mbPerSecond, qemuMbPerSecond: qemuMb }, runs, qemuRuns };

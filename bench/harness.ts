@@ -2,6 +2,7 @@
 // Small helpers shared by the benchmarks: medians, the machine line, aligned tables, a temporary
 // directory, a seeded random source and a deterministic data pattern.
 
+import { execFileSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { cpus, platform, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -89,4 +90,26 @@ export function fillPattern(target: Uint8Array, streamOffsetBytes: number, seed 
     x = Math.imul(x ^ (x >>> 16), 0x45d9f3b);
     words[i] = x ^ (x >>> 16);
   }
+}
+
+/** Where a committed results file came from: revision (with "-dirty" for uncommitted changes), machine, runtimes, date. */
+export interface RunProvenance { revision: string; machine: MachineInfo; qemu: string | undefined; date: string }
+
+/** Describes this run for a results file: git revision of the working tree, machine, Node and qemu-img versions. */
+export function runProvenance(): RunProvenance {
+  const quiet = (command: string, args: string[]) => {
+    try {
+      return execFileSync(command, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const commit = quiet('git', ['rev-parse', '--short=12', 'HEAD']);
+  const dirty = quiet('git', ['status', '--porcelain', '--untracked-files=no']);
+  return {
+    revision: commit === undefined ? 'unknown (not a git checkout)' : `${commit}${dirty ? '-dirty' : ''}`,
+    machine: machineInfo(),
+    qemu: quiet('qemu-img', ['--version'])?.split('\n')[0],
+    date: new Date().toISOString(),
+  };
 }

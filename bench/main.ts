@@ -4,42 +4,73 @@
 // 1 GiB qcow2 image and into an overlay over a fully written backing image; merging off (QEMU's
 // block layer), adjacent-only (virtio-blk) and full are measured side by side with RawImage and
 // `qemu-img bench` on the same pattern (when qemu-img is installed). Every image is read back.
+// Then depth-1 latency (one 4 KiB request at a time, as an IDE controller sends them) against
+// bare syscalls. Everything uses the defaults a user gets. Results: bench/results/main.json.
 
-import { execFileSync } from 'node:child_process';
-import { hasQemuImg, runWorkload, sequentialRequests, writeBase, UNALIGNED_START, type Config, type Workload } from './allocating.js';
-import { machineLine, withTempDir } from './harness.js';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hasQemuImg, runWorkload, sequentialRequests, writeBase, UNALIGNED_START, type Config, type QemuRun, type Run, type Workload } from './allocating.js';
+import { runDepth1, DEPTH1_IMAGE_BYTES } from './depth1.js';
+import { machineLine, printTable, runProvenance, withTempDir } from './harness.js';
 
 const STREAM_BYTES = 64 * 1024 * 1024;
 const ROUNDS = 3;
+const DEPTH1_REQUESTS = 5000;
 const CONFIGS: readonly Config[] = [
   { format: 'qcow2', merge: 'off' }, { format: 'qcow2', merge: 'adjacent' }, { format: 'qcow2', merge: 'full' },
-  { format: 'qcow2', merge: 'full', sync: true }, { format: 'raw', merge: 'full' },
+  { format: 'qcow2', merge: 'full', sync: false }, { format: 'raw', merge: 'full' },
 ];
+
+/** One workload's figures as the results file keeps them. */
+interface WorkloadResult { title: string; mbPerSecond: Record<string, number>; qemuMbPerSecond: number | undefined; runs: Record<string, Run[]>; qemu: QemuRun[] }
 
 async function main(): Promise<void> {
   const qemu = hasQemuImg();
+  const provenance = runProvenance();
   console.log('qcow2-wasm main job: sequential 4 KiB guest writes from byte 512, in batches of 32, into 1 GiB qcow2 images');
   console.log('(64 KiB clusters) on the Node file backend: merged fully, only when strictly sequential (virtio-blk), or not at all.');
-  console.log(machineLine());
-  if (qemu) console.log(execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0]);
-  else console.log('qemu-img is not installed: the QEMU comparison is left out (apt-get install qemu-utils).');
+  console.log(`${machineLine()}; revision ${provenance.revision}`);
+  console.log(provenance.qemu ?? 'qemu-img is not installed: the QEMU comparison is left out (apt-get install qemu-utils).');
   const workloads: Workload[] = [
     { key: 'fresh', title: `fresh image, ${STREAM_BYTES >> 20} MiB from byte ${UNALIGNED_START}`, requests: sequentialRequests(STREAM_BYTES), overBacking: false, qemuOffset: UNALIGNED_START },
     { key: 'overlay', title: `overlay over a fully written backing image, ${STREAM_BYTES >> 20} MiB from byte ${UNALIGNED_START}`, requests: sequentialRequests(STREAM_BYTES), overBacking: true, qemuOffset: UNALIGNED_START },
   ];
-  await withTempDir('qcow2-wasm-main-', async (dir) => {
+  const results: Record<string, WorkloadResult> = {};
+  const depth1 = await withTempDir('qcow2-wasm-main-', async (dir) => {
     await writeBase(dir);
     for (const workload of workloads) {
-      const { summary } = await runWorkload(dir, workload, CONFIGS, ROUNDS, qemu, STREAM_BYTES);
+      const { summary, runs, qemuRuns } = await runWorkload(dir, workload, CONFIGS, ROUNDS, qemu, STREAM_BYTES);
       const full = summary.mbPerSecond.get('qcow2 full')!;
       const off = summary.mbPerSecond.get('qcow2 off')!;
       console.log(`=> qcow2 with full merging: ${(full / off).toFixed(1)}x the MB/s of no merging` +
         (summary.qemuMbPerSecond ? `, ${(full / summary.qemuMbPerSecond).toFixed(1)}x qemu-img bench` : ''));
+      results[workload.key] = {
+        title: workload.title, mbPerSecond: Object.fromEntries(summary.mbPerSecond), qemuMbPerSecond: summary.qemuMbPerSecond,
+        runs: Object.fromEntries(runs), qemu: qemuRuns,
+      };
     }
+    return runDepth1(dir, DEPTH1_REQUESTS, ROUNDS);
   });
+
+  console.log(`\ndepth 1: ${DEPTH1_REQUESTS} random 4 KiB requests at a time each, awaited one by one, in place in a fully written ` +
+    `${DEPTH1_IMAGE_BYTES >> 20} MiB image (page cache), openImageFile defaults`);
+  const us = (value: number) => value.toFixed(1);
+  printTable(['contender', 'read µs/request', 'write µs/request', 'read vs RawImage', 'write vs RawImage', 'read vs bare', 'write vs bare'], [
+    ['qcow2 (Qcow2Image)', us(depth1.qcow2.read), us(depth1.qcow2.write), `${(depth1.qcow2.read / depth1.raw.read).toFixed(2)}x`,
+      `${(depth1.qcow2.write / depth1.raw.write).toFixed(2)}x`, `${(depth1.qcow2.read / depth1.bare.read).toFixed(1)}x`, `${(depth1.qcow2.write / depth1.bare.write).toFixed(1)}x`],
+    ['RawImage', us(depth1.raw.read), us(depth1.raw.write), '1.00x', '1.00x',
+      `${(depth1.raw.read / depth1.bare.read).toFixed(1)}x`, `${(depth1.raw.write / depth1.bare.write).toFixed(1)}x`],
+    ['bare fs.readSync / fs.writeSync', us(depth1.bare.read), us(depth1.bare.write), '', '', '1.0x', '1.0x'],
+  ]);
+
   console.log(`\nMedians of ${ROUNDS} interleaved rounds. MB/s counts guest bytes (1e6 B/s) until every request resolved, as qemu-img bench`);
-  console.log('does; "incl. flush" adds the final flush. "sync I/O": openNodeBackend(path, { sync: true }), for emulators running the');
-  console.log('disk in a worker. Full figures: npm run bench:allocating.');
+  console.log('does; "incl. flush" adds the final flush. "thread-pool I/O": openNodeBackend(path, { sync: false }), every transfer');
+  console.log('through libuv\'s thread pool (the default moves transfers up to 128 KiB with synchronous syscalls). Full figures:');
+  console.log('npm run bench:allocating.');
+  mkdirSync(join('bench', 'results'), { recursive: true });
+  const file = join('bench', 'results', 'main.json');
+  writeFileSync(file, `${JSON.stringify({ bench: 'main', ...provenance, streamBytes: STREAM_BYTES, rounds: ROUNDS, workloads: results, depth1 }, null, 2)}\n`);
+  console.log(`Results written to ${file}.`);
 }
 
 await main();

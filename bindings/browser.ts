@@ -1,9 +1,15 @@
 // SPDX-License-Identifier: MIT
 // Browser entry point `qcow2-wasm/browser`: everything of the neutral entry plus the backends
-// browsers have: OPFS files (worker and main thread), Blobs and Files, HTTP Range, memory.
+// browsers have: OPFS files (worker and main thread), IndexedDB, Blobs and Files, HTTP Range,
+// memory.
 // Nothing reachable from here imports a `node:` module.
 
 export * from './index.js';
 export { openOpfsBackend, type OpfsBackendOptions, type OpfsMode } from './backends/opfs.js';
 export { createBlobBackend } from './backends/blob.js';
 export { openHttpBackend, type HttpBackendOptions } from './backends/http-range.js';
+export { openIndexedDbBackend, deleteIndexedDbImage, type IndexedDbBackendOptions } from './backends/indexeddb.js';
+export { type LockedPolicy } from './backends/image-lock.js';
+export { openSplitBackend, type SplitBackend, type SplitBackendOptions } from './backends/split-parts.js';
+export { writeSplitImage, type SplitWriteOptions } from './split-writer.js';
+export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './split-manifest.js';

@@ -5,11 +5,12 @@
 
 import { readFileSync } from 'node:fs';
 import { stat } from 'node:fs/promises';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { isAbsolute, resolve } from 'node:path';
 import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions } from './image.js';
 import { openNodeBackend } from './backends/node.js';
-import { RawImage } from './raw-image.js';
+import { nodeFiles } from './node-files.js';
+import { openImageWith, refuseBackingLoop } from './open-image.js';
 import { Qcow2Image, probeFormat } from './qcow2-image.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { createQcow2 } from './qcow2-create.js';
@@ -17,6 +18,17 @@ import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
+import { convertCommand } from './cli/convert.js';
+import { measureCommand } from './cli/measure.js';
+import { benchCommand } from './cli/bench.js';
+import { snapshotCommand } from './cli/snapshot.js';
+import { resizeCommand } from './cli/resize.js';
+import { amendCommand } from './cli/amend.js';
+import { commitCommand, rebaseCommand } from './cli/commit.js';
+import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
+import { firstBlockStatusMismatch } from './cli/compare-strict.js';
+import { infoWithChain } from './cli/info-chain.js';
+import { splitCommand, SPLIT_SYNOPSIS } from './cli/split.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {
@@ -26,38 +38,38 @@ export interface CliIo {
   cwd: string;
 }
 
-const PROGRAM = 'qcow2-wasm';
+export const PROGRAM = 'qcow2-wasm';
 
 /** A failure that ends the command: `message` goes to stderr (prefixed with the program name). */
-class CliError extends Error {
+export class CliError extends Error {
   constructor(message: string, readonly exitCode = 1, readonly hint = false) {
     super(message);
   }
 }
 
-const usageError = (message: string) => new CliError(message, 1, true);
+export const usageError = (message: string) => new CliError(message, 1, true);
 
 /** The text of an error from the library or the platform. */
-const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
 // ---------------------------------------------------------------------------------------------
 // Arguments: getopt_long as qemu-img uses it (options may follow operands; "--" ends options).
 // ---------------------------------------------------------------------------------------------
 
-interface OptionSpec {
+export interface OptionSpec {
   /** Short options, getopt style: a letter followed by ':' takes an argument. */
   short: string;
   /** Long options; a trailing '=' takes an argument. */
   long: readonly string[];
 }
 
-interface ParsedArgs {
+export interface ParsedArgs {
   /** Options in order: [name, value] (value '' for flags). Long options keep their name. */
   options: [string, string][];
   operands: string[];
 }
 
-function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
+export function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
   const options: [string, string][] = [];
   const operands: string[] = [];
   for (let i = 0; i < args.length; i++) {
@@ -69,11 +81,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
     if (arg.startsWith('--')) {
       const [name, inline] = arg.slice(2).split(/=(.*)/s, 2) as [string, string | undefined];
       if (spec.long.includes(name)) {
-        if (inline !== undefined) throw usageError(`option '--${name}' doesn't allow an argument`);
+        if (inline !== undefined) throw usageError(`unrecognized option '${arg}'`);
         options.push([name, '']);
       } else if (spec.long.includes(`${name}=`)) {
         const value = inline ?? args[++i];
-        if (value === undefined) throw usageError(`option '--${name}' requires an argument`);
+        if (value === undefined) throw usageError(`missing argument for option '--${name}'`);
         options.push([name, value]);
       } else {
         throw usageError(`unrecognized option '${arg}'`);
@@ -85,11 +97,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
         const letter = arg[j];
         const at = spec.short.indexOf(letter);
         if (at < 0 || letter === ':') {
-          throw usageError(j === 1 ? `unrecognized option '${arg}'` : `invalid option -- '${letter}'`);
+          throw usageError(`unrecognized option '${arg}'`);
         }
         if (spec.short[at + 1] === ':') {
           const value = j + 1 < arg.length ? arg.slice(j + 1) : args[++i];
-          if (value === undefined) throw usageError(`option requires an argument -- '${letter}'`);
+          if (value === undefined) throw usageError(`missing argument for option '${arg}'`);
           options.push([letter, value]);
           break;
         }
@@ -103,8 +115,11 @@ function parseArgs(args: readonly string[], spec: OptionSpec): ParsedArgs {
 }
 
 /** The last value of option `name`, or undefined. */
-const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
-const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+export const lastOption = (p: ParsedArgs, name: string): string | undefined => p.options.filter(([n]) => n === name).pop()?.[1];
+/** Whether option `name` was given. */
+export const hasOption = (p: ParsedArgs, name: string): boolean => p.options.some(([n]) => n === name);
+/** -U / --force-share: open even while the image is open for writing (in this process). */
+export const forceShare = (p: ParsedArgs): boolean => hasOption(p, 'U') || hasOption(p, 'force-share');
 
 function outputFormat(p: ParsedArgs): 'human' | 'json' {
   const value = lastOption(p, 'output') ?? 'human';
@@ -112,7 +127,7 @@ function outputFormat(p: ParsedArgs): 'human' | 'json' {
   return value;
 }
 
-function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
+export function imageFormat(value: string | undefined): 'qcow2' | 'raw' | undefined {
   if (value === undefined || value === 'qcow2' || value === 'raw') return value;
   throw new CliError(`Unknown file format '${value}' (${PROGRAM} supports qcow2 and raw)`);
 }
@@ -148,7 +163,7 @@ export function formatSize(bytes: number): string {
 }
 
 /** QEMU's path_combine: a relative name is relative to the directory of `base` as written. */
-function pathCombine(base: string, name: string): string {
+export function pathCombine(base: string, name: string): string {
   if (isAbsolute(name)) return name;
   const slash = base.lastIndexOf('/');
   return slash < 0 ? name : base.slice(0, slash + 1) + name;
@@ -158,24 +173,24 @@ function pathCombine(base: string, name: string): string {
 // Opening files.
 // ---------------------------------------------------------------------------------------------
 
-/** Opens `path` read-only as an image (probing the format unless given) with its backing chain. */
-async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
-  const absolute = resolve(io.cwd, path);
-  let backend: Backend;
+/**
+ * Opens `path` read-only as an image (probing the format unless given) with its backing chain,
+ * each backing name resolved next to the image that records it. `shareWithWriter` (-U) opens it
+ * even while this process has it open for writing.
+ */
+export async function openImage(io: CliIo, path: string, format: 'qcow2' | 'raw' | undefined, shareWithWriter = false): Promise<BlockImage> {
   try {
-    backend = await openNodeBackend(absolute, { writable: false });
+    return await openImageWith(nodeFiles, resolve(io.cwd, path), { readOnly: true, format, shareWithWriter });
   } catch (error) {
     throw new CliError(`Could not open '${path}': ${describe(error)}`);
   }
-  try {
-    const detected = format ?? (await probeFormat(backend));
-    if (detected === 'raw') return await RawImage.open(backend, { readOnly: true });
-    const beside = (name: string) => openNodeBackend(resolve(dirname(absolute), name), { writable: false });
-    return await Qcow2Image.open(backend, { readOnly: true, openBacking: beside, openDataFile: beside });
-  } catch (error) {
-    await backend.close().catch(() => {});
-    throw new CliError(`Could not open '${path}': ${describe(error)}`);
-  }
+}
+
+/** True when `a` and `b` are one file: the same path, or the same device and inode. */
+async function isSameFile(a: string, b: string): Promise<boolean> {
+  if (a === b) return true;
+  const [idA, idB] = await Promise.all([a, b].map((p) => nodeFiles.identify(p).catch(() => undefined)));
+  return idA !== undefined && idA === idB;
 }
 
 /** Reads and validates only the header of a qcow2 file (no tables, no backing file). */
@@ -194,7 +209,7 @@ async function readHeader(backend: Backend): Promise<Qcow2Header> {
 const ON_OFF: Record<string, boolean> = { on: true, yes: true, true: true, off: false, no: false, false: false };
 
 /** What `-o` and the other create options say, with the text qemu-img echoes. */
-interface CreateRequest {
+export interface CreateRequest {
   format: 'qcow2' | 'raw';
   options: Omit<CreateOptions, 'virtualSize'>;
   /** As typed, for the "Formatting" line: compat, extended_l2, lazy_refcounts, preallocation. */
@@ -202,7 +217,7 @@ interface CreateRequest {
   size?: number;
 }
 
-function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
+export function parseCreateOptions(list: string, format: 'qcow2' | 'raw'): CreateRequest {
   const request: CreateRequest = { format, options: {}, typed: {} };
   const o = request.options;
   for (const item of list.split(',').filter((s) => s !== '')) {
@@ -273,6 +288,7 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   const p = parseArgs(args, { short: 'hf:o:b:F:uq', long: ['help'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   const format = imageFormat(lastOption(p, 'f')) ?? 'qcow2';
+  if (asksForHelp(p.options.filter(([n]) => n === 'o').map(([, v]) => v).join(','))) return print(io, createOptionsHelp(format));
   if (p.operands.length < 1) throw usageError('Expecting image file name');
   if (p.operands.length > 2) throw usageError(`Unexpected argument: ${p.operands[2]}`);
   const file = p.operands[0];
@@ -292,6 +308,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
     o.backingFormat = backingFormat;
   }
   if (format === 'raw' && o.backingFile) throw fail("'raw' does not support backing files");
+  const path = resolve(io.cwd, file);
+  // qemu-img refuses only the same name; a name resolving to the same file is refused as well.
+  if (o.backingFile && (o.backingFile === file || await isSameFile(path, resolve(io.cwd, pathCombine(file, o.backingFile))))) {
+    throw fail('Error: Trying to create an image with the same filename as the backing file');
+  }
 
   let size = request.size;
   if (p.operands.length === 2) {
@@ -314,6 +335,11 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
       }
       size ??= backing.virtualSize;
       await backing.close();
+      try {
+        await refuseBackingLoop(nodeFiles, path, o);
+      } catch (error) {
+        throw fail(describe(error));
+      }
     }
   }
   if (size === undefined) throw fail('Image creation needs a size parameter');
@@ -321,7 +347,6 @@ async function createCommand(io: CliIo, args: readonly string[]): Promise<number
   if (!hasOption(p, 'q')) io.stdout(`${formattingLine(file, request, size)}\n`);
   size = Math.ceil(size / 512) * 512;
 
-  const path = resolve(io.cwd, file);
   let backend: Backend;
   try {
     backend = await openNodeBackend(path, { writable: true, create: true });
@@ -352,8 +377,8 @@ function infoJson(file: string, format: 'qcow2' | 'raw', virtualSize: number, ac
                   snapshots: readonly Qcow2Snapshot[] = []): object {
   if (!header) return { 'virtual-size': virtualSize, filename: file, format, 'actual-size': actualSize, 'dirty-flag': false };
   const info: Record<string, unknown> = {};
-  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   if (header.backingFile !== undefined && header.backingFormat !== undefined) info['backing-filename-format'] = header.backingFormat;
+  if (snapshots.length > 0) info.snapshots = snapshots.map(snapshotJson);
   Object.assign(info, {
     'virtual-size': virtualSize, filename: file, 'cluster-size': header.clusterSize, format, 'actual-size': actualSize,
     'format-specific': { type: 'qcow2', data: formatSpecific(header) },
@@ -379,7 +404,7 @@ function snapshotJson(snapshot: Qcow2Snapshot): Record<string, unknown> {
 }
 
 /** qemu-img info's "Snapshot list:" table (dates in local time, as qemu-img prints them). */
-function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
+export function snapshotLines(snapshots: readonly Qcow2Snapshot[]): string[] {
   const two = (n: number) => String(n).padStart(2, '0');
   const lines = ['Snapshot list:', `${'ID'.padEnd(10)}${'TAG'.padEnd(17)}${'VM SIZE'.padStart(8)}${'DATE'.padStart(20)}${'VM CLOCK'.padStart(13)}${'ICOUNT'.padStart(11)}`];
   for (const s of snapshots) {
@@ -513,7 +538,7 @@ async function checkCommand(io: CliIo, args: readonly string[]): Promise<number>
     throw new CliError(`Could not open '${file}': ${describe(error)}`);
   }
   try {
-    if ((lastOption(p, 'f') ?? (await probeFormat(backend))) !== 'qcow2') {
+    if ((imageFormat(lastOption(p, 'f')) ?? (await probeFormat(backend))) !== 'qcow2') {
       throw new CliError(`This image format does not support checks`, 63);
     }
     const report = await checkQcow2(backend, repairOption === undefined ? {} : { repair: repairOption });
@@ -575,7 +600,7 @@ async function mapCommand(io: CliIo, args: readonly string[]): Promise<number> {
   if (maxLength === undefined) throw new CliError('--max-length: Invalid length specified');
   if (p.operands.length !== 1) throw usageError('Expecting one image file name');
   const file = p.operands[0];
-  const image = await openImage(io, file, format);
+  const image = await openImage(io, file, format, forceShare(p));
   try {
     const from = Math.min(start, image.virtualSize);
     const entries = await mapImage(image, from, Math.min(maxLength, image.virtualSize - from));
@@ -640,14 +665,14 @@ async function firstDifference(a: BlockImage, b: BlockImage | undefined, zerosA:
 }
 
 async function compareCommand(io: CliIo, args: readonly string[]): Promise<number> {
-  const p = parseArgs(args, { short: 'hf:F:qU', long: ['help', 'force-share'] });
+  const p = parseArgs(args, { short: 'hf:F:qsU', long: ['help', 'force-share'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) return help(io);
   if (p.operands.length !== 2) throw usageError('Expecting two image file names');
   const quiet = hasOption(p, 'q');
   const say = (line: string) => { if (!quiet) io.stdout(`${line}\n`); };
   const open = async (file: string, format: string | undefined) => {
     try {
-      return await openImage(io, file, imageFormat(format));
+      return await openImage(io, file, imageFormat(format), forceShare(p));
     } catch (error) {
       throw new CliError(describe(error), 2);
     }
@@ -665,8 +690,18 @@ async function compareCommand(io: CliIo, args: readonly string[]): Promise<numbe
     const [mapA, mapB] = await Promise.all([mapImage(a), mapImage(b)]);
     const zerosA = new KnownZeros(mapA);
     const zerosB = new KnownZeros(mapB);
+    const strict = hasOption(p, 's');
+    if (strict && a.virtualSize !== b.virtualSize) {
+      say('Strict mode: Image size mismatch!');
+      return 1;
+    }
     if (a.virtualSize !== b.virtualSize) say('Warning: Image size mismatch!');
     let difference = await firstDifference(a, b, zerosA, zerosB, 0, common);
+    const statusMismatch = strict ? firstBlockStatusMismatch(mapA, mapB, common) : -1;
+    if (statusMismatch >= 0 && (difference < 0 || statusMismatch <= difference)) {
+      say(`Strict mode: Offset ${statusMismatch} block status mismatch!`);
+      return 1;
+    }
     if (difference < 0 && a.virtualSize !== b.virtualSize) {
       // The larger image's tail must read as zeros.
       const [larger, zeros] = a.virtualSize > b.virtualSize ? [a, zerosA] : [b, zerosB];
@@ -697,11 +732,20 @@ interface Command {
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
+  amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
+  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
   check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
-  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-U] filename1 filename2', run: compareCommand },
+  commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
+  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', run: compareCommand },
+  convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
   create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
-  info: { synopsis: '[-f fmt] [--output=ofmt] [-U] filename', run: infoCommand },
+  info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
+  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
+  resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
+  snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
+  split: { synopsis: SPLIT_SYNOPSIS, run: splitCommand },
 };
 
 function version(): string {
@@ -741,13 +785,20 @@ Command parameters:
   '--output' takes the format in which the output must be done (human or json)
   '-q' use Quiet mode - do not print any output (except errors)
   '-u' create: do not open the backing file (then the size must be given)
-  '-U' accepted for qemu-img compatibility (images are always opened read-only)
+  '-U' open the image even while it is open for writing (images are always opened read-only;
+    other processes are not locked out, so -U only matters inside one process)
 
 Exit codes: 0 success; 1 error (compare: images differ; check: the check was incomplete); 2 compare: error, check: corruptions; 3 check: leaked clusters only.
 `;
 }
 
-function help(io: CliIo): number {
+/** Prints `text` to stdout; returns exit code 0. */
+export function print(io: CliIo, text: string): number {
+  io.stdout(text);
+  return 0;
+}
+
+export function help(io: CliIo): number {
   io.stdout(helpText());
   return 0;
 }

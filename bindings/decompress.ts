@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Inflating compressed qcow2 clusters: raw deflate ("zlib" in QEMU, no header, 4 KiB window) via
-// fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike.
-// The compressed length is only known to 512-byte precision, so trailing bytes are expected.
+// fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike. A
+// platform entry may add a native raw-deflate decoder (qcow2-wasm/node adds node:zlib's, which runs
+// in the thread pool, several clusters at once). The compressed length is only known to 512-byte
+// precision, so trailing bytes are expected.
 
 import { Inflate } from 'fflate';
 import { Decompress as ZstdStream } from 'fzstd';
@@ -11,7 +13,46 @@ import { ImageError } from './errors.js';
 export type CompressionType = 'zlib' | 'zstd';
 
 /**
- * Inflates `compressed` into `cluster` (exactly one cluster). Throws QCOW2_CORRUPT when the data
+ * A platform's raw-deflate decoder: resolves with the output of `compressed` (at most
+ * `clusterBytes` of it; fewer when the stream is short), or undefined when it declines (the stream
+ * produces more than a cluster: the portable decoder then stops at a full cluster, as QEMU does).
+ * Rejects when the data does not decode.
+ */
+export type NativeDeflateDecoder = (compressed: Uint8Array, clusterBytes: number) => Promise<Uint8Array | undefined>;
+
+let nativeDeflate: NativeDeflateDecoder | undefined;
+
+/** Sets (or, with undefined, removes) the native raw-deflate decoder decodeCluster prefers. */
+export function setNativeDeflateDecoder(decoder: NativeDeflateDecoder | undefined): void {
+  nativeDeflate = decoder;
+}
+
+/**
+ * Decodes `compressed` into `cluster` (exactly one cluster), with the native decoder when one is
+ * set and the type is zlib, else as inflateCluster. Rejects as inflateCluster throws.
+ */
+export async function decodeCluster(type: CompressionType, compressed: Uint8Array, cluster: Uint8Array, hostOffset: number): Promise<void> {
+  if (type === 'zlib' && nativeDeflate !== undefined) {
+    let produced: Uint8Array | undefined;
+    try {
+      produced = await nativeDeflate(compressed, cluster.byteLength);
+    } catch (error) {
+      throw new ImageError('QCOW2_CORRUPT', `compressed cluster at host offset ${hostOffset} does not decode (${type})`, { cause: error });
+    }
+    if (produced !== undefined) {
+      if (produced.byteLength !== cluster.byteLength) {
+        throw new ImageError('QCOW2_CORRUPT',
+          `compressed cluster at host offset ${hostOffset} inflates to ${produced.byteLength} bytes, not ${cluster.byteLength}`);
+      }
+      cluster.set(produced);
+      return;
+    }
+  }
+  inflateCluster(type, compressed, cluster, hostOffset);
+}
+
+/**
+ * Inflates `compressed` into `cluster` (exactly one cluster) with the portable decoders. Throws QCOW2_CORRUPT when the data
  * does not decode or does not fill the cluster exactly.
  */
 export function inflateCluster(type: CompressionType, compressed: Uint8Array, cluster: Uint8Array, hostOffset: number): void {

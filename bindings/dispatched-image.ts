@@ -11,7 +11,7 @@ import { checkGuestRange, emptyStats, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from './merge-core.js';
 import { Completion, WriteDispatcher, ioFailure, type GapRange, type QueuedWrite } from './multiwrite.js';
-import { ImageError } from './errors.js';
+import { ImageError, Qcow2WasmError } from './errors.js';
 
 /** What a format tells the shared image machinery at construction. */
 export interface DispatchedImageParts {
@@ -31,6 +31,8 @@ export abstract class DispatchedImage implements BlockImage {
   protected readonly inflight = new InflightRanges();
   private readonly dispatcher: WriteDispatcher;
   private closing: Promise<void> | undefined;
+  /** Settles (never rejects) once every flush() called so far has settled. */
+  private flushesSettled: Promise<void> = Promise.resolve();
 
   protected constructor(parts: DispatchedImageParts) {
     this.virtualSize = parts.virtualSize;
@@ -52,7 +54,11 @@ export abstract class DispatchedImage implements BlockImage {
   protected abstract discardRange(offset: number, length: number): Promise<void>;
   /** Makes completed writes durable (every write submitted before flush() has completed). */
   protected abstract flushFormat(): Promise<void>;
-  /** Releases the format's backends (after a final flush when writable). */
+  /**
+   * Ends the format's work and releases its backends: when writable, a final flushFormat; then
+   * it waits for any background work of its own, and closes the backends last, even when the
+   * flush failed. Called once, after every request submitted before close() has settled.
+   */
   protected abstract closeFormat(): Promise<void>;
 
   /** The merge mode; may be switched between batches (benchmarks compare them). */
@@ -61,6 +67,7 @@ export abstract class DispatchedImage implements BlockImage {
 
   /** Reads `length` bytes at guest `offset` into a new buffer. */
   async read(offset: number, length: number): Promise<Uint8Array> {
+    this.checkOpen();
     checkGuestRange(offset, length, this.virtualSize);
     const target = new Uint8Array(length);
     await this.readInto(offset, target);
@@ -86,9 +93,15 @@ export abstract class DispatchedImage implements BlockImage {
     return this.enqueue([{ offset, data }], false)[0];
   }
 
-  /** Submits `requests` as one batch now; one promise per request, in order. */
+  /**
+   * Submits `requests` as one batch now; one promise per request, in order. It never throws: a
+   * refused call (the image closed, `requests` not an array) rejects every request's promise,
+   * and when there is no request to carry the refusal (an empty or non-array argument) the
+   * result is one rejected promise.
+   */
   multiwrite(requests: readonly WriteRequest[]): Promise<void>[] {
-    if (!Array.isArray(requests)) throw new ImageError('INVALID_ARGUMENT', 'multiwrite takes an array of requests');
+    if (this.closing) return Array.isArray(requests) && requests.length > 0 ? this.enqueue(requests, true) : [Promise.reject(closedError())];
+    if (!Array.isArray(requests)) return [Promise.reject(new ImageError('INVALID_ARGUMENT', 'multiwrite takes an array of requests'))];
     return this.enqueue(requests, true);
   }
 
@@ -132,23 +145,40 @@ export abstract class DispatchedImage implements BlockImage {
     await this.orderedUpdate(offset, offset + length, () => this.discardRange(offset, length));
   }
 
-  /** Waits for every write submitted before the call, then makes them durable. */
-  async flush(): Promise<void> {
-    this.checkOpen();
-    await this.drainWrites();
-    if (!this.readOnly) await this.flushFormat();
+  /**
+   * Waits for every write submitted before the call, then makes them durable. Flushes resolve
+   * in call order. A failure is the backend's or the format's typed error (an untyped one from a
+   * custom backend becomes IMAGE_IO_ERROR, with it as cause).
+   */
+  flush(): Promise<void> {
+    if (this.closing) return Promise.reject(closedError());
+    const previous = this.flushesSettled;
+    const own = (async () => {
+      await this.drainWrites();
+      if (!this.readOnly) await this.flushFormat();
+    })().catch((error: unknown) => { throw typedFailure('flush', error); });
+    const ordered = own.then(() => previous, async (error: unknown) => {
+      await previous;
+      throw error;
+    });
+    this.flushesSettled = ordered.catch(() => undefined);
+    return ordered;
   }
 
-  /** Flushes (when writable) and releases the backends; idempotent. */
+  /**
+   * Closes the image; idempotent. Every request submitted before the call (reads, writes,
+   * zeroing, discards, flushes) settles first; then the format's final write-back runs and its
+   * backends are closed. Calls after close() reject with IMAGE_CLOSED.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
-      await this.drainWrites();
-      try {
-        if (!this.readOnly) await this.flushFormat();
-      } finally {
-        await this.closeFormat();
+      this.dispatcher.dispatchQueued();
+      for (let inFlight = this.inflight.allInFlight(); inFlight.length > 0; inFlight = this.inflight.allInFlight()) {
+        await Promise.all(inFlight);
       }
-    })();
+      await this.flushesSettled;
+      await this.closeFormat();
+    })().catch((error: unknown) => { throw typedFailure('close', error); });
     return this.closing;
   }
 
@@ -173,7 +203,7 @@ export abstract class DispatchedImage implements BlockImage {
 
   /** Throws IMAGE_CLOSED after close(). */
   protected checkOpen(): void {
-    if (this.closing) throw new ImageError('IMAGE_CLOSED', 'the image is closed');
+    if (this.closing) throw closedError();
   }
 
   /** Throws IMAGE_READ_ONLY on a read-only image. */
@@ -208,4 +238,14 @@ export abstract class DispatchedImage implements BlockImage {
     if (accepted.length > 0) this.dispatcher.submit(accepted, now);
     return promises;
   }
+}
+
+// Flush and close report the backend's own typed errors (as they always have); anything else
+// becomes IMAGE_IO_ERROR.
+function typedFailure(operation: 'flush' | 'close', error: unknown): Error {
+  return error instanceof Qcow2WasmError ? error : ioFailure(operation, error);
+}
+
+function closedError(): ImageError {
+  return new ImageError('IMAGE_CLOSED', 'the image is closed');
 }

@@ -10,6 +10,8 @@ export type ErrorCode =
   | 'IMAGE_CLOSED' // any call after close()
   | 'IMAGE_IO_ERROR' // a host I/O carrying this request failed; the backend error is the cause
   | 'IMAGE_FORMAT_UNKNOWN' // the bytes are not an image format this entry point opens
+  | 'IMAGE_LOCKED' // the file is already open in a way this open conflicts with (one writer per image; in browsers: another tab or worker)
+  | 'IMAGE_WRITE_REFUSED' // a write that would make a probed raw image probe as another format
   | 'QCOW2_CORRUPT' // the image's metadata is inconsistent
   | 'QCOW2_UNSUPPORTED_FEATURE' // a valid image using something this engine does not implement
   | 'QCOW2_READ_ONLY' // the image may only be opened read-only (e.g. corrupt bit set)

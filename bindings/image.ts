@@ -53,15 +53,23 @@ export interface BlockImage {
    * settles. Writes made in the same tick are batched and merged.
    */
   write(offset: number, data: Uint8Array): Promise<void>;
-  /** Submits a batch; one promise per request, in the same order (design §4). */
+  /**
+   * Submits a batch; one promise per request, in the same order. Never throws: a bad request
+   * rejects its own promise; a refused call (the image closed, `requests` not an array) rejects
+   * every request's promise, or, with no request to carry it (empty or not an array), returns
+   * one rejected promise.
+   */
   multiwrite(requests: readonly WriteRequest[]): Promise<void>[];
   /** Makes the guest range read as zeros. */
   writeZeroes(offset: number, length: number): Promise<void>;
   /** Tells the image the guest no longer needs the range; its contents become unspecified. */
   discard(offset: number, length: number): Promise<void>;
-  /** Durability barrier for every write that completed before the call (design §6). */
+  /** Durability barrier for every write that completed before the call; flushes resolve in call order. */
   flush(): Promise<void>;
-  /** Flushes and releases the backend; idempotent. Later calls reject with IMAGE_CLOSED. */
+  /**
+   * Lets every request submitted before it settle (reads too), flushes, and releases the
+   * backend; idempotent. Every later call rejects with IMAGE_CLOSED, before any argument check.
+   */
   close(): Promise<void>;
   /** Counters since open. */
   stats(): ImageStats;
@@ -74,10 +82,15 @@ export interface OpenOptions {
   cacheBytes?: number;
   /** How writes are merged: 'full' (default), 'adjacent' (strictly sequential only), 'off'. */
   merge?: MergeMode;
-  /** Opens a backing file by the name the image records; no implicit file opens happen. */
-  openBacking?: (name: string, format: string | undefined) => Promise<Backend>;
-  /** Opens an external data file by the name the image records. */
-  openDataFile?: (name: string) => Promise<Backend>;
+  /**
+   * Opens a backing file by the name the image records; no implicit file opens happen. `namedBy`
+   * lists the backing names followed from the opened image down to the image that records
+   * `name` (empty when the opened image records it), so relative names can be resolved next to
+   * the image that names them.
+   */
+  openBacking?: (name: string, format: string | undefined, namedBy?: readonly string[]) => Promise<Backend>;
+  /** Opens an external data file by the name the image records (`namedBy` as for openBacking). */
+  openDataFile?: (name: string, namedBy?: readonly string[]) => Promise<Backend>;
   /**
    * qcow2: deferred copy-on-write (bindings/qcow2-deferred-cow.ts). A new cluster that a write
    * fills from its start but not to its end, whose rest would have to be copied (from a backing

@@ -71,7 +71,7 @@ export class Completion {
  * The error a guest request rejects with when host I/O for it failed: image-level errors pass
  * through; backend and unknown errors become IMAGE_IO_ERROR with the original as `cause`.
  */
-export function ioFailure(operation: 'read' | 'write', error: unknown): Error {
+export function ioFailure(operation: 'read' | 'write' | 'flush' | 'close', error: unknown): Error {
   if (error instanceof Qcow2WasmError && !error.code.startsWith('BACKEND_')) return error;
   const detail = error instanceof Error ? error.message : String(error);
   return new ImageError('IMAGE_IO_ERROR', `${operation} failed: ${detail}`, { cause: error });

@@ -48,6 +48,16 @@ export interface WritePlan {
 export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
 const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
 
+/**
+ * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
+ * image's metadata, can be addressed (JavaScript numbers address files up to 2^53 bytes).
+ */
+function checkImageHostRange(hostOffset: number, bytes: number, what: string): void {
+  if (Number.isSafeInteger(hostOffset) && Number.isSafeInteger(hostOffset + bytes)) return;
+  throw new ImageError('QCOW2_CORRUPT', `${what}: the image points at host offset 0x${BigInt(Math.trunc(hostOffset)).toString(16)}, ` +
+    'past 2^53 bytes, which no file reaches: the image is corrupt (qemu-img check -r all may repair it)');
+}
+
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
@@ -61,6 +71,7 @@ interface Exports {
   sliceBytes(): number;
   needCacheId(): number;
   needHostOffset(): number;
+  needL1Index(): number;
   beginSliceLoad(cache: number): number;
   commitSliceLoad(cache: number, slot: number, hostOffset: number): number;
   abandonSliceLoad(cache: number, slot: number): void;
@@ -98,7 +109,14 @@ interface Exports {
   markL1Clean(generation: number): number;
   reftableEntryCount(): number;
   writeStateOf(guestOffset: number): number;
+  allocateTableCopy(l1Index: number): number;
+  tableCopySourceOf(): number;
+  tableCopyTargetOf(): number;
+  switchToTableCopy(l1Index: number, sourceHost: number, targetHost: number): number;
 }
+
+/** A copy of a shared L2 table in progress: from the shared table to the new cluster (host offsets). */
+export interface TableCopy { l1Index: number; sourceHost: number; targetHost: number }
 
 const CORRUPTION_NAMES = [
   'none', 'reserved bits set in an L1 entry', 'L2 table offset not cluster-aligned', 'reserved bits set in an L2 entry',
@@ -120,16 +138,24 @@ export class Qcow2Core {
   private readonly x: Exports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
-  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; corrupt: number; noSpace: number; unsupported: number };
+  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; needTableCopy: number; corrupt: number; noSpace: number; unsupported: number };
   private l1Offset = 0;
   private reftableOffset = 0;
   private reftableCapacity = 0;
   private readonly header: Qcow2Header;
+  private cacheBytes = DEFAULT_CACHE_BYTES;
   private sliceLoad: Promise<void> | undefined;
   /** Called when the refcount table is full: must grow it (Qcow2Writeback.growReftable). */
   onGrowthNeeded: () => Promise<void> = () => Promise.reject(new ImageError('QCOW2_NO_SPACE', 'the refcount table is full'));
   /** Called when a cache holds only dirty slices: must write metadata back. */
   onWritebackNeeded: () => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'metadata cache full on a read-only image'));
+  /**
+   * Called when an L2 entry must change in a table shared with a snapshot (its L1 entry
+   * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
+   */
+  onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
+  /** L2 tables written whole before an L1 entry pointed at them (table copies), by host offset. */
+  private readonly tablesWrittenWhole = new Set<number>();
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
     this.memory = core.memory;
@@ -144,7 +170,7 @@ export class Qcow2Core {
     this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
     const [freedAt, freedBytes] = region('REGION_FREED');
     this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
-    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
+    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), needTableCopy: value('STATUS_NEED_TABLE_COPY'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
   }
 
   // The table regions exist once configureImage has placed them.
@@ -167,15 +193,40 @@ export class Qcow2Core {
     if (bytes < 0) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `an L1 table of ${header.l1Size} entries or a refcount table of ${reftableBytes} bytes is too large`);
     const instance = await instantiateCore(Math.ceil(bytes / 65536));
     const core = new Qcow2Core(instance, header);
-    const status = core.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
-      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, cacheBytes, fileSize);
-    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
-    core.locateTables();
-    const reads: Promise<void>[] = [];
-    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [core.view(core.l1Offset, header.l1Size * 8)]));
-    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [core.view(core.reftableOffset, reftableBytes)]));
-    await Promise.all(reads);
+    core.cacheBytes = cacheBytes;
+    await core.configure(header, backend, fileSize);
     return core;
+  }
+
+  // Places the tables for `header` (dropping every cached slice) and reads the L1 and refcount tables.
+  private async configure(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
+    const reftableBytes = header.refcountTableClusters * header.clusterSize;
+    if (this.x.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, this.cacheBytes) > this.memory.buffer.byteLength) {
+      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the tables grew past this open image's memory (L1 ${header.l1Size} entries, refcount table ${reftableBytes} bytes): reopen the image`);
+    }
+    const status = this.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
+      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, this.cacheBytes, fileSize);
+    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
+    this.locateTables();
+    const reads: Promise<void>[] = [];
+    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [this.view(this.l1Offset, header.l1Size * 8)]));
+    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [this.view(this.reftableOffset, reftableBytes)]));
+    await Promise.all(reads);
+  }
+
+  /**
+   * After the image's metadata was rewritten outside this core (snapshot operations): takes the
+   * fields of `header` (the new header, parsed) into the header this core and its image share,
+   * drops every cached slice and reads the tables again. Call only with nothing dirty and no
+   * call in flight (after a flush, inside an exclusive section).
+   */
+  async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
+    if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
+    Object.assign(this.header, header);
+    // Table copies made before are on disk with their L1 entries (the caller flushed); their
+    // clusters may be free now and come back as new tables.
+    this.tablesWrittenWhole.clear();
+    await this.configure(this.header, backend, fileSize);
   }
 
   private view(offset: number, length: number): Uint8Array {
@@ -196,6 +247,9 @@ export class Qcow2Core {
       } else if (status === this.status.needGrowth) {
         await this.onGrowthNeeded();
         status = call();
+      } else if (status === this.status.needTableCopy) {
+        await this.onTableCopyNeeded(this.x.needL1Index());
+        status = call();
       } else return status;
     }
   }
@@ -215,6 +269,7 @@ export class Qcow2Core {
       while (status === this.status.needTable) {
         const cache = this.x.needCacheId();
         const hostOffset = this.x.needHostOffset();
+        checkImageHostRange(hostOffset, this.x.sliceBytes() >>> 0, 'loading a metadata table');
         const slot = this.x.beginSliceLoad(cache);
         if (slot < 0) {
           await this.onWritebackNeeded();
@@ -265,6 +320,11 @@ export class Qcow2Core {
     for (let i = 0; i < count; i++) {
       const at = 5 * i;
       runs[i] = { kind: r[at] as RunKind, guestOffset: r[at + 1], length: r[at + 2], hostOffset: r[at + 3], compressedBytes: r[at + 4] };
+      const run = runs[i];
+      if (run.kind === RunKind.DATA || run.kind === RunKind.COMPRESSED) {
+        checkImageHostRange(run.hostOffset, run.kind === RunKind.DATA ? run.length : run.compressedBytes,
+          `${run.kind === RunKind.DATA ? 'data' : 'compressed'} cluster of guest offset ${run.guestOffset}`);
+      }
     }
     return runs;
   }
@@ -285,6 +345,7 @@ export class Qcow2Core {
       return result;
     }, tables);
     if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
+    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
     return plan;
   }
 
@@ -337,6 +398,44 @@ export class Qcow2Core {
     if (status === this.status.unsupported) return false;
     if (status !== 0) throw this.statusError(status, `zeroing subclusters at guest offset ${guestStart}`);
     return true;
+  }
+
+  /**
+   * First step of copying the shared L2 table of L1 entry `l1Index`: allocates the cluster for
+   * the copy (refcount 1). Returns where to copy from and to, or undefined when the entry needs no
+   * copy (any more: another caller copied it). The caller writes the table's bytes to the new
+   * cluster, makes them durable, then calls switchToTableCopy.
+   */
+  async allocateTableCopy(l1Index: number, tables: Backend): Promise<TableCopy | undefined> {
+    let copy: TableCopy | undefined;
+    const status = await this.satisfy(() => {
+      const result = this.x.allocateTableCopy(l1Index);
+      const targetHost = this.x.tableCopyTargetOf();
+      copy = result === 0 && targetHost !== 0 ? { l1Index, sourceHost: this.x.tableCopySourceOf(), targetHost } : undefined;
+      return result;
+    }, tables);
+    if (status !== 0) throw this.statusError(status, `allocating a copy of the L2 table of L1 entry ${l1Index}`);
+    return copy;
+  }
+
+  /**
+   * Last step of a table copy, once the copy is durable: points its L1 entry at the copy (with
+   * COPIED), in memory; write-back writes it. The shared table's refcount is the caller's to
+   * lower once that L1 entry is on disk.
+   */
+  switchToTableCopy(copy: TableCopy): void {
+    if (this.x.switchToTableCopy(copy.l1Index, copy.sourceHost, copy.targetHost) !== 0) {
+      throw new ImageError('WASM_INTERNAL', `L1 entry ${copy.l1Index} changed while its L2 table at host offset ${copy.sourceHost} was copied`);
+    }
+    this.tablesWrittenWhole.add(copy.targetHost);
+  }
+
+  /**
+   * True when the L2 table at `hostOffset` was written whole before any L1 entry pointed at it
+   * (a table copy): write-back must not zero-fill it like a table allocated empty.
+   */
+  isTableWrittenWhole(hostOffset: number): boolean {
+    return this.tablesWrittenWhole.has(hostOffset);
   }
 
   /** Lowers the refcount of the host cluster at `hostOffset` by one. */

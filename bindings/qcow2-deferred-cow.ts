@@ -60,6 +60,7 @@ export class DeferredCow {
   private readonly pending = new Map<number, PendingCluster>();
   private readonly force: (cluster: PendingCluster) => void;
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private disposed = false;
 
   /**
    * `force(cluster)` is called (never awaited) for clusters that are due by the timer or the cap;
@@ -148,13 +149,14 @@ export class DeferredCow {
     if (this.pending.size === 0) this.disarmTimer();
   }
 
-  /** Stops the timer (on close). */
+  /** Stops the timer for good (on close: the image completes what is pending itself). */
   dispose(): void {
+    this.disposed = true;
     this.disarmTimer();
   }
 
   private armTimer(): void {
-    if (this.timer !== undefined) return;
+    if (this.timer !== undefined || this.disposed) return;
     let earliest = Infinity;
     for (const cluster of this.pending.values()) if (!cluster.due) earliest = Math.min(earliest, cluster.deadlineMs);
     if (earliest === Infinity) return;

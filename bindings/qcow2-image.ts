@@ -13,9 +13,14 @@ import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
+import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { inflateCluster } from './decompress.js';
+import * as snapshotOps from './qcow2-snapshot-ops.js';
+import { readQcow2Header } from './qcow2-shadow-update.js';
+import { emptyActiveLayer } from './qcow2-make-empty.js';
+import { writeBackingFileName } from './rebase.js';
+import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
@@ -67,6 +72,8 @@ export class Qcow2Image extends DispatchedImage {
   /** Pending clusters of deferred copy-on-write (undefined when it is off). */
   private readonly deferred: DeferredCow | undefined;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  /** Forced copy-on-writes running in the background (close waits for them). */
+  private readonly background = new Set<Promise<void>>();
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
                       backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
@@ -81,6 +88,8 @@ export class Qcow2Image extends DispatchedImage {
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
+    const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);
+    core.onTableCopyNeeded = (l1Index) => tableCopies.copy(l1Index);
     const deferral = options.deferredCow ?? true;
     // Deferral covers plain clusters: not subclusters, not an external data file (whose host
     // cluster is the guest cluster's old place).
@@ -96,10 +105,16 @@ export class Qcow2Image extends DispatchedImage {
    * dirty by lazy refcounts rebuilds its refcounts first (check with repair 'all'). Errors: QCOW2_CORRUPT,
    * QCOW2_UNSUPPORTED_FEATURE, QCOW2_READ_ONLY (a writable open of an image marked corrupt),
    * IMAGE_FORMAT_UNKNOWN (not qcow2), and backend errors. `options.cacheBytes` sizes the L2 cache
-   * (default 1 MiB); `options.merge` the merge mode.
+   * (default 1 MiB); `options.merge` the merge mode. Ownership: the backend belongs to the image
+   * from this call on; close() closes it, and a failed open closes it before rejecting.
    */
-  static open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
-    return Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+  static async open(backend: Backend, options: OpenOptions = {}): Promise<Qcow2Image> {
+    try {
+      return await Qcow2Image.openInChain(backend, options, { depth: 0, names: [] });
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
   }
 
   /** Opens one link of a backing chain (internal: open() starts a chain). */
@@ -124,7 +139,7 @@ export class Qcow2Image extends DispatchedImage {
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
     const opened: Backend[] = [];
     try {
-      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options) : backend;
+      const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options, chain) : backend;
       if (dataBackend !== backend) opened.push(dataBackend);
       const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain);
       const readOnly = !wantsWrite || !dataBackend.capabilities.writable;
@@ -142,9 +157,66 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /** The image's internal snapshots, in table order (reading them does not change the image). */
-  snapshots(): Promise<Qcow2Snapshot[]> {
+  async snapshots(): Promise<Qcow2Snapshot[]> {
     this.checkOpen();
     return listSnapshots(this.backend, this.header);
+  }
+
+  /**
+   * Creates internal snapshot `name` (createSnapshot, bindings/qcow2-snapshot-ops.ts), with
+   * `options.vmState` (e.g. an emulator's save state) kept in it as QEMU keeps VM state.
+   */
+  createSnapshot(name: string, options?: snapshotOps.CreateSnapshotOptions): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options));
+  }
+
+  /** Reverts the disk to snapshot `nameOrId` (applySnapshot, bindings/qcow2-snapshot-ops.ts). */
+  applySnapshot(nameOrId: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId));
+  }
+
+  /** Deletes the snapshot named `name` (deleteSnapshot, bindings/qcow2-snapshot-ops.ts). */
+  deleteSnapshot(name: string): Promise<Qcow2Snapshot> {
+    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name));
+  }
+
+  /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2-snapshot-ops.ts). */
+  async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
+    this.checkOpen();
+    return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  }
+
+  /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
+  makeEmpty(): Promise<void> {
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+  }
+
+  /**
+   * Names another backing file in the header (writeBackingFileName, bindings/rebase.ts); this
+   * instance keeps reading through the backing image it opened: reopen to use the new one.
+   */
+  setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
+  }
+
+  // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
+  // instance held off: writes before it complete and are flushed first; afterwards the header,
+  // tables and caches are read anew (also when the rewrite failed part way).
+  private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    this.checkWritable();
+    let result: T | undefined;
+    await this.orderedUpdate(0, Math.max(1, this.virtualSize), async () => {
+      await this.flushFormat();
+      try {
+        result = await rewrite();
+      } finally {
+        this.lastInflated = undefined;
+        await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        this.overlap.forget();
+      }
+    });
+    return result as T;
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
@@ -209,7 +281,7 @@ export class Qcow2Image extends DispatchedImage {
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(run.hostOffset, [compressed]);
     const cluster = new Uint8Array(this.header.clusterSize);
-    inflateCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
+    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
     this.lastInflated = { hostOffset: run.hostOffset, cluster };
     return cluster;
   }
@@ -315,11 +387,9 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
-  // Points the plan's L2 entries at its written clusters (after any write-back in progress, which
-  // must not see entries whose refcounts it did not write) and releases what they replaced once
-  // that is on disk.
+  // Points the plan's L2 entries at its written clusters and releases what they replaced once
+  // that is on disk. (No wait for a write-back in progress: bindings/qcow2-writeback.ts, THE RULE.)
   private async commitPlan(plan: WritePlan): Promise<void> {
-    await this.writeback.idle();
     this.writeback.releaseLater(await this.core.commit(plan, this.backend));
   }
 
@@ -354,7 +424,9 @@ export class Qcow2Image extends DispatchedImage {
   // The timer or the cap made a pending cluster due: complete it in the background. On failure it
   // stays pending and is retried later; flush() reports the error if it persists.
   private forceLater(cluster: PendingCluster): void {
-    this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+    const work = this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+    this.background.add(work);
+    void work.finally(() => this.background.delete(work));
   }
 
   // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
@@ -466,7 +538,6 @@ export class Qcow2Image extends DispatchedImage {
         : Math.floor(pieceEnd / subclusterBytes) * subclusterBytes;
       if (wholeStart < wholeEnd) {
         parts.push(this.orderedUpdate(clusterStart, clusterStart + clusterBytes, async () => {
-          await this.writeback.idle();
           if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
             const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
             await this.writeExtent(wholeStart, inside, zeroVector(inside), []);
@@ -500,7 +571,6 @@ export class Qcow2Image extends DispatchedImage {
 
   private async zeroClusters(start: number, end: number, zeroFlag: boolean): Promise<void> {
     await this.settlePending(start, end);
-    await this.writeback.idle();
     const freed = await this.core.zeroClusters(start, (end - start) / this.header.clusterSize, zeroFlag, this.backend);
     this.writeback.releaseLater(freed);
   }
@@ -512,20 +582,35 @@ export class Qcow2Image extends DispatchedImage {
     if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
+  // The timer stops; the final flush completes every pending cluster, writes the metadata back
+  // and persists the releases; background copies and write-backs are waited for even when it
+  // failed; the backends are closed last.
   protected async closeFormat(): Promise<void> {
     this.deferred?.dispose();
-    const closes: Promise<void>[] = [this.backend.close()];
-    if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
-    if (this.backing) closes.push(this.backing.close());
-    await allSettledOrThrow(closes);
+    try {
+      if (!this.readOnly) await this.flushFormat();
+    } finally {
+      while (this.background.size > 0) await Promise.allSettled([...this.background]);
+      await this.writeback.quiesce();
+      const closes: Promise<void>[] = [this.backend.close()];
+      if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
+      if (this.backing) closes.push(this.backing.close());
+      await allSettledOrThrow(closes);
+    }
   }
 
   /**
    * Writes a new qcow2 image into `backend` (createQcow2, bindings/qcow2-create.ts: truncates the
    * backend first), then opens it with the same options (OpenOptions keys, e.g. openBacking).
+   * Ownership as for open(): a failed create closes the backend.
    */
   static async create(backend: Backend, options: CreateOptions & OpenOptions): Promise<Qcow2Image> {
-    await createQcow2(backend, options);
+    try {
+      await createQcow2(backend, options);
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
     return Qcow2Image.open(backend, options);
   }
 
@@ -566,14 +651,14 @@ async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<
   await backend.flush();
 }
 
-async function openDataFile(header: Qcow2Header, options: OpenOptions): Promise<Backend> {
+async function openDataFile(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<Backend> {
   if (header.dataFile === undefined) {
     throw new ImageError('INVALID_ARGUMENT', 'the image uses an external data file but does not name it');
   }
   if (!options.openDataFile) {
     throw new ImageError('INVALID_ARGUMENT', `the image's data is in the external file '${header.dataFile}': pass openDataFile to open it`);
   }
-  return options.openDataFile(header.dataFile);
+  return options.openDataFile(header.dataFile, chain.names);
 }
 
 async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<BlockImage> {
@@ -584,7 +669,7 @@ async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain
   if (chain.depth >= MAX_BACKING_DEPTH || chain.names.includes(name)) {
     throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
   }
-  const backend = await options.openBacking(name, header.backingFormat);
+  const backend = await options.openBacking(name, header.backingFormat, chain.names);
   try {
     const format = header.backingFormat ?? (await probeFormat(backend));
     const nested: OpenOptions = { ...options, readOnly: true };

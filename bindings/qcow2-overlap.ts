@@ -66,6 +66,11 @@ class ReferencedClusters {
     this.generation = generation;
   }
 
+  /** Makes the next sync() compare every entry (the table was reloaded). */
+  invalidate(): void {
+    this.generation = -1;
+  }
+
   /** True when a cluster of [firstCluster, lastCluster] is referenced. */
   hasAny(firstCluster: number, lastCluster: number): boolean {
     if (lastCluster - firstCluster < this.counts.size) {
@@ -110,6 +115,13 @@ export class Qcow2OverlapGuard {
   constructor(private readonly core: Qcow2Core, private readonly backend: Backend, private readonly header: Qcow2Header) {
     this.l2Tables = new ReferencedClusters(header.clusterBits, L1_OFFSET_HIGH_MASK);
     this.refcountBlocks = new ReferencedClusters(header.clusterBits, REFT_OFFSET_HIGH_MASK);
+  }
+
+  /** Forgets what it read of the tables (after the image's metadata was rewritten and reloaded). */
+  forget(): void {
+    this.snapshotRanges = undefined;
+    this.l2Tables.invalidate();
+    this.refcountBlocks.invalidate();
   }
 
   /** True once a refused write marked the image corrupt. */

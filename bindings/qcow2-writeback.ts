@@ -2,11 +2,21 @@
 // Metadata write-back in QEMU's safe order (design §6): new refcount blocks, a barrier, the
 // refcount table; refcount blocks; a barrier; L2 slices, a barrier, then the L1 table, a barrier.
 // Afterwards the clusters that committed writes stopped referencing are released: their
-// refcounts drop only once no on-disk entry points at them. Slices and tables are copied out
-// before each write (a parent table before its children, so a parent never points at a child
-// that changed after the child was copied), and marked clean only if they did not change
-// meanwhile. A barrier that failed stays owed: the next write-back flushes before anything that
-// depends on it, since a failed flush makes no promise about the writes before it.
+// refcounts drop only once no on-disk entry points at them. A barrier that failed stays owed:
+// the next write-back flushes before anything that depends on it, since a failed flush makes no
+// promise about the writes before it.
+//
+// THE RULE for metadata changes against a running write-back (allocation, commits, zero flags,
+// discard, refcount growth and releases, deferred copy-on-write commits, table copies): a
+// write-back copies ALL the dirty metadata it will write (L1 part, refcount table, refcount
+// slices, L2 slices) in one synchronous step when it starts, before its first await. A change
+// made after that step is not in the copy: its slice or table keeps a newer change counter, so
+// the write-back does not mark it clean, and the next write-back writes it. Every metadata
+// change happens inside a synchronous core call, so a copy sees each change whole or not at all,
+// and whatever it sees is self-consistent: a cluster's refcount is raised before any entry points
+// at it, a new L2 table is in the L1 table from the call that creates its first slice. So
+// metadata changes never wait for a write-back and callers check nothing; the only exclusion is
+// refcount-table growth, which runs as a write-back itself (see growReftable).
 
 import type { Backend } from './backend.js';
 import type { ImageStats } from './image.js';
@@ -32,32 +42,33 @@ export class Qcow2Writeback {
   private flushOwed = false;
   /** Backend flushes begun (flushAll checks that one began after it was called). */
   private flushesStarted = 0;
+  /** The backend flush in progress, if any (a barrier that finds nothing owed still waits for it). */
+  private backendFlush: Promise<void> | undefined;
+  /**
+   * New L2 tables (host offsets) already written whole to the file (zeros where no slice was
+   * dirty) whose L1 entries may not be on disk yet: they are never zero-filled again.
+   */
+  private readonly tablesOnDisk = new Set<number>();
 
   constructor(private readonly core: Qcow2Core, private readonly backend: Backend,
               private readonly header: Qcow2Header, private readonly counters: ImageStats,
               private readonly overlap?: Qcow2OverlapGuard) {}
 
-  /** Resolves when no write-back is running (commits wait on this: design §6 ordering). */
-  async idle(): Promise<void> {
-    while (this.running) await this.running;
-  }
-
   /**
    * Makes every committed change durable and persists the refcounts of the clusters those
    * changes released: waits for a write-back in progress (which took its releases earlier),
    * runs one that takes every queued release, and one more that writes what they lowered.
-   * Ends with a backend flush unless one began during the call: data written in place needs
-   * one even when no metadata changed.
+   * Ends with a completed backend flush that began during the call (its own unless another one
+   * did: then it waits for that one, and flushes itself if that failed): data written in place
+   * needs one even when no metadata changed.
    */
   async flushAll(): Promise<void> {
     const flushesBefore = this.flushesStarted;
     await this.finishing.catch(() => undefined);
     await this.run();
     await this.run();
-    if (this.flushesStarted === flushesBefore) {
-      this.flushOwed = true;
-      await this.barrier();
-    }
+    if (this.flushesStarted === flushesBefore) this.flushOwed = true;
+    await this.barrier();
   }
 
   /** Queues host clusters whose last reference a commit removed (released after the next write-back). */
@@ -86,16 +97,25 @@ export class Qcow2Writeback {
 
   /**
    * Grows the refcount table (the core ran out of entries), crash-safely: metadata is written
-   * back first, then, with every other metadata change held off, the new refcount blocks (which
-   * count the new table and themselves) and the new table are written, a barrier, the header
-   * switches to the new table (one 12-byte write), a barrier, and the old table's clusters are
-   * queued for release. A crash before the header write leaves only unreferenced clusters.
+   * back first, then, as the one write-back running, the new refcount blocks (which count the
+   * new table and themselves) and the new table are written, a barrier, the header switches to
+   * the new table (one 12-byte write), a barrier, and the old table's clusters are queued for
+   * release. A crash before the header write leaves only unreferenced clusters. The table is
+   * grown in memory in the same synchronous step that copies it and the refcount slices (THE
+   * RULE); changes made while it is written stay dirty for the next write-back.
    */
   growReftable(): Promise<void> {
     this.growing ??= (async () => {
       await this.run();
       while (this.running) await this.running;
       const growth = (async () => {
+        // The new refcount blocks need cache slots that are clean; releases that ran after the
+        // last write-back may have dirtied every slot. Write refcount slices until, in the same
+        // synchronous step as the growth, none is dirty.
+        for (let dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT); dirty.length > 0;
+          dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT)) {
+          await this.writeSlices(dirty);
+        }
         const table = this.core.growReftable();
         await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
         await this.write(table.hostOffset, table.bytes, 'refcount-table');
@@ -118,6 +138,18 @@ export class Qcow2Writeback {
     return this.growing;
   }
 
+  /**
+   * Resolves (never rejects) once no write-back, growth or release is running: for close(),
+   * after which nothing may touch the backend.
+   */
+  async quiesce(): Promise<void> {
+    for (;;) {
+      const finishing = this.finishing;
+      await Promise.allSettled([this.running, this.growing, finishing]);
+      if (!this.running && !this.growing && this.finishing === finishing) return;
+    }
+  }
+
   private start(): void {
     if (!this.running) {
       const releases = this.pendingReleases;
@@ -129,45 +161,49 @@ export class Qcow2Writeback {
           this.pendingReleases.unshift(...releases);
           throw error;
         });
+      // writeDirty() callers wait for the writing only: a failure is theirs, or the next run()'s.
+      this.finishing.catch(() => undefined);
     }
   }
 
-  // Copies are taken parent first, before any child is written: the L1 table (an L2 table
-  // allocated after this copy is not in it), then the refcount table (likewise for new refcount
-  // blocks). Then:
+  // The copy of everything dirty is taken first, in one synchronous step (THE RULE above). Then:
   // 1. Refcount blocks; when the refcount table changed, a barrier and the table (it may point
   //    at blocks just written); barrier. (The file is never resized here: a truncate could race
   //    with data writes to clusters allocated meanwhile. Every table is written before anything
   //    on disk points at it, so the file always covers the start of every referenced cluster.)
   // 2. L2 slices, after a barrier even when no refcount was written: data writes that completed
   //    since the last flush (a new cluster's data and copy-on-write) must be durable before an
-  //    entry points at them; barrier.
+  //    entry points at them. New L2 tables get zeros in their slices the copy lacks first; barrier.
   // 3. The dirty part of the L1 table; barrier.
   private async writeAll(): Promise<void> {
     const l1 = this.core.dirtyL1();
-    const newTables = l1 ? await this.newL2Tables(l1.firstIndex, l1.bytes) : [];
     const reftable = this.core.dirtyReftable();
-    await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
+    const refcountSlices = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT);
+    const l2 = this.core.dirtySlices(Qcow2Core.CACHE_L2);
+    if (l2.length > 0) this.flushOwed = true;
+    const newTables = l1 ? await this.newL2Tables(l1.firstIndex, l1.bytes) : [];
+    await this.writeSlices(refcountSlices);
     if (reftable) {
       await this.barrier();
       await this.write(this.header.refcountTableOffset, reftable.bytes, 'refcount-table');
       this.core.markReftableClean(reftable.generation);
     }
-    const l2 = this.core.dirtySlices(Qcow2Core.CACHE_L2);
-    if (l2.length > 0) this.flushOwed = true;
     await this.barrier();
-    await this.writeSlices(l2);
     await this.zeroFillTables(newTables, l2);
+    await this.writeSlices(l2);
     await this.barrier();
     if (l1) {
       await this.write(this.header.l1TableOffset + l1.firstIndex * 8, l1.bytes, 'l1');
       this.core.markL1Clean(l1.generation);
       await this.barrier();
+      for (const table of newTables) this.tablesOnDisk.delete(table);
     }
   }
 
   // The L2 tables that entries of the L1 copy (`bytes` from entry `firstIndex`) point at and the
-  // L1 table on disk does not: tables allocated since the last write-back.
+  // L1 table on disk does not, and that were not written whole already (by an earlier write-back,
+  // or as copies of shared tables before their L1 entry changed): tables allocated since the last
+  // write-back.
   private async newL2Tables(firstIndex: number, bytes: Uint8Array): Promise<number[]> {
     const onDisk = new Uint8Array(bytes.byteLength);
     await this.backend.preadv(this.header.l1TableOffset + firstIndex * 8, [onDisk]);
@@ -176,38 +212,55 @@ export class Qcow2Writeback {
     const tables: number[] = [];
     for (let at = 0; at < bytes.byteLength; at += 8) {
       const table = now.getBigUint64(at) & L1_OFFSET_MASK;
-      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK)) tables.push(Number(table));
+      const hostOffset = Number(table);
+      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK) &&
+          !this.tablesOnDisk.has(hostOffset) && !this.core.isTableWrittenWhole(hostOffset)) tables.push(hostOffset);
     }
     return tables;
   }
 
   // A new L2 table reaches the disk whole before the L1 entry that points at it (QEMU's order):
-  // its slices that were not just written get zeros, so the file covers the table even when no
-  // entry of it has been set yet (otherwise the L1 entry could point past the end of the file).
-  private async zeroFillTables(tables: readonly number[], written: readonly DirtySlice[]): Promise<void> {
+  // its slices that are not in this write-back's copy get zeros, so the file covers the table
+  // even when no entry of it has been set yet (otherwise the L1 entry could point past the end of
+  // the file). This happens once per table, before any of its slices is written: a slice written
+  // by an earlier run (its L1 write failed, say) is never overwritten with zeros.
+  private async zeroFillTables(tables: readonly number[], copied: readonly DirtySlice[]): Promise<void> {
     const clusterBytes = this.header.clusterSize;
     const sliceBytes = Math.min(clusterBytes, L2_SLICE_BYTES_MAX);
-    const done = new Set(written.map((slice) => slice.hostOffset));
+    const inCopy = new Set(copied.map((slice) => slice.hostOffset));
     const zeros = new Uint8Array(sliceBytes);
-    const writes: Promise<void>[] = [];
-    for (const table of tables) {
+    await allSettledOrThrow(tables.map(async (table) => {
+      const writes: Promise<void>[] = [];
       for (let slice = table; slice < table + clusterBytes; slice += sliceBytes) {
-        if (!done.has(slice)) writes.push(this.write(slice, zeros, 'l2'));
+        if (!inCopy.has(slice)) writes.push(this.write(slice, zeros, 'l2'));
       }
-    }
-    await allSettledOrThrow(writes);
+      await allSettledOrThrow(writes);
+      this.tablesOnDisk.add(table);
+    }));
   }
 
-  // Flushes when anything was written since the last successful flush.
+  // Flushes when anything was written since the last successful flush; otherwise waits for a
+  // backend flush in progress (the writes before it are durable only once it completes), and
+  // flushes itself if that one failed.
   private async barrier(): Promise<void> {
-    if (!this.flushOwed) return;
-    this.flushOwed = false;
-    this.flushesStarted++;
-    try {
-      await this.backend.flush();
-    } catch (error) {
-      this.flushOwed = true;
-      throw error;
+    for (;;) {
+      if (this.flushOwed) {
+        this.flushOwed = false;
+        this.flushesStarted++;
+        const flush = this.backend.flush();
+        this.backendFlush = flush;
+        try {
+          await flush;
+        } catch (error) {
+          this.flushOwed = true;
+          throw error;
+        } finally {
+          if (this.backendFlush === flush) this.backendFlush = undefined;
+        }
+        return;
+      }
+      if (!this.backendFlush) return;
+      await this.backendFlush.catch(() => undefined);
     }
   }
 

@@ -30,13 +30,20 @@ export class RawImage extends DispatchedImage {
   /**
    * Opens `backend` as a raw image whose virtual size is the backend's current size. Read-only
    * when `options.readOnly` or the backend is not writable. `options.merge` picks the merge mode.
+   * Ownership: the backend belongs to the image from this call on; close() closes it, and a
+   * failed open closes it before rejecting.
    */
   static async open(backend: Backend, options: OpenOptions = {}): Promise<RawImage> {
-    checkMergeOption(options);
-    const core = new MergeCore(await instantiateCore());
-    const size = await backend.getSize();
-    const readOnly = options.readOnly === true || !backend.capabilities.writable;
-    return new RawImage(backend, size, readOnly, core, options);
+    try {
+      checkMergeOption(options);
+      const core = new MergeCore(await instantiateCore());
+      const size = await backend.getSize();
+      const readOnly = options.readOnly === true || !backend.capabilities.writable;
+      return new RawImage(backend, size, readOnly, core, options);
+    } catch (error) {
+      await backend.close().catch(() => {});
+      throw error;
+    }
   }
 
   protected async readRange(position: number, target: Uint8Array): Promise<void> {
@@ -64,7 +71,11 @@ export class RawImage extends DispatchedImage {
     return this.backend.flush();
   }
 
-  protected closeFormat(): Promise<void> {
-    return this.backend.close();
+  protected async closeFormat(): Promise<void> {
+    try {
+      if (!this.readOnly) await this.backend.flush();
+    } finally {
+      await this.backend.close();
+    }
   }
 }

@@ -122,7 +122,8 @@ export class V86Disk {
   /** The most recent failure of a read, write or scheduled flush, if any. */
   lastError: Error | undefined = undefined;
 
-  private readonly image: BlockImage;
+  /** The image behind the disk (saveState and restoreState snapshot it). */
+  readonly image: BlockImage;
   private readonly flushIdleMs: number;
   private readonly flushMaxDelayMs: number;
   private readonly wholeBufferLimitBytes: number;
@@ -165,6 +166,17 @@ export class V86Disk {
     }
     this.onprogress?.({ loaded: this.byteLength, total: this.byteLength, lengthComputable: true });
     this.onload?.(Object.create(null) as object);
+  }
+
+  /**
+   * Reads again what the adapter caches (the first sector), after the image's content changed
+   * other than through set(), e.g. when a snapshot was applied to it.
+   */
+  async refresh(): Promise<void> {
+    const writes = ++this.firstSectorWrites;
+    if (this.byteLength < SECTOR_BYTES) return;
+    const sector = await this.image.read(0, SECTOR_BYTES);
+    if (writes === this.firstSectorWrites) this.firstSector = sector;
   }
 
   /** Reads `len` bytes at `start` and calls `fn` with them, unless `options.signal` aborts first. */
@@ -324,3 +336,5 @@ export class V86Disk {
 export function toV86Disk(image: BlockImage, options: V86DiskOptions = {}): V86Disk {
   return new V86Disk(image, options);
 }
+
+export { saveState, restoreState, type V86StateEmulator } from './v86-state.js';

@@ -25,7 +25,7 @@ afterAll(async () => {
 });
 
 backendConformanceSuite(
-  'node-file',
+  'node-file (defaults: synchronous up to 128 KiB, thread pool beyond)',
   async (initial, options) => {
     const path = nextPath();
     await writeFile(path, initial ?? new Uint8Array(0));
@@ -40,6 +40,16 @@ backendConformanceSuite(
     const path = nextPath();
     await writeFile(path, initial ?? new Uint8Array(0));
     return openNodeBackend(path, { writable: options?.writable ?? true, sync: true });
+  },
+  { kind: 'node-file', farPosition: 2 ** 40 },
+);
+
+backendConformanceSuite(
+  'node-file (thread pool only)',
+  async (initial, options) => {
+    const path = nextPath();
+    await writeFile(path, initial ?? new Uint8Array(0));
+    return openNodeBackend(path, { writable: options?.writable ?? true, sync: false });
   },
   { kind: 'node-file', farPosition: 2 ** 40 },
 );

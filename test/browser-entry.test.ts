@@ -42,7 +42,8 @@ describe('browser entry point', () => {
   });
 
   it('exports the browser backends and everything of the neutral entry', () => {
-    for (const name of ['openOpfsBackend', 'createBlobBackend', 'openHttpBackend', 'createMemoryBackend', 'Qcow2Image', 'RawImage', 'BackendError', 'init']) {
+    for (const name of ['openOpfsBackend', 'openIndexedDbBackend', 'deleteIndexedDbImage', 'openSplitBackend', 'writeSplitImage', 'validateSplitManifest', 'splitPartName',
+      'createBlobBackend', 'openHttpBackend', 'createMemoryBackend', 'Qcow2Image', 'RawImage', 'BackendError', 'init']) {
       expect(typeof (browser as Record<string, unknown>)[name], name).toBe('function');
     }
   });

@@ -3,7 +3,8 @@
 // ENOSPC: every guest request settles, once, either resolved or with IMAGE_IO_ERROR (flush with
 // the backend's error); the engine keeps serving (a failed metadata write stays dirty and is
 // retried, a failed flush stays owed); whatever was acknowledged and then flushed reads back;
-// afterwards check() and qemu-img check find no corruption (leaks allowed).
+// afterwards the closed file, reopened by this package and read by qemu-img, holds every
+// acknowledged write, and check() and qemu-img check find no corruption (leaks allowed).
 //
 // Reproduce: QCOW2_WASM_SEED=<seed printed>.
 
@@ -16,7 +17,7 @@ import { createMemoryBackend } from '../bindings/backends/memory.js';
 import type { Backend } from '../bindings/backend.js';
 import { BackendError } from '../bindings/errors.js';
 import { checkQcow2 } from '../bindings/qcow2-check.js';
-import { describeWithQemu, qemuCheck } from './helpers/qemu.js';
+import { describeWithQemu, qemuCheck, convertToRaw } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';
 
@@ -102,21 +103,23 @@ describeWithQemu('fault injection at every Nth backend call', () => {
           if (!flushed) continue;
           // Acknowledged bytes read back (checked with faults paused: a read may fail too).
           faults = false;
-          const got = await disk.read(0, 2 * MiB);
+          const lost = firstLost(await disk.read(0, 2 * MiB), model, unknown);
           faults = true;
-          const want = model.read(0, 2 * MiB);
-          const mask = unknown.read(0, 2 * MiB);
-          for (let i = 0; i < got.length; i++) {
-            if (mask[i] === 0 && got[i] !== want[i]) throw new Error(`${where}, round ${round}: acknowledged byte ${i} lost`);
-          }
+          if (lost !== undefined) throw new Error(`${where}, round ${round}: acknowledged byte ${lost} lost`);
         }
         faults = false;
         await disk.close();
         injected += backend.failed;
+        // The file after close, reopened: every acknowledged byte is there.
+        const reopened = await Qcow2Image.open(createMemoryBackend(await bytesOf(store), { writable: false }), { readOnly: true });
+        const lostInFile = firstLost(await reopened.read(0, 2 * MiB), model, unknown);
+        await reopened.close();
+        expect(lostInFile, `${where}: acknowledged byte lost in the reopened file`).toBeUndefined();
         const ours = await checkQcow2(createMemoryBackend(await bytesOf(store), { writable: false }));
         expect({ corruptions: ours.corruptions, checkErrors: ours.checkErrors }, `${where}: check()`).toEqual({ corruptions: 0, checkErrors: 0 });
         const path = join(dir, `faults-${code}-${every}.qcow2`);
         writeFileSync(path, await bytesOf(store));
+        expect(firstLost(convertToRaw(path), model, unknown), `${where}: acknowledged byte lost in the file as qemu-img reads it`).toBeUndefined();
         const qemu = qemuCheck(path);
         expect({ corruptions: qemu.corruptions ?? 0, errors: qemu['check-errors'], leaks: qemu.leaks ?? 0 }, `${where}: qemu-img check`)
           .toEqual({ corruptions: 0, errors: 0, leaks: ours.leaks });
@@ -132,4 +135,14 @@ async function bytesOf(backend: Backend): Promise<Uint8Array> {
   const bytes = new Uint8Array(await backend.getSize());
   await backend.preadv(0, [bytes]);
   return bytes;
+}
+
+/** The first guest offset where `got` differs from `model` outside the bytes `unknown` marks, or undefined. */
+function firstLost(got: Uint8Array, model: ModelDisk, unknown: ModelDisk): number | undefined {
+  const want = model.read(0, got.byteLength);
+  const mask = unknown.read(0, got.byteLength);
+  for (let i = 0; i < got.byteLength; i++) {
+    if (mask[i] === 0 && got[i] !== want[i]) return i;
+  }
+  return undefined;
 }

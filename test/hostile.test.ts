@@ -6,7 +6,7 @@
 // corrupt on disk (after which a writable open is refused, as QEMU does).
 
 import { describe, it, expect, beforeAll } from 'vitest';
-import { buildBaseImage, exercise, getU64, headBytes, HDR, parseLayout, patternOf, OutcomeTally, type ExerciseResult } from './helpers/hostile-images.js';
+import { backendBytes, buildBaseImage, exercise, getU64, headBytes, HDR, parseLayout, patternOf, OutcomeTally, type ExerciseResult } from './helpers/hostile-images.js';
 import { HOSTILE_CASES, withBacking, type Bases, type HostileCase } from './helpers/hostile-corpus.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
@@ -81,10 +81,28 @@ describe('hostile images', () => {
   it('an image marked corrupt by a refused overlap cannot be reopened writable, and still reads', async () => {
     const hostile = HOSTILE_CASES.find((c) => c.name === 'L2 entry points at the L1 table')!;
     const result = await runCase(hostile);
-    await expect(Qcow2Image.open(result.after)).rejects.toMatchObject({ code: 'QCOW2_READ_ONLY' });
-    const image = await Qcow2Image.open(result.after, { readOnly: true });
+    const bytes = await backendBytes(result.after);
+    // A failed open closes the backend it was given, so each open gets its own copy.
+    await expect(Qcow2Image.open(createMemoryBackend(bytes.slice()))).rejects.toMatchObject({ code: 'QCOW2_READ_ONLY' });
+    const image = await Qcow2Image.open(createMemoryBackend(bytes), { readOnly: true });
     expect((await image.read(0, 4)).join(',')).toBe(Array(4).fill(patternOf(0)).join(','));
     await image.close();
+  });
+
+  it('offsets past 2^53 in the metadata are QCOW2_CORRUPT on read and write, never INVALID_ARGUMENT', async () => {
+    for (const name of ['compressed descriptor beyond 2^53', 'L2 entry beyond 2^53', 'L1 entry beyond 2^53']) {
+      const bytes = HOSTILE_CASES.find((c) => c.name === name)!.build(bases);
+      const cluster = name.startsWith('compressed') ? 5 : name.startsWith('L2') ? 2 : 0;
+      const image = await Qcow2Image.open(createMemoryBackend(bytes));
+      const offset = cluster * 65536;
+      for (const step of [() => image.read(offset, 512), () => image.write(offset + 512, new Uint8Array(512))]) {
+        const error = await step().then(() => undefined, (e: unknown) => e);
+        expect(error, name).toBeInstanceOf(Qcow2WasmError);
+        expect((error as Qcow2WasmError).code, `${name}: ${(error as Error).message}`).toBe('QCOW2_CORRUPT');
+        expect((error as Error).message, name).toMatch(/past 2\^53/);
+      }
+      await image.close().catch(() => {});
+    }
   });
 
   it('the unknown autoclear bit is cleared by the first writable open', async () => {

@@ -2,7 +2,8 @@
 // Concurrency on qcow2: overlapping multiwrite batches left in flight, writeZeroes and discards,
 // reads racing them and flushes, over a backend that completes calls out of order, with metadata caches small enough
 // that slices are evicted and written back mid-workload. Every read must see exactly the writes
-// submitted before it; afterwards qemu-img check is clean and QEMU reads the model's bytes.
+// submitted before it; afterwards the file, reopened by this package and read by qemu-img,
+// holds the model's bytes, and qemu-img check is clean.
 
 import { it, expect, beforeAll, afterAll } from 'vitest';
 import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
@@ -106,6 +107,11 @@ describeWithQemu('qcow2 under concurrent overlapping I/O on an out-of-order back
         await disk.close();
         const path = join(dir, `stress_${seed}_${name}`);
         writeFileSync(path, await contents(store));
+        const reopened = await Qcow2Image.open(createMemoryBackend(await contents(store), { writable: false }), {
+          readOnly: true, openBacking: async (backingName) => createMemoryBackend(new Uint8Array(readFileSync(join(dir, backingName)))),
+        });
+        expect(Buffer.compare(await reopened.read(0, reopened.virtualSize), model.read(0, reopened.virtualSize)), `${name}, seed ${seed}: the file reopened`).toBe(0);
+        await reopened.close();
         const check = qemuCheck(path);
         expect({ corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0, errors: check['check-errors'] }, `${name}, seed ${seed}: qemu-img check`)
           .toEqual({ corruptions: 0, leaks: 0, errors: 0 });

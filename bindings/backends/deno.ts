@@ -5,7 +5,7 @@
 // call are moved through a staging buffer, so a many-buffer call costs few platform calls.
 
 import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { BackendError, ImageError } from '../errors.js';
 
 /**
  * The part of a Deno.FsFile this backend uses (declared here: bindings/ compiles without Deno's
@@ -24,6 +24,8 @@ export interface DenoFileLike {
   syncData(): Promise<void>;
   /** Size and, on Unix, the device and inode numbers (null elsewhere). */
   stat(): Promise<{ size: number; dev: number | null; ino: number | null }>;
+  /** Takes an advisory lock (flock) without waiting; false when another open file holds a conflicting one. */
+  tryLock(exclusive: boolean): Promise<boolean>;
   close(): void;
 }
 
@@ -46,6 +48,13 @@ export interface DenoBackendOptions {
    * writes run at once, the rest wait their turn in call order. 1 serialises every transfer.
    */
   handles?: number;
+  /**
+   * An advisory lock on the file, held until close: 'exclusive' (one holder) or 'shared' (many
+   * shared holders, no exclusive one). Taken without waiting: when another open file, in this
+   * process or another, holds a conflicting lock, the open rejects with IMAGE_LOCKED. Default
+   * 'none'. Only processes that lock too are kept out (qemu locks differently and ignores it).
+   */
+  lock?: 'exclusive' | 'shared' | 'none';
 }
 
 /** The default number of handles: enough to overlap I/O, few enough to keep descriptors cheap. */
@@ -311,7 +320,8 @@ function denoApi(path: string): DenoApi {
  * missing permission, rejects with BACKEND_IO_ERROR whose message names the path and errno code
  * and whose `cause` is the Deno error. Outside Deno it rejects with BACKEND_NOT_SUPPORTED.
  * close() waits for calls already started, then closes the handles; it is idempotent, and other
- * calls after it reject with BACKEND_CLOSED.
+ * calls after it reject with BACKEND_CLOSED. `o.lock` takes an advisory lock on the first handle
+ * (IMAGE_LOCKED when it conflicts), released when the handles close.
  */
 export async function openDenoBackend(path: string, o?: DenoBackendOptions): Promise<Backend> {
   const writable = o?.writable ?? false;
@@ -323,10 +333,18 @@ export async function openDenoBackend(path: string, o?: DenoBackendOptions): Pro
   if (!Number.isSafeInteger(handles) || handles < 1 || handles > MAX_HANDLES) {
     throw new BackendError('INVALID_ARGUMENT', `open ${path}: handles must be an integer from 1 to ${MAX_HANDLES}, not ${handles}`);
   }
+  const lock = o?.lock ?? 'none';
+  if (lock !== 'exclusive' && lock !== 'shared' && lock !== 'none') {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: lock must be 'exclusive', 'shared' or 'none', not ${String(lock)}`);
+  }
   const deno = denoApi(path);
   const files: DenoFileLike[] = [];
   try {
     files.push(await deno.open(path, { read: true, write: writable, create }));
+    if (lock !== 'none' && !(await files[0]!.tryLock(lock === 'exclusive'))) {
+      throw new ImageError('IMAGE_LOCKED', `${path}: the file is locked by another open (another process, or this one): ` +
+        `close that first${lock === 'shared' ? ', or open read-only without a lock to read beside it' : ''}`);
+    }
     for (let i = 1; i < handles; i++) files.push(await deno.open(path, { read: true, write: writable, create: false }));
     if (files.length > 1) {
       const ids = await Promise.all(files.map((file) => file.stat()));
@@ -344,7 +362,7 @@ export async function openDenoBackend(path: string, o?: DenoBackendOptions): Pro
         // Already failing with the open error; a second one would hide it.
       }
     }
-    throw ioError('open', path, err);
+    throw err instanceof ImageError ? err : ioError('open', path, err);
   }
   return denoFileBackend(path, files, writable);
 }

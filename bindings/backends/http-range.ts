@@ -4,6 +4,7 @@
 
 import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
+import { ReadAheadCache } from './read-ahead.js';
 
 /** Options of openHttpBackend. */
 export interface HttpBackendOptions {
@@ -16,6 +17,13 @@ export interface HttpBackendOptions {
    * still one request; only the joining of reads stops at this size.
    */
   maxCoalesceBytes?: number;
+  /**
+   * Serve reads from a block cache that reads ahead while reads go forward (see ReadAheadCache):
+   * blocks of `blockBytes` (default 256 KiB), a window growing to `maxBytes` (default 4 MiB),
+   * `cacheBytes` kept (default 32 MiB). The blocks a read and its read-ahead need go out as one
+   * coalesced request. Default: off (every read is its own exact range).
+   */
+  readAhead?: { blockBytes?: number; maxBytes?: number; cacheBytes?: number };
 }
 
 const DEFAULT_COALESCE_BYTES = 8 * 1024 * 1024;
@@ -49,8 +57,9 @@ function parseContentRange(value: string | null): { first?: number; last?: numbe
  * Every read sends `Range: bytes=FIRST-LAST` and accepts only status 206 with a Content-Range
  * naming exactly that range and the known total, and a body of exactly that length; anything
  * else (a 200 with the whole body from a server that ignores Range, another range, a changed
- * total, a short body, a network failure) rejects with BACKEND_IO_ERROR whose message says what
- * was wrong. Bytes past the size read as zeros without a request.
+ * total, a short body, a content-encoded (e.g. gzip) body, a network failure) rejects with
+ * BACKEND_IO_ERROR whose message says what was wrong. Bytes past the size read as zeros without
+ * a request.
  *
  * Reads issued in the same tick whose ranges overlap or touch are served by one request spanning
  * them (up to `maxCoalesceBytes`), so a burst of neighbouring cluster reads costs one round trip.
@@ -110,6 +119,11 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
       await response.body?.cancel();
       const hint = response.status === 200 ? ' (the server ignored the Range header and sent the whole resource)' : '';
       throw failure('read', `expected 206 Partial Content for ${wanted}, got ${response.status}${hint}`);
+    }
+    const encoding = response.headers.get('Content-Encoding');
+    if (encoding !== null && encoding.trim().toLowerCase() !== 'identity') {
+      await response.body?.cancel();
+      throw failure('read', `the server sent ${wanted} with Content-Encoding: ${encoding}; byte ranges of an encoded response are not image bytes (serve the image uncompressed, or as split parts)`);
     }
     const contentRange = response.headers.get('Content-Range');
     const range = parseContentRange(contentRange);
@@ -177,6 +191,29 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     if (group.length > 0) send(group, groupStart, groupEnd);
   };
 
+  /** Queues the read of [start, end) (end clamped to the size) into `buffers`. */
+  const queueRead = (start: number, end: number, buffers: readonly Uint8Array[]): Promise<void> =>
+    new Promise<void>((resolve, reject) => {
+      if (queue.length === 0) queueMicrotask(drain);
+      queue.push({ start, end, buffers: buffers.slice(), resolve, reject });
+    });
+
+  let cache: ReadAheadCache | undefined;
+  if (options.readAhead !== undefined) {
+    const blockBytes = options.readAhead.blockBytes ?? 256 * 1024;
+    const maxBytes = options.readAhead.maxBytes ?? 4 * 1024 * 1024;
+    const cacheBytes = options.readAhead.cacheBytes ?? 32 * 1024 * 1024;
+    if (![blockBytes, maxBytes, cacheBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || blockBytes === 0) {
+      throw new BackendError('INVALID_ARGUMENT', `http backend ${href}: readAhead sizes must be non-negative integers and blockBytes positive`);
+    }
+    cache = new ReadAheadCache(blockBytes, size, async (index) => {
+      const start = index * blockBytes;
+      const block = new Uint8Array(Math.min(size, start + blockBytes) - start);
+      await queueRead(start, start + block.byteLength, [block]);
+      return block;
+    }, { cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)), maxAheadBlocks: Math.ceil(maxBytes / blockBytes) });
+  }
+
   const closedError = (what: string): BackendError => new BackendError('BACKEND_CLOSED', `http backend: ${what} ${href}: backend is closed`);
 
   return {
@@ -198,10 +235,23 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
         for (const target of buffers) target.fill(0);
         return;
       }
-      await new Promise<void>((resolve, reject) => {
-        if (queue.length === 0) queueMicrotask(drain);
-        queue.push({ start: position, end, buffers: buffers.slice(), resolve, reject });
-      });
+      if (cache === undefined) {
+        await queueRead(position, end, buffers);
+        return;
+      }
+      const data = new Uint8Array(length);
+      const read = cache.read(position, data);
+      inFlight.add(read);
+      try {
+        await read;
+      } finally {
+        inFlight.delete(read);
+      }
+      let at = 0;
+      for (const target of buffers) {
+        target.set(data.subarray(at, at + target.byteLength));
+        at += target.byteLength;
+      }
     },
 
     async pwritev(): Promise<void> {

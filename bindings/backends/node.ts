@@ -3,7 +3,7 @@
 // platform's iovec and byte limits and looped until every byte moved.
 
 import { constants, readvSync, writevSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import { open, statfs, type FileHandle } from 'node:fs/promises';
 import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
 
@@ -22,11 +22,36 @@ export interface NodeBackendOptions {
    */
   create?: boolean;
   /**
-   * Move data with synchronous syscalls (readv/writev on the handle's descriptor) instead of the
-   * thread pool: each call costs a few microseconds instead of ~40, but blocks the event loop
-   * while it runs. Meant for emulators that run the disk in a worker thread. Default false.
+   * How data moves. `'auto'` (the default): transfers of at most `syncMaxBytes` on a regular file
+   * of a local file system use synchronous positional syscalls (a few microseconds per call when
+   * the page cache has the data, blocking the event loop for that long, or for one device access
+   * on a cache miss), larger ones and every other file (network and FUSE file systems, devices)
+   * go through libuv's thread pool (~40 µs a call, never blocking). `true`: every transfer is
+   * synchronous (for a disk running in a worker thread). `false`: every transfer uses the thread
+   * pool. flush (fdatasync), stat, truncate and close always use the thread pool.
    */
-  sync?: boolean;
+  sync?: boolean | 'auto';
+  /** With `sync: 'auto'`: the largest transfer moved synchronously, in bytes. Default 131072 (128 KiB). */
+  syncMaxBytes?: number;
+}
+
+/** Default of NodeBackendOptions.syncMaxBytes. */
+export const DEFAULT_SYNC_MAX_BYTES = 128 * 1024;
+
+/**
+ * statfs type numbers of file systems whose calls may wait on a network or a user-space daemon
+ * (NFS, SMB/CIFS, SMB2, FUSE, Ceph, 9P, AFS): 'auto' keeps them on the thread pool.
+ */
+const REMOTE_FILE_SYSTEMS: ReadonlySet<number> = new Set([0x6969, 0x517b, 0xff534d42, 0xfe534d42, 0x65735546, 0x00c36400, 0x01021997, 0x5346414f]);
+
+/** Whether `path` (open as `handle`) is a regular file on a local file system, so short synchronous calls cannot stall. */
+async function isLocalRegularFile(path: string, handle: FileHandle): Promise<boolean> {
+  try {
+    if (!(await handle.stat()).isFile()) return false;
+    return !REMOTE_FILE_SYSTEMS.has((await statfs(path)).type);
+  } catch {
+    return false;
+  }
 }
 
 /**
@@ -113,7 +138,8 @@ function ioError(what: string, path: string, err: unknown): BackendError {
  * Opens the file at `path` as a Backend (kind "node-file").
  *
  * Read-only unless `o.writable`; `o.create` (with writable) creates a missing file and never
- * truncates an existing one; `o.sync` moves data with synchronous syscalls (see the option). Capabilities: { writable, truncate: writable, discard: false,
+ * truncates an existing one; `o.sync` chooses between synchronous syscalls and the thread pool
+ * (by default synchronous for transfers up to 128 KiB on local regular files: see the option). Capabilities: { writable, truncate: writable, discard: false,
  * durableFlush: true }; limits: { maxIov: 1024, maxTransfer: 0x7ffff000 }. Calls with more buffers
  * or bytes than that are split into several syscalls, so they work too, just not atomically.
  *
@@ -147,12 +173,21 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
 
   const gate = new OperationGate(path, ioError);
 
-  const readCall: VectoredCall = o?.sync
-    ? async (iov, at) => readvSync(handle.fd, iov, at)
-    : async (iov, at) => (await handle.readv(iov, at)).bytesRead;
-  const writeCall: VectoredCall = o?.sync
-    ? async (iov, at) => writevSync(handle.fd, iov, at)
-    : async (iov, at) => (await handle.writev(iov, at)).bytesWritten;
+  const mode = o?.sync ?? 'auto';
+  const syncMaxBytes = o?.syncMaxBytes ?? DEFAULT_SYNC_MAX_BYTES;
+  if (!Number.isSafeInteger(syncMaxBytes) || syncMaxBytes < 0) {
+    await handle.close();
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: syncMaxBytes must be a non-negative integer, not ${syncMaxBytes}`);
+  }
+  /** Transfers of at most this many bytes are synchronous (-1: none, Infinity: all). */
+  const syncLimitBytes = mode === true ? Infinity
+    : mode === false ? -1
+      : (await isLocalRegularFile(path, handle)) ? syncMaxBytes : -1;
+
+  const readSync: VectoredCall = async (iov, at) => readvSync(handle.fd, iov, at);
+  const readAsync: VectoredCall = async (iov, at) => (await handle.readv(iov, at)).bytesRead;
+  const writeSync: VectoredCall = async (iov, at) => writevSync(handle.fd, iov, at);
+  const writeAsync: VectoredCall = async (iov, at) => (await handle.writev(iov, at)).bytesWritten;
 
   const run = <T>(what: string, op: () => Promise<T>): Promise<T> => gate.run(what, op);
 
@@ -174,7 +209,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
         checkRange(position, length);
         if (length === 0) return;
         // A snapshot of the list: the loop reads it across awaits, the caller may reuse its array.
-        await transferAll(readCall, 'read', position, buffers.slice(), limits);
+        await transferAll(length <= syncLimitBytes ? readSync : readAsync, 'read', position, buffers.slice(), limits);
       });
     },
 
@@ -184,7 +219,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
         const length = totalLength(buffers);
         checkRange(position, length);
         if (length === 0) return;
-        await transferAll(writeCall, 'write', position, buffers.slice(), limits);
+        await transferAll(length <= syncLimitBytes ? writeSync : writeAsync, 'write', position, buffers.slice(), limits);
       });
     },
 

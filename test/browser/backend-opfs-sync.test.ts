@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../bindings/browser.js';
 import { backendConformanceSuite } from '../backend-suite.js';
 import { expectBytes } from '../helpers/bytes.js';
-import { removeOpfsEntry, uniqueName } from './helpers.js';
+import { removeOpfsEntry, SYNC_ACCESS_UNSUPPORTED, uniqueName } from './helpers.js';
 import { OpfsWorker } from './worker-backend.js';
 
 const DIRECTORY = uniqueName('qcow2-wasm-test-opfs-sync');
@@ -28,6 +28,20 @@ async function makeSyncFile(initial: Uint8Array | undefined, writable: boolean):
   return worker.open(path, { writable: false, mode: 'sync-access' });
 }
 
+if (SYNC_ACCESS_UNSUPPORTED) {
+  it('refuses sync access with BACKEND_NOT_SUPPORTED where the engine has none, and auto falls back to async', async () => {
+    const err = await worker.open(`${DIRECTORY}/unsupported.bin`, { create: true, writable: true, mode: 'sync-access' }).then(() => undefined, (e: unknown) => e);
+    expect((err as { code?: string }).code).toBe('BACKEND_NOT_SUPPORTED');
+    expect(String((err as Error).message)).toMatch(/NotSupportedError/);
+    const auto = await worker.open(`${DIRECTORY}/auto.bin`, { create: true, writable: true });
+    expect(auto.kind).toBe('opfs-async');
+    await auto.close();
+  });
+} else {
+  declareSyncTests();
+}
+
+function declareSyncTests(): void {
 backendConformanceSuite('opfs-sync (in a worker)', (initial, options) => makeSyncFile(initial, options?.writable ?? true), {
   kind: 'opfs-sync',
   farPosition: 64 * 1024 * 1024, // OPFS files are not sparse: the far write costs real bytes
@@ -42,13 +56,12 @@ describe('opfs backend in a worker', () => {
     await b.close();
   });
 
-  it('holds the exclusive lock while open: a second writable open fails, and works after close', async () => {
+  it('holds the image lock while open: a second writable open gets IMAGE_LOCKED, and works after close', async () => {
     const path = `${DIRECTORY}/locked.bin`;
     const first = await worker.open(path, { create: true, writable: true, mode: 'sync-access' });
     await first.pwritev(0, [Uint8Array.of(1, 2, 3)]);
     const err = await worker.open(path, { writable: true, mode: 'sync-access' }).then(() => undefined, (e: unknown) => e);
-    expect((err as { code?: string }).code).toBe('BACKEND_IO_ERROR');
-    expect(String((err as Error).message)).toMatch(/NoModificationAllowedError/);
+    expect((err as { code?: string }).code).toBe('IMAGE_LOCKED');
     await first.close();
     const second = await worker.open(path, { writable: true, mode: 'sync-access' });
     const got = new Uint8Array(3);
@@ -57,3 +70,4 @@ describe('opfs backend in a worker', () => {
     await second.close();
   });
 });
+}

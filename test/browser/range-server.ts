@@ -9,9 +9,12 @@
 //                                  Range gives 200 and the whole resource
 // Quirks: ignore-range (always 200 and the whole body), wrong-range (206 with the bytes and
 // Content-Range of the range one byte later), wrong-total (206, total one more than the size),
-// short-body (206 with the right Content-Range but one byte missing), no-head (HEAD answers 405).
+// short-body (206 with the right Content-Range but one byte missing), no-head (HEAD answers 405),
+// gzip (206 with the range's bytes gzip-compressed and Content-Encoding: gzip, as a server that
+// compresses everything does).
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { gzipSync } from 'node:zlib';
 import type { Plugin } from 'vite';
 
 /** Resources are dropped oldest first once they hold more than this many bytes. */
@@ -86,6 +89,10 @@ export function rangeServer(): Plugin {
     const shift = quirks.has('wrong-range') && last + 1 < size ? 1 : 0;
     let body = bytes.subarray(first + shift, last + 1 + shift);
     if (quirks.has('short-body')) body = body.subarray(0, body.byteLength - 1);
+    if (quirks.has('gzip')) {
+      body = new Uint8Array(gzipSync(body));
+      res.setHeader('Content-Encoding', 'gzip');
+    }
     const total = quirks.has('wrong-total') ? size + 1 : size;
     res.statusCode = 206;
     res.setHeader('Content-Range', `bytes ${first + shift}-${last + shift}/${total}`);

@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../bindings/backend.js';
 import { denoFileBackend, type DenoFileLike } from '../../bindings/backends/deno.js';
-import { BackendError } from '../../bindings/errors.js';
+import { BackendError, Qcow2WasmError } from '../../bindings/errors.js';
 import { createImageFile, createMemoryBackend, openDenoBackend, openImageFile, Qcow2Image, RawImage } from '../../bindings/deno.js';
 import { backendConformanceSuite } from '../backend-suite.js';
 import { expectBytes, expectFilled } from '../helpers/bytes.js';
@@ -37,6 +37,16 @@ for (const handles of [4, 1]) {
     },
     { kind: 'deno-file', farPosition: 2 ** 40, seed: handles },
   );
+}
+
+/** Asserts a rejection with a Qcow2WasmError of `code` whose message names a file. */
+async function codeOf(promise: Promise<unknown>, code: string): Promise<void> {
+  const err = await promise.then(
+    () => expect.fail(`resolved, expected ${code}`),
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(Qcow2WasmError);
+  expect((err as Qcow2WasmError).code).toBe(code);
 }
 
 /** Asserts a rejection with a BackendError of `code` and returns the error. */
@@ -208,6 +218,7 @@ function fakeFile(prng: Prng, count: number, capacity: number, short = false) {
       }),
       syncData: () => op('syncData', () => undefined),
       stat: () => op('stat', () => ({ size, dev: 1, ino: 1 })),
+      tryLock: async () => true,
       close() {
         this.closed = true;
       },
@@ -441,6 +452,57 @@ describe('qcow2-wasm/deno: image files by path', () => {
 
   it('rejects a missing file with BACKEND_IO_ERROR and leaves no handle open', async () => {
     await rejection(openImageFile(`${dir}/nothing.qcow2`), 'BACKEND_IO_ERROR');
+  });
+
+  it('one writer per image: a second writable open is IMAGE_LOCKED, a reader needs shareWithWriter', async () => {
+    await Deno.writeFile(`${dir}/locked.raw`, new Uint8Array(1 << 20));
+    const writer = await openImageFile(`${dir}/locked.raw`, { format: 'raw' });
+    await codeOf(openImageFile(`${dir}/locked.raw`, { format: 'raw' }), 'IMAGE_LOCKED');
+    await codeOf(openImageFile(`${dir}/./locked.raw`, { format: 'raw', readOnly: true }), 'IMAGE_LOCKED');
+    const reader = await openImageFile(`${dir}/locked.raw`, { format: 'raw', readOnly: true, shareWithWriter: true });
+    await writer.write(0, new Uint8Array(512).fill(5));
+    expectFilled(await reader.read(0, 512), 5, 'the reader beside the writer');
+    await Promise.all([writer.close(), reader.close()]);
+    await (await openImageFile(`${dir}/locked.raw`, { format: 'raw' })).close();
+  });
+
+  it('the flock: an exclusive lock keeps out every other lock, shared locks share, none is left after close', async () => {
+    const path = `${dir}/flock.raw`;
+    await Deno.writeFile(path, new Uint8Array(4096));
+    const exclusive = await openDenoBackend(path, { writable: true, lock: 'exclusive' });
+    await codeOf(openDenoBackend(path, { writable: true, lock: 'exclusive' }), 'IMAGE_LOCKED');
+    await codeOf(openDenoBackend(path, { lock: 'shared' }), 'IMAGE_LOCKED');
+    const unlocked = await openDenoBackend(path);
+    await Promise.all([exclusive.close(), unlocked.close()]);
+    const shared = [await openDenoBackend(path, { lock: 'shared' }), await openDenoBackend(path, { lock: 'shared' })];
+    await codeOf(openDenoBackend(path, { writable: true, lock: 'exclusive' }), 'IMAGE_LOCKED');
+    await Promise.all(shared.map((b) => b.close()));
+    await (await openDenoBackend(path, { writable: true, lock: 'exclusive' })).close();
+    await codeOf(openDenoBackend(path, { lock: 'sideways' as 'shared' }), 'INVALID_ARGUMENT');
+  });
+
+  it('resolves each backing name next to the image that records it: sub/top -> ../mid -> base', async () => {
+    await Deno.mkdir(`${dir}/chain/sub`, { recursive: true });
+    const base = await createImageFile(`${dir}/chain/base.qcow2`, { virtualSize: 1 << 20 });
+    await base.write(0, new Uint8Array(4096).fill(1));
+    await base.close();
+    const mid = await createImageFile(`${dir}/chain/mid.qcow2`, { virtualSize: 1 << 20, backingFile: 'base.qcow2', backingFormat: 'qcow2' });
+    await mid.write(4096, new Uint8Array(4096).fill(2));
+    await mid.close();
+    await (await createImageFile(`${dir}/chain/sub/base.qcow2`, { virtualSize: 1 << 20 })).close(); // a decoy next to the top
+    const top = await createImageFile(`${dir}/chain/sub/top.qcow2`, { virtualSize: 1 << 20, backingFile: '../mid.qcow2', backingFormat: 'qcow2' });
+    await top.write(8192, new Uint8Array(4096).fill(3));
+    const bytes = await top.read(0, 12288);
+    await top.close();
+    for (const [i, fill] of [1, 2, 3].entries()) expectFilled(bytes.subarray(i * 4096, (i + 1) * 4096), fill, `layer ${i}`);
+  });
+
+  it('a probed raw image refuses a first sector that would probe as qcow2', async () => {
+    await Deno.writeFile(`${dir}/guarded.raw`, new Uint8Array(1 << 20));
+    const disk = await openImageFile(`${dir}/guarded.raw`);
+    await codeOf(disk.write(0, Uint8Array.of(0x51, 0x46, 0x49, 0xfb)), 'IMAGE_WRITE_REFUSED');
+    await disk.close();
+    expectFilled((await Deno.readFile(`${dir}/guarded.raw`)).subarray(0, 512), 0, 'the first sector');
   });
 
   it('reaches no node: module from bindings/deno.ts', async () => {

@@ -49,6 +49,11 @@ export interface CrashBackendOptions {
   jitter?: Prng;
   /** Rejects reads after this many (turns a livelock that spins on slice loads into a failure). */
   maxReads?: number;
+  /**
+   * Makes every flush take a while: up to this many milliseconds (chosen by `jitter`, or exactly
+   * this long without it), so that flushes overlap each other and later writes.
+   */
+  flushDelayMs?: number;
 }
 
 /** A recording Backend over a flat in-memory file, and the crash states it can rebuild. */
@@ -90,9 +95,12 @@ export interface CrashReplay {
   state(prng: Prng, tornShare: number): CrashState;
   /** The state where every pending write landed whole (no loss). */
   fullState(): CrashState;
+  /** The state where every pending write was lost: only what flushes made durable. */
+  durableState(): CrashState;
 }
 
-const sleep0 = (): Promise<void> => new Promise((resolve) => setTimeout(resolve, 0));
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const sleep0 = (): Promise<void> => sleep(0);
 
 /** A flat, growable byte file. */
 class FlatFile {
@@ -244,6 +252,8 @@ export function createCrashBackend(initial: Uint8Array, options: CrashBackendOpt
       const record: HostFlush = { calledAt: ++clock, resolvedAt: undefined };
       flushes.push(record);
       await settle();
+      const slowest = options.flushDelayMs ?? 0;
+      if (slowest > 0) await sleep(options.jitter ? options.jitter.int(slowest + 1) : slowest);
       record.resolvedAt = ++clock;
     },
 
@@ -304,6 +314,9 @@ export function createCrashBackend(initial: Uint8Array, options: CrashBackendOpt
             }
           }
           return { bytes: file.copy(), kept, torn, lost };
+        },
+        durableState(): CrashState {
+          return { bytes: durable.copy(), kept: 0, torn: 0, lost: pending().length };
         },
         fullState(): CrashState {
           const file = new FlatFile(durable.copy());

@@ -48,6 +48,11 @@ export interface WorkloadSetting {
   fillFirst?: boolean;
   /** L2 cache bytes (small values force write-back under cache pressure). */
   cacheBytes: number;
+  /**
+   * Starts from these image bytes (e.g. an image qemu-img made) and their guest content instead
+   * of creating the image from `create` (whose virtualSize and clusterSize must match it).
+   */
+  image?: { bytes: Uint8Array; content: Uint8Array };
 }
 
 /** openBacking for a setting's raw backing file. */
@@ -76,12 +81,13 @@ export async function createImageBytes(setting: WorkloadSetting): Promise<Uint8A
  */
 export async function runWorkload(setting: WorkloadSetting, seed: number, jitter: boolean, maxReads?: number): Promise<WorkloadRecord> {
   const prng = makePrng(seed);
-  const initialImage = await createImageBytes(setting);
+  const initialImage = setting.image?.bytes ?? await createImageBytes(setting);
   const backend = createCrashBackend(initialImage, { ...(jitter ? { jitter: makePrng(seed ^ 0x5bd1e995) } : {}), maxReads });
   const virtualSize = setting.create.virtualSize;
   const cluster = setting.create.clusterSize ?? 65536;
   const initialContent = new Uint8Array(virtualSize);
   if (setting.backing) initialContent.set(setting.backing.subarray(0, virtualSize));
+  if (setting.image) initialContent.set(setting.image.content);
   const disk = await Qcow2Image.open(backend, { cacheBytes: setting.cacheBytes, openBacking: backingOpener(setting.backing) });
   // Whole-cluster discards read as zeros on v3 images and images without a backing file.
   const discardZeroes = (setting.create.compat ?? '1.1') === '1.1' || !setting.backing;

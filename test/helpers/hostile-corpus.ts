@@ -257,7 +257,7 @@ export const HOSTILE_CASES: HostileCase[] = [
     name: 'L1 entry points past the end of the file where allocation starts', items: [15], build: (b) => edited(b.v3, (x, l) => setU64(x, l.l1Offset, BigInt(freshCluster(l)) | COPIED)),
     writes: onCluster(9), expect: { openReadOnly: 'ok', overlapRefused: true },
   },
-  { name: 'L1 entry beyond 2^53', items: [15], build: (b) => edited(b.v3, (x, l) => setU64(x, l.l1Offset, (1n << 55n) | COPIED)), writes: onCluster(0), expect: { someStep: 'INVALID_ARGUMENT' } },
+  { name: 'L1 entry beyond 2^53', items: [15], build: (b) => edited(b.v3, (x, l) => setU64(x, l.l1Offset, (1n << 55n) | COPIED)), writes: onCluster(0), expect: { someStep: 'QCOW2_CORRUPT' } },
   // --- L2 entries (items 15, 16) ---
   {
     name: 'L2 entry points at the header (offset 0 with COPIED)', items: [15, 16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, COPIED)),
@@ -286,10 +286,11 @@ export const HOSTILE_CASES: HostileCase[] = [
   { name: 'L2 entry with reserved bits', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, getU64(x, l2EntryAt(l, 2)) | 2n)), writes: onCluster(2), expect: { someStep: 'QCOW2_CORRUPT' } },
   { name: 'L2 entry misaligned', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, getU64(x, l2EntryAt(l, 2)) + 512n)), writes: onCluster(2), expect: { someStep: 'QCOW2_CORRUPT' } },
   { name: 'L2 entry past the end of the file', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, (1n << 40n) | COPIED)), writes: onCluster(2), expect: { openReadOnly: 'ok' } },
-  { name: 'L2 entry beyond 2^53', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, ((1n << 56n) - 65536n) | COPIED)), writes: onCluster(2), expect: { someStep: 'INVALID_ARGUMENT' } },
+  { name: 'L2 entry beyond 2^53', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 2, ((1n << 56n) - 65536n) | COPIED)), writes: onCluster(2), expect: { someStep: 'QCOW2_CORRUPT' } },
   { name: 'version 2: zero bit in an L2 entry', items: [16], build: (b) => edited(b.v2, (x, l) => setL2(x, l, 2, getU64(x, l2EntryAt(l, 2)) | 1n)), writes: onCluster(2), expect: { openReadOnly: 'ok' } },
   // --- Compressed clusters and decompression bombs (item 16) ---
   { name: 'compressed entry with COPIED set', items: [16], build: (b) => edited(withCompressed(b.v3, deflateRawSync(new Uint8Array(CLUSTER).fill(7), { windowBits: 12 })), (x, l) => setL2(x, l, 5, getU64(x, l2EntryAt(l, 5)) | COPIED)), writes: onCluster(5), expect: { openReadOnly: 'ok' } },
+  { name: 'compressed descriptor beyond 2^53', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 5, compressedEntry(2 ** 53 + 2 ** 52, 4))), writes: onCluster(5), expect: { someStep: 'QCOW2_CORRUPT' } },
   { name: 'compressed data past the end of the file', items: [16], build: (b) => edited(b.v3, (x, l) => setL2(x, l, 5, compressedEntry(1 << 30, 4))), writes: onCluster(5), expect: { someStep: 'QCOW2_CORRUPT' } },
   { name: 'compressed size field at its maximum', items: [16], build: (b) => withCompressed(b.v3, deflateRawSync(new Uint8Array(CLUSTER).fill(7), { windowBits: 12 }), 256), writes: onCluster(5), expect: { openReadOnly: 'ok' } },
   { name: 'compressed garbage', items: [16], build: (b) => withCompressed(b.v3, new Uint8Array(2000).map((_, i) => (i * 97 + 13) & 0xff)), writes: onCluster(5), expect: { someStep: 'QCOW2_CORRUPT' } },

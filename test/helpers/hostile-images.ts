@@ -223,7 +223,8 @@ export interface ExerciseOptions {
 
 /** Classifies a thrown value: a Qcow2WasmError's code, or CRASH. */
 export function outcomeOf(error: unknown): StepOutcome {
-  return error instanceof Qcow2WasmError && typeof error.code === 'string' ? error.code : 'CRASH';
+  // WASM_INTERNAL is typed but means the core lost its invariants: a bug, like an untyped error.
+  return error instanceof Qcow2WasmError && typeof error.code === 'string' && error.code !== 'WASM_INTERNAL' ? error.code : 'CRASH';
 }
 
 /** The memory figure bounded by the tests: resident set size. */

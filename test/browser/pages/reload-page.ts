@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
-// The reload test page: exposes `window.qcow2Reload`, which the Node side (Playwright) calls to
-// run a phase in the page itself (async OPFS) or in a worker (sync access), and to export an
-// OPFS file's bytes for qemu-img.
+// The reload test page: exposes `window.qcow2Reload`, which the Node side (Playwright, or the
+// Firefox and WebKit drivers) calls to run a phase in the page itself (async OPFS, IndexedDB) or
+// in a worker (sync access), to export an OPFS file's bytes for qemu-img, and to hold and try
+// images for the two-tab tests (tabs.ts).
 
 import { readPhase, writePhase } from './roundtrip.js';
 import type { PhaseRequest } from './reload-worker.js';
+import { tabs } from './tabs.js';
 
 function inWorker(request: PhaseRequest): Promise<unknown> {
   const worker = new Worker(new URL('./reload-worker.ts', import.meta.url), { type: 'module' });
@@ -34,9 +36,11 @@ async function exportFile(path: string): Promise<string> {
 }
 
 (window as unknown as { qcow2Reload: unknown }).qcow2Reload = {
-  run(phase: 'write' | 'read', where: 'page' | 'worker', path: string, seed: number): Promise<unknown> {
+  run(phase: 'write' | 'read', where: 'page' | 'worker' | 'indexeddb', path: string, seed: number): Promise<unknown> {
     if (where === 'worker') return inWorker({ phase, path, seed });
-    return phase === 'write' ? writePhase(path, 'async', seed) : readPhase(path, 'async', seed);
+    const store = where === 'page' ? 'async' : 'indexeddb';
+    return phase === 'write' ? writePhase(path, store, seed) : readPhase(path, store, seed);
   },
   exportFile,
+  ...tabs,
 };

@@ -1,0 +1,118 @@
+// SPDX-License-Identifier: MIT
+// What convert does with each piece of the source, decided as qemu-img convert decides it: the
+// source's allocation (from mapImage, no data read) says data, zeros or "leave it to the target's
+// backing file"; data is then scanned for runs of zero sectors that `-S` lets it skip.
+
+import type { BlockImage } from './image.js';
+import { mapImage } from './qcow2-map.js';
+
+/** How a guest range of the source is to be treated. */
+export const SourceStatus = {
+  /** Stored data: read it and write it (unless it turns out to be zeros). */
+  DATA: 0,
+  /** Reads as zeros (zero clusters, or allocated nowhere without a backing file to show through). */
+  ZERO: 1,
+  /** Left out: the target's backing file supplies it (convert -B). */
+  BACKING: 2,
+} as const;
+export type SourceStatus = (typeof SourceStatus)[keyof typeof SourceStatus];
+
+/** One classified guest range [start, start + length). */
+export interface SourceSegment {
+  start: number;
+  length: number;
+  status: SourceStatus;
+}
+
+const SECTOR_BYTES = 512;
+
+/**
+ * Classifies guest [start, start + length) of `source`. With `targetHasBacking`, only the source's
+ * own top layer counts: ranges its backing chain serves become BACKING (what convert -B leaves to
+ * the target's backing file); otherwise every layer's data is DATA. With `fullyAllocate` (-S 0)
+ * zero ranges count as DATA too. Neighbours of equal status are merged. Errors as mapImage.
+ */
+export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean,
+  fullyAllocate = false): Promise<SourceSegment[]> {
+  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
+  const segments: SourceSegment[] = [];
+  for (const entry of await mapImage(source, start, length)) {
+    let status: SourceStatus;
+    if (targetHasBacking && hasBacking && (entry.depth > 0 || !entry.present)) status = SourceStatus.BACKING;
+    else status = entry.data || fullyAllocate ? SourceStatus.DATA : SourceStatus.ZERO;
+    const last = segments[segments.length - 1];
+    if (last && last.status === status && last.start + last.length === entry.start) last.length += entry.length;
+    else segments.push({ start: entry.start, length: entry.length, status });
+  }
+  return segments;
+}
+
+/** True when every byte of `bytes` is zero. */
+export function isZero(bytes: Uint8Array): boolean {
+  const aligned = bytes.byteOffset % 4 === 0 ? Math.floor(bytes.byteLength / 4) : 0;
+  if (aligned > 0) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, aligned);
+    for (let i = 0; i < words.length; i++) if (words[i] !== 0) return false;
+  }
+  for (let i = aligned * 4; i < bytes.byteLength; i++) if (bytes[i] !== 0) return false;
+  return true;
+}
+
+/** Per 512-byte sector of `data` (the last may be shorter): 1 when it is all zeros. */
+export function zeroSectorFlags(data: Uint8Array): Uint8Array {
+  const sectorCount = Math.ceil(data.byteLength / SECTOR_BYTES);
+  const flags = new Uint8Array(sectorCount);
+  const wholeSectors = data.byteOffset % 4 === 0 ? Math.floor(data.byteLength / SECTOR_BYTES) : 0;
+  const words = new Int32Array(data.buffer, data.byteOffset, (wholeSectors * SECTOR_BYTES) / 4);
+  const wordsPerSector = SECTOR_BYTES / 4;
+  for (let sector = 0; sector < wholeSectors; sector++) {
+    let word = sector * wordsPerSector;
+    const end = word + wordsPerSector;
+    while (word < end && words[word] === 0) word++;
+    flags[sector] = word === end ? 1 : 0;
+  }
+  for (let sector = wholeSectors; sector < sectorCount; sector++) {
+    flags[sector] = isZero(data.subarray(sector * SECTOR_BYTES, (sector + 1) * SECTOR_BYTES)) ? 1 : 0;
+  }
+  return flags;
+}
+
+/**
+ * Splits `data` (guest bytes from `guestOffset`) into runs to write and runs to skip, as `-S`
+ * does: a run of zero 512-byte sectors at least `minSparseBytes` long, or all of `data`, is
+ * skipped (reported with `data: false`), everything else is written. `minSparseBytes` 0 writes everything. Runs are
+ * reported in order through `emit`, neighbours of the same kind merged.
+ */
+export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes: number,
+  emit: (guestOffset: number, length: number, data: boolean) => void): void {
+  if (minSparseBytes <= 0) {
+    if (data.byteLength > 0) emit(guestOffset, data.byteLength, true);
+    return;
+  }
+  let pendingStart = 0;
+  let pendingIsData = true;
+  let pendingLength = 0;
+  const push = (length: number, isData: boolean): void => {
+    if (pendingLength > 0 && pendingIsData !== isData) {
+      emit(guestOffset + pendingStart, pendingLength, pendingIsData);
+      pendingStart += pendingLength;
+      pendingLength = 0;
+    }
+    pendingIsData = isData;
+    pendingLength += length;
+  };
+  const zeroSectors = zeroSectorFlags(data);
+  const minZeroRun = Math.min(minSparseBytes, data.byteLength);
+  let runStart = 0;
+  let runIsZero = zeroSectors[0] === 1;
+  const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minZeroRun));
+  for (let sector = 1; sector < zeroSectors.length; sector++) {
+    const sectorIsZero = zeroSectors[sector] === 1;
+    if (sectorIsZero === runIsZero) continue;
+    endRun(sector * SECTOR_BYTES);
+    runStart = sector * SECTOR_BYTES;
+    runIsZero = sectorIsZero;
+  }
+  if (data.byteLength > runStart) endRun(data.byteLength);
+  if (pendingLength > 0) emit(guestOffset + pendingStart, pendingLength, pendingIsData);
+}

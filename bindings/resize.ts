@@ -1,0 +1,98 @@
+// SPDX-License-Identifier: MIT
+// Changing a qcow2 image's virtual size (qemu-img resize), crash-safely as one ShadowUpdate:
+// growing makes the L1 table as large as the new size needs (written anew when it grows);
+// shrinking (only when asked to) drops the L2 tables and entries past the new end, freeing what
+// only they referenced, and moves a cut last cluster to a copy zeroed past the new end, so a
+// later grow reads zeros there (qemu-img leaves the old bytes).
+
+import type { Backend } from './backend.js';
+import { ImageError } from './errors.js';
+import { ShadowUpdate, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
+import { inflateCluster } from './decompress.js';
+
+/** Options of resizeQcow2. */
+export interface ResizeOptions {
+  /** Allow a smaller size (data past the new end is lost). Without it a shrink is refused. */
+  shrink?: boolean;
+}
+
+/** Largest virtual size QEMU's qcow2 driver accepts (2^55 bytes). */
+const MAX_VIRTUAL_BYTES = 2 ** 55;
+const COMPRESSED_HIGH = 0x40000000;
+
+/**
+ * Sets the virtual size of the qcow2 image in `backend` (writable, not open elsewhere) to
+ * `virtualSize` bytes, rounded up to 512 as qemu-img does. Throws INVALID_ARGUMENT for a size
+ * that is not a byte count or too large, or a smaller size without `options.shrink` (with
+ * qemu-img's words), and ShadowUpdate.begin's errors. Returns the new size.
+ */
+export async function resizeQcow2(backend: Backend, virtualSize: number, options: ResizeOptions = {}): Promise<number> {
+  if (!Number.isSafeInteger(virtualSize) || virtualSize < 0 || virtualSize > MAX_VIRTUAL_BYTES) {
+    throw new ImageError('INVALID_ARGUMENT', `${virtualSize} is not a virtual size qcow2 supports (0 to 2^55 bytes)`);
+  }
+  const newSize = Math.ceil(virtualSize / 512) * 512;
+  const update = await ShadowUpdate.begin(backend);
+  const oldSize = update.virtualSize;
+  if (newSize < oldSize && !options.shrink) throw new ImageError('INVALID_ARGUMENT', 'Use the --shrink option to perform a shrink operation.');
+  if (newSize === oldSize) return newSize;
+  const clusterSize = update.clusterSize;
+  const oldTables = update.vmStateL1Index(oldSize);
+  const newTables = update.vmStateL1Index(newSize);
+  // Tables past the old disk can only hold VM state left by an applied snapshot: not disk data.
+  for (let i = oldTables; i < update.activeL1.length; i++) update.dropActiveTable(i);
+  if (newSize < oldSize) {
+    update.activeL1.length = Math.min(update.activeL1.length, newTables);
+    // Entries past the new end in the new last table go.
+    const lastIndex = newTables - 1;
+    const table = lastIndex >= 0 ? await update.activeTable(lastIndex) : undefined;
+    if (table) {
+      const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
+      const firstGone = Math.ceil(newSize / clusterSize) - lastIndex * update.l2Entries;
+      if (firstGone < update.l2Entries) {
+        table.fill(0, firstGone * update.l2EntryBytes);
+        update.setActiveTable(lastIndex, table);
+      }
+      const partial = newSize % clusterSize;
+      const lastEntry = Math.ceil(newSize / clusterSize) - 1 - lastIndex * update.l2Entries;
+      if (partial !== 0 && lastEntry >= 0 && (await cutLastCluster(update, view, lastEntry * update.l2EntryBytes, partial))) {
+        update.setActiveTable(lastIndex, table);
+      }
+    }
+  } else if (update.activeL1.length < newTables) {
+    while (update.activeL1.length < newTables) update.activeL1.push(0);
+  }
+  update.virtualSize = newSize;
+  await update.commit();
+  return newSize;
+}
+
+// The new last cluster, cut at byte `keepBytes`, moves to a new cluster holding its first
+// `keepBytes` bytes and zeros after them (written before the switch), so the cut-off bytes read
+// as zeros if the image grows again. Returns false when the entry has no data cluster.
+async function cutLastCluster(update: ShadowUpdate, table: DataView, at: number, keepBytes: number): Promise<boolean> {
+  const high = table.getUint32(at);
+  const low = table.getUint32(at + 4);
+  const clusterSize = update.clusterSize;
+  const cluster = new Uint8Array(clusterSize);
+  if (high & COMPRESSED_HIGH) {
+    const bits = update.header.clusterBits;
+    const shift = 70 - bits - 32;
+    const hostOffset = (high & ((1 << shift) - 1)) * 2 ** 32 + low;
+    const sectors = ((high >>> shift) & ((1 << (bits - 8)) - 1)) + 1;
+    const start = Math.floor(hostOffset / 512) * 512;
+    const compressed = (await update.readHost(start, sectors * 512)).subarray(hostOffset - start);
+    inflateCluster(update.header.compressionType, compressed, cluster, hostOffset);
+    // A compressed cluster has no subcluster bitmap; the new one is all allocated.
+    if (update.l2EntryBytes === 16) table.setUint32(at + 12, 0xffffffff);
+  } else {
+    const hostOffset = tableEntryOffset(table, at);
+    if (hostOffset === 0) return false;
+    cluster.set((await update.readHost(hostOffset, keepBytes)).subarray(0, keepBytes));
+  }
+  cluster.fill(0, keepBytes);
+  const copy = update.allocate(1, cluster);
+  setTableEntry(table, at, copy, false);
+  // A zero cluster with a host cluster stays a zero cluster.
+  if (low & 1 && !(high & COMPRESSED_HIGH)) table.setUint32(at + 4, (table.getUint32(at + 4) | 1) >>> 0);
+  return true;
+}

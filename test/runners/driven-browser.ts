@@ -1,0 +1,45 @@
+// SPDX-License-Identifier: MIT
+// What the browser tests need from a browser they drive from Node: pages to open, script to
+// evaluate in them, reloads. Implemented for Firefox over WebDriver BiDi (firefox-bidi.ts) and
+// for WebKitGTK over classic WebDriver (webkit-webdriver.ts); Chromium uses Playwright.
+
+/** One tab of a driven browser. */
+export interface DrivenPage {
+  /** Loads `url` and resolves once its load event fired. */
+  goto(url: string): Promise<void>;
+  /**
+   * Evaluates `expression` in the page (awaiting it when it is a promise) and resolves with its
+   * value passed through JSON; a throw rejects with the page's message.
+   */
+  evaluate<T>(expression: string): Promise<T>;
+  /** Reloads the page and resolves once its load event fired. */
+  reload(): Promise<void>;
+}
+
+/** A running browser. */
+export interface DrivenBrowser {
+  readonly engine: 'firefox' | 'webkit';
+  /** Opens a new tab (the first call reuses the tab the browser started with) at `url`. */
+  openPage(url: string): Promise<DrivenPage>;
+  /** Quits the browser and ends its processes; idempotent. */
+  close(): Promise<void>;
+}
+
+/** Options of the launchers. */
+export interface LaunchOptions {
+  /** A profile/data directory kept across launches (a fresh temporary one when omitted). */
+  profileDir?: string;
+}
+
+/** Polls `check` every 100 ms until it returns true; rejects after `timeoutMs` saying `what`. */
+export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+/** Wraps `expression` so that its awaited value comes back as a JSON string. */
+export const jsonExpression = (expression: string): string =>
+  `(async () => { const value = await (${expression}); return value === undefined ? 'null' : JSON.stringify(value); })()`;

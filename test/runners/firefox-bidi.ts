@@ -1,0 +1,134 @@
+// SPDX-License-Identifier: MIT
+// Firefox (Debian's firefox-esr) driven over WebDriver BiDi, straight from its remote agent: no
+// geckodriver. The browser runs headless on a profile with automation preferences.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import WebSocket from 'ws';
+import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './driven-browser.js';
+
+/** Debian's Firefox ESR; FIREFOX_PATH overrides. */
+export const FIREFOX_PATH = process.env.FIREFOX_PATH ?? '/usr/bin/firefox-esr';
+
+/** Preferences of the test profile: no first-run pages, no network calls of its own. */
+const PREFS: Record<string, string | number | boolean> = {
+  'browser.shell.checkDefaultBrowser': false,
+  'browser.startup.homepage_override.mstone': 'ignore',
+  'browser.aboutwelcome.enabled': false,
+  'datareporting.policy.dataSubmissionEnabled': false,
+  'toolkit.telemetry.reportingpolicy.firstRun': false,
+  'app.update.disabledForTesting': true,
+  'network.captive-portal-service.enabled': false,
+  'network.connectivity-service.enabled': false,
+  'browser.safebrowsing.update.enabled': false,
+  'extensions.update.enabled': false,
+  'remote.prefs.recommended': true,
+};
+
+interface BidiMessage {
+  id?: number;
+  type?: 'success' | 'error' | 'event';
+  result?: Record<string, unknown>;
+  error?: string;
+  message?: string;
+}
+
+/** Launches Firefox headless and connects to its BiDi endpoint. */
+export async function launchFirefox(options: LaunchOptions = {}): Promise<DrivenBrowser> {
+  const temporary = options.profileDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-firefox-')) : undefined;
+  const profile = options.profileDir ?? temporary!;
+  writeFileSync(join(profile, 'user.js'), Object.entries(PREFS).map(([k, v]) => `user_pref(${JSON.stringify(k)}, ${JSON.stringify(v)});\n`).join(''));
+  const child: ChildProcess = spawn(FIREFOX_PATH, ['--headless', '--no-remote', '--profile', profile, '--remote-debugging-port=0', 'about:blank'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, MOZ_CRASHREPORTER_DISABLE: '1' },
+  });
+  try {
+    return await connect(child, temporary);
+  } catch (err) {
+    if (child.exitCode === null) child.kill('SIGKILL');
+    if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Waits for the BiDi endpoint of `child`, opens a session and wraps it. */
+async function connect(child: ChildProcess, temporary: string | undefined): Promise<DrivenBrowser> {
+  let log = '';
+  const endpoint = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`Firefox printed no BiDi endpoint within 60 s:\n${log.slice(-2000)}`)), 60_000);
+    const onData = (chunk: Buffer) => {
+      log += chunk.toString('utf8');
+      const match = /WebDriver BiDi listening on (ws:\/\/\S+)/.exec(log);
+      if (match) {
+        clearTimeout(timer);
+        resolve(match[1]!);
+      }
+    };
+    child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`Firefox exited (${code}) before BiDi was ready:\n${log.slice(-2000)}`)); });
+  });
+  const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
+
+  const socket = new WebSocket(`${endpoint}/session`);
+  await new Promise<void>((resolve, reject) => { socket.once('open', () => resolve()); socket.once('error', reject); });
+  let nextId = 1;
+  const waiting = new Map<number, { resolve: (m: BidiMessage) => void; reject: (e: Error) => void }>();
+  socket.on('message', (data) => {
+    const message = JSON.parse(String(data)) as BidiMessage;
+    if (message.id === undefined) return;
+    const waiter = waiting.get(message.id);
+    waiting.delete(message.id);
+    if (message.type === 'error') waiter?.reject(new Error(`BiDi ${message.error}: ${message.message}`));
+    else waiter?.resolve(message);
+  });
+  socket.on('close', () => { for (const w of waiting.values()) w.reject(new Error('the BiDi connection closed')); waiting.clear(); });
+  const send = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    const id = nextId++;
+    const reply = new Promise<BidiMessage>((resolve, reject) => waiting.set(id, { resolve, reject }));
+    socket.send(JSON.stringify({ id, method, params }));
+    return (await reply).result ?? {};
+  };
+
+  await send('session.new', { capabilities: {} });
+  const tree = await send('browsingContext.getTree', {}) as { contexts: Array<{ context: string }> };
+  let firstContext: string | undefined = tree.contexts[0]?.context;
+
+  const page = (context: string): DrivenPage => ({
+    async goto(url) { await send('browsingContext.navigate', { context, url, wait: 'complete' }); },
+    async reload() { await send('browsingContext.reload', { context, wait: 'complete' }); },
+    async evaluate<T>(expression: string): Promise<T> {
+      const reply = await send('script.evaluate', { expression: jsonExpression(expression), target: { context }, awaitPromise: true, resultOwnership: 'none' }) as {
+        type: string; result?: { value?: string }; exceptionDetails?: { text?: string };
+      };
+      if (reply.type !== 'success') throw new Error(`in Firefox: ${reply.exceptionDetails?.text ?? 'evaluation failed'}`);
+      return JSON.parse(reply.result?.value ?? 'null') as T;
+    },
+  });
+
+  let closing: Promise<void> | undefined;
+  return {
+    engine: 'firefox',
+    async openPage(url) {
+      let context = firstContext;
+      firstContext = undefined;
+      context ??= ((await send('browsingContext.create', { type: 'tab' })) as { context: string }).context;
+      const opened = page(context);
+      await opened.goto(url);
+      return opened;
+    },
+    close() {
+      closing ??= (async () => {
+        await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+        socket.close();
+        if (child.exitCode === null) child.kill('SIGTERM');
+        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+        if (child.exitCode === null) child.kill('SIGKILL');
+        if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
+      })();
+      return closing;
+    },
+  };
+}
