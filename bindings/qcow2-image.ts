@@ -306,7 +306,9 @@ export class Qcow2Image extends DispatchedImage {
     const clusterBytes = this.header.clusterSize;
     const locked: number[] = [];
     for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < guestOffset + length; cluster++) {
-      if (this.core.writeState(cluster * clusterBytes) !== 'in-place') locked.push(cluster);
+      // A pending cluster is locked even when its entry already reads in place: its commit may be
+      // in progress (the entry set, the cluster not yet out of the pending table).
+      if (this.core.writeState(cluster * clusterBytes) !== 'in-place' || this.deferred?.get(cluster * clusterBytes)) locked.push(cluster);
     }
     const write = async () => {
       const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
