@@ -7,7 +7,7 @@
 // worker threads with Node's native zlib.
 
 import { deflateRaw } from 'pako';
-import { Zstd } from '@hpcc-js/wasm-zstd';
+import type { Zstd } from '@hpcc-js/wasm-zstd';
 import type { CompressionType } from './decompress.js';
 
 export type { CompressionType } from './decompress.js';
@@ -33,9 +33,12 @@ export interface ClusterCompressor {
 
 let zstdInstance: Promise<Zstd> | undefined;
 
-/** The shared wasm zstd instance (compiled once per realm), set to QEMU's level. */
+/**
+ * The shared wasm zstd instance (compiled once per realm), set to QEMU's level. The module is
+ * imported on first use, so bundles that never compress zstd do not load its wasm.
+ */
 export function loadZstd(): Promise<Zstd> {
-  zstdInstance ??= Zstd.load().then((zstd) => {
+  zstdInstance ??= import('@hpcc-js/wasm-zstd').then(({ Zstd }) => Zstd.load()).then((zstd) => {
     zstd.setCompressionLevel(ZSTD_LEVEL);
     return zstd;
   });
