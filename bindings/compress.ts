@@ -19,8 +19,8 @@ export const ZSTD_LEVEL = 3;
 
 /**
  * Compresses clusters. `compressClusters` takes `clusterCount` whole clusters laid end to end in
- * `data` (ownership passes to the compressor: the caller must not touch `data` afterwards) and
- * resolves to one entry per cluster: the compressed bytes, or undefined where compressing does
+ * `data` (left unchanged; the caller may reuse it once the promise settles) and resolves to one
+ * entry per cluster: the compressed bytes, or undefined where compressing does
  * not save at least one byte (the cluster is then stored as it is).
  */
 export interface ClusterCompressor {
