@@ -39,6 +39,7 @@ import {
   QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, REFT_OFFSET_MASK, REFT_RESERVED_MASK, SNAPSHOT_HEADER_BYTES,
   loadBE16, loadBE32, loadBE64, storeBE16, storeBE32, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
+import { loadRefcount as loadRefcountOf, maxRefcountOf, storeRefcount as storeRefcountOf } from './refcount-codec';
 import { Status } from './status';
 
 /** Check regions, for checkRegionOffset / checkRegionBytes. */
@@ -212,9 +213,6 @@ let arraysEnd: usize = 0;
 /** log2 of the refcount entries in one refcount block. */
 @inline function refblockEntryBits(): u32 { return clusterBits + 3 - refcountOrder; }
 @inline function l2EntryBits(): u32 { return hasExtendedL2 ? 4 : 3; }
-@inline function maxRefcount(): u64 {
-  return refcountOrder == 6 ? <u64>-1 : (<u64>1 << (<u64>1 << refcountOrder)) - 1;
-}
 @inline function align16(bytes: u64): u64 { return (bytes + 15) & ~<u64>15; }
 @inline function hi(value: u64): f64 { return <f64>(<u32>(value >> 32)); }
 @inline function lo(value: u64): f64 { return <f64>(<u32>value); }
@@ -357,35 +355,9 @@ function event(kind: CheckEvent, a: f64, b: f64 = 0, c: f64 = 0, d: f64 = 0, e: 
 
 @inline function corruption(): void { bump(CheckCount.CORRUPTIONS); }
 
-// Refcounts packed as in a refcount block (qcow2 spec, "Host cluster management"): widths below
-// 8 bits fill each byte from its least significant bit, wider ones are big-endian.
-function loadRefcount(base: usize, index: u64): u64 {
-  switch (refcountOrder) {
-    case 3: return <u64>load<u8>(base + <usize>index);
-    case 4: return <u64>loadBE16(base + (<usize>index << 1));
-    case 5: return <u64>loadBE32(base + (<usize>index << 2));
-    case 6: return loadBE64(base + (<usize>index << 3));
-    default: {
-      const bit = index << refcountOrder;
-      return (<u64>load<u8>(base + <usize>(bit >> 3)) >> (bit & 7)) & maxRefcount();
-    }
-  }
-}
-
-function storeRefcount(base: usize, index: u64, value: u64): void {
-  switch (refcountOrder) {
-    case 3: store<u8>(base + <usize>index, <u8>value); break;
-    case 4: storeBE16(base + (<usize>index << 1), <u16>value); break;
-    case 5: storeBE32(base + (<usize>index << 2), <u32>value); break;
-    case 6: storeBE64(base + (<usize>index << 3), value); break;
-    default: {
-      const bit = index << refcountOrder;
-      const at = base + <usize>(bit >> 3);
-      const mask = <u32>maxRefcount() << <u32>(bit & 7);
-      store<u8>(at, <u8>((<u32>load<u8>(at) & ~mask) | ((<u32>value << <u32>(bit & 7)) & mask)));
-    }
-  }
-}
+// The COMPUTED and STORED arrays and refcount blocks at the image's refcount width.
+@inline function loadRefcount(base: usize, index: u64): u64 { return loadRefcountOf(base, index, refcountOrder); }
+@inline function storeRefcount(base: usize, index: u64, value: u64): void { storeRefcountOf(base, index, refcountOrder, value); }
 
 @inline function isTainted(cluster: u64): bool {
   return ((<u32>load<u8>(taintedPtr + <usize>(cluster >> 3)) >> <u32>(cluster & 7)) & 1) != 0;
@@ -437,7 +409,7 @@ function addReferences(hostOffset: u64, bytes: u64, isBad: bool): void {
     if (cluster + 1 > referencedEnd) referencedEnd = cluster + 1;
     if (isBad) taint(cluster);
     const references = loadRefcount(computedPtr, cluster);
-    if (references == maxRefcount()) {
+    if (references == maxRefcountOf(refcountOrder)) {
       corruption();
       event(CheckEvent.REFCOUNT_OVERFLOW, hi(cluster << clusterBits), lo(cluster << clusterBits));
       continue;
