@@ -5,7 +5,7 @@
 // data with the copy-on-write head and tail and calls commitAllocation, which points the L2
 // entries at the new clusters and hands back the clusters they stop referencing (to be released
 // only after the new entries are on disk). L2 entries change only in tables this image alone
-// owns: a table shared with an internal snapshot is copied first (locateEntry states the rule).
+// owns: a table shared with an internal snapshot is copied first (l2-entry.ts states the rule).
 
 import {
   L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
