@@ -499,12 +499,14 @@ export class Qcow2Core {
    * Grows the refcount table into a refcount area at the next fresh cluster (assembly/refcount.ts
    * growReftable) and moves allocation past it. Returns where the new table is and the in-memory
    * table's bytes to write there, with the table's change counter at the copy (for
-   * markReftableClean). Throws QCOW2_NO_SPACE when the table cannot grow further.
+   * markReftableClean), or undefined when the refcount cache lacks clean slots for the new
+   * blocks (nothing changed: write back and retry). Throws QCOW2_NO_SPACE when the table cannot
+   * grow further.
    */
-  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } {
+  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } | undefined {
     const areaEnd = this.x.growReftable(this.x.allocationHintCluster(), this.reftableCapacity);
     if (areaEnd === -1) throw new ImageError('QCOW2_NO_SPACE', 'the refcount table cannot grow further (8 MiB, or the space reserved for it)');
-    if (areaEnd < 0) throw new ImageError('WASM_INTERNAL', 'no clean refcount cache slot for the new refcount blocks');
+    if (areaEnd < 0) return undefined;
     this.x.skipAllocationTo(areaEnd);
     const clusters = this.x.grownTableClusterCount();
     return {
