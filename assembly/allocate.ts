@@ -5,19 +5,19 @@
 // data with the copy-on-write head and tail and calls commitAllocation, which points the L2
 // entries at the new clusters and hands back the clusters they stop referencing (to be released
 // only after the new entries are on disk). L2 entries change only in tables this image alone
-// owns: a table shared with an internal snapshot is copied first (locateEntry states the rule).
+// owns: a table shared with an internal snapshot is copied first (l2-entry.ts states the rule).
 
 import {
-  L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
+  L1E_OFFSET_MASK, L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED,
   QCOW_OFLAG_ZERO, loadBE64, storeBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
 import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2CoverageBits, l2IndexOf, l2EntryBits,
   sliceBits, sliceIndexBits, subclusterBits,
 } from './geometry';
-import { MappingCorruption, corrupt } from './mapping';
-import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress, slotCount, isSlotDirty, slotKey } from './cache';
-import { needTable, needTableCopy, needWriteback } from './need';
+import { L2Access, l1EntryAddress, l1EntryValue, l2EntryAddress, l2EntrySlot, lookupL2Entry, readL1Entry } from './l2-entry';
+import { CacheId, installZeroSlice, markSlotDirty, slotCount, isSlotDirty, slotKey } from './cache';
+import { needWriteback } from './need';
 import { refcountOf, lastReadRefcount, addRefcount, createRefblock, refblockEntryBits, refblockOffset, refcountOrder } from './refcount';
 import { Region, regionOffset } from './layout';
 import { Status } from './status';
@@ -72,8 +72,6 @@ export function skipAllocationTo(cluster: f64): void {
   if (<u64>cluster > allocationHint) allocationHint = <u64>cluster;
 }
 
-@inline function l1EntryAddress(index: u64): usize { return regionOffset(Region.L1_TABLE) + (<usize>index << 3); }
-
 let allocatedHost: u64 = 0;
 let allocatedCount: u64 = 0;
 
@@ -117,40 +115,33 @@ function blockMissing(index: u64): bool {
 
 // The L2 entry for `guestOffset`, ready to change: every writer of L2 entries (planWrite,
 // commitAllocation, commitSubclusters, zeroClusters, zeroSubclusters) gets its entry here and
-// nowhere else, so the rule for shared tables is enforced here once. An L2 table is changed only
-// while this image alone owns it, which its L1 entry says with COPIED. A table without it (an
-// internal snapshot references it too) is never edited in place: the call returns
-// NEED_TABLE_COPY, the caller copies the table to a new cluster (allocateTableCopy,
+// nowhere else. It looks the entry up for writing (l2-entry.ts), which enforces the rule for
+// shared tables: an L2 table is changed only while this image alone owns it, which its L1 entry
+// says with COPIED. A table without it (an internal snapshot references it too) is never edited
+// in place: the call returns NEED_TABLE_COPY, the caller copies the table to a new cluster (allocateTableCopy,
 // switchToTableCopy) and calls again, and the entry is then found in the copy. An empty L1 entry
 // gets a fresh zeroed table when `mayAllocate`. OK (sets entryAddress, entrySlot), NEED_*,
 // NO_SPACE, CORRUPT, INVALID (no table and !mayAllocate, or past the L1 table).
 let entryAddress: usize = 0;
 let entrySlot: i32 = -1;
 function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
-  const l1Index = l1IndexOf(guestOffset);
-  if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
-  const l1Entry = loadBE64(l1EntryAddress(l1Index));
-  if (l1Entry & L1E_RESERVED_MASK) return Status.CORRUPT;
-  let l2Offset = l1Entry & L1E_OFFSET_MASK;
-  const l2Index = l2IndexOf(guestOffset);
-  const sliceOffset = (<u64>(l2Index >> sliceIndexBits())) << sliceBits;
-  if (l2Offset != 0 && (l1Entry & QCOW_OFLAG_COPIED) == 0) return needTableCopy(l1Index);
-  if (l2Offset == 0) {
+  let status = lookupL2Entry(guestOffset, L2Access.WRITE);
+  if (status != Status.OK) return status;
+  if (l2EntryAddress() == 0) {
     if (!mayAllocate) return Status.INVALID;
     if (!hasCleanSlot(CacheId.L2)) return needWriteback(CacheId.L2);
-    const status = allocateClusters(1);
+    status = allocateClusters(1);
     if (status != Status.OK) return status;
-    l2Offset = allocatedHost;
     // A table allocated past the old end of the file reads as zeros until written; its slices
     // are installed zeroed and dirty as they are used.
-    setL1Entry(l1Index, l2Offset | QCOW_OFLAG_COPIED);
-    const slot = installZeroSlice(CacheId.L2, l2Offset + sliceOffset);
-    if (slot < 0) return needWriteback(CacheId.L2);
+    setL1Entry(l1IndexOf(guestOffset), allocatedHost | QCOW_OFLAG_COPIED);
+    const sliceOffset = (<u64>(l2IndexOf(guestOffset) >> sliceIndexBits())) << sliceBits;
+    if (installZeroSlice(CacheId.L2, allocatedHost + sliceOffset) < 0) return needWriteback(CacheId.L2);
+    status = lookupL2Entry(guestOffset, L2Access.WRITE);
+    if (status != Status.OK) return status;
   }
-  const slot = findSlice(CacheId.L2, l2Offset + sliceOffset);
-  if (slot < 0) return needTable(CacheId.L2, l2Offset + sliceOffset);
-  entrySlot = slot;
-  entryAddress = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  entrySlot = l2EntrySlot();
+  entryAddress = l2EntryAddress();
   return Status.OK;
 }
 
@@ -178,16 +169,14 @@ let tableCopyTarget: u64 = 0;
  */
 export function allocateTableCopy(l1IndexF: f64): Status {
   const l1Index = <u64>l1IndexF;
-  if (l1Index >= <u64>l1EntryCount) return Status.INVALID;
-  const l1Entry = loadBE64(l1EntryAddress(l1Index));
-  const guestOffset = l1Index << l2CoverageBits();
-  if (l1Entry & L1E_RESERVED_MASK) return corrupt(MappingCorruption.L1_RESERVED_BITS, guestOffset);
+  const status = readL1Entry(l1Index, l1Index << l2CoverageBits(), L2Access.READ);
+  if (status != Status.OK) return status;
+  const l1Entry = l1EntryValue();
   tableCopySource = l1Entry & L1E_OFFSET_MASK;
   tableCopyTarget = 0;
   if (tableCopySource == 0 || (l1Entry & QCOW_OFLAG_COPIED) != 0) return Status.OK;
-  if (tableCopySource & ((<u64>1 << clusterBits) - 1)) return corrupt(MappingCorruption.L2_TABLE_UNALIGNED, guestOffset);
-  const status = allocateClusters(1);
-  if (status != Status.OK) return status;
+  const allocated = allocateClusters(1);
+  if (allocated != Status.OK) return allocated;
   tableCopyTarget = allocatedHost;
   return Status.OK;
 }
@@ -400,16 +389,9 @@ export enum WriteState {
  */
 export function writeStateOf(guestOffsetF: f64): WriteState {
   const guestOffset = <u64>guestOffsetF;
-  const l1Index = l1IndexOf(guestOffset);
-  if (l1Index >= <u64>l1EntryCount) return WriteState.UNKNOWN;
-  const l1Entry = loadBE64(l1EntryAddress(l1Index));
-  if (l1Entry & L1E_RESERVED_MASK) return WriteState.UNKNOWN;
-  const l2Offset = l1Entry & L1E_OFFSET_MASK;
-  if (l2Offset == 0) return hasExtendedL2 || hasExternalData ? WriteState.OTHER : WriteState.FRESH;
-  const l2Index = l2IndexOf(guestOffset);
-  const slot = findSlice(CacheId.L2, l2Offset + ((<u64>(l2Index >> sliceIndexBits())) << sliceBits));
-  if (slot < 0) return WriteState.UNKNOWN;
-  const at = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
+  if (lookupL2Entry(guestOffset, L2Access.PROBE) != Status.OK) return WriteState.UNKNOWN;
+  const at = l2EntryAddress();
+  if (at == 0) return hasExtendedL2 || hasExternalData ? WriteState.OTHER : WriteState.FRESH;
   const entry = loadBE64(at);
   const bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
   if (isWritableInPlace(entry, bitmap)) return WriteState.IN_PLACE;

@@ -107,6 +107,20 @@ export const L2E_EXTENDED_BYTES: u32 = 16;
 export const REFTABLE_ENTRY_BYTES: u32 = 8;
 /** Fixed part of a snapshot table entry (id, name and extra data follow). */
 export const SNAPSHOT_HEADER_BYTES: u32 = 40;
+// Snapshot table entry fields (qcow2 spec, "Snapshots"): byte offsets from the entry's start.
+export const SNAP_L1_TABLE_OFFSET: u32 = 0; // u64: host offset of the snapshot's L1 table
+export const SNAP_L1_SIZE: u32 = 8; // u32: its entries
+export const SNAP_ID_SIZE: u32 = 12; // u16: bytes of the id string
+export const SNAP_NAME_SIZE: u32 = 14; // u16: bytes of the name
+export const SNAP_DATE_SECONDS: u32 = 16; // u32
+export const SNAP_DATE_NANOSECONDS: u32 = 20; // u32
+export const SNAP_VM_CLOCK_NANOSECONDS: u32 = 24; // u64
+export const SNAP_VM_STATE_SIZE: u32 = 32; // u32: bytes of saved VM state
+export const SNAP_EXTRA_DATA_SIZE: u32 = 36; // u32: bytes of extra data after the fixed part
+// Extra data fields, present when the extra data is long enough (offsets from the entry's start):
+export const SNAP_EXTRA_VM_STATE_SIZE: u32 = 40; // u64
+export const SNAP_EXTRA_DISK_SIZE: u32 = 48; // u64: virtual disk size at the snapshot
+export const SNAP_EXTRA_ICOUNT: u32 = 56; // u64
 export const SUBCLUSTERS_PER_CLUSTER: u32 = 32;
 
 /** L1 entry bits 9-55: host offset of the L2 table. */

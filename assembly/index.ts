@@ -94,17 +94,23 @@ export {
   createFileBytes, createClusterCount, createExtentCount, createExtentStart, createExtentBytes,
 } from './create';
 
-// Consistency check and repair (assembly/check.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
+// Consistency check and repair (assembly/check*.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
 // CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
 // bindings/qcow2-check.ts.
+export { configureCheck, checkBegin } from './check';
 export {
-  checkRegionsBytes, configureCheck, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount,
-  checkEventsDropped, clearCheckEvents, checkBegin, checkAddRange, snapshotTableConsume, snapshotIdPosition,
-  snapshotIdBytes, snapshotNameBytes, l1WalkBegin, l1ChunkHostOffset, l1ChunkBytes, l1ChunkProcess, l1ChunkChanged,
-  l2TableProcess, checkRefblocks, compareBlockCount, compareBlockHostOffset, compareBlock, planRepair,
-  repairBlockHostOffset, repairBlock,
-  CheckRegion, WalkMode, RepairMode, CheckCount, CheckEvent, RepairBlocker, CHECK_EVENT_CAPACITY, CHECK_EVENT_STRIDE,
-} from './check';
+  checkRegionsBytes, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount, checkEventsDropped,
+  clearCheckEvents, CheckRegion, CheckCount, CheckEvent, CHECK_EVENT_CAPACITY, CHECK_EVENT_STRIDE,
+} from './check-state';
+export { snapshotTableConsume, snapshotIdPosition, snapshotIdBytes, snapshotNameBytes } from './check-snapshots';
+export {
+  checkAddRange, l1WalkBegin, l1ChunkHostOffset, l1ChunkBytes, l1ChunkProcess, l1ChunkChanged, l2TableProcess,
+  checkRefblocks, WalkMode,
+} from './check-walk';
+export {
+  compareBlockCount, compareBlockHostOffset, compareBlock, planRepair, repairBlockHostOffset, repairBlock,
+  RepairMode, RepairBlocker,
+} from './check-refcounts';
 
 // Snapshot table entries for listing (assembly/snapshot.ts).
 export {

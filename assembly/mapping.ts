@@ -4,15 +4,11 @@
 // a slice missing from the cache becomes a NEED record for TypeScript to satisfy.
 
 import {
-  L1E_OFFSET_MASK, L1E_RESERVED_MASK, L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
+  L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK,
   QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, loadBE64, compressedHostOffset, compressedSectorCount,
 } from './format';
-import {
-  clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l2EntryBits, l2CoverageBits,
-  l1IndexOf, l2IndexOf, sliceBits, sliceIndexBits, subclusterBits, virtualSizeBytes,
-} from './geometry';
-import { CacheId, findSlice, slotAddress } from './cache';
-import { needTable } from './need';
+import { clusterBits, hasExtendedL2, hasExternalData, l2CoverageBits, sliceBits, subclusterBits, virtualSizeBytes } from './geometry';
+import { L2Access, l2EntryAddress, lookupL2Entry } from './l2-entry';
 import { Region, regionOffset, RUN_CAPACITY, RUN_STRIDE } from './layout';
 import { Status } from './status';
 
@@ -92,23 +88,14 @@ export function corruptGuestOffset(): f64 { return <f64>corruptAt; }
 // Maps from `position` to at most the end of its cluster (or subcluster, or the whole L2 range
 // when the L1 entry is empty), appending one run; sets mappedEnd.
 function mapStep(position: u64, end: u64): Status {
-  const l1Index = l1IndexOf(position);
-  let l1Entry: u64 = 0;
-  if (l1Index < <u64>l1EntryCount) l1Entry = loadBE64(regionOffset(Region.L1_TABLE) + (<usize>l1Index << 3));
-  if (l1Entry & L1E_RESERVED_MASK) return corrupt(MappingCorruption.L1_RESERVED_BITS, position);
-  const l2Offset = l1Entry & L1E_OFFSET_MASK;
-  if (l2Offset == 0) {
+  const found = lookupL2Entry(position, L2Access.READ);
+  if (found != Status.OK) return found;
+  const entryPtr = l2EntryAddress();
+  if (entryPtr == 0) {
     const l2End = ((position >> l2CoverageBits()) + 1) << l2CoverageBits();
     emit(RunKind.UNALLOCATED, position, min(end, l2End) - position, 0, 0);
     return Status.OK;
   }
-  if (l2Offset & ((<u64>1 << clusterBits) - 1)) return corrupt(MappingCorruption.L2_TABLE_UNALIGNED, position);
-
-  const l2Index = l2IndexOf(position);
-  const sliceHost = l2Offset + ((<u64>(l2Index >> sliceIndexBits())) << sliceBits);
-  const slot = findSlice(CacheId.L2, sliceHost);
-  if (slot < 0) return needTable(CacheId.L2, sliceHost);
-  const entryPtr = slotAddress(CacheId.L2, slot) + (<usize>(l2Index & ((<u32>1 << sliceIndexBits()) - 1)) << l2EntryBits);
   const entry = loadBE64(entryPtr);
   const clusterStart = (position >> clusterBits) << clusterBits;
   const clusterEnd = clusterStart + (<u64>1 << clusterBits);

@@ -3,7 +3,8 @@
 // REFCOUNT slice cache). Reads and changes host-cluster refcounts of any width from 1 to 64 bits
 // (qcow2 spec, "Host cluster management"; sub-byte widths pack from the least significant bit).
 
-import { REFT_OFFSET_MASK, loadBE16, loadBE32, loadBE64, storeBE16, storeBE32, storeBE64 } from './format';
+import { REFT_OFFSET_MASK, loadBE64, storeBE64 } from './format';
+import { loadRefcount, maxRefcountOf, storeRefcount } from './refcount-codec';
 import { clusterBits, sliceBits } from './geometry';
 import { CacheId, evictableSlotCount, findSlice, installZeroSlice, markSlotDirty, slotAddress } from './cache';
 import { needTable, needWriteback } from './need';
@@ -25,11 +26,6 @@ export function setRefcountGeometry(order: u32, entries: u64): void {
 
 /** log2 of the refcount entries in one refcount block. */
 @inline export function refblockEntryBits(): u32 { return clusterBits + 3 - refcountOrder; }
-
-/** The largest refcount the width holds. */
-@inline function maxRefcount(): u64 {
-  return refcountOrder == 6 ? <u64>-1 : (<u64>1 << (<u64>1 << refcountOrder)) - 1;
-}
 
 @inline function reftableEntryAddress(index: u64): usize { return regionOffset(Region.REFTABLE) + (<usize>index << 3); }
 
@@ -59,29 +55,13 @@ function locate(cluster: u64): Status {
   return Status.OK;
 }
 
+// The refcount at bit `bit` of the slice in REFCOUNT cache slot `slot`.
 function readAt(slot: i32, bit: u32): u64 {
-  const at = slotAddress(CacheId.REFCOUNT, slot) + (bit >> 3);
-  switch (refcountOrder) {
-    case 3: return load<u8>(at);
-    case 4: return loadBE16(at);
-    case 5: return loadBE32(at);
-    case 6: return loadBE64(at);
-    default: return (load<u8>(at) >> (bit & 7)) & <u32>((1 << (1 << refcountOrder)) - 1);
-  }
+  return loadRefcount(slotAddress(CacheId.REFCOUNT, slot), <u64>(bit >> refcountOrder), refcountOrder);
 }
 
 function writeAt(slot: i32, bit: u32, value: u64): void {
-  const at = slotAddress(CacheId.REFCOUNT, slot) + (bit >> 3);
-  switch (refcountOrder) {
-    case 3: store<u8>(at, <u8>value); break;
-    case 4: storeBE16(at, <u16>value); break;
-    case 5: storeBE32(at, <u32>value); break;
-    case 6: storeBE64(at, value); break;
-    default: {
-      const mask = <u32>((1 << (1 << refcountOrder)) - 1) << (bit & 7);
-      store<u8>(at, <u8>((load<u8>(at) & ~mask) | ((<u32>value << (bit & 7)) & mask)));
-    }
-  }
+  storeRefcount(slotAddress(CacheId.REFCOUNT, slot), <u64>(bit >> refcountOrder), refcountOrder, value);
   markSlotDirty(CacheId.REFCOUNT, slot);
 }
 
@@ -109,7 +89,7 @@ export function addRefcount(cluster: u64, delta: i32): Status {
   if (status != Status.OK) return status;
   const current = readAt(foundSlot, foundBit);
   if (delta < 0 && current == 0) return Status.CORRUPT;
-  if (delta > 0 && current == maxRefcount()) return Status.CORRUPT;
+  if (delta > 0 && current == maxRefcountOf(refcountOrder)) return Status.CORRUPT;
   writeAt(foundSlot, foundBit, delta > 0 ? current + 1 : current - 1);
   return Status.OK;
 }

@@ -1,9 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Snapshot table entries (qcow2 spec, "Snapshots"), parsed one at a time from bytes TypeScript
-// placed in the HEADER region, for listing snapshots. (The consistency check walks the same
-// table itself, in check.ts, for the references it holds.)
+// placed in the HEADER region, for listing snapshots; and the readers of an entry's fixed part,
+// which the consistency check's streaming parse (check-snapshots.ts) uses too.
 
-import { loadBE16, loadBE32, loadBE64, SNAPSHOT_HEADER_BYTES, MAX_SNAPSHOT_EXTRA_DATA_BYTES } from './format';
+import {
+  SNAP_DATE_NANOSECONDS, SNAP_DATE_SECONDS, SNAP_EXTRA_DATA_SIZE, SNAP_EXTRA_DISK_SIZE, SNAP_EXTRA_ICOUNT,
+  SNAP_EXTRA_VM_STATE_SIZE, SNAP_ID_SIZE, SNAP_L1_SIZE, SNAP_L1_TABLE_OFFSET, SNAP_NAME_SIZE,
+  SNAP_VM_CLOCK_NANOSECONDS, SNAP_VM_STATE_SIZE, SNAPSHOT_HEADER_BYTES, MAX_SNAPSHOT_EXTRA_DATA_BYTES,
+  loadBE16, loadBE32, loadBE64,
+} from './format';
 import { Region, regionOffset } from './layout';
 import { Status } from './status';
 
@@ -19,6 +24,18 @@ let diskBytes: i64 = -1;
 let icount: i64 = -1;
 let snapshotIdOffset: u32 = 0;
 
+// Readers of the fixed part of the snapshot table entry at linear-memory address `entry`.
+/** Host offset of the entry's L1 table. */
+@inline export function entryL1Offset(entry: usize): u64 { return loadBE64(entry + SNAP_L1_TABLE_OFFSET); }
+/** Entries of the entry's L1 table. */
+@inline export function entryL1Entries(entry: usize): u32 { return loadBE32(entry + SNAP_L1_SIZE); }
+/** Bytes of the entry's id string. */
+@inline export function entryIdBytes(entry: usize): u32 { return loadBE16(entry + SNAP_ID_SIZE); }
+/** Bytes of the entry's name. */
+@inline export function entryNameBytes(entry: usize): u32 { return loadBE16(entry + SNAP_NAME_SIZE); }
+/** Bytes of the entry's extra data. */
+@inline export function entryExtraBytes(entry: usize): u32 { return loadBE32(entry + SNAP_EXTRA_DATA_SIZE); }
+
 /**
  * Parses the snapshot table entry at byte `at` of the HEADER region, of which `available` bytes
  * are valid. Returns the entry's length in bytes (padded to 8) when it lies entirely within the
@@ -31,22 +48,22 @@ export function parseSnapshotEntry(at: i32, available: i32): i32 {
   const entry = regionOffset(Region.HEADER) + <usize>at;
   const left = available - at;
   if (left < <i32>SNAPSHOT_HEADER_BYTES) return 0;
-  const extraBytes = loadBE32(entry + 36);
+  const extraBytes = entryExtraBytes(entry);
   if (extraBytes > MAX_SNAPSHOT_EXTRA_DATA_BYTES) return -Status.CORRUPT;
-  idBytes = loadBE16(entry + 12);
-  nameBytes = loadBE16(entry + 14);
+  idBytes = entryIdBytes(entry);
+  nameBytes = entryNameBytes(entry);
   const length = (SNAPSHOT_HEADER_BYTES + extraBytes + idBytes + nameBytes + 7) & ~<u32>7;
   if (<u32>left < length) return 0;
-  l1Offset = loadBE64(entry);
-  l1Entries = loadBE32(entry + 8);
-  dateSeconds = loadBE32(entry + 16);
-  dateNanoseconds = loadBE32(entry + 20);
-  vmClockNanoseconds = loadBE64(entry + 24);
-  vmStateBytes = loadBE32(entry + 32);
+  l1Offset = entryL1Offset(entry);
+  l1Entries = entryL1Entries(entry);
+  dateSeconds = loadBE32(entry + SNAP_DATE_SECONDS);
+  dateNanoseconds = loadBE32(entry + SNAP_DATE_NANOSECONDS);
+  vmClockNanoseconds = loadBE64(entry + SNAP_VM_CLOCK_NANOSECONDS);
+  vmStateBytes = loadBE32(entry + SNAP_VM_STATE_SIZE);
   // Extra data: 64-bit VM state size, virtual disk size, icount (each present if long enough).
-  if (extraBytes >= 8) vmStateBytes = loadBE64(entry + 40);
-  diskBytes = extraBytes >= 16 ? <i64>loadBE64(entry + 48) : -1;
-  icount = extraBytes >= 24 ? <i64>loadBE64(entry + 56) : -1;
+  if (extraBytes >= 8) vmStateBytes = loadBE64(entry + SNAP_EXTRA_VM_STATE_SIZE);
+  diskBytes = extraBytes >= 16 ? <i64>loadBE64(entry + SNAP_EXTRA_DISK_SIZE) : -1;
+  icount = extraBytes >= 24 ? <i64>loadBE64(entry + SNAP_EXTRA_ICOUNT) : -1;
   snapshotIdOffset = SNAPSHOT_HEADER_BYTES + extraBytes;
   return <i32>length;
 }

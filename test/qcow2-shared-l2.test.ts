@@ -356,6 +356,21 @@ describeWithQemu('a shared L2 table at an unaligned offset', () => {
     await image.close();
     expectBytes(new Uint8Array(readFileSync(s.path)), bytes, 'the image file after the refused write');
   });
+
+  it('is refused as corrupt for a write when the L1 entry claims the table is owned (COPIED)', async () => {
+    const s = makeSnapshotted(dir, 'unaligned-copied', { clusterSize: 4 * KiB, size: MiB, dense: true }, SEED);
+    const bytes = new Uint8Array(readFileSync(s.path));
+    const view = new DataView(bytes.buffer);
+    const l1Offset = Number(view.getBigUint64(L1_TABLE_OFFSET_FIELD));
+    view.setBigUint64(l1Offset, (view.getBigUint64(l1Offset) + 512n) | (1n << 63n));
+    writeFileSync(s.path, bytes);
+    const image = await openImageFile(s.path);
+    await expect(image.write(5000, new Uint8Array(100))).rejects.toMatchObject({
+      code: 'QCOW2_CORRUPT', message: expect.stringContaining('L2 table offset not cluster-aligned'),
+    });
+    await image.close();
+    expectBytes(new Uint8Array(readFileSync(s.path)), bytes, 'the image file after the refused write');
+  });
 });
 
 /** One host write or flush, on one clock of call starts and ends. */
