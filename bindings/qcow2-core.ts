@@ -47,6 +47,7 @@ export interface WritePlan {
  */
 export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
 const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
+const IN_PLACE_STATE = WRITE_STATES.indexOf('in-place');
 
 /**
  * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
@@ -317,6 +318,15 @@ export class Qcow2Core {
     return runs;
   }
 
+  /**
+   * map() from cached metadata alone, without an async step: the runs, or undefined when the
+   * mapping needs anything loaded or done first (then call map()).
+   */
+  mapCached(guestOffset: number, length: number): MappedRun[] | undefined {
+    const result = this.x.mapRange(guestOffset, length);
+    return result > 0 ? this.copyRuns(result) : undefined;
+  }
+
   private copyRuns(count: number): MappedRun[] {
     const runs: MappedRun[] = new Array(count);
     const r = this.runs;
@@ -335,6 +345,18 @@ export class Qcow2Core {
   /** What a write into the cluster holding `guestOffset` would do, from cached metadata only (no I/O). */
   writeState(guestOffset: number): WriteState {
     return WRITE_STATES[this.x.writeStateOf(guestOffset)];
+  }
+
+  /**
+   * The first run of a write of guest [guestOffset, guestOffset + length) when it goes in place
+   * and cached metadata tells so; undefined otherwise (then call plan()). Changes nothing.
+   */
+  planInPlace(guestOffset: number, length: number): WritePlan | undefined {
+    if (this.x.writeStateOf(guestOffset) !== IN_PLACE_STATE || this.x.planWrite(guestOffset, length) !== 0) return undefined;
+    const plan: WritePlan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
+    if (plan.kind !== 'in-place') return undefined;
+    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
+    return plan;
   }
 
   /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */
