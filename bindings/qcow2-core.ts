@@ -319,12 +319,15 @@ export class Qcow2Core {
   }
 
   /**
-   * map() from cached metadata alone, without an async step: the runs, or undefined when the
-   * mapping needs anything loaded or done first (then call map()).
+   * The host offset of guest [guestOffset, guestOffset + length) when cached metadata maps all of
+   * it to one data run, without an async step or an allocation; -1 for anything else (then call
+   * map(), which also reports what is wrong).
    */
-  mapCached(guestOffset: number, length: number): MappedRun[] | undefined {
-    const result = this.x.mapRange(guestOffset, length);
-    return result > 0 ? this.copyRuns(result) : undefined;
+  mapOneDataRun(guestOffset: number, length: number): number {
+    if (this.x.mapRange(guestOffset, length) !== 1) return -1;
+    const r = this.runs;
+    const hostOffset = r[3];
+    return r[0] === RunKind.DATA && r[2] === length && Number.isSafeInteger(hostOffset + length) ? hostOffset : -1;
   }
 
   private copyRuns(count: number): MappedRun[] {
@@ -349,14 +352,13 @@ export class Qcow2Core {
 
   /**
    * The first run of a write of guest [guestOffset, guestOffset + length) when it goes in place
-   * and cached metadata tells so; undefined otherwise (then call plan()). Changes nothing.
+   * and cached metadata tells so; undefined otherwise (then call plan(), which also reports what
+   * is wrong). Changes nothing.
    */
   planInPlace(guestOffset: number, length: number): WritePlan | undefined {
     if (this.x.writeStateOf(guestOffset) !== IN_PLACE_STATE || this.x.planWrite(guestOffset, length) !== 0) return undefined;
     const plan: WritePlan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
-    if (plan.kind !== 'in-place') return undefined;
-    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
-    return plan;
+    return plan.kind === 'in-place' && Number.isSafeInteger(plan.hostStart + (plan.guestEnd - plan.guestStart)) ? plan : undefined;
   }
 
   /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */

@@ -236,11 +236,11 @@ export class Qcow2Image extends DispatchedImage {
   // with one host call; undefined for anything else.
   private readOneRun(offset: number, target: Uint8Array): Promise<void> | undefined {
     if (this.hasPendingIn(offset, offset + target.byteLength)) return undefined;
-    const runs = this.core.mapCached(offset, target.byteLength);
-    if (runs?.length !== 1 || runs[0].kind !== RunKind.DATA || runs[0].length !== target.byteLength) return undefined;
+    const hostOffset = this.core.mapOneDataRun(offset, target.byteLength);
+    if (hostOffset < 0) return undefined;
     this.counters.hostReadCalls++;
     this.counters.hostReadBytes += target.byteLength;
-    return this.dataBackend.preadv(runs[0].hostOffset, [target]);
+    return this.dataBackend.preadv(hostOffset, [target]);
   }
 
   private async readRangeMapped(offset: number, target: Uint8Array): Promise<void> {
