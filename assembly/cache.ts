@@ -138,6 +138,16 @@ function chooseVictim(cache: i32): i32 {
   return victim;
 }
 
+/** Slots a new slice could take now: empty or clean, not reserved for a load. */
+export function evictableSlotCount(cache: i32): i32 {
+  let count = 0;
+  for (let slot: i32 = 0; slot < slotCount(cache); slot++) {
+    const key = slotKey(cache, slot);
+    if (key == 0 || (key != RESERVED_KEY && !isSlotDirty(cache, slot))) count++;
+  }
+  return count;
+}
+
 /**
  * Reserves a slot for loading a slice: evicts the least recently used clean slot and returns it,
  * or -1 when every slot is dirty or reserved (write back first). The caller reads the slice into

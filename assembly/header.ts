@@ -533,6 +533,9 @@ function checkBitmapsExtension(dataOffset: u32, dataBytes: u32): HeaderError {
 export function headerErrorReason(): i32 { return errorReason; }
 /** The number the failed check's message needs (see HeaderError); 0 when it needs none. */
 export function headerErrorDetail(): f64 { return <f64>errorDetail; }
+/** The low and high 32 bits of the detail, for messages that print a 64-bit value exactly. */
+export function headerErrorDetailLow(): u32 { return <u32>errorDetail; }
+export function headerErrorDetailHigh(): u32 { return <u32>(errorDetail >> 32); }
 
 /** 2 or 3. */
 export function headerVersion(): u32 { return version; }

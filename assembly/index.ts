@@ -36,7 +36,7 @@ export const GAP_POLICY_WITHIN_FRESH_CLUSTER: i32 = GapPolicy.WITHIN_FRESH_CLUST
 // qcow2 header parsing (assembly/header.ts). HeaderError members export as globals named
 // "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
 export {
-  parseHeader, HeaderError, MAX_UNKNOWN_EXTENSIONS, headerErrorReason, headerErrorDetail,
+  parseHeader, HeaderError, MAX_UNKNOWN_EXTENSIONS, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh,
   headerVersion, headerClusterBits, headerVirtualSize, headerL1Size, headerL1TableOffset,
   headerRefcountTableOffset, headerRefcountTableClusters, headerRefcountOrder,
   headerSnapshotCount, headerSnapshotsOffset, headerLengthBytes, headerCompressionType,

@@ -5,7 +5,7 @@
 
 import { REFT_OFFSET_MASK, loadBE16, loadBE32, loadBE64, storeBE16, storeBE32, storeBE64 } from './format';
 import { clusterBits, sliceBits } from './geometry';
-import { CacheId, findSlice, installZeroSlice, markSlotDirty, slotAddress } from './cache';
+import { CacheId, evictableSlotCount, findSlice, installZeroSlice, markSlotDirty, slotAddress } from './cache';
 import { needTable, needWriteback } from './need';
 import { Region, regionOffset } from './layout';
 import { Status } from './status';
@@ -164,7 +164,7 @@ let grownTableClusters: u32 = 0;
  * every other metadata change until it has written the new blocks and table, switched the header
  * to grownTableHostOffset()/grownTableClusterCount(), and queued the old table's clusters for
  * release. Returns the first cluster past the area, or -1 (NO_SPACE: past 8 MiB or the region),
- * or -2 (a slice could not be installed: write back and retry).
+ * or -2 (the refcount cache has too few clean slots; nothing changed: write back and retry).
  */
 export function growReftable(areaStartCluster: f64, capacityBytes: f64): f64 {
   const start = <u64>areaStartCluster;
@@ -188,6 +188,18 @@ export function growReftable(areaStartCluster: f64, capacityBytes: f64): f64 {
   }
   if (<f64>(entries << 3) > capacityBytes) return -1;
   const areaEnd = start + tableClusters + blockCount;
+  // Nothing changes unless every slice the area's refcounts land in (all in new blocks, so none
+  // cached yet) gets a slot: a growth cut short would leave table entries without their counts.
+  let slicesNeeded = 0;
+  let lastSlice: u64 = 0;
+  for (let cluster = start; cluster < areaEnd; cluster++) {
+    const block = (start + tableClusters + (cluster >> blockBits) - (start >> blockBits)) << clusterBits;
+    const bit = (cluster & ((<u64>1 << blockBits) - 1)) << refcountOrder;
+    const sliceHost = block + ((bit >> 3) >> sliceBits << sliceBits);
+    if (slicesNeeded == 0 || sliceHost != lastSlice) slicesNeeded++;
+    lastSlice = sliceHost;
+  }
+  if (slicesNeeded > evictableSlotCount(CacheId.REFCOUNT)) return -2;
   // Blocks first (they hold the refcounts), then the table entries pointing at them.
   for (let k: u64 = 0; k < blockCount; k++) {
     const index = (start >> blockBits) + k;

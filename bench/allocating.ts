@@ -27,8 +27,8 @@ const BATCH_REQUESTS = 32;
 /** A named list of requests, into a fresh image or an overlay over the backing image. */
 export interface Workload { key: string; title: string; requests: WriteRequest[]; overBacking: boolean; qemuOffset?: number }
 
-/** One configuration: image format, merge mode, and the Node backend's `sync` option (default 'auto'). */
-export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean | 'auto' }
+/** One configuration: image format, merge mode, the Node backend's `sync` option (default 'auto'), and the qcow2 loss window (default: the library's). */
+export interface Config { format: 'qcow2' | 'raw'; merge: MergeMode; sync?: boolean | 'auto'; writebackDelayMs?: number | false }
 
 /** What one run of a configuration measured. */
 export interface Run {
@@ -98,6 +98,7 @@ async function openTarget(dir: string, config: Config, overBacking: boolean): Pr
   }
   return Qcow2Image.create(backend, {
     virtualSize: IMAGE_BYTES, clusterSize: CLUSTER_BYTES, merge,
+    ...(config.writebackDelayMs !== undefined ? { writebackDelayMs: config.writebackDelayMs } : {}),
     ...(overBacking ? { backingFile: 'base.qcow2', backingFormat: 'qcow2' as const, openBacking: () => openNodeBackend(join(dir, 'base.qcow2')) } : {}),
   });
 }
@@ -214,7 +215,8 @@ export interface WorkloadSummary { mbPerSecond: Map<string, number>; qemuMbPerSe
 /** Label of a configuration in tables and charts. */
 export function configKey(config: Config): string {
   const io = config.sync === true ? ' (sync I/O)' : config.sync === false ? ' (thread-pool I/O)' : '';
-  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${io}`;
+  const window = config.writebackDelayMs === undefined ? '' : config.writebackDelayMs === false ? ', no loss window' : `, loss window ${config.writebackDelayMs} ms`;
+  return `${config.format === 'raw' ? 'RawImage' : 'qcow2'} ${config.merge}${io}${window}`;
 }
 
 /**

@@ -5,6 +5,8 @@
 //   v86-parts    v86's own loader over the raw disk in 1 MiB parts (fixed_chunk_size, use_parts)
 //   qcow2-range  one qcow2 file with compressed clusters (qemu-img convert -c), read with Range
 //                requests through openHttpBackend, under a qcow2 overlay in memory (toV86Disk)
+//   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
+//                plain GETs through openSplitBackend, under a qcow2 overlay in memory
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree)
 // and the disk bytes and requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS
@@ -22,6 +24,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
 import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
+import { openNodeBackend } from '../bindings/backends/node.js';
+import { SPLIT_MANIFEST_NAME } from '../bindings/split-manifest.js';
+import { writeSplitImage } from '../bindings/split-writer.js';
 import { machineInfo, machineLine, median, printResult, printTable } from './harness.js';
 
 const MiB = 1024 * 1024;
@@ -33,8 +38,8 @@ const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
 
-type LayoutName = 'v86-parts' | 'qcow2-range';
-const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range'];
+type LayoutName = 'v86-parts' | 'qcow2-range' | 'qcow2-parts';
+const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range', 'qcow2-parts'];
 
 interface BootRun extends BootResult {
   diskBytes: number;
@@ -119,7 +124,7 @@ function bootFileServer(files: Map<string, Uint8Array>): Plugin {
 }
 
 /** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
-function prepareFiles(root: string, scratch: string): { files: Map<string, Uint8Array>; qcow2Bytes: number } {
+async function prepareFiles(root: string, scratch: string): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
   const guestDir = join(root, 'build', 'v86-linux');
   for (const file of ['bzImage', 'initramfs.cpio.gz', 'guest.json', 'rootfs']) {
     if (!existsSync(join(guestDir, file))) throw new Error(`${join(guestDir, file)} not found: run scripts/v86-linux/download.sh and scripts/v86-linux/build.sh first`);
@@ -142,6 +147,12 @@ function prepareFiles(root: string, scratch: string): { files: Map<string, Uint8
   }
   const qcow2 = readFileSync(qcow2Path);
   files.set('disk/disk.qcow2', qcow2);
+  const qcow2Backend = await openNodeBackend(qcow2Path, { writable: false });
+  try {
+    await writeSplitImage(qcow2Backend, async (name, bytes) => { files.set(`disk/qcow2-parts/${name}`, bytes); }, { partBytes: PART_BYTES });
+  } finally {
+    await qcow2Backend.close();
+  }
   return { files, qcow2Bytes: qcow2.byteLength };
 }
 
@@ -151,6 +162,8 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
       return { kind: 'v86-parts', url: `${origin}/__v86boot/disk/parts/disk.img`, sizeBytes: DISK_BYTES, chunkBytes: PART_BYTES };
     case 'qcow2-range':
       return { kind: 'qcow2-range', url: `${origin}/__v86boot/disk/disk.qcow2`, virtualBytes: DISK_BYTES };
+    case 'qcow2-parts':
+      return { kind: 'qcow2-parts', url: `${origin}/__v86boot/disk/qcow2-parts/${SPLIT_MANIFEST_NAME}`, virtualBytes: DISK_BYTES };
   }
 }
 
@@ -162,7 +175,7 @@ async function main(): Promise<void> {
   const guest = JSON.parse(readFileSync(join(root, 'build', 'v86-linux', 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
   try {
-    const { files, qcow2Bytes } = prepareFiles(root, scratch);
+    const { files, qcow2Bytes } = await prepareFiles(root, scratch);
     mkdirSync(join(scratch, 'vite-cache'));
     const server = await createServer({
       root,
@@ -183,9 +196,9 @@ async function main(): Promise<void> {
       const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
       console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless Chromium ${browser.version()}, v86 ${v86Version}, ${qemuVersion}`);
       console.log(machineLine());
-      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw in ${PART_BYTES / MiB} MiB parts; qcow2 with compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; ${rounds} interleaved rounds\n`);
+      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
 
-      const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [] };
+      const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
       for (let round = 0; round < rounds; round++) {
         for (const name of LAYOUTS) {
           const page = await browser.newPage();

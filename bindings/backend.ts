@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The storage backend contract (design §5) and the small helpers built on it. Backends move
+// The storage backend contract and the small helpers built on it. Backends move
 // bytes at positions of one file-like object; they know nothing of image formats.
 
-import { BackendError } from './errors.js';
+import { BackendError, exactNumber } from './errors.js';
 
 /** What a backend can do; the image and the conformance suite choose behaviour from this. */
 export interface BackendCapabilities {
@@ -48,7 +48,9 @@ export interface BackendLimits {
 export interface Backend {
   /** A short name of the implementation, e.g. "node-file", "memory". */
   readonly kind: string;
+  /** What the backend can do (write, truncate, discard, durable flush); fixed for its lifetime. */
   readonly capabilities: BackendCapabilities;
+  /** The largest platform call (buffers and bytes); merged writes are cut to fit. */
   readonly limits: BackendLimits;
   /** Current size of the file in bytes. */
   getSize(): Promise<number>;
@@ -90,8 +92,26 @@ export function totalLength(buffers: readonly Uint8Array[]): number {
 export function checkRange(position: number, length: number): void {
   if (!Number.isSafeInteger(position) || position < 0 || !Number.isSafeInteger(length) || length < 0 ||
       position + length > Number.MAX_SAFE_INTEGER) {
-    throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${position}, length ${length}`);
+    throw new BackendError('INVALID_ARGUMENT', `invalid range: position ${exactNumber(position)}, length ${exactNumber(length)} (both must be integers, their sum at most 2^53)`);
   }
+}
+
+/**
+ * Wraps a file platform error (kept as the cause) as BACKEND_IO_ERROR: what was being done, the
+ * path, the errno code and the platform's description, each once. Node and Deno put the code
+ * and the call and path into their own messages ("ENOENT: no such file or directory, open
+ * '/x'"); those repeats are dropped. A BackendError passes through unchanged.
+ */
+export function fileIoError(what: string, path: string, err: unknown): BackendError {
+  if (err instanceof BackendError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  let detail = err instanceof Error ? err.message : String(err);
+  if (typeof code === 'string' && detail.startsWith(`${code}: `)) detail = detail.slice(code.length + 2);
+  const quotedPath = /[,:] [a-z_]+ '([^']*)'$/.exec(detail);
+  const errPath = (err as { path?: unknown } | null)?.path;
+  if (quotedPath && (quotedPath[1] === path || quotedPath[1] === errPath)) detail = detail.slice(0, quotedPath.index);
+  const prefix = typeof code === 'string' && code !== detail ? `${code}: ` : '';
+  return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${prefix}${detail}`, { cause: err });
 }
 
 /**

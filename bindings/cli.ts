@@ -18,9 +18,6 @@ import { mapImage, type MapEntry } from './qcow2-map.js';
 import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from './qcow2-check.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import { instantiateCore } from './wasm.js';
-import { convertCommand } from './cli/convert.js';
-import { measureCommand } from './cli/measure.js';
-import { benchCommand } from './cli/bench.js';
 import { snapshotCommand } from './cli/snapshot.js';
 import { resizeCommand } from './cli/resize.js';
 import { amendCommand } from './cli/amend.js';
@@ -29,6 +26,9 @@ import { asksForHelp, createOptionsHelp } from './cli/options-help.js';
 import { firstBlockStatusMismatch } from './cli/compare-strict.js';
 import { infoWithChain } from './cli/info-chain.js';
 import { splitCommand, SPLIT_SYNOPSIS } from './cli/split.js';
+import { convertCommand } from './cli/convert.js';
+import { measureCommand } from './cli/measure.js';
+import { benchCommand } from './cli/bench.js';
 
 /** Where the CLI writes and which directory relative file names start from. */
 export interface CliIo {

@@ -24,6 +24,10 @@ export const ZSTD_LEVEL = 3;
  * not save at least one byte (the cluster is then stored as it is).
  */
 export interface ClusterCompressor {
+  /**
+   * Compresses the whole clusters of `clusterBytes` bytes each laid end to end in `data` with
+   * `type`; one entry per cluster, undefined where compressing saves nothing.
+   */
   compressClusters(type: CompressionType, data: Uint8Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
   /** How many compressClusters calls are worth having in flight at once. */
   readonly parallelism: number;

@@ -28,7 +28,11 @@ export interface ConvertOptions {
 
 /** Options of convertToQcow2: the target's create options (virtualSize defaults to the source's). */
 export interface ConvertToQcow2Options extends ConvertOptions {
-  create?: Omit<CreateOptions, 'virtualSize'> & { virtualSize?: number };
+  /** The new image's create options, as Qcow2Image.create takes them; default: qemu-img create's defaults. */
+  create?: Omit<CreateOptions, 'virtualSize'> & {
+    /** The new image's size in bytes; default (and minimum) the source's virtual size. */
+    virtualSize?: number;
+  };
   /** Store clusters compressed where that saves space (qemu-img convert -c). */
   compress?: boolean;
   /** Compressor for `compress` (default: on the calling thread). Not closed by convert. */

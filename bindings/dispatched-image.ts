@@ -63,6 +63,7 @@ export abstract class DispatchedImage implements BlockImage {
 
   /** The merge mode; may be switched between batches (benchmarks compare them). */
   get mergeMode(): MergeMode { return this.dispatcher.mode; }
+  /** Switches the merge mode; it applies from the next batch the dispatcher merges. */
   set mergeMode(mode: MergeMode) { this.dispatcher.mode = mode; }
 
   /** Reads `length` bytes at guest `offset` into a new buffer. */

@@ -42,3 +42,11 @@ BackendError.prototype.name = 'BackendError';
 /** An error raised by an image: bad arguments, failed requests, format problems. */
 export class ImageError extends Qcow2WasmError {}
 ImageError.prototype.name = 'ImageError';
+
+/**
+ * A value as a message should print it: an integer in full decimal (2 ** 63 prints as
+ * 9223372036854775808, not 9223372036854776000), anything else as String() gives it.
+ */
+export function exactNumber(value: unknown): string {
+  return typeof value === 'number' && Number.isInteger(value) ? BigInt(value).toString() : String(value);
+}

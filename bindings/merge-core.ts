@@ -5,7 +5,12 @@
 import type { CoreInstance } from './wasm.js';
 import { ImageError } from './errors.js';
 
-/** How much the dispatcher merges (design §4; issue switches for comparison). */
+/**
+ * How much the dispatcher merges: `'full'` (the default) merges overlapping, contained and
+ * sequential requests and bridges gaps inside clusters a write allocates; `'adjacent'` merges
+ * strictly sequential requests only (what virtio-blk does); `'off'` issues one host write per
+ * request (QEMU's block layer), for comparison.
+ */
 export type MergeMode = 'off' | 'adjacent' | 'full';
 
 /** Layout constants read from the core's exported globals. */

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The multiwrite dispatcher (design §4): gathers write requests into batches, has the wasm core
+// The multiwrite dispatcher: gathers write requests into batches, has the wasm core
 // merge them, issues one host write per merged extent in guest order behind any overlapping I/O
 // still in flight, and settles each request exactly once when every extent over its bytes has.
 

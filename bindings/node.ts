@@ -33,7 +33,7 @@ export function openImageFile(path: string, options: FileOpenOptions = {}): Prom
 
 /**
  * Creates a qcow2 image file at `path` like `qemu-img create -f qcow2` (an existing file is
- * overwritten; options as createQcow2 in bindings/qcow2-create.ts takes them) and opens it
+ * overwritten; options as {@link createQcow2} takes them) and opens it
  * writable. Refused with the existing file untouched: a file open in this process (IMAGE_LOCKED),
  * a backing file that is the file itself or has it in its backing chain (INVALID_ARGUMENT). The
  * backing file name is stored as given and resolved next to the image unless

@@ -245,7 +245,7 @@ export async function refuseBackingLoop(files: ImageFiles, path: string, options
 
 /**
  * Creates a qcow2 image file at `path` through `files` like `qemu-img create -f qcow2` (an
- * existing file is overwritten; options as createQcow2 in bindings/qcow2-create.ts takes them)
+ * existing file is overwritten; options as createQcow2 takes them)
  * and opens it writable. Refused, with the existing file left as it was: a file open in this
  * process (IMAGE_LOCKED), and a backing file that is the file itself or has it in its chain
  * (INVALID_ARGUMENT, qemu-img's message). The backing file name is stored as given and, on open,

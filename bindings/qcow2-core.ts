@@ -205,7 +205,7 @@ export class Qcow2Core {
   // Places the tables for `header` (dropping every cached slice) and reads the L1 and refcount tables.
   private async configure(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
     const reftableBytes = header.refcountTableClusters * header.clusterSize;
-    if (this.x.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, this.cacheBytes) > this.memory.buffer.byteLength) {
+    if (!this.fitsTables(header.l1Size, header.refcountTableClusters)) {
       throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the tables grew past this open image's memory (L1 ${header.l1Size} entries, refcount table ${reftableBytes} bytes): reopen the image`);
     }
     const status = this.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
@@ -216,6 +216,12 @@ export class Qcow2Core {
     if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [this.view(this.l1Offset, header.l1Size * 8)]));
     if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [this.view(this.reftableOffset, reftableBytes)]));
     await Promise.all(reads);
+  }
+
+  /** Whether this core's memory holds an L1 table of `l1Entries` and a refcount table of `reftableClusters` (reload). */
+  fitsTables(l1Entries: number, reftableClusters: number): boolean {
+    const bytes = this.x.requiredMemoryBytes(this.header.clusterBits, l1Entries, reftableClusters * this.header.clusterSize, this.cacheBytes);
+    return bytes >= 0 && bytes <= this.memory.buffer.byteLength;
   }
 
   /**
@@ -517,12 +523,14 @@ export class Qcow2Core {
    * Grows the refcount table into a refcount area at the next fresh cluster (assembly/refcount.ts
    * growReftable) and moves allocation past it. Returns where the new table is and the in-memory
    * table's bytes to write there, with the table's change counter at the copy (for
-   * markReftableClean). Throws QCOW2_NO_SPACE when the table cannot grow further.
+   * markReftableClean), or undefined when the refcount cache lacks clean slots for the new
+   * blocks (nothing changed: write back and retry). Throws QCOW2_NO_SPACE when the table cannot
+   * grow further.
    */
-  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } {
+  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } | undefined {
     const areaEnd = this.x.growReftable(this.x.allocationHintCluster(), this.reftableCapacity);
     if (areaEnd === -1) throw new ImageError('QCOW2_NO_SPACE', 'the refcount table cannot grow further (8 MiB, or the space reserved for it)');
-    if (areaEnd < 0) throw new ImageError('WASM_INTERNAL', 'no clean refcount cache slot for the new refcount blocks');
+    if (areaEnd < 0) return undefined;
     this.x.skipAllocationTo(areaEnd);
     const clusters = this.x.grownTableClusterCount();
     return {

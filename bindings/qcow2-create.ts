@@ -6,7 +6,7 @@
 import type { Backend } from './backend.js';
 import type { CreateOptions } from './image.js';
 import type { CoreInstance } from './wasm.js';
-import { BackendError, ImageError } from './errors.js';
+import { BackendError, ImageError, exactNumber } from './errors.js';
 import { instantiateCore } from './wasm.js';
 
 /** The create exports of the wasm core (assembly/create.ts). */
@@ -43,27 +43,24 @@ export const CREATE_DEFAULTS = {
   preallocation: 'off',
 } as const;
 
-const formatBytes = (n: number): string => (n % 1024 === 0 && n >= 1024 ? `${n / 1024}k` : String(n));
-
 // One message per CreateError member (assembly/create.ts), worded as qemu-img 7.2 words the same
-// refusal where it has one, naming this API's option instead of qemu-img's.
+// refusal where it has one, followed by the refused value where qemu-img leaves it out.
 const MESSAGES = {
   ARGUMENTS_INVALID: () => 'invalid arguments to the wasm create planner',
-  CLUSTER_SIZE_INVALID: (d: number) => `Cluster size must be a power of two between 512 and 2048k (clusterSize ${d})`,
-  REFCOUNT_BITS_INVALID: (d: number) => `Refcount width must be a power of two and may not exceed 64 bits (refcountBits ${d})`,
-  V2_REFCOUNT_BITS: (d: number) =>
-    `Different refcount widths than 16 bits require compatibility level 1.1 or above (refcountBits ${d} with compat '0.10')`,
-  V2_EXTENDED_L2: () => "Extended L2 entries are only supported with compatibility level 1.1 and above (extendedL2 with compat '0.10')",
-  V2_LAZY_REFCOUNTS: () => "Lazy refcounts only supported with compatibility level 1.1 and above (lazyRefcounts with compat '0.10')",
+  CLUSTER_SIZE_INVALID: (d: number) => `Cluster size must be a power of two between 512 and 2048k, not ${exactNumber(d)}`,
+  REFCOUNT_BITS_INVALID: (d: number) => `Refcount width must be a power of two and may not exceed 64 bits, not ${exactNumber(d)}`,
+  V2_REFCOUNT_BITS: () => 'Different refcount widths than 16 bits require compatibility level 1.1 or above',
+  V2_EXTENDED_L2: () => 'Extended L2 entries are only supported with compatibility level 1.1 and above',
+  V2_LAZY_REFCOUNTS: () => 'Lazy refcounts only supported with compatibility level 1.1 and above',
   V2_COMPRESSION_TYPE: () =>
-    "Non-zlib compression type is only supported with compatibility level 1.1 and above (compressionType 'zstd' with compat '0.10')",
+    'Non-zlib compression type is only supported with compatibility level 1.1 and above',
   EXTENDED_L2_CLUSTER_TOO_SMALL: (d: number) =>
-    `Extended L2 entries are only supported with cluster sizes of at least 16384 bytes (clusterSize ${formatBytes(d)})`,
+    `Extended L2 entries are only supported with cluster sizes of at least 16384 bytes, not ${d}`,
   BACKING_FORMAT_WITHOUT_FILE: () => 'Backing format cannot be used without backing file',
   BACKING_WITH_PREALLOCATION: () => 'Backing file and preallocation can only be used at the same time if extended_l2 is on',
   BACKING_NAME_TOO_LONG: (d: number) => `Backing file name too long: ${d} bytes (at most 1023)`,
   BACKING_FORMAT_TOO_LONG: (d: number) => `Backing format name too long: ${d} bytes (at most 15)`,
-  VIRTUAL_SIZE_INVALID: (d: number) => `Invalid virtual size ${d}: must be an integer number of bytes from 0 to 2^53`,
+  VIRTUAL_SIZE_INVALID: (d: number) => `Invalid virtual size ${exactNumber(d)}: must be an integer number of bytes from 0 to 2^53`,
   VIRTUAL_SIZE_UNALIGNED: (d: number) =>
     `Virtual size ${d} is not a multiple of 512 bytes (qemu-img would round it up to ${Math.ceil(d / 512) * 512})`,
   L1_TOO_LARGE: () => "The image size is too large for file format 'qcow2' (try using a larger cluster size)",

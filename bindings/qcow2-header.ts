@@ -13,6 +13,8 @@ interface HeaderExports {
   parseHeader(byteCount: number, fileSize: number): number;
   headerErrorReason(): number;
   headerErrorDetail(): number;
+  headerErrorDetailLow(): number;
+  headerErrorDetailHigh(): number;
   headerVersion(): number;
   headerClusterBits(): number;
   headerVirtualSize(): number;
@@ -112,6 +114,8 @@ export interface Qcow2Header {
 /** What a message needs besides the reason. */
 interface MessageContext {
   detail: number;
+  /** The detail as the 64-bit value it is, for messages that print offsets and sizes. */
+  exactDetail: bigint;
   fileSize: number;
   regionBytes: number;
   /** Names from the feature table and the unknown incompatible bits (UNKNOWN_INCOMPATIBLE only). */
@@ -153,9 +157,9 @@ const MESSAGES = {
   IMAGE_TOO_BIG: () => 'Image is too big',
   L1_TOO_SMALL: () => 'L1 table is too small',
   VIRTUAL_SIZE_UNSUPPORTED: (c: MessageContext) =>
-    `Virtual size ${c.detail} exceeds 2^53 bytes, the largest this engine addresses`,
+    `Virtual size ${c.exactDetail} exceeds 2^53 bytes, the largest this engine addresses`,
   TABLE_BEYOND_2_53: (c: MessageContext) =>
-    `A metadata table at host offset ${c.detail} reaches past 2^53 bytes, the largest this engine addresses`,
+    `A metadata table at host offset ${c.exactDetail} reaches past 2^53 bytes, the largest this engine addresses`,
   EXTENSION_TOO_LARGE: () => 'Header extension too large',
   EXTENSION_DUPLICATE: (c: MessageContext) => `Header extension ${hex(c.detail)} appears more than once`,
   EXTENSIONS_PAST_REGION: (c: MessageContext) =>
@@ -170,7 +174,7 @@ const MESSAGES = {
   BITMAPS_NONE: () => 'found bitmaps extension with zero bitmaps',
   BITMAPS_DIRECTORY_OFFSET: () => 'bitmaps_ext: invalid bitmap directory offset',
   BITMAPS_DIRECTORY_TOO_LARGE: (c: MessageContext) =>
-    `bitmaps_ext: bitmap directory size (${c.detail}) exceeds the maximum supported size (67107840)`,
+    `bitmaps_ext: bitmap directory size (${c.exactDetail}) exceeds the maximum supported size (67107840)`,
   BITMAPS_DIRECTORY_EMPTY: () => 'Requested bitmap directory size is zero',
   DATA_FILE_RAW_WITHOUT_DATA_FILE: () => 'data-file-raw requires a data file',
   BACKING_NAME_TOO_LONG: () => 'Backing file name too long',
@@ -356,6 +360,7 @@ function headerError(c: HeaderConstants, x: HeaderExports, region: Uint8Array, s
   }
   const context: MessageContext = {
     detail: x.headerErrorDetail(),
+    exactDetail: (BigInt(x.headerErrorDetailHigh() >>> 0) << 32n) | BigInt(x.headerErrorDetailLow() >>> 0),
     fileSize,
     regionBytes: c.regionBytes,
     unsupportedFeatures: () => describeUnknownIncompatible(x, region),

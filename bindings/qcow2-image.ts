@@ -28,6 +28,7 @@ import { appendSlices, spliceVector, zeroVector } from './iovec.js';
 import type { GapRange } from './multiwrite.js';
 import { ClusterLocks } from './cluster-locks.js';
 import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
+import { LossWindow, writebackDelay } from './qcow2-loss-window.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 import { chainRevisits } from './chain-names.js';
@@ -73,8 +74,10 @@ export class Qcow2Image extends DispatchedImage {
   /** Pending clusters of deferred copy-on-write (undefined when it is off). */
   private readonly deferred: DeferredCow | undefined;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
-  /** Forced copy-on-writes running in the background (close waits for them). */
+  /** Forced copy-on-writes and timed write-backs running in the background (close waits for them). */
   private readonly background = new Set<Promise<void>>();
+  /** Writes metadata back a bounded delay after changes (undefined: only at flush and close). */
+  private readonly lossWindow: LossWindow | undefined;
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
                       backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
@@ -96,6 +99,8 @@ export class Qcow2Image extends DispatchedImage {
     // cluster is the guest cluster's old place).
     this.deferred = deferral === false || readOnly || header.flags.extendedL2 || header.flags.externalDataFile ? undefined
       : new DeferredCow(header.clusterSize, deferral === true ? {} : deferral, (cluster) => this.forceLater(cluster));
+    const delayMs = writebackDelay(options.writebackDelayMs, (message) => new ImageError('INVALID_ARGUMENT', message));
+    this.lossWindow = readOnly || delayMs === undefined ? undefined : new LossWindow(delayMs, () => this.writeBackLater());
   }
 
   /**
@@ -168,17 +173,17 @@ export class Qcow2Image extends DispatchedImage {
    * `options.vmState` (e.g. an emulator's save state) kept in it as QEMU keeps VM state.
    */
   createSnapshot(name: string, options?: snapshotOps.CreateSnapshotOptions): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options));
+    return this.rewriteMetadata(() => snapshotOps.createSnapshot(this.backend, name, options, this.tableCapacity));
   }
 
   /** Reverts the disk to snapshot `nameOrId` (applySnapshot, bindings/qcow2-snapshot-ops.ts). */
   applySnapshot(nameOrId: string): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId));
+    return this.rewriteMetadata(() => snapshotOps.applySnapshot(this.backend, nameOrId, this.tableCapacity));
   }
 
   /** Deletes the snapshot named `name` (deleteSnapshot, bindings/qcow2-snapshot-ops.ts). */
   deleteSnapshot(name: string): Promise<Qcow2Snapshot> {
-    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name));
+    return this.rewriteMetadata(() => snapshotOps.deleteSnapshot(this.backend, name, this.tableCapacity));
   }
 
   /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2-snapshot-ops.ts). */
@@ -189,7 +194,7 @@ export class Qcow2Image extends DispatchedImage {
 
   /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2-make-empty.ts). */
   makeEmpty(): Promise<void> {
-    return this.rewriteMetadata(() => emptyActiveLayer(this.backend));
+    return this.rewriteMetadata(() => emptyActiveLayer(this.backend, this.tableCapacity));
   }
 
   /**
@@ -197,8 +202,11 @@ export class Qcow2Image extends DispatchedImage {
    * instance keeps reading through the backing image it opened: reopen to use the new one.
    */
   setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
-    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat));
+    return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat, this.tableCapacity));
   }
+
+  // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
+  private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
   // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
   // instance held off: writes before it complete and are flushed first; afterwards the header,
@@ -313,17 +321,19 @@ export class Qcow2Image extends DispatchedImage {
     const clusterBytes = this.header.clusterSize;
     const locked: number[] = [];
     for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < guestOffset + length; cluster++) {
-      if (this.core.writeState(cluster * clusterBytes) !== 'in-place') locked.push(cluster);
+      // A pending cluster is locked even when its entry already reads in place: its commit may be
+      // in progress (the entry set, the cluster not yet out of the pending table).
+      if (this.core.writeState(cluster * clusterBytes) !== 'in-place' || this.deferred?.get(cluster * clusterBytes)) locked.push(cluster);
     }
     if (locked.length === 0 && gaps.length === 0) {
       const inPlace = this.writeInPlace(guestOffset, length, buffers);
-      if (inPlace) return inPlace;
+      if (inPlace) return this.changed(inPlace);
     }
     const write = async () => {
       const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
       await this.writeRuns(guestOffset, length, data);
     };
-    return locked.length === 0 ? write() : this.locks.run(locked, write);
+    return this.changed(locked.length === 0 ? write() : this.locks.run(locked, write));
   }
 
   // The usual rewrite, with nothing pending nearby: one in-place run planned from cached metadata,
@@ -461,9 +471,28 @@ export class Qcow2Image extends DispatchedImage {
   // The timer or the cap made a pending cluster due: complete it in the background. On failure it
   // stays pending and is retried later; flush() reports the error if it persists.
   private forceLater(cluster: PendingCluster): void {
-    const work = this.completePendingLocked([cluster]).catch(() => this.deferred?.retryLater(cluster));
+    this.inBackground(this.completePendingLocked([cluster]).then(() => this.lossWindow?.changed(), () => this.deferred?.retryLater(cluster)));
+  }
+
+  // The loss window's timer fired: pending clusters are completed and the metadata written back
+  // in the safe order, as a flush would, but without its final barrier. A failure leaves the
+  // metadata dirty: the next flush retries it and reports the error if it persists.
+  private writeBackLater(): void {
+    this.inBackground((async () => {
+      if (this.deferred && this.deferred.size > 0) await this.completePendingLocked(this.deferred.all());
+      await this.writeback.writeBackAll();
+    })().catch(() => undefined));
+  }
+
+  private inBackground(work: Promise<void>): void {
     this.background.add(work);
     void work.finally(() => this.background.delete(work));
+  }
+
+  // A guest-visible change completed (or failed): the loss window's timer starts if it is idle.
+  private changed<T>(work: Promise<T>): Promise<T> {
+    if (!this.lossWindow) return work;
+    return work.finally(() => this.lossWindow!.changed());
   }
 
   // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
@@ -556,7 +585,7 @@ export class Qcow2Image extends DispatchedImage {
     } else {
       parts.push(this.zeroPartialClusters(offset, offset + length));
     }
-    return allSettledOrThrow(parts);
+    return this.changed(allSettledOrThrow(parts));
   }
 
   // Zeroes guest [from, to), which covers no whole cluster: whole subclusters by metadata with
@@ -594,7 +623,7 @@ export class Qcow2Image extends DispatchedImage {
   protected async discardRange(offset: number, length: number): Promise<void> {
     const [start, end] = this.wholeClusters(offset, length);
     const zeroFlag = this.header.version === 3;
-    if (start < end && (zeroFlag || !this.backing) && !this.header.flags.externalDataFile) await this.zeroClusters(start, end, zeroFlag);
+    if (start < end && (zeroFlag || !this.backing) && !this.header.flags.externalDataFile) await this.changed(this.zeroClusters(start, end, zeroFlag));
   }
 
   // The whole clusters inside guest [offset, offset + length); a range reaching the end of the
@@ -619,10 +648,11 @@ export class Qcow2Image extends DispatchedImage {
     if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
-  // The timer stops; the final flush completes every pending cluster, writes the metadata back
+  // The timers stop; the final flush completes every pending cluster, writes the metadata back
   // and persists the releases; background copies and write-backs are waited for even when it
   // failed; the backends are closed last.
   protected async closeFormat(): Promise<void> {
+    this.lossWindow?.dispose();
     this.deferred?.dispose();
     try {
       if (!this.readOnly) await this.flushFormat();

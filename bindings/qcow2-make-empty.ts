@@ -4,11 +4,14 @@
 // range reads from the backing file again (or as zeros without one). Snapshots keep theirs.
 
 import type { Backend } from './backend.js';
-import { ShadowUpdate } from './qcow2-shadow-update.js';
+import { ShadowUpdate, type TableCapacity } from './qcow2-shadow-update.js';
 
-/** Empties the active layer of the qcow2 image in `backend` (writable, not open elsewhere for writing). */
-export async function emptyActiveLayer(backend: Backend): Promise<void> {
-  const update = await ShadowUpdate.begin(backend);
+/**
+ * Empties the active layer of the qcow2 image in `backend` (writable, not open elsewhere for
+ * writing; `capacity` as ShadowUpdate.begin takes it).
+ */
+export async function emptyActiveLayer(backend: Backend, capacity?: TableCapacity): Promise<void> {
+  const update = await ShadowUpdate.begin(backend, capacity);
   for (let i = 0; i < update.activeL1.length; i++) update.dropActiveTable(i);
   await update.commit();
 }

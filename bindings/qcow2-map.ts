@@ -4,7 +4,7 @@
 // read mapping; it reads no guest data and does not probe host files for holes.
 
 import type { BlockImage } from './image.js';
-import { ImageError } from './errors.js';
+import { ImageError, exactNumber } from './errors.js';
 import { Qcow2Image } from './qcow2-image.js';
 import { RunKind } from './qcow2-core.js';
 
@@ -12,6 +12,7 @@ import { RunKind } from './qcow2-core.js';
 export interface MapEntry {
   /** Guest offset of the first byte. */
   start: number;
+  /** Bytes in the range (a run of guest bytes that share every other field). */
   length: number;
   /** The layer that serves the range: 0 the image, 1 its backing file, ... */
   depth: number;
@@ -49,7 +50,7 @@ export interface MapEntry {
  */
 export async function mapImage(image: BlockImage, start = 0, length = image.virtualSize - start): Promise<MapEntry[]> {
   if (!Number.isSafeInteger(start) || start < 0 || !Number.isSafeInteger(length) || length < 0) {
-    throw new ImageError('INVALID_ARGUMENT', `invalid map range: start ${start}, length ${length}`);
+    throw new ImageError('INVALID_ARGUMENT', `invalid map range: start ${exactNumber(start)}, length ${exactNumber(length)} (both must be integers from 0 to 2^53)`);
   }
   if (start + length > image.virtualSize) {
     throw new ImageError('IMAGE_OUT_OF_RANGE', `map range [${start}, ${start + length}) reaches past the virtual size ${image.virtualSize}`);

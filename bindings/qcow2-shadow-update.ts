@@ -89,6 +89,14 @@ class ClusterCounts {
   }
 }
 
+/**
+ * For an image open while its metadata changes (Qcow2Image): whether its core can hold tables of
+ * these sizes after the switch. A change that needs more is refused before anything is written.
+ */
+export interface TableCapacity {
+  fits(l1Entries: number, reftableClusters: number): boolean;
+}
+
 /** An entry of the snapshot table: its bytes as stored (padding excluded) and what they say. */
 export interface SnapshotTableEntry {
   id: string;
@@ -175,7 +183,7 @@ export class ShadowUpdate {
 
   private constructor(private readonly backend: Backend, readonly header: Qcow2Header, l1: Uint8Array,
                       snapshots: SnapshotTableEntry[], private readonly oldCounts: ClusterCounts | undefined,
-                      private readonly fileClusters: number) {
+                      private readonly fileClusters: number, private readonly capacity: TableCapacity | undefined) {
     this.clusterSize = header.clusterSize;
     this.l2EntryBytes = header.flags.extendedL2 ? 16 : 8;
     this.l2Entries = header.clusterSize / this.l2EntryBytes;
@@ -188,11 +196,12 @@ export class ShadowUpdate {
   }
 
   /**
-   * Loads the image in `backend` for a change. Throws QCOW2_UNSUPPORTED_FEATURE for an external
+   * Loads the image in `backend` for a change (`capacity`: what an open image's core can hold;
+   * commit refuses bigger tables with QCOW2_UNSUPPORTED_FEATURE). Throws QCOW2_UNSUPPORTED_FEATURE for an external
    * data file or persistent bitmaps (whose references it does not count), QCOW2_READ_ONLY for
    * an image marked corrupt, and the header's and backend's errors.
    */
-  static async begin(backend: Backend): Promise<ShadowUpdate> {
+  static async begin(backend: Backend, capacity?: TableCapacity): Promise<ShadowUpdate> {
     const header = await readQcow2Header(backend);
     if (header.flags.corrupt) throw new ImageError('QCOW2_READ_ONLY', 'the image is marked corrupt: repair it with check first');
     if (header.flags.externalDataFile) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', 'images with an external data file do not support this operation');
@@ -205,7 +214,7 @@ export class ShadowUpdate {
     const fileSize = await backend.getSize();
     // With lazy refcounts left dirty the stored refcounts may be low: allocate past the end only.
     const oldCounts = header.flags.dirty ? undefined : await readRefcounts(backend, header);
-    return new ShadowUpdate(backend, header, l1, snapshots, oldCounts, Math.ceil(fileSize / header.clusterSize));
+    return new ShadowUpdate(backend, header, l1, snapshots, oldCounts, Math.ceil(fileSize / header.clusterSize), capacity);
   }
 
   /** L1 index of the first L2 table past the virtual disk: where QEMU keeps VM state. */
@@ -349,6 +358,10 @@ export class ShadowUpdate {
 
     // 5. The refcount structure, counting itself.
     const refcount = this.placeRefcountStructure(counts);
+    if (this.capacity && !this.capacity.fits(l1Size, refcount.tableClusters)) {
+      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the change needs an L1 table of ${l1Size} entries and a refcount table of ` +
+        `${refcount.tableClusters} clusters, more than this open image holds in memory: close the image and change the file`);
+    }
 
     // Write everything new, make it durable, then switch with one header write.
     const writes = [...this.newClusters].sort((a, b) => a[0] - b[0]);

@@ -7,7 +7,7 @@
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { MAX_SNAPSHOTS, ShadowUpdate, snapshotEntryBytes, readQcow2Header, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
+import { MAX_SNAPSHOTS, ShadowUpdate, snapshotEntryBytes, readQcow2Header, setTableEntry, tableEntryOffset, type TableCapacity } from './qcow2-shadow-update.js';
 
 /** Options of createSnapshot. */
 export interface CreateSnapshotOptions {
@@ -34,11 +34,12 @@ SnapshotNotFoundError.prototype.name = 'SnapshotNotFoundError';
  * the snapshot keeps the current L2 tables and the active image continues on private copies;
  * every cluster they share is counted twice. Names need not be unique (as in QEMU); the id is
  * one above the highest numeric id. Returns the new snapshot as listSnapshots reports it.
- * Throws INVALID_ARGUMENT for a name that is not a string or too many snapshots, and ShadowUpdate.begin's errors.
+ * `capacity` bounds the tables for an image open meanwhile (Qcow2Image passes it). Throws
+ * INVALID_ARGUMENT for a name that is not a string or too many snapshots, and ShadowUpdate's errors.
  */
-export async function createSnapshot(backend: Backend, name: string, options: CreateSnapshotOptions = {}): Promise<Qcow2Snapshot> {
+export async function createSnapshot(backend: Backend, name: string, options: CreateSnapshotOptions = {}, capacity?: TableCapacity): Promise<Qcow2Snapshot> {
   if (typeof name !== 'string') throw new ImageError('INVALID_ARGUMENT', 'a snapshot name must be a string');
-  const update = await ShadowUpdate.begin(backend);
+  const update = await ShadowUpdate.begin(backend, capacity);
   if (update.snapshots.length >= MAX_SNAPSHOTS) throw new ImageError('INVALID_ARGUMENT', `the image already has ${MAX_SNAPSHOTS} snapshots, QEMU's maximum`);
   const clusterSize = update.clusterSize;
   const vmIndex = update.vmStateL1Index();
@@ -87,12 +88,13 @@ export async function createSnapshot(backend: Backend, name: string, options: Cr
 
 /**
  * Makes the active image what snapshot `nameOrId` (its id, else its name) holds: the active L1
- * table becomes a copy of the snapshot's (VM state included, as QEMU does), with private copies
- * of the L2 tables. Throws SnapshotNotFoundError, QCOW2_UNSUPPORTED_FEATURE for a snapshot of
+ * table takes the disk's part of the snapshot's, with private copies of the L2 tables (QEMU
+ * also copies the VM state's part; it stays in the snapshot here, so the active L1 table and the
+ * memory of an open image's core never grow). Throws SnapshotNotFoundError, QCOW2_UNSUPPORTED_FEATURE for a snapshot of
  * another disk size (QEMU refuses those too), and ShadowUpdate.begin's errors.
  */
-export async function applySnapshot(backend: Backend, nameOrId: string): Promise<Qcow2Snapshot> {
-  const update = await ShadowUpdate.begin(backend);
+export async function applySnapshot(backend: Backend, nameOrId: string, capacity?: TableCapacity): Promise<Qcow2Snapshot> {
+  const update = await ShadowUpdate.begin(backend, capacity);
   const snapshots = await listSnapshots(backend, update.header);
   const snapshot = snapshots.find((s) => s.id === nameOrId) ?? snapshots.find((s) => s.name === nameOrId);
   if (!snapshot) throw new SnapshotNotFoundError(nameOrId);
@@ -100,13 +102,14 @@ export async function applySnapshot(backend: Backend, nameOrId: string): Promise
     throw new ImageError('QCOW2_UNSUPPORTED_FEATURE',
       `snapshot '${snapshot.name}' has disk size ${snapshot.diskBytes}, the image ${update.virtualSize}: loading snapshots with a different disk size is not supported`);
   }
-  const l1 = new Uint8Array(snapshot.l1Entries * 8);
+  // The disk's part of the snapshot's L1 table; its VM state stays in the snapshot (readSnapshotVmState).
+  const diskEntries = Math.min(snapshot.l1Entries, update.vmStateL1Index());
+  const l1 = new Uint8Array(diskEntries * 8);
   if (l1.length > 0) await backend.preadv(snapshot.l1TableOffset, [l1]);
   const view = new DataView(l1.buffer);
-  const entries = Math.max(snapshot.l1Entries, update.activeL1.length);
-  for (let i = 0; i < entries; i++) update.dropActiveTable(i);
-  update.activeL1.length = entries;
-  for (let i = 0; i < snapshot.l1Entries; i++) {
+  for (let i = 0; i < update.activeL1.length; i++) update.dropActiveTable(i);
+  while (update.activeL1.length < diskEntries) update.activeL1.push(0);
+  for (let i = 0; i < diskEntries; i++) {
     const tableOffset = tableEntryOffset(view, i * 8);
     if (tableOffset === 0) continue;
     // A private copy of the snapshot's table (the recount sets its COPIED flags).
@@ -121,8 +124,8 @@ export async function applySnapshot(backend: Backend, nameOrId: string): Promise
  * its snapshot table entry goes, and every cluster only it reached is freed. Throws
  * SnapshotNotFoundError and ShadowUpdate.begin's errors.
  */
-export async function deleteSnapshot(backend: Backend, name: string): Promise<Qcow2Snapshot> {
-  const update = await ShadowUpdate.begin(backend);
+export async function deleteSnapshot(backend: Backend, name: string, capacity?: TableCapacity): Promise<Qcow2Snapshot> {
+  const update = await ShadowUpdate.begin(backend, capacity);
   const snapshots = await listSnapshots(backend, update.header);
   const index = snapshots.findIndex((s) => s.name === name);
   if (index < 0) throw new SnapshotNotFoundError(name);

@@ -9,10 +9,13 @@ import { instantiateCore } from './wasm.js';
 
 /** One internal snapshot, as the snapshot table records it. */
 export interface Qcow2Snapshot {
+  /** The snapshot's unique id string ("1", "2", ... as QEMU assigns them). */
   id: string;
+  /** The snapshot's name (may be empty; need not be unique). */
   name: string;
-  /** Creation time: seconds and nanoseconds since the Unix epoch. */
+  /** Creation time: seconds since the Unix epoch. */
   dateSeconds: number;
+  /** Creation time: the nanoseconds within `dateSeconds`. */
   dateNanoseconds: number;
   /** Guest run time when it was taken, in nanoseconds. */
   vmClockNanoseconds: number;
@@ -22,8 +25,9 @@ export interface Qcow2Snapshot {
   diskBytes?: number;
   /** Instruction count when it was taken, where recorded. */
   icount?: number;
-  /** The snapshot's L1 table: host offset and entries. */
+  /** Host offset of the snapshot's L1 table in the image file. */
   l1TableOffset: number;
+  /** Entries in the snapshot's L1 table. */
   l1Entries: number;
 }
 

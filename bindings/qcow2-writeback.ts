@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Metadata write-back in QEMU's safe order (design §6): new refcount blocks, a barrier, the
+// Metadata write-back in QEMU's safe order: new refcount blocks, a barrier, the
 // refcount table; refcount blocks; a barrier; L2 slices, a barrier, then the L1 table, a barrier.
 // Afterwards the clusters that committed writes stopped referencing are released: their
 // refcounts drop only once no on-disk entry points at them. A barrier that failed stays owed:
@@ -19,6 +19,7 @@
 // refcount-table growth, which runs as a write-back itself (see growReftable).
 
 import type { Backend } from './backend.js';
+import { ImageError } from './errors.js';
 import type { ImageStats } from './image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
@@ -29,6 +30,8 @@ import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
 const REFCOUNT_TABLE_OFFSET_FIELD = 48;
 /** Bits 9-55 of an L1 entry: the L2 table's host offset. */
 const L1_OFFSET_MASK = 0x00fffffffffffe00n;
+/** Write-backs growReftable runs to free refcount cache slots before it gives up. */
+const MAX_GROWTH_ATTEMPTS = 16;
 /** Largest metadata slice the core caches (assembly/image-regions.ts: a cluster, at most 4 KiB). */
 const L2_SLICE_BYTES_MAX = 4096;
 
@@ -64,11 +67,19 @@ export class Qcow2Writeback {
    */
   async flushAll(): Promise<void> {
     const flushesBefore = this.flushesStarted;
+    await this.writeBackAll();
+    if (this.flushesStarted === flushesBefore) this.flushOwed = true;
+    await this.barrier();
+  }
+
+  /**
+   * flushAll without its final barrier: every committed change and the refcounts of what it
+   * released reach the file in the safe order (for the loss window's timer).
+   */
+  async writeBackAll(): Promise<void> {
     await this.finishing.catch(() => undefined);
     await this.run();
     await this.run();
-    if (this.flushesStarted === flushesBefore) this.flushOwed = true;
-    await this.barrier();
   }
 
   /** Queues host clusters whose last reference a commit removed (released after the next write-back). */
@@ -106,41 +117,46 @@ export class Qcow2Writeback {
    */
   growReftable(): Promise<void> {
     this.growing ??= (async () => {
-      await this.run();
-      while (this.running) await this.running;
-      const growth = (async () => {
-        // The new refcount blocks need cache slots that are clean; releases that ran after the
-        // last write-back may have dirtied every slot. Write refcount slices until, in the same
-        // synchronous step as the growth, none is dirty.
-        for (let dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT); dirty.length > 0;
-          dirty = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT)) {
-          await this.writeSlices(dirty);
-        }
+      for (let attempt = 1; ; attempt++) {
+        await this.run();
+        while (this.running) await this.running;
         const table = this.core.growReftable();
-        await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
-        await this.write(table.hostOffset, table.bytes, 'refcount-table');
-        await this.barrier();
-        const pointer = new Uint8Array(12);
-        const view = new DataView(pointer.buffer);
-        view.setBigUint64(0, BigInt(table.hostOffset));
-        view.setUint32(8, table.clusters);
-        await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
-        await this.barrier();
-        const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
-        this.header.refcountTableOffset = table.hostOffset;
-        this.header.refcountTableClusters = table.clusters;
-        this.core.markReftableClean(table.generation);
-        for (let i = 0; i < old.clusters; i++) this.pendingReleases.push(old.offset + i * this.header.clusterSize);
-      })();
-      this.running = growth.finally(() => { this.running = undefined; });
-      await this.running;
+        if (!table) {
+          // Releases (or other changes) dirtied the refcount slots the new blocks need: again,
+          // unless the cache has too few refcount slots for them at all.
+          if (attempt === MAX_GROWTH_ATTEMPTS) {
+            throw new ImageError('INVALID_ARGUMENT', 'the metadata cache is too small to grow the refcount table: open the image with a larger cacheBytes');
+          }
+          continue;
+        }
+        this.running = this.writeGrownTable(table).finally(() => { this.running = undefined; });
+        await this.running;
+        return;
+      }
     })().finally(() => { this.growing = undefined; });
     return this.growing;
   }
 
+  private async writeGrownTable(table: { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number }): Promise<void> {
+    await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
+    await this.write(table.hostOffset, table.bytes, 'refcount-table');
+    await this.barrier();
+    const pointer = new Uint8Array(12);
+    const view = new DataView(pointer.buffer);
+    view.setBigUint64(0, BigInt(table.hostOffset));
+    view.setUint32(8, table.clusters);
+    await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
+    await this.barrier();
+    const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
+    this.header.refcountTableOffset = table.hostOffset;
+    this.header.refcountTableClusters = table.clusters;
+    this.core.markReftableClean(table.generation);
+    for (let i = 0; i < old.clusters; i++) this.pendingReleases.push(old.offset + i * this.header.clusterSize);
+  }
+
   /**
    * Resolves (never rejects) once no write-back, growth or release is running: for close(),
-   * after which nothing may touch the backend.
+   * after which nothing may touch the backend. (`finishing` covers every earlier run's releases.)
    */
   async quiesce(): Promise<void> {
     for (;;) {
@@ -155,12 +171,19 @@ export class Qcow2Writeback {
       const releases = this.pendingReleases;
       this.pendingReleases = [];
       this.running = this.writeAll().finally(() => { this.running = undefined; });
-      this.finishing = this.running.then(
+      const own = this.running.then(
         async () => { for (const offset of releases) await this.core.release(offset, this.backend); },
         (error: unknown) => {
           this.pendingReleases.unshift(...releases);
           throw error;
         });
+      // An earlier run's releases may still be going (a release that needed a write-back
+      // started this run): finishing covers them too, with this run's outcome.
+      const earlier = this.finishing.catch(() => undefined);
+      this.finishing = own.then(() => earlier, async (error: unknown) => {
+        await earlier;
+        throw error;
+      });
       // writeDirty() callers wait for the writing only: a failure is theirs, or the next run()'s.
       this.finishing.catch(() => undefined);
     }

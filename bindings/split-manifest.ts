@@ -13,7 +13,9 @@ export const SPLIT_MANIFEST_NAME = 'manifest.json';
  * long. With compression 'zstd' each part is one zstd frame of those bytes.
  */
 export interface SplitManifest {
+  /** Always `'qcow2-wasm-split'`: marks the file as this package's manifest. */
   format: 'qcow2-wasm-split';
+  /** The manifest's layout version; 1 is the only one. */
   version: 1;
   /** Size of the whole image file in bytes. */
   totalBytes: number;

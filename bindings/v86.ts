@@ -42,8 +42,11 @@ export type V86DiskState = [tag: number, version: number, byteLength: number];
 
 /** The progress event load() reports once, when the disk is ready. */
 export interface V86DiskProgress {
+  /** Bytes ready: the whole disk (its size in bytes), since the image reads on demand. */
   loaded: number;
+  /** The disk's size in bytes. */
   total: number;
+  /** Always true: the size is known. */
   lengthComputable: boolean;
 }
 
@@ -88,7 +91,7 @@ function checkDelay(name: string, value: number | undefined, fallback: number): 
  *   is not called (v86's own disks behave the same; v86 drops late answers anyway).
  * - `set(start, data, fn)` copies `data` before it returns (v86 reuses that buffer at once) and
  *   submits the copy as an image write; a `get` issued after it returns the new bytes even while
- *   the write is in flight (BlockImage's read-after-write guarantee, design §4 clause 4). Writes
+ *   the write is in flight (BlockImage's guarantee that a read sees every write submitted before it). Writes
  *   made in one tick reach the image as one merged batch. `fn()` is called once the image has
  *   the write.
  * - `get_and_cache` is `get` that also keeps the first sector; `get_from_cache(0, n)` returns

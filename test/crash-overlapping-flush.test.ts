@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Crash consistency of overlapping flushes (design §6): two or more flush() calls in flight at
+// Crash consistency of overlapping flushes: two or more flush() calls in flight at
 // once, with writes acknowledged between them, over the crash simulator with slow backend flushes.
 // A power cut after every host write: in the state that keeps only what backend flushes made
 // durable, and in random states that also keep some later writes (some torn), every write

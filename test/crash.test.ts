@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Crash consistency (design §6): a seeded workload of mixed guest operations runs over the crash
+// Crash consistency: a seeded workload of mixed guest operations runs over the crash
 // simulator; then, for every host write in turn, the power is cut just after it, and several
 // crash states are built (what flushes made durable plus a random subset of the later writes,
 // some torn at 512-byte sectors). Each state must open, this engine's check must find no

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The multiwrite contract (design §4) on RawImage over the memory backend: ordering, batching,
+// The multiwrite contract on RawImage over the memory backend: ordering, batching,
 // read-after-submitted-write, per-request errors, statistics.
 
 import { describe, it, expect } from 'vitest';

@@ -244,6 +244,12 @@ describeWithQemu('internal snapshots against qemu-img', () => {
     const readOnly = await Qcow2Image.open(await openNodeBackend(path, { writable: false }));
     await expect(readOnly.createSnapshot('x')).rejects.toMatchObject({ code: 'IMAGE_READ_ONLY' });
     await readOnly.close();
+    // Tables an open image's core could not hold are refused before anything is written.
+    const roomy = makeImage(dir, 'capacity.qcow2', { size: MiB, ops: [{ op: 'write', offset: 0, length: 64 * KiB, pattern: 2 }] });
+    const roomyBefore = readFileSync(roomy);
+    await expect(createSnapshot(await openNodeBackend(roomy, { writable: true }), 'x', {}, { fits: () => false }))
+      .rejects.toMatchObject({ code: 'QCOW2_UNSUPPORTED_FEATURE', message: expect.stringMatching(/more than this open image holds in memory/) });
+    expect(Buffer.compare(readFileSync(roomy), roomyBefore), 'file unchanged').toBe(0);
     const external = makeImage(dir, 'external.qcow2', { size: MiB, dataFile: 'external.data' });
     await expect(createSnapshot(await openNodeBackend(external, { writable: true }), 'x')).rejects.toMatchObject({ code: 'QCOW2_UNSUPPORTED_FEATURE' });
   });

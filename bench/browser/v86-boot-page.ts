@@ -6,7 +6,7 @@
 // one boot per page load.
 
 import { V86 } from 'v86';
-import { createMemoryBackend, openHttpBackend, Qcow2Image } from '../../bindings/browser.js';
+import { createMemoryBackend, openHttpBackend, openSplitBackend, Qcow2Image, type Backend } from '../../bindings/browser.js';
 import { toV86Disk, type V86Disk } from '../../bindings/v86.js';
 
 /** Where the disk comes from. */
@@ -14,7 +14,9 @@ export type BootLayout =
   /** v86's own loader: the raw disk as fixed-size parts `disk-START-END.img`. */
   | { kind: 'v86-parts'; url: string; sizeBytes: number; chunkBytes: number }
   /** One qcow2 file read with Range requests, under a qcow2 overlay in memory. */
-  | { kind: 'qcow2-range'; url: string; virtualBytes: number };
+  | { kind: 'qcow2-range'; url: string; virtualBytes: number }
+  /** The same qcow2 file as split parts (openSplitBackend; `url` is the manifest), under a qcow2 overlay in memory. */
+  | { kind: 'qcow2-parts'; url: string; virtualBytes: number };
 
 /** One boot. `assets` is the URL prefix of bios.bin, v86.wasm, bzImage and initramfs.cpio.gz. */
 export interface BootRequest {
@@ -39,11 +41,12 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
   if (layout.kind === 'v86-parts') {
     return { hda: { url: layout.url, size: layout.sizeBytes, async: true, fixed_chunk_size: layout.chunkBytes, use_parts: true } };
   }
+  const openBase = (name: string): Promise<Backend> => (layout.kind === 'qcow2-range' ? openHttpBackend(name) : openSplitBackend(name));
   const overlay = await Qcow2Image.create(createMemoryBackend(0), {
     virtualSize: layout.virtualBytes,
     backingFile: layout.url,
     backingFormat: 'qcow2',
-    openBacking: (name) => openHttpBackend(name),
+    openBacking: openBase,
   });
   const disk = toV86Disk(overlay);
   return { hda: disk, disk };

@@ -4,7 +4,7 @@
 // never share a cursor, and up to `handles` of them run in parallel. Small buffers of a vectored
 // call are moved through a staging buffer, so a many-buffer call costs few platform calls.
 
-import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError, ImageError } from '../errors.js';
 
 /**
@@ -93,14 +93,6 @@ const MAX_IOV = 1024;
 /** Deno.SeekMode.Start. */
 const SEEK_START = 0;
 
-/** Wraps a platform error (keeping it as the cause) with what was being done, the path and the errno code. */
-function ioError(what: string, path: string, err: unknown): BackendError {
-  if (err instanceof BackendError) return err;
-  const code = (err as { code?: unknown } | null)?.code;
-  const detail = err instanceof Error ? err.message : String(err);
-  const prefix = typeof code === 'string' && !detail.startsWith(code) ? `${code}: ` : '';
-  return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${prefix}${detail}`, { cause: err });
-}
 
 /** One handle with its staging buffer (grown on demand, up to STAGING_BYTES). */
 interface Slot {
@@ -290,7 +282,7 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
     }
   };
 
-  const gate = new OperationGate(path, ioError);
+  const gate = new OperationGate(path, fileIoError);
   const canSync = syncLimitBytes >= 0 &&
     files.every((file) => typeof file.seekSync === 'function' && typeof file.readSync === 'function' && typeof file.writeSync === 'function');
 
@@ -378,7 +370,7 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
             failure ??= err;
           }
         }
-        if (failure !== undefined) throw ioError('close', path, failure);
+        if (failure !== undefined) throw fileIoError('close', path, failure);
       });
     },
   };
@@ -462,7 +454,7 @@ export async function openDenoBackend(path: string, o?: DenoBackendOptions): Pro
         // Already failing with the open error; a second one would hide it.
       }
     }
-    throw err instanceof ImageError ? err : ioError('open', path, err);
+    throw err instanceof ImageError ? err : fileIoError('open', path, err);
   }
   const syncLimitBytes = sync === true ? MAX_TRANSFER : sync === false ? -1
     : (await files[0]!.stat().then((info) => info.isFile === true, () => false)) ? syncMaxBytes : -1;

@@ -23,7 +23,14 @@ export interface HttpBackendOptions {
    * `cacheBytes` kept (default 32 MiB). The blocks a read and its read-ahead need go out as one
    * coalesced request. Default: off (every read is its own exact range).
    */
-  readAhead?: { blockBytes?: number; maxBytes?: number; cacheBytes?: number };
+  readAhead?: {
+    /** Bytes per cached block, the unit of every request (default 256 KiB). */
+    blockBytes?: number;
+    /** Largest read-ahead window in bytes (default 4 MiB). */
+    maxBytes?: number;
+    /** Bytes of blocks kept in the cache (default 32 MiB). */
+    cacheBytes?: number;
+  };
 }
 
 const DEFAULT_COALESCE_BYTES = 8 * 1024 * 1024;

@@ -4,7 +4,7 @@
 
 import { constants, readvSync, writevSync } from 'node:fs';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
-import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
 
 /** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
@@ -125,14 +125,6 @@ export async function transferAll(
   }
 }
 
-/** Wraps a platform error (keeping it as the cause) with what was being done, the path and the errno code. */
-function ioError(what: string, path: string, err: unknown): BackendError {
-  if (err instanceof BackendError) return err;
-  const code = (err as { code?: unknown } | null)?.code;
-  const detail = err instanceof Error ? err.message : String(err);
-  const prefix = typeof code === 'string' ? `${code}: ` : '';
-  return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${prefix}${detail}`, { cause: err });
-}
 
 /**
  * Opens the file at `path` as a Backend (kind "node-file").
@@ -160,7 +152,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
   try {
     handle = await open(path, flags, 0o666);
   } catch (err) {
-    throw ioError('open', path, err);
+    throw fileIoError('open', path, err);
   }
 
   const limits: BackendLimits = Object.freeze({ maxIov: MAX_IOV, maxTransfer: MAX_TRANSFER });
@@ -171,7 +163,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     durableFlush: true,
   });
 
-  const gate = new OperationGate(path, ioError);
+  const gate = new OperationGate(path, fileIoError);
 
   const mode = o?.sync ?? 'auto';
   const syncMaxBytes = o?.syncMaxBytes ?? DEFAULT_SYNC_MAX_BYTES;
@@ -270,7 +262,7 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
         try {
           await handle.close();
         } catch (err) {
-          throw ioError('close', path, err);
+          throw fileIoError('close', path, err);
         }
       });
     },

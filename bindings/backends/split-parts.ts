@@ -31,7 +31,12 @@ export interface SplitBackend extends Backend {
   /** The validated manifest. */
   readonly manifest: SplitManifest;
   /** Parts fetched so far (read-ahead included) and their bytes as sent (compressed or not). */
-  fetchStats(): { parts: number; bytes: number };
+  fetchStats(): {
+    /** Part files fetched. */
+    parts: number;
+    /** Bytes received for them, as sent (compressed or not). */
+    bytes: number;
+  };
 }
 
 /**

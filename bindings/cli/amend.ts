@@ -69,7 +69,8 @@ export async function amendCommand(io: CliIo, args: readonly string[]): Promise<
     if (format === 'raw') throw new CliError("Format driver 'raw' does not support option amendment");
     const options = parseAmendOptions(list);
     try {
-      await amendQcow2(backend, { ...options, shrink: options.virtualSize !== undefined && hasOption(p, 'force') });
+      // qemu-img amend -o size= shrinks without asking.
+      await amendQcow2(backend, { ...options, shrink: true });
     } catch (error) {
       throw new CliError(describe(error));
     }

@@ -83,7 +83,7 @@ describeWithQemu('differential stress: engine vs a flat model, QEMU judging', ()
         runsPerKind[kindIndex]++;
       }
       console.log(`diff long run: seeds ${firstSeed}..${seed - 1} (${seed - firstSeed} runs, ${findings.length} with findings) over ` +
-        `${MINUTES} minutes; runs per kind: ${IMAGE_KINDS.map((k, i) => `${i} '${k.name}' ${runsPerKind[i]}`).join(', ')}; ${summary(total)}`);
+        `${MINUTES} minutes; runs per kind: ${LONG_KINDS.map((i) => `${i} '${IMAGE_KINDS[i].name}' ${runsPerKind[i]}`).join(', ')}; ${summary(total)}`);
       expect(findings, 'findings (each with its replay command)').toEqual([]);
     }, MINUTES * 60_000 + 600_000);
   } else {

@@ -415,7 +415,8 @@ async function runPhase(context: PhaseContext): Promise<void> {
   for (const backend of [wrapper, ...backings]) {
     for (const v of backend.violations().slice(0, 5)) {
       fail(`backend contract broken by the engine on ${backend.kind}: ${v.what} ${v.op} [${v.position}, +${v.length})` +
-        (v.against ? ` while ${v.against.op} [${v.against.position}, +${v.against.length}) was in flight` : ''));
+        (v.against ? ` while ${v.against.op} [${v.against.position}, +${v.against.length}) was in flight` : '') +
+        (v.stack ? `, called from ${v.stack}` : ''));
     }
   }
   if (failures.length > 0) return;

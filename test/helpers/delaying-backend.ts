@@ -26,6 +26,8 @@ export interface ContractViolation {
   length: number;
   /** For an overlap: the call already in flight over the same bytes. */
   against?: { op: string; position: number; length: number };
+  /** For a call after close(): where it came from (the caller's frames). */
+  stack?: string;
 }
 
 /** Options of wrapDelayingBackend. */
@@ -134,7 +136,8 @@ export function wrapDelayingBackend(inner: Backend, options: DelayingBackendOpti
   const run = <T>(op: string, position: number, length: number, writes: boolean, call: (record: InFlightCall) => Promise<T>,
     data?: Uint8Array): Promise<T> => {
     if (closing !== undefined) {
-      violations.push({ what: 'after-close', op, position, length });
+      const stack = new Error().stack?.split('\n').slice(3, 9).map((line) => line.trim()).join(' < ');
+      violations.push({ what: 'after-close', op, position, length, stack });
       return Promise.reject(new BackendError('BACKEND_CLOSED', `delaying(${inner.kind}): ${op} after close()`));
     }
     const record: InFlightCall = { op, position, length, writes, data };

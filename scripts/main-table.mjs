@@ -1,0 +1,58 @@
+// SPDX-License-Identifier: MIT
+// The README's figure table, made from the main job's results file (bench/results/main.json,
+// written by `npm start`). `node scripts/main-table.mjs` prints it; `--write` puts it into
+// README.md between the `<!-- main-table -->` markers. test/readme.test.ts checks they agree.
+import { readFileSync, writeFileSync } from 'node:fs';
+
+const median = (values) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 ? sorted[middle] : (sorted[middle - 1] + sorted[middle]) / 2;
+};
+
+/** The markdown table (with its provenance line) for one parsed main.json. */
+export function mainTable(results) {
+  const lines = [
+    `From \`npm start\` at revision ${results.revision}, ${results.date.slice(0, 10)}: ${results.machine.coreCount} vCPU ` +
+      `${results.machine.cpuModel}, Node ${results.machine.node.replace(/^v/, '')}, ${results.qemu ?? 'no qemu-img'}; ` +
+      `medians of ${results.rounds} rounds of ${results.streamBytes / 2 ** 20} MiB. The machine was shared, so compare within the table.`,
+    '',
+    '| workload | host bytes written / guest byte | backing bytes read / guest byte | host writes / request | MB/s | vs qemu-img bench |',
+    '|:--|--:|--:|--:|--:|--:|',
+  ];
+  for (const [name, workload] of Object.entries(results.workloads)) {
+    const qemuMbPerSecond = workload.qemuMbPerSecond;
+    for (const [mode, runs] of Object.entries(workload.runs)) {
+      const mbPerSecond = workload.mbPerSecond[mode];
+      lines.push(`| ${name}: ${mode} | ` +
+        `${median(runs.map((r) => r.hostWriteBytes / r.guestBytes)).toFixed(3)} | ` +
+        `${median(runs.map((r) => r.backingReadBytes / r.guestBytes)).toFixed(3)} | ` +
+        `${median(runs.map((r) => r.hostWriteCalls / r.requests)).toFixed(4)} | ` +
+        `${mbPerSecond.toFixed(0)} | ${qemuMbPerSecond ? `${(mbPerSecond / qemuMbPerSecond).toFixed(2)}x` : ''} |`);
+    }
+    if (workload.qemu) {
+      const runs = workload.qemu;
+      lines.push(`| ${name}: \`qemu-img bench\` | ` +
+        `${median(runs.map((r) => r.writtenPerGuest)).toFixed(3)} | ${median(runs.map((r) => r.readPerGuest)).toFixed(3)} | ` +
+        `${median(runs.map((r) => r.writesPerRequest)).toFixed(4)} | ${qemuMbPerSecond.toFixed(0)} | 1.00x |`);
+    }
+  }
+  return lines.join('\n');
+}
+
+const BEGIN = '<!-- main-table -->';
+const END = '<!-- /main-table -->';
+
+/** `readme` with the text between the markers replaced by `table`. */
+export function withTable(readme, table) {
+  const begin = readme.indexOf(BEGIN);
+  const end = readme.indexOf(END);
+  if (begin < 0 || end < begin) throw new Error(`README.md has no ${BEGIN} ... ${END} markers`);
+  return `${readme.slice(0, begin + BEGIN.length)}\n${table}\n${readme.slice(end)}`;
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const table = mainTable(JSON.parse(readFileSync('bench/results/main.json', 'utf8')));
+  if (process.argv.includes('--write')) writeFileSync('README.md', withTable(readFileSync('README.md', 'utf8'), table));
+  else console.log(table);
+}
