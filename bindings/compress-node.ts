@@ -112,7 +112,7 @@ export function createWorkerCompressor(workerCount = Math.max(1, availableParall
     compressClusters(type, data, clusterBytes) {
       if (closed) return Promise.reject(new ImageError('IMAGE_CLOSED', 'the compressor is closed'));
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
-      const owned = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
+      const owned = data.slice(); // the worker gets its own copy: the caller's buffer stays usable
       const id = nextId++;
       return new Promise((resolve, reject) => {
         pool.jobs.set(id, { resolve, reject });

@@ -7,7 +7,7 @@
 // worker threads with Node's native zlib.
 
 import { deflateRaw } from 'pako';
-import { Zstd } from '@hpcc-js/wasm-zstd';
+import type { Zstd } from '@hpcc-js/wasm-zstd';
 import type { CompressionType } from './decompress.js';
 
 export type { CompressionType } from './decompress.js';
@@ -19,8 +19,8 @@ export const ZSTD_LEVEL = 3;
 
 /**
  * Compresses clusters. `compressClusters` takes `clusterCount` whole clusters laid end to end in
- * `data` (ownership passes to the compressor: the caller must not touch `data` afterwards) and
- * resolves to one entry per cluster: the compressed bytes, or undefined where compressing does
+ * `data` (left unchanged; the caller may reuse it once the promise settles) and resolves to one
+ * entry per cluster: the compressed bytes, or undefined where compressing does
  * not save at least one byte (the cluster is then stored as it is).
  */
 export interface ClusterCompressor {
@@ -37,9 +37,12 @@ export interface ClusterCompressor {
 
 let zstdInstance: Promise<Zstd> | undefined;
 
-/** The shared wasm zstd instance (compiled once per realm), set to QEMU's level. */
+/**
+ * The shared wasm zstd instance (compiled once per realm), set to QEMU's level. The module is
+ * imported on first use, so bundles that never compress zstd do not load its wasm.
+ */
 export function loadZstd(): Promise<Zstd> {
-  zstdInstance ??= Zstd.load().then((zstd) => {
+  zstdInstance ??= import('@hpcc-js/wasm-zstd').then(({ Zstd }) => Zstd.load()).then((zstd) => {
     zstd.setCompressionLevel(ZSTD_LEVEL);
     return zstd;
   });
