@@ -16,6 +16,12 @@ async function main(): Promise<void> {
       `${(r.read / result.bare.read).toFixed(2)}x`, `${(r.write / result.bare.write).toFixed(2)}x`];
   printTable(['contender', 'read µs', 'write µs', 'read vs raw', 'write vs raw', 'read vs bare', 'write vs bare'],
     [row('Qcow2Image', result.qcow2), row('RawImage', result.raw), row('bare syscalls', result.bare)]);
+  console.log('\nCPU time of this process (user + system, all threads) per request: what a shared machine disturbs least');
+  const cpuRow = (name: string, r: { readCpu: number; writeCpu: number }) =>
+    [name, r.readCpu.toFixed(1), r.writeCpu.toFixed(1), `${(r.readCpu / result.raw.readCpu).toFixed(2)}x`, `${(r.writeCpu / result.raw.writeCpu).toFixed(2)}x`,
+      `${(r.readCpu / result.bare.readCpu).toFixed(2)}x`, `${(r.writeCpu / result.bare.writeCpu).toFixed(2)}x`];
+  printTable(['contender', 'read CPU µs', 'write CPU µs', 'read vs raw', 'write vs raw', 'read vs bare', 'write vs bare'],
+    [cpuRow('Qcow2Image', result.qcow2), cpuRow('RawImage', result.raw), cpuRow('bare syscalls', result.bare)]);
 }
 
 await main();

@@ -17,8 +17,22 @@ import { makeRandom, median } from './harness.js';
 export const DEPTH1_IMAGE_BYTES = 64 * 1024 * 1024;
 const BLOCK_BYTES = 4096;
 
-/** Microseconds per request of one depth-1 run, by what was measured. */
-export interface Depth1Row { read: number; write: number }
+/**
+ * Microseconds per request of one depth-1 run, by what was measured: wall-clock time, and the
+ * process's CPU time (user + system, every thread), which a machine shared with other work
+ * disturbs far less.
+ */
+export interface Depth1Row { read: number; write: number; readCpu: number; writeCpu: number }
+
+/** Wall-clock and CPU microseconds per request of `run` over `count` requests. */
+async function timed(count: number, run: () => Promise<void> | void): Promise<{ wall: number; cpu: number }> {
+  const cpuBefore = process.cpuUsage();
+  const started = performance.now();
+  await run();
+  const wall = ((performance.now() - started) * 1000) / count;
+  const cpu = process.cpuUsage(cpuBefore);
+  return { wall, cpu: (cpu.user + cpu.system) / count };
+}
 
 /** Medians of `rounds` interleaved rounds: qcow2 and raw through the library, and bare syscalls. */
 export interface Depth1Result { requests: number; rounds: number; qcow2: Depth1Row; raw: Depth1Row; bare: Depth1Row }
@@ -47,27 +61,19 @@ function offsets(count: number): number[] {
 /** µs per request of awaited reads then awaited writes through `image`. */
 async function libraryRun(image: BlockImage, at: readonly number[]): Promise<Depth1Row> {
   const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
-  let started = performance.now();
-  for (const offset of at) await image.readInto(offset, buffer);
-  const read = ((performance.now() - started) * 1000) / at.length;
-  started = performance.now();
-  for (const offset of at) await image.write(offset, buffer);
-  const write = ((performance.now() - started) * 1000) / at.length;
-  return { read, write };
+  const read = await timed(at.length, async () => { for (const offset of at) await image.readInto(offset, buffer); });
+  const write = await timed(at.length, async () => { for (const offset of at) await image.write(offset, buffer); });
+  return { read: read.wall, write: write.wall, readCpu: read.cpu, writeCpu: write.cpu };
 }
 
 /** µs per request of synchronous positional syscalls on the raw file. */
-function bareRun(path: string, at: readonly number[]): Depth1Row {
+async function bareRun(path: string, at: readonly number[]): Promise<Depth1Row> {
   const fd = openSync(path, 'r+');
   try {
     const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
-    let started = performance.now();
-    for (const offset of at) readSync(fd, buffer, 0, BLOCK_BYTES, offset);
-    const read = ((performance.now() - started) * 1000) / at.length;
-    started = performance.now();
-    for (const offset of at) writeSync(fd, buffer, 0, BLOCK_BYTES, offset);
-    const write = ((performance.now() - started) * 1000) / at.length;
-    return { read, write };
+    const read = await timed(at.length, () => { for (const offset of at) readSync(fd, buffer, 0, BLOCK_BYTES, offset); });
+    const write = await timed(at.length, () => { for (const offset of at) writeSync(fd, buffer, 0, BLOCK_BYTES, offset); });
+    return { read: read.wall, write: write.wall, readCpu: read.cpu, writeCpu: write.cpu };
   } finally {
     closeSync(fd);
   }
@@ -90,9 +96,12 @@ export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promi
     const raw = await openImageFile(rawPath);
     samples.raw.push(await libraryRun(raw, at));
     await raw.close();
-    samples.bare.push(bareRun(rawPath, at));
+    samples.bare.push(await bareRun(rawPath, at));
   }
-  const medianRow = (rows: Depth1Row[]): Depth1Row => ({ read: median(rows.map((r) => r.read)), write: median(rows.map((r) => r.write)) });
+  const medianRow = (rows: Depth1Row[]): Depth1Row => ({
+    read: median(rows.map((r) => r.read)), write: median(rows.map((r) => r.write)),
+    readCpu: median(rows.map((r) => r.readCpu)), writeCpu: median(rows.map((r) => r.writeCpu)),
+  });
   const counted = (rows: Depth1Row[]) => medianRow(rows.slice(1));
   return { requests, rounds, qcow2: counted(samples.qcow2), raw: counted(samples.raw), bare: counted(samples.bare) };
 }

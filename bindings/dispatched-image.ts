@@ -192,14 +192,15 @@ export abstract class DispatchedImage implements BlockImage {
    * Writes `buffers` at `position` of `backend` in as few calls as its limits allow, counting
    * the host calls and bytes; settles only after every call has.
    */
-  protected async writeToBackend(backend: Backend, position: number, buffers: Uint8Array[]): Promise<void> {
+  protected writeToBackend(backend: Backend, position: number, buffers: Uint8Array[]): Promise<void> {
     const { maxIov, maxTransfer } = backend.limits;
     const runs = splitVector(buffers, maxIov, maxTransfer);
     this.counters.hostWriteCalls += runs.length;
-    await allSettledOrThrow(runs.map(([delta, run]) => {
+    const calls = runs.map(([delta, run]) => {
       for (const b of run) this.counters.hostWriteBytes += b.byteLength;
       return backend.pwritev(position + delta, run);
-    }));
+    });
+    return calls.length === 1 ? calls[0] : allSettledOrThrow(calls);
   }
 
   /** Throws IMAGE_CLOSED after close(). */

@@ -77,6 +77,10 @@ export function ioFailure(operation: 'read' | 'write' | 'flush' | 'close', error
   return new ImageError('IMAGE_IO_ERROR', `${operation} failed: ${detail}`, { cause: error });
 }
 
+/** The gaps of an extent without any, and the carriers of a batch's only request (both never changed). */
+const NO_GAPS: readonly GapRange[] = [];
+const LONE_REQUEST: readonly number[] = [0];
+
 /** Batches, merges and issues writes for one image. */
 export class WriteDispatcher {
   /** Merge switch; may be changed between batches. */
@@ -120,6 +124,10 @@ export class WriteDispatcher {
     const batch = this.queued;
     if (batch.length === 0) return;
     this.queued = [];
+    if (batch.length === 1 && this.isOneExtent(batch[0])) {
+      this.issueAlone(batch);
+      return;
+    }
     const offsets = batch.map((write) => write.offset);
     const lengths = batch.map((write) => write.length);
     const max = this.core.maxBatchRequests;
@@ -182,7 +190,24 @@ export class WriteDispatcher {
     for (let r = 0; r < count; r++) batch[first + r].completion.release();
   }
 
-  private issue(guestOffset: number, length: number, buffers: Uint8Array[], gaps: GapRange[], requests: number[], batch: QueuedWrite[]): void {
+  // Whether a lone write is one extent as it is (the merge would return it unchanged).
+  private isOneExtent(write: QueuedWrite): boolean {
+    const pieces = write.data instanceof Uint8Array ? 1 : write.data.length;
+    return write.length > 0 && write.length <= this.limits.maxTransfer && pieces <= this.limits.maxIov;
+  }
+
+  // Issues the batch's one write as its own extent, without the merge.
+  private issueAlone(batch: QueuedWrite[]): void {
+    const write = batch[0];
+    const buffers: Uint8Array[] = [];
+    appendSlices(write.data, 0, write.length, buffers);
+    write.completion.hold(1);
+    this.counters.extents++;
+    this.issue(write.offset, write.length, buffers, NO_GAPS, LONE_REQUEST, batch);
+    write.completion.release();
+  }
+
+  private issue(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[], requests: readonly number[], batch: QueuedWrite[]): void {
     const write = () => this.sink.writeExtent(guestOffset, length, buffers, gaps);
     this.inflight.register(guestOffset, guestOffset + length, true,
       (wait) => (wait.length === 0 ? write() : Promise.all(wait).then(write)))

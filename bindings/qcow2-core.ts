@@ -47,6 +47,7 @@ export interface WritePlan {
  */
 export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
 const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
+const IN_PLACE_STATE = WRITE_STATES.indexOf('in-place');
 
 /**
  * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
@@ -323,6 +324,18 @@ export class Qcow2Core {
     return runs;
   }
 
+  /**
+   * The host offset of guest [guestOffset, guestOffset + length) when cached metadata maps all of
+   * it to one data run, without an async step or an allocation; -1 for anything else (then call
+   * map(), which also reports what is wrong).
+   */
+  mapOneDataRun(guestOffset: number, length: number): number {
+    if (this.x.mapRange(guestOffset, length) !== 1) return -1;
+    const r = this.runs;
+    const hostOffset = r[3];
+    return r[0] === RunKind.DATA && r[2] === length && Number.isSafeInteger(hostOffset + length) ? hostOffset : -1;
+  }
+
   private copyRuns(count: number): MappedRun[] {
     const runs: MappedRun[] = new Array(count);
     const r = this.runs;
@@ -341,6 +354,17 @@ export class Qcow2Core {
   /** What a write into the cluster holding `guestOffset` would do, from cached metadata only (no I/O). */
   writeState(guestOffset: number): WriteState {
     return WRITE_STATES[this.x.writeStateOf(guestOffset)];
+  }
+
+  /**
+   * The first run of a write of guest [guestOffset, guestOffset + length) when it goes in place
+   * and cached metadata tells so; undefined otherwise (then call plan(), which also reports what
+   * is wrong). Changes nothing.
+   */
+  planInPlace(guestOffset: number, length: number): WritePlan | undefined {
+    if (this.x.writeStateOf(guestOffset) !== IN_PLACE_STATE || this.x.planWrite(guestOffset, length) !== 0) return undefined;
+    const plan: WritePlan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
+    return plan.kind === 'in-place' && Number.isSafeInteger(plan.hostStart + (plan.guestEnd - plan.guestStart)) ? plan : undefined;
   }
 
   /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */

@@ -99,6 +99,9 @@ class ReferencedClusters {
 const byteSwap = (word: number): number =>
   (((word & 0xff) << 24) | ((word & 0xff00) << 8) | ((word >>> 8) & 0xff00) | (word >>> 24)) >>> 0;
 
+/** What check() returns when the write may go ahead at once. */
+const CLEAR: Promise<void> = Promise.resolve();
+
 /** A byte range of the image file holding one fixed structure. */
 interface FixedRange { kind: MetadataKind; start: number; end: number }
 
@@ -109,6 +112,8 @@ interface FixedRange { kind: MetadataKind; start: number; end: number }
 export class Qcow2OverlapGuard {
   private corruptReason: string | undefined;
   private snapshotRanges: Promise<FixedRange[]> | undefined;
+  /** What snapshotRanges resolved to, once it has (lets check() answer without a promise of its own). */
+  private snapshotList: FixedRange[] | undefined;
   private readonly l2Tables: ReferencedClusters;
   private readonly refcountBlocks: ReferencedClusters;
 
@@ -120,6 +125,7 @@ export class Qcow2OverlapGuard {
   /** Forgets what it read of the tables (after the image's metadata was rewritten and reloaded). */
   forget(): void {
     this.snapshotRanges = undefined;
+    this.snapshotList = undefined;
     this.l2Tables.invalidate();
     this.refcountBlocks.invalidate();
   }
@@ -135,8 +141,19 @@ export class Qcow2OverlapGuard {
    * Throws QCOW2_CORRUPT (and marks the image corrupt, once) when it overlaps a protected
    * structure other than its own kind, or when an earlier write was refused.
    */
-  async check(kind: HostWriteKind, hostOffset: number, lengthBytes: number): Promise<void> {
-    if (kind === 'data' && this.header.flags.externalDataFile) return;
+  check(kind: HostWriteKind, hostOffset: number, lengthBytes: number): Promise<void> {
+    if (kind === 'data' && this.header.flags.externalDataFile) return CLEAR;
+    // The usual answer (nothing hit, tables known) comes without an async step.
+    if (this.corruptReason === undefined && lengthBytes > 0 && this.snapshotList !== undefined) {
+      const clusterSize = this.header.clusterSize;
+      const start = Math.floor(hostOffset / clusterSize) * clusterSize;
+      const end = Math.ceil((hostOffset + lengthBytes) / clusterSize) * clusterSize;
+      if (this.overlappedIn(this.snapshotList, OWN_KIND[kind], start, end) === undefined) return CLEAR;
+    }
+    return this.checkWithTables(kind, hostOffset, lengthBytes);
+  }
+
+  private async checkWithTables(kind: HostWriteKind, hostOffset: number, lengthBytes: number): Promise<void> {
     if (this.corruptReason !== undefined) {
       throw new ImageError('QCOW2_CORRUPT', `the image was marked corrupt (${this.corruptReason}); writes are refused`);
     }
@@ -154,15 +171,18 @@ export class Qcow2OverlapGuard {
 
   // The first protected structure (other than `own`) in host bytes [start, end), or undefined.
   private async overlappedStructure(own: MetadataKind | undefined, start: number, end: number): Promise<MetadataKind | 'unaligned refcount block' | undefined> {
+    return this.overlappedIn(await this.snapshots(), own, start, end);
+  }
+
+  // overlappedStructure with the snapshot ranges at hand.
+  private overlappedIn(snapshotRanges: readonly FixedRange[], own: MetadataKind | undefined, start: number, end: number): MetadataKind | 'unaligned refcount block' | undefined {
     const h = this.header;
-    const fixed: FixedRange[] = [
-      { kind: 'header', start: 0, end: h.clusterSize },
-      { kind: 'active L1 table', start: h.l1TableOffset, end: h.l1TableOffset + h.l1Size * 8 },
-      { kind: 'refcount table', start: h.refcountTableOffset, end: h.refcountTableOffset + h.refcountTableClusters * h.clusterSize },
-      ...(await this.snapshots()),
-    ];
-    for (const range of fixed) {
-      if (range.kind !== own && range.start < end && start < range.end) return range.kind;
+    const hits = (kind: MetadataKind, rangeStart: number, rangeEnd: number) => kind !== own && rangeStart < end && start < rangeEnd;
+    if (hits('header', 0, h.clusterSize)) return 'header';
+    if (hits('active L1 table', h.l1TableOffset, h.l1TableOffset + h.l1Size * 8)) return 'active L1 table';
+    if (hits('refcount table', h.refcountTableOffset, h.refcountTableOffset + h.refcountTableClusters * h.clusterSize)) return 'refcount table';
+    for (const range of snapshotRanges) {
+      if (hits(range.kind, range.start, range.end)) return range.kind;
     }
     const tables = this.core.metadataTables();
     const firstCluster = start / h.clusterSize;
@@ -180,7 +200,8 @@ export class Qcow2OverlapGuard {
 
   // The snapshot table and the snapshots' L1 tables, read once (they do not change while open).
   private snapshots(): Promise<FixedRange[]> {
-    this.snapshotRanges ??= (async () => {
+    if (this.snapshotRanges) return this.snapshotRanges;
+    const loading: Promise<FixedRange[]> = (async () => {
       if (this.header.snapshotCount === 0) return [];
       const { snapshots, tableBytes } = await readSnapshotTable(this.backend, this.header);
       for (const s of snapshots) {
@@ -194,7 +215,9 @@ export class Qcow2OverlapGuard {
         ...snapshots.map((s) => ({ kind: 'inactive L1 table' as const, start: s.l1TableOffset, end: s.l1TableOffset + s.l1Entries * 8 })),
       ];
     })();
-    return this.snapshotRanges;
+    this.snapshotRanges = loading;
+    void loading.then((ranges) => { if (this.snapshotRanges === loading) this.snapshotList = ranges; }, () => {});
+    return loading;
   }
 
   // QEMU's qcow2_mark_corrupt: set incompatible bit 1 on disk (version 3 only; version 2 has no

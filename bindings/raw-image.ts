@@ -46,7 +46,17 @@ export class RawImage extends DispatchedImage {
     }
   }
 
-  protected async readRange(position: number, target: Uint8Array): Promise<void> {
+  protected readRange(position: number, target: Uint8Array): Promise<void> {
+    if (target.byteLength <= this.backend.limits.maxTransfer) {
+      this.counters.hostReadCalls++;
+      this.counters.hostReadBytes += target.byteLength;
+      return this.backend.preadv(position, [target]);
+    }
+    return this.readInPieces(position, target);
+  }
+
+  // A read longer than one backend call moves: one call per maxTransfer bytes, at once.
+  private async readInPieces(position: number, target: Uint8Array): Promise<void> {
     const { maxTransfer } = this.backend.limits;
     const chunks: Promise<void>[] = [];
     for (let done = 0; done < target.byteLength; done += maxTransfer) {

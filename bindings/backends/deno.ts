@@ -22,8 +22,14 @@ export interface DenoFileLike {
   truncate(size: number): Promise<void>;
   /** fdatasync. */
   syncData(): Promise<void>;
-  /** Size and, on Unix, the device and inode numbers (null elsewhere). */
-  stat(): Promise<{ size: number; dev: number | null; ino: number | null }>;
+  /** Size, whether it is a regular file and, on Unix, the device and inode numbers (null elsewhere). */
+  stat(): Promise<{ size: number; isFile?: boolean; dev: number | null; ino: number | null }>;
+  /** Synchronous seek (Deno.FsFile.seekSync); the synchronous path needs all three. */
+  seekSync?(offset: number, whence: 0): number;
+  /** Synchronous read at the cursor (Deno.FsFile.readSync); null at end-of-file. */
+  readSync?(target: Uint8Array): number | null;
+  /** Synchronous write at the cursor (Deno.FsFile.writeSync). */
+  writeSync?(source: Uint8Array): number;
   /** Takes an advisory lock (flock) without waiting; false when another open file holds a conflicting one. */
   tryLock(exclusive: boolean): Promise<boolean>;
   close(): void;
@@ -55,7 +61,23 @@ export interface DenoBackendOptions {
    * 'none'. Only processes that lock too are kept out (qemu locks differently and ignores it).
    */
   lock?: 'exclusive' | 'shared' | 'none';
+  /**
+   * How data moves. `'auto'` (the default): on a regular file, reads and writes of at most
+   * `syncMaxBytes` use Deno's synchronous seek and read/write calls (a few microseconds each when
+   * the page cache has the data, blocking the event loop for that long, or for one device access
+   * on a cache miss; Deno's asynchronous file calls cost ~40-200 µs each here), larger ones go
+   * through Deno's asynchronous calls (never blocking). Deno cannot tell a network file system
+   * apart: on one, pass `false`. `true`: every transfer is synchronous (for a disk running in a
+   * worker), but for vectored ones over 1 MiB. `false`: every transfer is asynchronous. stat, flush, truncate and close are always
+   * asynchronous.
+   */
+  sync?: boolean | 'auto';
+  /** With `sync: 'auto'`: the largest transfer moved synchronously, in bytes. Default 131072 (128 KiB). */
+  syncMaxBytes?: number;
 }
+
+/** Default of DenoBackendOptions.syncMaxBytes. */
+export const DEFAULT_SYNC_MAX_BYTES = 128 * 1024;
 
 /** The default number of handles: enough to overlap I/O, few enough to keep descriptors cheap. */
 const DEFAULT_HANDLES = 4;
@@ -189,6 +211,49 @@ async function readRuns(slot: Slot, position: number, buffers: readonly Uint8Arr
   }
 }
 
+/** Moves `buffers` at `position` through the slot's file synchronously (staged when several). */
+function transferSync(slot: Slot, mode: 'read' | 'write', position: number, buffers: readonly Uint8Array[], length: number): void {
+  const file = slot.file;
+  const staged = buffers.length === 1 ? buffers[0]! : stagingOf(slot, length);
+  file.seekSync!(position, SEEK_START);
+  if (mode === 'write') {
+    if (staged !== buffers[0]) {
+      let offset = 0;
+      for (const buffer of buffers) {
+        staged.set(buffer, offset);
+        offset += buffer.byteLength;
+      }
+    }
+    for (let done = 0; done < length;) {
+      const moved = file.writeSync!(done === 0 ? staged : staged.subarray(done));
+      if (!(Number.isInteger(moved) && moved > 0 && moved <= length - done)) {
+        const cause = Object.assign(new Error(`write moved ${moved} of ${length - done} bytes`), { code: 'EIO' });
+        throw new BackendError('BACKEND_IO_ERROR', `pwritev at ${position + done}: the write made no progress`, { cause });
+      }
+      done += moved;
+    }
+    return;
+  }
+  for (let done = 0; done < length;) {
+    const moved = file.readSync!(done === 0 ? staged : staged.subarray(done));
+    if (moved === null || moved === 0) {
+      staged.fill(0, done);
+      break;
+    }
+    if (!(Number.isInteger(moved) && moved > 0 && moved <= length - done)) {
+      throw new BackendError('BACKEND_IO_ERROR', `preadv at ${position + done}: the platform reported ${moved} bytes read of ${length - done}`);
+    }
+    done += moved;
+  }
+  if (staged !== buffers[0]) {
+    let offset = 0;
+    for (const buffer of buffers) {
+      buffer.set(staged.subarray(offset, offset + buffer.byteLength));
+      offset += buffer.byteLength;
+    }
+  }
+}
+
 /**
  * A Backend (kind "deno-file") over already opened handles of one file: each read or write leases
  * one handle for its seek and transfers, so no two calls ever move one cursor; calls beyond the
@@ -196,8 +261,10 @@ async function readRuns(slot: Slot, position: number, buffers: readonly Uint8Arr
  * lease (they do not touch a cursor). close() waits for calls already started (including those
  * waiting for a handle), then closes every handle. Used by openDenoBackend; exported for tests,
  * which drive it with fake files. `files` must be non-empty and refer to the file at `path`.
+ * Transfers of at most `syncLimitBytes` (default -1: none) run synchronously on an idle handle
+ * when the files have the synchronous calls; with every handle busy they wait their turn.
  */
-export function denoFileBackend(path: string, files: readonly DenoFileLike[], writable: boolean): Backend {
+export function denoFileBackend(path: string, files: readonly DenoFileLike[], writable: boolean, syncLimitBytes = -1): Backend {
   if (files.length === 0) throw new BackendError('INVALID_ARGUMENT', `${path}: no file handles`);
   const first = files[0]!;
   const idle: Slot[] = files.map((file) => ({ file, staging: new Uint8Array(0) }));
@@ -216,6 +283,25 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
   };
 
   const gate = new OperationGate(path, fileIoError);
+  const canSync = syncLimitBytes >= 0 &&
+    files.every((file) => typeof file.seekSync === 'function' && typeof file.readSync === 'function' && typeof file.writeSync === 'function');
+
+  // A small transfer done at once on an idle handle (no other call can move its cursor before it
+  // returns): its settled result, or undefined when it is not for the synchronous path.
+  const syncTransfer = (what: 'preadv' | 'pwritev', position: number, buffers: readonly Uint8Array[]): Promise<void> | undefined => {
+    const slot = idle[idle.length - 1];
+    if (!canSync || slot === undefined || !Array.isArray(buffers)) return undefined;
+    let length = 0;
+    for (const buffer of buffers) {
+      if (!(buffer instanceof Uint8Array)) return undefined;
+      length += buffer.byteLength;
+    }
+    if (length === 0 || length > syncLimitBytes || (buffers.length > 1 && length > STAGING_BYTES)) return undefined;
+    return gate.runSync(what, () => {
+      checkRange(position, length);
+      transferSync(slot, what === 'preadv' ? 'read' : 'write', position, buffers, length);
+    });
+  };
 
   const run = <T>(what: string, op: () => Promise<T>): Promise<T> => gate.run(what, op);
 
@@ -235,6 +321,8 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
     },
 
     preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      const done = syncTransfer('preadv', position, buffers);
+      if (done) return done;
       return run('preadv', async () => {
         // A snapshot of the list: the transfer reads it across awaits, the caller may reuse its array.
         const list = buffers.slice();
@@ -246,6 +334,8 @@ export function denoFileBackend(path: string, files: readonly DenoFileLike[], wr
     },
 
     pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
+      const done = writable ? syncTransfer('pwritev', position, buffers) : undefined;
+      if (done) return done;
       return run('pwritev', async () => {
         if (!writable) throw readOnly('pwritev');
         const list = buffers.slice();
@@ -305,7 +395,9 @@ function denoApi(path: string): DenoApi {
  * handles are checked to be one file (same device and inode where the platform reports them).
  * Capabilities: { writable, truncate: writable, discard: false, durableFlush: true }; limits:
  * { maxIov: 1024, maxTransfer: 0x7ffff000 }. Buffers shorter than 64 KiB are staged together
- * (1 MiB per platform call); longer ones move in place.
+ * (1 MiB per platform call); longer ones move in place. `o.sync` chooses between synchronous
+ * calls and asynchronous ones (by default synchronous for transfers up to 128 KiB on regular
+ * files: see the option).
  *
  * flush() is fdatasync (a no-op on a read-only backend). A read-only backend rejects pwritev and
  * truncate with BACKEND_READ_ONLY. Every platform failure, including NotFound on open and a
@@ -324,6 +416,14 @@ export async function openDenoBackend(path: string, o?: DenoBackendOptions): Pro
   }
   if (!Number.isSafeInteger(handles) || handles < 1 || handles > MAX_HANDLES) {
     throw new BackendError('INVALID_ARGUMENT', `open ${path}: handles must be an integer from 1 to ${MAX_HANDLES}, not ${handles}`);
+  }
+  const sync = o?.sync ?? 'auto';
+  if (sync !== true && sync !== false && sync !== 'auto') {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: sync must be true, false or 'auto', not ${String(sync)}`);
+  }
+  const syncMaxBytes = o?.syncMaxBytes ?? DEFAULT_SYNC_MAX_BYTES;
+  if (!Number.isSafeInteger(syncMaxBytes) || syncMaxBytes < 0) {
+    throw new BackendError('INVALID_ARGUMENT', `open ${path}: syncMaxBytes must be a non-negative integer, not ${syncMaxBytes}`);
   }
   const lock = o?.lock ?? 'none';
   if (lock !== 'exclusive' && lock !== 'shared' && lock !== 'none') {
@@ -356,5 +456,7 @@ export async function openDenoBackend(path: string, o?: DenoBackendOptions): Pro
     }
     throw err instanceof ImageError ? err : fileIoError('open', path, err);
   }
-  return denoFileBackend(path, files, writable);
+  const syncLimitBytes = sync === true ? MAX_TRANSFER : sync === false ? -1
+    : (await files[0]!.stat().then((info) => info.isFile === true, () => false)) ? syncMaxBytes : -1;
+  return denoFileBackend(path, files, writable, syncLimitBytes);
 }

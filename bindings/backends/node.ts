@@ -183,6 +183,46 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
 
   const run = <T>(what: string, op: () => Promise<T>): Promise<T> => gate.run(what, op);
 
+  // Every transfer the synchronous fast path does not finish: thread pool or synchronous by size.
+  const readAll = (position: number, buffers: readonly Uint8Array[]): Promise<void> => {
+    return run('preadv', async () => {
+      const length = totalLength(buffers);
+      checkRange(position, length);
+      if (length === 0) return;
+      // A snapshot of the list: the loop reads it across awaits, the caller may reuse its array.
+      await transferAll(length <= syncLimitBytes ? readSync : readAsync, 'read', position, buffers.slice(), limits);
+    });
+  };
+  const writeAll = (position: number, buffers: readonly Uint8Array[]): Promise<void> => {
+    return run('pwritev', async () => {
+      if (!writable) throw readOnly('pwritev');
+      const length = totalLength(buffers);
+      checkRange(position, length);
+      if (length === 0) return;
+      await transferAll(length <= syncLimitBytes ? writeSync : writeAsync, 'write', position, buffers.slice(), limits);
+    });
+  };
+
+  // The common small transfer in one synchronous syscall, with no promise layer of its own: the
+  // settled result when that syscall moved every byte (or failed), undefined when the transfer is
+  // not for the synchronous path or came up short (the general path then redoes it whole, which
+  // is safe: no other call overlaps it).
+  const oneSyncCall = (what: 'preadv' | 'pwritev', position: number, buffers: readonly Uint8Array[],
+                       call: (fd: number, iov: readonly Uint8Array[], at: number) => number,
+                       general: (position: number, buffers: readonly Uint8Array[]) => Promise<void>): Promise<void> | undefined => {
+    if (syncLimitBytes < 0 || !Array.isArray(buffers) || buffers.length === 0 || buffers.length > MAX_IOV) return undefined;
+    let length = 0;
+    for (const buffer of buffers) {
+      if (!(buffer instanceof Uint8Array)) return undefined;
+      length += buffer.byteLength;
+    }
+    if (length === 0 || length > syncLimitBytes || !Number.isSafeInteger(position) || position < 0 ||
+        position + length > Number.MAX_SAFE_INTEGER) return undefined;
+    let moved = 0;
+    const settled = gate.runSync(what, () => { moved = call(handle.fd, buffers, position); });
+    return moved === length ? settled : settled.then(() => general(position, buffers));
+  };
+
   const readOnly = (what: string): BackendError =>
     new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
 
@@ -196,23 +236,11 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     },
 
     preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return run('preadv', async () => {
-        const length = totalLength(buffers);
-        checkRange(position, length);
-        if (length === 0) return;
-        // A snapshot of the list: the loop reads it across awaits, the caller may reuse its array.
-        await transferAll(length <= syncLimitBytes ? readSync : readAsync, 'read', position, buffers.slice(), limits);
-      });
+      return oneSyncCall('preadv', position, buffers, readvSync, readAll) ?? readAll(position, buffers);
     },
 
     pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return run('pwritev', async () => {
-        if (!writable) throw readOnly('pwritev');
-        const length = totalLength(buffers);
-        checkRange(position, length);
-        if (length === 0) return;
-        await transferAll(length <= syncLimitBytes ? writeSync : writeAsync, 'write', position, buffers.slice(), limits);
-      });
+      return (writable ? oneSyncCall('pwritev', position, buffers, writevSync, writeAll) : undefined) ?? writeAll(position, buffers);
     },
 
     flush(): Promise<void> {

@@ -27,15 +27,15 @@ afterAll(async () => {
   if (directory !== undefined) await Deno.remove(directory, { recursive: true });
 });
 
-for (const handles of [4, 1]) {
+for (const [handles, sync] of [[4, 'auto'], [1, 'auto'], [4, false], [2, true]] as const) {
   backendConformanceSuite(
-    `deno-file (${handles} handle${handles === 1 ? '' : 's'})`,
+    `deno-file (${handles} handle${handles === 1 ? '' : 's'}, sync ${sync})`,
     async (initial, options) => {
       const path = await nextPath();
       await Deno.writeFile(path, initial ?? new Uint8Array(0));
-      return openDenoBackend(path, { writable: options?.writable ?? true, handles });
+      return openDenoBackend(path, { writable: options?.writable ?? true, handles, sync });
     },
-    { kind: 'deno-file', farPosition: 2 ** 40, seed: handles },
+    { kind: 'deno-file', farPosition: 2 ** 40, seed: handles + (sync === true ? 10 : sync === false ? 20 : 0) },
   );
 }
 
@@ -369,6 +369,69 @@ describe('deno backend: platform calls of a vectored call', () => {
     const err = await rejection(b.pwritev(0, [new Uint8Array(5)]), 'BACKEND_IO_ERROR');
     expect((err.cause as { code?: string }).code).toBe('EIO');
     await b.close();
+  });
+});
+
+describe('deno backend: synchronous small transfers', () => {
+  it('by default moves a small write before pwritev returns, and a read before preadv returns', async () => {
+    const path = await nextPath();
+    await Deno.writeFile(path, new Uint8Array(8192));
+    const b = await openDenoBackend(path, { writable: true });
+    const data = makePrng(7).fill(new Uint8Array(4096));
+    const written = b.pwritev(4096, [data.subarray(0, 1000), data.subarray(1000)]);
+    expectBytes(Deno.readFileSync(path).subarray(4096), data);
+    await written;
+    const target = [new Uint8Array(3000), new Uint8Array(1096)];
+    const read = b.preadv(4096, target);
+    expectBytes(target[0]!, data.subarray(0, 3000));
+    expectBytes(target[1]!, data.subarray(3000));
+    await read;
+    await b.close();
+  });
+
+  it('completes short synchronous reads and writes and zero-fills past end-of-file (fake file)', async () => {
+    const bytes = new Uint8Array(64);
+    let size = 0;
+    let cursor = 0;
+    const calls = { sync: 0, async: 0 };
+    const unused = async (): Promise<never> => {
+      calls.async++;
+      throw new Error('the asynchronous path was taken');
+    };
+    const file: DenoFileLike = {
+      seek: unused, read: unused, write: unused, truncate: unused, syncData: unused, tryLock: unused,
+      stat: async () => ({ size, dev: 1, ino: 1 }),
+      seekSync: (offset) => (cursor = offset),
+      readSync: (target) => {
+        calls.sync++;
+        if (cursor >= size) return null;
+        target[0] = bytes[cursor++]!;
+        return 1;
+      },
+      writeSync: (source) => {
+        calls.sync++;
+        bytes[cursor++] = source[0]!;
+        size = Math.max(size, cursor);
+        return 1;
+      },
+      close() {},
+    };
+    const b = denoFileBackend('fake.img', [file], true, 32);
+    await b.pwritev(2, [Uint8Array.of(1, 2, 3), Uint8Array.of(4)]);
+    expectBytes(bytes.subarray(0, size), Uint8Array.of(0, 0, 1, 2, 3, 4));
+    const target = [new Uint8Array(3).fill(9), new Uint8Array(4).fill(9)];
+    await b.preadv(3, target);
+    expectBytes(target[0]!, Uint8Array.of(2, 3, 4));
+    expectBytes(target[1]!, new Uint8Array(4));
+    expect(calls).toEqual({ sync: 4 + 3 + 1, async: 0 });
+    await b.close();
+  });
+
+  it('rejects a bad sync option with INVALID_ARGUMENT', async () => {
+    const path = await nextPath();
+    await Deno.writeFile(path, new Uint8Array(1));
+    await rejection(openDenoBackend(path, { sync: 'yes' as unknown as boolean }), 'INVALID_ARGUMENT');
+    await rejection(openDenoBackend(path, { syncMaxBytes: -1 }), 'INVALID_ARGUMENT');
   });
 });
 

@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: MIT
+// zstd cluster decoders side by side (`npm run bench:zstd-decoders`): the pure-JavaScript decoder
+// reads of zstd images use (fzstd, through inflateCluster) against the wasm zstd build the
+// package compresses with (@hpcc-js/wasm-zstd, streaming decompressChunk into one cluster, the
+// only call of it that bounds its output). 64 KiB clusters, each one frame at QEMU's level, of
+// 256-byte chunks: every fourth fillPattern data, the others the chunk before with one byte changed. CPU time of this process, which a shared machine disturbs less than wall time.
+
+import { inflateCluster } from '../bindings/decompress.js';
+import { loadZstd, zstdFrame } from '../bindings/compress.js';
+import { fillPattern, machineLine, median, printTable } from './harness.js';
+
+const CLUSTER_BYTES = 64 * 1024;
+const CLUSTERS = 256;
+const ROUNDS = 5;
+
+/** CPU milliseconds (user + system) of `run`. */
+function cpuMs(run: () => void): number {
+  const before = process.cpuUsage();
+  run();
+  const used = process.cpuUsage(before);
+  return (used.user + used.system) / 1000;
+}
+
+async function main(): Promise<void> {
+  const zstd = await loadZstd();
+  const frames: Uint8Array[] = [];
+  for (let i = 0; i < CLUSTERS; i++) {
+    const cluster = new Uint8Array(CLUSTER_BYTES);
+    for (let at = 0; at < CLUSTER_BYTES; at += 256) {
+      if (at % 1024 === 0) fillPattern(cluster.subarray(at, at + 256), i * CLUSTER_BYTES + at);
+      else {
+        cluster.copyWithin(at, at - 256, at);
+        cluster[at + (at % 251)]++;
+      }
+    }
+    frames.push(zstdFrame(zstd, cluster));
+  }
+  const compressedBytes = frames.reduce((sum, frame) => sum + frame.byteLength, 0);
+  const target = new Uint8Array(CLUSTER_BYTES);
+  const samples = { fzstd: [] as number[], wasm: [] as number[] };
+  for (let round = 0; round <= ROUNDS; round++) {
+    const fzstd = cpuMs(() => { for (const frame of frames) inflateCluster('zstd', frame, target, 0); });
+    const wasm = cpuMs(() => {
+      for (const frame of frames) {
+        zstd.reset();
+        if (zstd.decompressChunk(frame, CLUSTER_BYTES).byteLength !== CLUSTER_BYTES) throw new Error('short cluster');
+      }
+    });
+    // Round 0 warms the JIT up and is not counted.
+    if (round > 0) {
+      samples.fzstd.push(fzstd);
+      samples.wasm.push(wasm);
+    }
+  }
+  const mbPerSecond = (ms: number) => ((CLUSTERS * CLUSTER_BYTES) / 1e6 / (ms / 1000)).toFixed(0);
+  console.log(`zstd cluster decoders: ${CLUSTERS} clusters of ${CLUSTER_BYTES} bytes (${(compressedBytes / (CLUSTERS * CLUSTER_BYTES)).toFixed(2)} compressed/plain); ${machineLine()}`);
+  printTable(['decoder', 'CPU ms', 'MB/s of CPU time'], [
+    ['fzstd (pure JavaScript, used)', median(samples.fzstd).toFixed(0), mbPerSecond(median(samples.fzstd))],
+    ['@hpcc-js/wasm-zstd decompressChunk', median(samples.wasm).toFixed(0), mbPerSecond(median(samples.wasm))],
+  ]);
+}
+
+await main();
