@@ -10,7 +10,6 @@ import { drawAllocationMap } from './draw-map.js';
 import { formatBytes, imageInfo, showInfo } from './info.js';
 import { discardOverlay, fileSource, openSession, urlSource, type ImageSource, type Session } from './session.js';
 import { boot, type Boot } from './boot.js';
-import { exportDisk, type ExportKind } from './export.js';
 
 /** Buckets of the allocation map (64 columns x 16 rows at most). */
 const MAP_BUCKETS = 1024;
@@ -26,8 +25,6 @@ const imageInfoList = element<HTMLDListElement>('image-info');
 const overlayInfoList = element<HTMLDListElement>('overlay-info');
 const refreshButton = element<HTMLButtonElement>('refresh');
 const discardButton = element<HTMLButtonElement>('discard');
-const exportFlatButton = element<HTMLButtonElement>('export-flat');
-const exportOverlayButton = element<HTMLButtonElement>('export-overlay');
 const mapCanvas = element<HTMLCanvasElement>('map');
 const mapCaption = element<HTMLParagraphElement>('map-caption');
 const biosFile = element<HTMLInputElement>('bios-file');
@@ -58,8 +55,6 @@ function updateButtons(): void {
   const idle = state === 'open' || state === 'ready' || state === 'error';
   refreshButton.disabled = !session || state === 'busy';
   discardButton.disabled = !session || !idle;
-  exportFlatButton.disabled = !session || !idle;
-  exportOverlayButton.disabled = !session || !idle;
   bootButton.disabled = !session || !idle || !biosFile.files?.length;
   stopButton.disabled = state !== 'booted';
 }
@@ -165,18 +160,6 @@ discardButton.addEventListener('click', () => {
     await discardOverlay(source);
   }).then(() => open(source));
 });
-
-function exportClicked(kind: ExportKind): void {
-  const current = session;
-  if (!current) return;
-  const what = kind === 'overlay' ? 'the overlay' : 'the disk';
-  void run(`Exporting ${what}…`, async () => {
-    const bytes = await exportDisk(current, kind, (fraction) => { statusLine.textContent = `Exporting ${what}… ${(fraction * 100).toFixed(0)}%`; });
-    setStatus('open', `Exported ${what} as a ${formatBytes(bytes)} qcow2 image (download started).`);
-  });
-}
-exportFlatButton.addEventListener('click', () => exportClicked('flattened'));
-exportOverlayButton.addEventListener('click', () => exportClicked('overlay'));
 
 biosFile.addEventListener('change', updateButtons);
 
