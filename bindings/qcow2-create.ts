@@ -47,8 +47,8 @@ export const CREATE_DEFAULTS = {
 // refusal where it has one, followed by the refused value where qemu-img leaves it out.
 const MESSAGES = {
   ARGUMENTS_INVALID: () => 'invalid arguments to the wasm create planner',
-  CLUSTER_SIZE_INVALID: (d: number) => `Cluster size must be a power of two between 512 and 2048k, not ${exactNumber(d)}`,
-  REFCOUNT_BITS_INVALID: (d: number) => `Refcount width must be a power of two and may not exceed 64 bits, not ${exactNumber(d)}`,
+  CLUSTER_SIZE_INVALID: () => `Cluster size must be a power of two between 512 and 2048k`,
+  REFCOUNT_BITS_INVALID: () => `Refcount width must be a power of two and may not exceed 64 bits`,
   V2_REFCOUNT_BITS: () => 'Different refcount widths than 16 bits require compatibility level 1.1 or above',
   V2_EXTENDED_L2: () => 'Extended L2 entries are only supported with compatibility level 1.1 and above',
   V2_LAZY_REFCOUNTS: () => 'Lazy refcounts only supported with compatibility level 1.1 and above',
