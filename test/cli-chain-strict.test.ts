@@ -5,25 +5,15 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../bindings/cli.js';
+import { runOurCli, runQemuImg, type CliRun } from './helpers/cli-runs.js';
 import { describeWithQemu, makeImage, qemuImg } from './helpers/qemu.js';
 
-interface CliRun { code: number; stdout: string; stderr: string }
 let dir: string;
 beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'qcow2-wasm-cli-chain-')); });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function ours(args: string[]): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { cwd: dir, stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-  return { code, stdout, stderr };
-}
-function theirs(args: string[]): CliRun {
-  const r = qemuImg(args, dir);
-  const rename = (text: string) => text.replaceAll('qemu-img', 'qcow2-wasm');
-  return { code: r.code, stdout: rename(r.stdout), stderr: rename(r.stderr) };
-}
+const ours = (args: string[]): Promise<CliRun> => runOurCli(dir, args);
+const theirs = (args: string[]): CliRun => runQemuImg(dir, args, true);
 
 describeWithQemu('info --backing-chain, compare -s, create -o help', () => {
   it('info --backing-chain prints every image of a three-level chain as qemu-img does', async () => {

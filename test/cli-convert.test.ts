@@ -7,25 +7,16 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../bindings/cli.js';
+import { runOurCli, runQemuImg, type CliRun } from './helpers/cli-runs.js';
 import { progressPrinter } from '../bindings/cli/convert.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo } from './helpers/qemu.js';
 
-interface CliRun { code: number; stdout: string; stderr: string }
 
 let dir: string;
 
-async function ours(args: string[]): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { cwd: dir, stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-  return { code, stdout, stderr };
-}
+const ours = (args: string[]): Promise<CliRun> => runOurCli(dir, args);
 
-function theirs(args: string[]): CliRun {
-  const result = qemuImg(args, dir);
-  return { code: result.code, stdout: result.stdout, stderr: result.stderr };
-}
+const theirs = (args: string[]): CliRun => runQemuImg(dir, args);
 
 /** stderr with the program name made neutral, to compare messages. */
 const message = (run: CliRun): string => run.stderr.replaceAll('qcow2-wasm', 'PROG').replaceAll('qemu-img', 'PROG');

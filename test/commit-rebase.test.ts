@@ -8,13 +8,13 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../bindings/cli.js';
+import { runOurCli, runQemuImg, type CliRun, expectQemuClean } from './helpers/cli-runs.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { checkQcow2 } from '../bindings/qcow2-check.js';
 import { commitImage } from '../bindings/commit.js';
 import { createQcow2 } from '../bindings/qcow2-create.js';
-import { convertToRaw, describeWithQemu, makeImage, qemuCheck, qemuImg, qemuInfo, qemuMap, type ImageOp } from './helpers/qemu.js';
+import { convertToRaw, describeWithQemu, makeImage, qemuImg, qemuInfo, qemuMap, type ImageOp } from './helpers/qemu.js';
 import { createCrashBackend } from './helpers/crash-backend.js';
 import { makePrng } from './helpers/prng.js';
 import { expectBytes } from './helpers/bytes.js';
@@ -26,23 +26,9 @@ let dir: string;
 beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'qcow2-wasm-commit-rebase-')); });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-interface CliRun { code: number; stdout: string; stderr: string }
-async function ours(args: string[]): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { cwd: dir, stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-  return { code, stdout, stderr };
-}
-function theirs(args: string[]): CliRun {
-  const r = qemuImg(args, dir);
-  const rename = (text: string) => text.replaceAll('qemu-img', 'qcow2-wasm');
-  return { code: r.code, stdout: rename(r.stdout), stderr: rename(r.stderr) };
-}
-function expectClean(path: string, what: string): void {
-  const r = qemuCheck(path);
-  expect({ exitCode: r.exitCode, corruptions: r.corruptions ?? 0, leaks: r.leaks ?? 0, checkErrors: r['check-errors'] }, `${what}: qemu-img check`)
-    .toEqual({ exitCode: 0, corruptions: 0, leaks: 0, checkErrors: 0 });
-}
+const ours = (args: string[]): Promise<CliRun> => runOurCli(dir, args);
+const theirs = (args: string[]): CliRun => runQemuImg(dir, args, true);
+const expectClean = expectQemuClean;
 
 const TOP_OPS: ImageOp[] = [
   { op: 'write', offset: MiB, length: 200 * KiB, pattern: 0x12 },

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, truncateSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../bindings/cli.js';
+import { runOurCli, runQemuImg, type CliRun, expectQemuClean } from './helpers/cli-runs.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
@@ -27,24 +27,10 @@ let dir: string;
 beforeAll(() => { dir = mkdtempSync(join(tmpdir(), 'qcow2-wasm-resize-amend-')); });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-interface CliRun { code: number; stdout: string; stderr: string }
-async function ours(args: string[]): Promise<CliRun> {
-  let stdout = '';
-  let stderr = '';
-  const code = await main(args, { cwd: dir, stdout: (t) => { stdout += t; }, stderr: (t) => { stderr += t; } });
-  return { code, stdout, stderr };
-}
-function theirs(args: string[]): CliRun {
-  const r = qemuImg(args, dir);
-  const rename = (text: string) => text.replaceAll('qemu-img', 'qcow2-wasm');
-  return { code: r.code, stdout: rename(r.stdout), stderr: rename(r.stderr) };
-}
+const ours = (args: string[]): Promise<CliRun> => runOurCli(dir, args);
+const theirs = (args: string[]): CliRun => runQemuImg(dir, args, true);
 
-function expectClean(path: string, what: string): void {
-  const r = qemuCheck(path);
-  expect({ exitCode: r.exitCode, corruptions: r.corruptions ?? 0, leaks: r.leaks ?? 0, checkErrors: r['check-errors'] }, `${what}: qemu-img check`)
-    .toEqual({ exitCode: 0, corruptions: 0, leaks: 0, checkErrors: 0 });
-}
+const expectClean = expectQemuClean;
 
 /**
  * qemu-img compare finds the image at `path` equal to a flat disk of `size` bytes holding
