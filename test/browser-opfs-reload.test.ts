@@ -5,41 +5,18 @@
 // browser restarted on the same profile, and each time the images are reopened and every byte
 // compared with the model. The image file is then exported for qemu-img check and compare.
 
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright';
-import { createServer, type ViteDevServer } from 'vite';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ViteDevServer } from 'vite';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { CHROMIUM, CHROMIUM_ARGS, describeWithChromium, startPageServer } from './helpers/chromium-pages.js';
 import { qemuImg, requireQemu } from './helpers/qemu.js';
 import { reloadModel } from './browser/pages/workload.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const SEED = 0x7e10ad;
 const IMAGES = { worker: 'reload-test/worker.qcow2', page: 'reload-test/page.qcow2' } as const;
-
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
-
-/** describe() when Chromium exists; otherwise a loud skip, or a failure where CI is set. */
-function describeWithChromium(name: string, body: () => void): void {
-  if (existsSync(CHROMIUM)) {
-    describe(name, body);
-  } else if (isCi()) {
-    describe(name, () => {
-      it('has Chromium (required where CI is set)', () => {
-        throw new Error(`${name}: ${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
-      });
-    });
-  } else {
-    console.warn(`\n*** SKIPPING ${name}: ${CHROMIUM} not found. Install chromium (or set CHROMIUM_PATH) to run it. ***\n`);
-    describe.skip(name, body);
-  }
-}
 
 type Where = 'worker' | 'page';
 interface ReloadApi {
@@ -54,20 +31,7 @@ describeWithChromium('OPFS images survive a page reload and a browser restart (C
 
   beforeAll(async () => {
     profile = mkdtempSync(join(tmpdir(), 'qcow2-wasm-reload-'));
-    server = await createServer({
-      root: resolve(import.meta.dirname, '..'),
-      configFile: false,
-      cacheDir: join(profile, 'vite-cache'),
-      logLevel: 'error',
-      server: { host: '127.0.0.1', port: 0, hmr: false },
-      // Pre-bundle the library's dependencies up front: discovering them while the page runs
-      // would make Vite reload the page in the middle of a phase.
-      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd'] },
-    });
-    await server.listen();
-    const address = server.httpServer!.address();
-    if (address === null || typeof address === 'string') throw new Error('the test server has no port');
-    pageUrl = `http://127.0.0.1:${address.port}/test/browser/pages/reload.html`;
+    ({ server, pageUrl } = await startPageServer(profile, 'reload.html'));
   });
 
   afterAll(async () => {
