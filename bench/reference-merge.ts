@@ -199,6 +199,15 @@ class ExtentBuilder {
   close(): void {
     this.open = undefined;
   }
+
+  /**
+   * Whether a gap of `gapBytes` and the first byte after it, as two more pieces, fit the extent
+   * that is open (a bridged gap never makes or ends an extent on its own).
+   */
+  gapFitsOpenExtent(gapBytes: number): boolean {
+    const extent = this.open;
+    return extent !== undefined && extent.pieceCount + 2 <= this.maxIov && extent.length + gapBytes < this.maxTransfer;
+  }
 }
 
 // The sweep of assembly/merge.ts: walk the sorted requests; at every position the active request
@@ -227,9 +236,11 @@ function sweep(spans: readonly RequestSpan[], sorted: readonly RequestSpan[], mo
       // Drop finished requests from the top.
       while (heap.size > 0 && spans[heap.peek()].end <= position) heap.pop();
       if (heap.size === 0) {
+        // Empty requests write nothing: a gap is bridged only to bytes that are written.
+        while (next < sorted.length && sorted[next].start === sorted[next].end) next++;
         if (next >= sorted.length) break;
         const nextStart = sorted[next].start;
-        if (mode === 'full' && gapAllowed(position, nextStart, gapBlockBits)) {
+        if (mode === 'full' && builder.gapFitsOpenExtent(nextStart - position) && gapAllowed(position, nextStart, gapBlockBits)) {
           builder.emit(REFERENCE_GAP_REQUEST, 0, position, nextStart - position, true);
           previousRequest = REFERENCE_GAP_REQUEST;
           position = nextStart;
