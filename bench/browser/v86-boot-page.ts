@@ -8,6 +8,7 @@
 import { V86 } from 'v86';
 import { createMemoryBackend, openHttpBackend, openSplitBackend, Qcow2Image, type Backend } from '../../bindings/browser.js';
 import { toV86Disk, type V86Disk } from '../../bindings/v86.js';
+import { guestFilesAt, guestOptions, waitForGuestLine } from '../../scripts/v86-linux/guest-serial.js';
 
 /** Where the disk comes from. */
 export type BootLayout =
@@ -34,8 +35,6 @@ export interface BootResult {
   ready: string;
 }
 
-const MiB = 1024 * 1024;
-
 /** The hda option for `layout`, and the adapter to close afterwards (none for v86's own loader). */
 async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Disk }> {
   if (layout.kind === 'v86-parts') {
@@ -55,35 +54,10 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
 async function run(request: BootRequest): Promise<BootResult> {
   const { hda, disk } = await diskFor(request.layout);
   const started = performance.now();
-  const emulator = new V86({
-    wasm_path: `${request.assets}v86.wasm`,
-    bios: { url: `${request.assets}bios.bin` },
-    bzimage: { url: `${request.assets}bzImage` },
-    initrd: { url: `${request.assets}initramfs.cpio.gz` },
-    cmdline: request.cmdline,
-    hda,
-    memory_size: 128 * MiB,
-    vga_memory_size: 2 * MiB,
-    autostart: true,
-    disable_keyboard: true,
-    disable_mouse: true,
-    disable_speaker: true,
-  } as ConstructorParameters<typeof V86>[0]);
-  let serial = '';
+  const emulator = new V86(guestOptions(guestFilesAt(request.assets), request.cmdline, hda));
   try {
-    const ready = await new Promise<string>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no READY within ${request.timeoutMs} ms; serial:\n${serial}`)), request.timeoutMs);
-      emulator.add_listener('serial0-output-byte', (byte: number) => {
-        serial += String.fromCharCode(byte);
-        if (byte !== 10) return;
-        const line = /^QW (READY[^\r\n]*|FAIL[^\r\n]*)/m.exec(serial);
-        if (line === null) return;
-        clearTimeout(timer);
-        if (line[1].startsWith('FAIL')) reject(new Error(`the guest failed; serial:\n${serial}`));
-        else resolve(line[1].replace(/ \(at [\d.]+ s\)$/, ''));
-      });
-    });
-    return { readyMs: performance.now() - started, ready };
+    const { matched } = await waitForGuestLine(emulator, /^READY/, request.timeoutMs);
+    return { readyMs: performance.now() - started, ready: matched };
   } finally {
     await emulator.destroy();
     await disk?.close();

@@ -4,8 +4,8 @@
 // Vite dev server for the test pages under test/browser/pages/.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { createServer, type ViteDevServer } from 'vite';
-import { describe, it } from 'vitest';
+import { createServer, type Plugin, type ViteDevServer } from 'vite';
+import { describeRequiring } from './describe-requiring.js';
 
 /** Debian's Chromium; CHROMIUM_PATH overrides. */
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -13,25 +13,22 @@ export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 export const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
+/** Why Chromium cannot run here (and how to fix it), or undefined when it can. */
+export function missingChromium(): string | undefined {
+  return existsSync(CHROMIUM) ? undefined : `${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`;
 }
 
 /** describe() when Chromium exists; otherwise a loud skip, or a failure where CI is set. */
 export function describeWithChromium(name: string, body: () => void): void {
-  if (existsSync(CHROMIUM)) {
-    describe(name, body);
-  } else if (isCi()) {
-    describe(name, () => {
-      it('has Chromium (required where CI is set)', () => {
-        throw new Error(`${name}: ${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
-      });
-    });
-  } else {
-    console.warn(`\n*** SKIPPING ${name}: ${CHROMIUM} not found. Install chromium (or set CHROMIUM_PATH) to run it. ***\n`);
-    describe.skip(name, body);
-  }
+  describeRequiring(name, missingChromium(), body);
+}
+
+/** Options of startPageServer. */
+export interface PageServerOptions {
+  /** Vite plugins, e.g. test/browser/range-server.ts for resources the page fetches. */
+  plugins?: Plugin[];
+  /** Dependencies the page imports besides the library's (pre-bundled before the page loads). */
+  dependencies?: string[];
 }
 
 /**
@@ -39,14 +36,15 @@ export function describeWithChromium(name: string, body: () => void): void {
  * and the URL of test/browser/pages/`page`. The library's dependencies are pre-bundled up front:
  * discovering them while a page runs would make Vite reload the page in the middle of a phase.
  */
-export async function startPageServer(scratchDir: string, page: string): Promise<{ server: ViteDevServer; pageUrl: string }> {
+export async function startPageServer(scratchDir: string, page: string, options: PageServerOptions = {}): Promise<{ server: ViteDevServer; pageUrl: string }> {
   const server = await createServer({
     root: resolve(import.meta.dirname, '..', '..'),
     configFile: false,
     cacheDir: join(scratchDir, 'vite-cache'),
     logLevel: 'error',
+    plugins: options.plugins ?? [],
     server: { host: '127.0.0.1', port: 0, hmr: false },
-    optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd'] },
+    optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', ...(options.dependencies ?? [])] },
   });
   await server.listen();
   const address = server.httpServer!.address();
