@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: MIT
 // Browser entry point `qcow2-wasm/browser`: everything of the neutral entry plus the backends
-// browsers have: OPFS files (worker and main thread), IndexedDB, Blobs and Files, HTTP Range,
-// memory.
+// browsers have: OPFS files (worker and main thread), files being saved (writable file streams),
+// IndexedDB, Blobs and Files, HTTP Range, memory.
 // Nothing reachable from here imports a `node:` module.
 
 export * from './index.js';
 export { openOpfsBackend, type OpfsBackendOptions, type OpfsMode } from './backends/opfs.js';
+export { createWritableStreamBackend, type WritableStreamBackend } from './backends/opfs-writable-stream.js';
 export { createBlobBackend } from './backends/blob.js';
 export { openHttpBackend, type HttpBackendOptions } from './backends/http-range.js';
 export { openIndexedDbBackend, deleteIndexedDbImage, type IndexedDbBackendOptions } from './backends/indexeddb.js';

@@ -20,6 +20,7 @@ import { chromium, type Browser, type BrowserContext, type Page } from 'playwrig
 import { allocationMap } from '../bindings/allocation-map.js';
 import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type Backend, type BlockImage } from '../bindings/index.js';
 import { CELL_PIXELS, MAP_COLOURS, MAP_COLUMNS } from '../examples/browser/draw-map.js';
+import { qemuCheck, qemuImg, qemuInfo, qemuMap, requireQemu } from './helpers/qemu.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -252,6 +253,13 @@ async function settled(page: Page, states: readonly string[] = ['open', 'error']
   return (await page.textContent('#status')) ?? '';
 }
 
+/** Waits until the status starts with `prefix` (or the page failed); returns the status text. */
+async function statusAfter(page: Page, prefix: string): Promise<string> {
+  await page.waitForFunction((wanted) => document.body.dataset.state === 'error' || (document.getElementById('status')!.textContent ?? '').startsWith(wanted),
+    prefix, { timeout: 60_000 });
+  return (await page.textContent('#status')) ?? '';
+}
+
 /** The info list `list` as { field: text }. */
 async function info(page: Page, list: 'image-info' | 'overlay-info'): Promise<Record<string, string>> {
   return page.$$eval(`#${list} dd`, (items) => Object.fromEntries(items.map((dd) => [(dd as HTMLElement).dataset.field, dd.textContent])));
@@ -282,15 +290,19 @@ function mismatches(got: readonly string[], expected: readonly string[]): string
   return expected.flatMap((kind, i) => (got[i] === kind ? [] : [`${i}: ${got[i]} != ${kind}`]));
 }
 
-/** The overlay file's bytes, read from OPFS in the page. */
-function opfsFile(page: Page, path: string): Promise<number[]> {
-  return page.evaluate(async (filePath) => {
+/** The bytes of the OPFS file at `path`, read in the page. */
+async function opfsFile(page: Page, path: string): Promise<Uint8Array> {
+  const base64 = await page.evaluate(async (filePath) => {
     let directory = await navigator.storage.getDirectory();
     const parts = filePath.split('/');
     for (const part of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(part);
     const file = await (await directory.getFileHandle(parts[parts.length - 1]!)).getFile();
-    return Array.from(new Uint8Array(await file.arrayBuffer()));
+    const bytes = new Uint8Array(await file.arrayBuffer());
+    let binary = '';
+    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+    return btoa(binary);
   }, path);
+  return new Uint8Array(Buffer.from(base64, 'base64'));
 }
 
 describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromium)', () => {
@@ -370,7 +382,7 @@ describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromi
     const overlayPath = (await info(page, 'overlay-info')).path;
 
     // The OPFS file is a standard qcow2 overlay: open it here with the base and read the writes.
-    const overlayBytes = new Uint8Array(await opfsFile(page, overlayPath));
+    const overlayBytes = await opfsFile(page, overlayPath);
     expect(Array.from(overlayBytes.subarray(0, 4))).toEqual([0x51, 0x46, 0x49, 0xfb]);
     expect(overlayBytes.byteLength).toBeLessThan(2 * MiB); // the overlay holds only what was written
     const reopened = await Qcow2Image.open(createMemoryBackend(overlayBytes), { readOnly: true, openBacking: async () => createMemoryBackend(baseImage) });
@@ -395,6 +407,71 @@ describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromi
     await page.click('#discard');
     expect(await settled(page)).toMatch(/^Created an overlay for /);
     expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+  }, BROWSER_TEST_MS);
+
+  it('exports the flattened disk and the overlay alone as qcow2 files: downloads, and a picked file; qemu-img checks and compares them', async () => {
+    /** A page on the base image with the test's writes in its overlay; `init` runs before the page's scripts. */
+    const writtenPage = async (init: () => void): Promise<Page> => {
+      const page = await newPage();
+      await page.addInitScript(init);
+      await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
+      expect(await settled(page)).toMatch(/^Created an overlay for /);
+      await page.evaluate(async ([clusters, clusterBytes]) => {
+        const { session } = window.qcow2Example;
+        await Promise.all(clusters.map((cluster) =>
+          session!.overlay.write(cluster * clusterBytes, new TextEncoder().encode(`qcow2-wasm ${String(cluster).padStart(5, '0')}`))));
+      }, [WRITTEN_CLUSTERS, CLUSTER] as const);
+      return page;
+    };
+
+    // Where the page cannot ask where to save (as in Firefox and Safari): downloads.
+    const downloading = await writtenPage(() => { Object.defineProperty(window, 'showSaveFilePicker', { value: undefined }); });
+    const files: Record<string, string> = {};
+    for (const [button, kind, what] of [['#export-flat', 'flattened', 'the disk'], ['#export-overlay', 'overlay', 'the overlay']] as const) {
+      const download = downloading.waitForEvent('download', { timeout: 60_000 });
+      await downloading.click(button);
+      expect(await statusAfter(downloading, `Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
+      const saved = await download;
+      expect(saved.suggestedFilename()).toBe(`base.${kind}.qcow2`);
+      files[kind] = join(scratch, `download-${kind}.qcow2`);
+      await saved.saveAs(files[kind]);
+    }
+
+    // Where it can (Chromium): the file the user picks. The save dialog is the browser's own, which
+    // automation cannot answer; a stand-in picker hands the page an OPFS file handle instead, so
+    // the page writes through the same FileSystemFileHandle and writable stream a picked file has.
+    const picking = await writtenPage(() => {
+      (window as unknown as { showSaveFilePicker: unknown }).showSaveFilePicker = async ({ suggestedName }: { suggestedName: string }) =>
+        (await navigator.storage.getDirectory()).getFileHandle(`picked-${suggestedName}`, { create: true });
+    });
+    await picking.click('#export-flat');
+    expect(await statusAfter(picking, 'Exported the disk')).toMatch(/^Exported the disk as picked-base\.flattened\.qcow2, a .* qcow2 image \(saved to the file you picked\)\.$/);
+    files.picked = join(scratch, 'picked-flattened.qcow2');
+    writeFileSync(files.picked, await opfsFile(picking, 'picked-base.flattened.qcow2'));
+
+    if (!requireQemu('the example\'s exports')) return;
+    // The guest view: the base with the markers written.
+    const base = await Qcow2Image.open(createMemoryBackend(baseImage), { readOnly: true });
+    const expected = await base.read(0, VIRTUAL_SIZE);
+    await base.close();
+    for (const cluster of WRITTEN_CLUSTERS) expected.set(new TextEncoder().encode(marker(cluster)), cluster * CLUSTER);
+    writeFileSync(join(scratch, 'expected.raw'), expected);
+    writeFileSync(join(scratch, 'base.qcow2'), baseImage);
+
+    // The overlay names the base by its URL: pointed at a local copy (rebase -u changes only that name).
+    expect(qemuInfo(files.overlay)['backing-filename']).toBe(`${origin}/images/base.qcow2`);
+    expect(qemuImg(['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', files.overlay], scratch).code).toBe(0);
+    for (const [kind, path] of Object.entries(files)) {
+      const check = qemuCheck(path);
+      expect([check.exitCode, check['check-errors'], check.leaks ?? 0, check.corruptions ?? 0], kind).toEqual([0, 0, 0, 0]);
+      const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', path, join(scratch, 'expected.raw')]);
+      expect(compare.code, `${kind}: ${compare.stdout}${compare.stderr}`).toBe(0);
+    }
+    expect(qemuInfo(files.flattened)['backing-filename']).toBeUndefined();
+    // The overlay export holds exactly the written clusters; everything else comes from the base.
+    const topClusters = qemuMap(files.overlay).filter((entry) => entry.depth === 0 && entry.data)
+      .flatMap((entry) => range(entry.start / CLUSTER, (entry.start + entry.length) / CLUSTER));
+    expect(topClusters).toEqual([...WRITTEN_CLUSTERS].sort((a, b) => a - b));
   }, BROWSER_TEST_MS);
 
   it('opens a file the user picks (a Blob) the same way', async () => {
@@ -499,7 +576,7 @@ describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromi
       mkdirSync(join(modules, dependency, '..'), { recursive: true });
       symlinkSync(join(ROOT, 'node_modules', dependency), join(modules, dependency), 'dir');
     }
-    for (const file of ['index.html', 'main.ts', 'session.ts', 'info.ts', 'draw-map.ts', 'boot.ts']) cpSync(join(EXAMPLE, file), join(project, file));
+    for (const file of ['index.html', 'main.ts', 'session.ts', 'info.ts', 'draw-map.ts', 'boot.ts', 'export.ts']) cpSync(join(EXAMPLE, file), join(project, file));
     const picked = join(scratch, 'installed.qcow2');
     writeFileSync(picked, baseImage);
 

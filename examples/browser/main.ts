@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // The example page's wiring: loads the wasm core, opens the image the user picks (or names by
-// URL, or by ?image=URL) under its OPFS overlay, shows info and the allocation map, boots v86.
+// URL, or by ?image=URL) under its OPFS overlay, shows info and the allocation map, exports the
+// disk or the overlay alone as qcow2 files, boots v86.
 // Query parameters: ?image=URL opens that image at once; ?core=URL loads the wasm core from URL
 // (init({ url })) instead of the bytes embedded in the library.
 
@@ -10,6 +11,7 @@ import { drawAllocationMap } from './draw-map.js';
 import { formatBytes, imageInfo, showInfo } from './info.js';
 import { discardOverlay, fileSource, openSession, urlSource, type ImageSource, type Session } from './session.js';
 import { boot, type Boot } from './boot.js';
+import { exportDisk, exportFileName, pickSaveFile, type ExportKind } from './export.js';
 
 /** Buckets of the allocation map (64 columns x 16 rows at most). */
 const MAP_BUCKETS = 1024;
@@ -25,6 +27,8 @@ const imageInfoList = element<HTMLDListElement>('image-info');
 const overlayInfoList = element<HTMLDListElement>('overlay-info');
 const refreshButton = element<HTMLButtonElement>('refresh');
 const discardButton = element<HTMLButtonElement>('discard');
+const exportFlatButton = element<HTMLButtonElement>('export-flat');
+const exportOverlayButton = element<HTMLButtonElement>('export-overlay');
 const mapCanvas = element<HTMLCanvasElement>('map');
 const mapCaption = element<HTMLParagraphElement>('map-caption');
 const biosFile = element<HTMLInputElement>('bios-file');
@@ -55,6 +59,8 @@ function updateButtons(): void {
   const idle = state === 'open' || state === 'ready' || state === 'error';
   refreshButton.disabled = !session || state === 'busy';
   discardButton.disabled = !session || !idle;
+  exportFlatButton.disabled = !session || !idle;
+  exportOverlayButton.disabled = !session || !idle;
   bootButton.disabled = !session || !idle || !biosFile.files?.length;
   stopButton.disabled = state !== 'booted';
 }
@@ -160,6 +166,26 @@ discardButton.addEventListener('click', () => {
     await discardOverlay(source);
   }).then(() => open(source));
 });
+
+/** Export: asks where to save at once (the picker needs the click's activation), then exports in turn. */
+function exportClicked(kind: ExportKind): void {
+  const current = session;
+  if (!current) return;
+  const what = kind === 'overlay' ? 'the overlay' : 'the disk';
+  void pickSaveFile(exportFileName(current, kind)).then((picked) => run(`Exporting ${what}…`, async () => {
+    if (picked === 'cancelled') {
+      setStatus('open', `Export of ${what} cancelled.`);
+      return;
+    }
+    const outcome = await exportDisk(current, kind, picked, (fraction) => {
+      statusLine.textContent = `Exporting ${what}… ${(fraction * 100).toFixed(0)}%`;
+    });
+    const where = outcome.savedTo === 'download' ? 'download started' : 'saved to the file you picked';
+    setStatus('open', `Exported ${what} as ${outcome.fileName}, a ${formatBytes(outcome.fileBytes)} qcow2 image (${where}).`);
+  }));
+}
+exportFlatButton.addEventListener('click', () => exportClicked('flattened'));
+exportOverlayButton.addEventListener('click', () => exportClicked('overlay'));
 
 biosFile.addEventListener('change', updateButtons);
 
