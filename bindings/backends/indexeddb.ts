@@ -2,9 +2,10 @@
 // The IndexedDB backend: one image kept as fixed-size records of one database, for browsers
 // where OPFS is missing or unusable (some private windows, older engines).
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
+import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
 import { acquireImageLock, type LockedPolicy } from './image-lock.js';
+import { gatherInto, scatterFrom } from './vector-copy.js';
 
 /** Options of openIndexedDbBackend. */
 export interface IndexedDbBackendOptions {
@@ -147,27 +148,16 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
   const writable = lock.writable;
   const recordBytes = opened.meta.recordBytes;
   let sizeBytes = opened.meta.sizeBytes;
-  let closing: Promise<void> | undefined;
   let batch: PendingWrite[] = [];
-  const inFlight = new Set<Promise<unknown>>();
   const capabilities: BackendCapabilities = Object.freeze({ writable, truncate: writable, discard: false, durableFlush: true });
 
-  const failure = (what: string, err: unknown): BackendError => {
+  /** Runs operations until close, which waits for them; platform failures become BACKEND_IO_ERROR. */
+  const gate = new OperationGate(`indexeddb:${name}`, (what, path, err) => {
     if (err instanceof BackendError) return err;
     const quota = err instanceof DOMException && err.name === 'QuotaExceededError' ? ' (the origin\'s storage quota is used up; nothing of this call was stored)' : '';
-    return new BackendError('BACKEND_IO_ERROR', `indexeddb backend: ${what} ${name}: ${describeError(err)}${quota}`, { cause: err });
-  };
-
-  /** Runs `op` unless closed, wrapping platform failures; close() waits for it. */
-  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
-    if (closing) return Promise.reject(new BackendError('BACKEND_CLOSED', `indexeddb backend: ${what} ${name}: backend is closed`));
-    const promise = op().catch((err: unknown) => { throw failure(what, err); });
-    inFlight.add(promise);
-    const forget = () => { inFlight.delete(promise); };
-    promise.then(forget, forget);
-    return promise;
-  };
-  const readOnly = (what: string) => new BackendError('BACKEND_READ_ONLY', `indexeddb backend: ${what} ${name}: backend is read-only`);
+    return new BackendError('BACKEND_IO_ERROR', `${what} ${path}: ${describeError(err)}${quota}`, { cause: err });
+  });
+  const readOnly = (what: string) => new BackendError('BACKEND_READ_ONLY', `${what} indexeddb:${name}: backend is read-only`);
 
   /** Fetches the records [first, last] in one transaction; missing ones are undefined. */
   const getRecords = (store: IDBObjectStore, first: number, last: number): Promise<Array<ArrayBuffer | undefined>> =>
@@ -242,15 +232,14 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
     return newSize;
   };
 
+  /** Sends the batch gathered in this tick; its pwritev calls (which close waits for) settle with it. */
   const drain = (): void => {
     const writes = batch;
     batch = [];
-    const promise = writeBatch(writes).then(
+    writeBatch(writes).then(
       () => { for (const write of writes) write.resolve(); },
       (err: unknown) => { for (const write of writes) write.reject(err); },
     );
-    inFlight.add(promise);
-    void promise.finally(() => inFlight.delete(promise));
   };
 
   return {
@@ -258,9 +247,9 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
     capabilities,
     limits: LIMITS,
 
-    getSize: () => run('getSize', async () => sizeBytes),
+    getSize: () => gate.run('getSize', async () => sizeBytes),
 
-    preadv: (position, buffers) => run('preadv', async () => {
+    preadv: (position, buffers) => gate.run('preadv', async () => {
       const length = totalLength(buffers);
       checkRange(position, length);
       const end = Math.min(position + length, sizeBytes);
@@ -278,31 +267,23 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
           data.set(new Uint8Array(record, from - recordStart, to - from), from - position);
         });
       }
-      let at = 0;
-      for (const target of buffers) {
-        target.set(data.subarray(at, at + target.byteLength));
-        at += target.byteLength;
-      }
+      scatterFrom(data, buffers);
     }),
 
-    pwritev: (position, buffers) => run('pwritev', async () => {
+    pwritev: (position, buffers) => gate.run('pwritev', async () => {
       if (!writable) throw readOnly('pwritev');
       const length = totalLength(buffers);
       checkRange(position, length);
       if (length === 0) return;
       const data = new Uint8Array(length);
-      let at = 0;
-      for (const source of buffers) {
-        data.set(source, at);
-        at += source.byteLength;
-      }
+      gatherInto(buffers, data);
       await new Promise<void>((resolve, reject) => {
         if (batch.length === 0) queueMicrotask(drain);
         batch.push({ position, data, resolve, reject });
       });
     }),
 
-    flush: () => run('flush', async () => {
+    flush: () => gate.run('flush', async () => {
       if (!writable) return;
       // Transactions commit in order: this one follows every batch already sent.
       const transaction = writeTransaction(db, 'strict');
@@ -313,7 +294,7 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       await done;
     }),
 
-    truncate: (size) => run('truncate', async () => {
+    truncate: (size) => gate.run('truncate', async () => {
       if (!writable) throw readOnly('truncate');
       checkRange(size, 0);
       const transaction = writeTransaction(db, 'relaxed');
@@ -338,15 +319,10 @@ export async function openIndexedDbBackend(name: string, options: IndexedDbBacke
       sizeBytes = size;
     }),
 
-    close(): Promise<void> {
-      closing ??= (async () => {
-        await Promise.resolve(); // a batch queued in this tick is sent by its pending drain
-        await Promise.allSettled([...inFlight]);
-        db.close();
-        await lock.release();
-      })();
-      return closing;
-    },
+    close: () => gate.close(async () => {
+      db.close();
+      await lock.release();
+    }),
   };
 }
 

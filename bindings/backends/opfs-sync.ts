@@ -4,6 +4,7 @@
 
 import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
 import { BackendError } from '../errors.js';
+import { gatherInto, scatterFrom } from './vector-copy.js';
 import { splitVector } from '../iovec.js';
 
 /**
@@ -98,11 +99,7 @@ export function syncAccessBackend(access: SyncAccessHandle, path: string, writab
         }
         const gathered = stagingOf(totalLength(piece));
         readFully(gathered, position + delta);
-        let from = 0;
-        for (const target of piece) {
-          target.set(gathered.subarray(from, from + target.byteLength));
-          from += target.byteLength;
-        }
+        scatterFrom(gathered, piece);
       }
     }),
 
@@ -115,11 +112,7 @@ export function syncAccessBackend(access: SyncAccessHandle, path: string, writab
           continue;
         }
         const gathered = stagingOf(totalLength(piece));
-        let to = 0;
-        for (const source of piece) {
-          gathered.set(source, to);
-          to += source.byteLength;
-        }
+        gatherInto(piece, gathered);
         writeFully(gathered, position + delta);
       }
     }),

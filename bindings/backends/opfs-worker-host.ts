@@ -2,10 +2,11 @@
 // OPFS on a main thread that cannot write files itself (no createWritable, as in Safari before
 // 26): a dedicated worker holds a sync access handle and the page's Backend calls go to it.
 
-import { checkRange, totalLength, type Backend } from '../backend.js';
+import { OperationGate, checkRange, totalLength, type Backend } from '../backend.js';
 import { BackendError, ImageError, type ErrorCode } from '../errors.js';
 import type { LockedPolicy } from './image-lock.js';
 import type { WorkerBackendDescription, WorkerBackendRequest, WorkerBackendResponse } from './opfs-worker-protocol.js';
+import { gatherInto, scatterFrom } from './vector-copy.js';
 
 /** A request without its id (the host numbers them). */
 type Call = WorkerBackendRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
@@ -65,16 +66,8 @@ export async function openOpfsViaWorker(path: string, options: { create: boolean
     worker.terminate();
     throw err;
   }
-  let closing: Promise<void> | undefined;
-  const inFlight = new Set<Promise<unknown>>();
-  const run = <T>(what: string, op: () => Promise<T>): Promise<T> => {
-    if (closing) return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${path}: backend is closed`));
-    const promise = op();
-    inFlight.add(promise);
-    const forget = () => { inFlight.delete(promise); };
-    promise.then(forget, forget);
-    return promise;
-  };
+  // The worker's errors arrive typed; nothing to wrap.
+  const gate = new OperationGate(path, (_what, _path, err) => err as Error);
   const readOnly = (what: string) => new BackendError('BACKEND_READ_ONLY', `${what} ${path}: backend is read-only`);
   const { writable } = description.capabilities;
 
@@ -82,51 +75,38 @@ export async function openOpfsViaWorker(path: string, options: { create: boolean
     kind: 'opfs-worker',
     capabilities: Object.freeze({ ...description.capabilities }),
     limits: Object.freeze({ ...description.limits }),
-    getSize: () => run('getSize', async () => (await call({ op: 'getSize' })) as number),
-    preadv: (position, buffers) => run('preadv', async () => {
+    getSize: () => gate.run('getSize', async () => (await call({ op: 'getSize' })) as number),
+    preadv: (position, buffers) => gate.run('preadv', async () => {
       const length = totalLength(buffers);
       checkRange(position, length);
       if (length === 0) return;
-      const data = (await call({ op: 'preadv', position, length })) as Uint8Array;
-      let at = 0;
-      for (const target of buffers) {
-        target.set(data.subarray(at, at + target.byteLength));
-        at += target.byteLength;
-      }
+      scatterFrom((await call({ op: 'preadv', position, length })) as Uint8Array, buffers);
     }),
-    pwritev: (position, buffers) => run('pwritev', async () => {
+    pwritev: (position, buffers) => gate.run('pwritev', async () => {
       if (!writable) throw readOnly('pwritev');
       const length = totalLength(buffers);
       checkRange(position, length);
       if (length === 0) return;
       const data = new Uint8Array(length);
-      let at = 0;
-      for (const source of buffers) {
-        data.set(source, at);
-        at += source.byteLength;
-      }
+      gatherInto(buffers, data);
       await call({ op: 'pwritev', position, data }, [data.buffer]);
     }),
-    flush: () => run('flush', async () => { await call({ op: 'flush' }); }),
-    close() {
-      closing ??= (async () => {
-        await Promise.allSettled([...inFlight]);
-        try {
-          await call({ op: 'close' });
-        } finally {
-          worker.terminate();
-        }
-      })();
-      return closing;
-    },
+    flush: () => gate.run('flush', async () => { await call({ op: 'flush' }); }),
+    close: () => gate.close(async () => {
+      try {
+        await call({ op: 'close' });
+      } finally {
+        worker.terminate();
+      }
+    }),
   };
   if (writable) {
-    backend.truncate = (size) => run('truncate', async () => {
+    backend.truncate = (size) => gate.run('truncate', async () => {
       checkRange(size, 0);
       await call({ op: 'truncate', size });
     });
   } else {
-    backend.truncate = () => run('truncate', async () => { throw readOnly('truncate'); });
+    backend.truncate = () => gate.run('truncate', async () => { throw readOnly('truncate'); });
   }
   return backend;
 }
