@@ -8,29 +8,15 @@
 
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { chromium, type Page } from 'playwright';
 import { createServer } from 'vite';
 import type { BenchRequest, Qcow2Run } from './browser/opfs-worker.js';
 import { machineLine, median, printResult, printTable } from './harness.js';
+import { CHROMIUM, CHROMIUM_ARGS, packageRootWith } from './chromium.js';
 
 const MIB = 1024 * 1024;
 const ROUNDS = 3;
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-
-/** The package root: the nearest directory above this file that has bench/browser/opfs.html. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'bench', 'browser', 'opfs.html'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find bench/browser/opfs.html above this script');
-    dir = up;
-  }
-  return dir;
-}
 
 const mbPerSecond = (bytes: number, seconds: number): number => bytes / MIB / seconds;
 
@@ -42,7 +28,7 @@ async function main(): Promise<void> {
 
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-opfs-bench-'));
   const server = await createServer({
-    root: packageRoot(),
+    root: packageRootWith(join('bench', 'browser', 'opfs.html')),
     configFile: false,
     cacheDir: join(scratch, 'vite-cache'),
     logLevel: 'error',

@@ -20,7 +20,6 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
 import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
@@ -28,14 +27,12 @@ import { openNodeBackend } from '../bindings/backends/node.js';
 import { SPLIT_MANIFEST_NAME } from '../bindings/split-manifest.js';
 import { writeSplitImage } from '../bindings/split-writer.js';
 import { machineInfo, machineLine, median, printResult, printTable } from './harness.js';
+import { CHROMIUM, CHROMIUM_ARGS, packageRootWith } from './chromium.js';
 
 const MiB = 1024 * 1024;
 const DISK_BYTES = 128 * MiB;
 const PART_BYTES = 1 * MiB;
 const BOOT_TIMEOUT_MS = 600_000;
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
 
 type LayoutName = 'v86-parts' | 'qcow2-range' | 'qcow2-parts';
@@ -44,17 +41,6 @@ const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range', 'qcow2-parts
 interface BootRun extends BootResult {
   diskBytes: number;
   diskRequests: number;
-}
-
-/** The package root: the nearest directory above this file that has bench/browser/v86-boot.html. */
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'bench', 'browser', 'v86-boot.html'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot find bench/browser/v86-boot.html above this script');
-    dir = up;
-  }
-  return dir;
 }
 
 /** Runs a host tool and returns its stdout; throws with its output when it fails. */
@@ -171,7 +157,7 @@ async function main(): Promise<void> {
   const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 3);
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
-  const root = packageRoot();
+  const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
   const guest = JSON.parse(readFileSync(join(root, 'build', 'v86-linux', 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
   try {

@@ -2,10 +2,14 @@
 // The browser example (examples/browser) and the library pieces it shows: allocationMap against
 // known layouts; then the example page built with Vite's JS API (no configuration for the wasm),
 // served by a local HTTP server and driven in headless Chromium: info, the drawn map read back
-// pixel by pixel, writes landing in an OPFS overlay that survives a reload, a picked file,
+// pixel by pixel, writes landing in an OPFS overlay that survives a reload, the Export buttons
+// (downloads, and a picked file; qemu-img checks and compares what they wrote), a picked file,
 // Content-Security-Policy with and without 'wasm-unsafe-eval', init({ url | bytes | module }),
 // the page built and served by Vite's dev server from an installed copy of the package with no
-// config at all, and a boot in v86 with SeaBIOS whose writes show up in the overlay's map.
+// config at all, and a boot in v86 with SeaBIOS whose writes show up in the overlay's map. In
+// Firefox (over WebDriver BiDi): the image over HTTP under its overlay, its map, and both Export
+// buttons. Not in WebKit: its automation session keeps website data in an ephemeral store where
+// OPFS, which the page's overlay lives in, is unusable.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -21,6 +25,10 @@ import { allocationMap } from '../bindings/allocation-map.js';
 import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type Backend, type BlockImage } from '../bindings/index.js';
 import { CELL_PIXELS, MAP_COLOURS, MAP_COLUMNS } from '../examples/browser/draw-map.js';
 import { qemuCheck, qemuImg, qemuInfo, qemuMap, requireQemu } from './helpers/qemu.js';
+import { describeRequiring } from './helpers/describe-requiring.js';
+import { CHROMIUM, CHROMIUM_ARGS, missingChromium } from './helpers/chromium-pages.js';
+import { waitUntil, type DrivenBrowser } from './runners/driven-browser.js';
+import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -112,31 +120,10 @@ describe('allocationMap', () => {
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const EXAMPLE = join(ROOT, 'examples', 'browser');
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const BIOS = '/usr/share/seabios/bios.bin';
 /** Per browser test: page loads, OPFS writes (each copies the overlay file) and a boot, on a shared machine. */
 const BROWSER_TEST_MS = 180_000;
 const GUEST = join(ROOT, 'test', 'fixtures', 'v86-guest', 'guest-hda.bin');
-
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
-
-/**
- * `describe` for tests that need a tool (a file at `path`): without it they skip with a loud
- * warning, or, where CI is set, become one failing test.
- */
-function describeWith(path: string, what: string, name: string, body: () => void): void {
-  if (existsSync(path)) describe(name, body);
-  else if (isCi()) describe(name, () => it(`has ${what} at ${path} (required where CI is set)`, () => { throw new Error(`${name}: ${what} missing at ${path}`); }));
-  else {
-    console.warn(`\n*** SKIPPING ${name}: ${what} not found at ${path}. ***\n`);
-    describe.skip(name, body);
-  }
-}
 
 /** The test image's layout, in 64 KiB clusters of a 64 MiB qcow2 (1024 clusters = 1024 map cells). */
 const VIRTUAL_SIZE = 64 * MiB;
@@ -265,24 +252,31 @@ async function info(page: Page, list: 'image-info' | 'overlay-info'): Promise<Re
   return page.$$eval(`#${list} dd`, (items) => Object.fromEntries(items.map((dd) => [(dd as HTMLElement).dataset.field, dd.textContent])));
 }
 
-/** The colour at the centre of each map cell, as the kind whose colour it is ('?' for none). */
-async function mapCells(page: Page): Promise<string[]> {
-  const pixels = await page.$eval('#map', (node, [columns, cellPixels]) => {
-    const canvas = node as HTMLCanvasElement;
-    const count = Number(canvas.dataset.bucketCount);
-    const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
-    const centre = Math.floor(cellPixels / 2) - 1;
-    return Array.from({ length: count }, (_, bucket) => {
-      const x = (bucket % columns) * cellPixels + centre;
-      const y = Math.floor(bucket / columns) * cellPixels + centre;
-      const at = (y * canvas.width + x) * 4;
-      return [data[at], data[at + 1], data[at + 2], data[at + 3]];
-    });
-  }, [MAP_COLUMNS, CELL_PIXELS] as const);
+/** In the page: the RGBA colour at the centre of each map cell. */
+function readMapPixels(columns: number, cellPixels: number): number[][] {
+  const canvas = document.getElementById('map') as HTMLCanvasElement;
+  const count = Number(canvas.dataset.bucketCount);
+  const data = canvas.getContext('2d')!.getImageData(0, 0, canvas.width, canvas.height).data;
+  const centre = Math.floor(cellPixels / 2) - 1;
+  return Array.from({ length: count }, (_, bucket) => {
+    const x = (bucket % columns) * cellPixels + centre;
+    const y = Math.floor(bucket / columns) * cellPixels + centre;
+    const at = (y * canvas.width + x) * 4;
+    return [data[at], data[at + 1], data[at + 2], data[at + 3]];
+  });
+}
+
+/** Map cell colours as the kind whose colour each is ('?' for none). */
+function cellKinds(pixels: number[][]): string[] {
   return pixels.map(([r, g, b, a]) => {
     const kind = (Object.keys(MAP_COLOURS) as Kind[]).find((k) => MAP_COLOURS[k][0] === r && MAP_COLOURS[k][1] === g && MAP_COLOURS[k][2] === b);
     return a === 255 && kind ? kind : `?${r},${g},${b},${a}`;
   });
+}
+
+/** The kind each map cell of `page` shows. */
+async function mapCells(page: Page): Promise<string[]> {
+  return cellKinds(await page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS)));
 }
 
 /** Cells whose kind differs from what is expected, as "cell: got != expected" lines. */
@@ -290,39 +284,71 @@ function mismatches(got: readonly string[], expected: readonly string[]): string
   return expected.flatMap((kind, i) => (got[i] === kind ? [] : [`${i}: ${got[i]} != ${kind}`]));
 }
 
-/** The bytes of the OPFS file at `path`, read in the page. */
-async function opfsFile(page: Page, path: string): Promise<Uint8Array> {
-  const base64 = await page.evaluate(async (filePath) => {
-    let directory = await navigator.storage.getDirectory();
-    const parts = filePath.split('/');
-    for (const part of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(part);
-    const file = await (await directory.getFileHandle(parts[parts.length - 1]!)).getFile();
-    const bytes = new Uint8Array(await file.arrayBuffer());
-    let binary = '';
-    for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-    return btoa(binary);
-  }, path);
-  return new Uint8Array(Buffer.from(base64, 'base64'));
+/** In the page: the OPFS file at `path` ('/'-separated), base64-encoded. */
+async function readOpfsBase64(path: string): Promise<string> {
+  let directory = await navigator.storage.getDirectory();
+  const parts = path.split('/');
+  for (const part of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(part);
+  const file = await (await directory.getFileHandle(parts[parts.length - 1]!)).getFile();
+  const bytes = new Uint8Array(await file.arrayBuffer());
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
 }
 
-describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromium)', () => {
+/** The bytes of the OPFS file at `path`, read in the page. */
+async function opfsFile(page: Page, path: string): Promise<Uint8Array> {
+  return new Uint8Array(Buffer.from(await page.evaluate<string>(callExpression(readOpfsBase64, path)), 'base64'));
+}
+
+/** A call of the page-side function `fn` with JSON arguments, as an expression for DrivenPage.evaluate. */
+const callExpression = (fn: (...args: never[]) => unknown, ...args: unknown[]): string =>
+  `(${fn.toString()})(${args.map((arg) => JSON.stringify(arg)).join(', ')})`;
+
+/** In the page: writes the test's marker at the start of each cluster of `clusters`. */
+async function writeMarkers(clusters: readonly number[], clusterBytes: number): Promise<void> {
+  const { session } = window.qcow2Example;
+  await Promise.all(clusters.map((cluster) =>
+    session!.overlay.write(cluster * clusterBytes, new TextEncoder().encode(`qcow2-wasm ${String(cluster).padStart(5, '0')}`))));
+}
+
+/**
+ * Expects the exported images in `files` (kind: path; 'overlay' is the overlay alone, backed by
+ * `baseUrl`, the others flattened) to pass qemu-img check and to compare equal to the guest view:
+ * the base with the markers of WRITTEN_CLUSTERS. The overlay must hold exactly those clusters.
+ */
+async function expectExports(files: Record<string, string>, baseImage: Uint8Array, baseUrl: string, scratchDir: string): Promise<void> {
+  if (!requireQemu('the example\'s exports')) return;
+  const base = await Qcow2Image.open(createMemoryBackend(baseImage), { readOnly: true });
+  const expected = await base.read(0, VIRTUAL_SIZE);
+  await base.close();
+  for (const cluster of WRITTEN_CLUSTERS) expected.set(new TextEncoder().encode(marker(cluster)), cluster * CLUSTER);
+  writeFileSync(join(scratchDir, 'expected.raw'), expected);
+  writeFileSync(join(scratchDir, 'base.qcow2'), baseImage);
+
+  // The overlay names the base by its URL: pointed at a local copy (rebase -u changes only that name).
+  expect(qemuInfo(files.overlay)['backing-filename']).toBe(baseUrl);
+  expect(qemuImg(['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', files.overlay], scratchDir).code).toBe(0);
+  for (const [kind, path] of Object.entries(files)) {
+    const check = qemuCheck(path);
+    expect([check.exitCode, check['check-errors'], check.leaks ?? 0, check.corruptions ?? 0], kind).toEqual([0, 0, 0, 0]);
+    const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', path, join(scratchDir, 'expected.raw')]);
+    expect(compare.code, `${kind}: ${compare.stdout}${compare.stderr}`).toBe(0);
+    if (kind !== 'overlay') expect(qemuInfo(path)['backing-filename'], kind).toBeUndefined();
+  }
+  // The overlay export holds exactly the written clusters; everything else comes from the base.
+  const topClusters = qemuMap(files.overlay).filter((entry) => entry.depth === 0 && entry.data)
+    .flatMap((entry) => range(entry.start / CLUSTER, (entry.start + entry.length) / CLUSTER));
+  expect(topClusters).toEqual([...WRITTEN_CLUSTERS].sort((a, b) => a - b));
+}
+
+describe('the example page, built with Vite and served over HTTP', () => {
   let siteDir: string;
   let scratch: string;
   let server: Server;
-  let browser: Browser;
   let origin: string;
   let baseImage: Uint8Array;
   const resources = new Map<string, Uint8Array>();
-  const contexts: BrowserContext[] = [];
-
-  /** A page in a fresh browser context (its own OPFS) that reports uncaught page errors. */
-  async function newPage(): Promise<Page> {
-    const context = await browser.newContext();
-    contexts.push(context);
-    const page = await context.newPage();
-    page.on('pageerror', (error) => console.error('[page error]', error));
-    return page;
-  }
 
   beforeAll(async () => {
     for (const entry of ['browser', 'v86']) {
@@ -339,312 +365,332 @@ describeWith(CHROMIUM, 'Chromium', 'browser example (Vite build, headless Chromi
     if (existsSync(GUEST)) resources.set('/images/guest.raw', makeGuestDisk());
     server = await startServer(siteDir, resources);
     origin = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
   }, 120_000);
 
   afterAll(async () => {
-    await Promise.allSettled(contexts.map((c) => c.close()));
-    await browser?.close();
     await new Promise((resolve) => (server ? server.close(resolve) : resolve(undefined)));
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
-  it('builds to plain files: one entry script, the library with its wasm embedded in it', () => {
-    const html = readFileSync(join(siteDir, 'index.html'), 'utf8');
-    expect(html).toMatch(/<script type="module" crossorigin src="\.\/assets\/index-[\w-]+\.js"><\/script>/);
-    expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script: strict CSPs need none
-    // The only .wasm file is v86's: the library's core travels inside the JavaScript.
-    expect(readdirSync(join(siteDir, 'assets')).filter((name) => name.endsWith('.wasm'))).toEqual([expect.stringMatching(/^v86-[\w-]+\.wasm$/)]);
+  describeRequiring('in headless Chromium', missingChromium(), () => {
+    let browser: Browser;
+    const contexts: BrowserContext[] = [];
+
+    /** A page in a fresh browser context (its own OPFS) that reports uncaught page errors. */
+    async function newPage(): Promise<Page> {
+      const context = await browser.newContext();
+      contexts.push(context);
+      const page = await context.newPage();
+      page.on('pageerror', (error) => console.error('[page error]', error));
+      return page;
+    }
+
+    beforeAll(async () => {
+      browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+    }, 120_000);
+
+    afterAll(async () => {
+      await Promise.allSettled(contexts.map((c) => c.close()));
+      await browser?.close();
+    });
+
+    it('builds to plain files: one entry script, the library with its wasm embedded in it', () => {
+      const html = readFileSync(join(siteDir, 'index.html'), 'utf8');
+      expect(html).toMatch(/<script type="module" crossorigin src="\.\/assets\/index-[\w-]+\.js"><\/script>/);
+      expect(html).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/); // no inline script: strict CSPs need none
+      // The only .wasm file is v86's: the library's core travels inside the JavaScript.
+      expect(readdirSync(join(siteDir, 'assets')).filter((name) => name.endsWith('.wasm'))).toEqual([expect.stringMatching(/^v86-[\w-]+\.wasm$/)]);
+    });
+
+    it('opens a qcow2 served over HTTP under an OPFS overlay: info, drawn map, writes into the overlay that survive a reload', async () => {
+      const page = await newPage();
+      await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
+      expect(await settled(page)).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
+
+      const base = await info(page, 'image-info');
+      expect(base).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', compat: '1.1' });
+      expect(base['file-size']).toContain(`(${baseImage.byteLength} bytes)`);
+      const overlayInfo = await info(page, 'overlay-info');
+      expect(overlayInfo).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', 'backing-format': 'qcow2' });
+      expect(overlayInfo['backing-file']).toBe(`${origin}/images/base.qcow2`);
+
+      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+
+      // Writes through the page's image land in the overlay; the map shows them after a refresh.
+      await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
+      await page.evaluate(() => window.qcow2Example.refresh());
+      expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
+      const overlayPath = (await info(page, 'overlay-info')).path;
+
+      // The OPFS file is a standard qcow2 overlay: open it here with the base and read the writes.
+      const overlayBytes = await opfsFile(page, overlayPath);
+      expect(Array.from(overlayBytes.subarray(0, 4))).toEqual([0x51, 0x46, 0x49, 0xfb]);
+      expect(overlayBytes.byteLength).toBeLessThan(2 * MiB); // the overlay holds only what was written
+      const reopened = await Qcow2Image.open(createMemoryBackend(overlayBytes), { readOnly: true, openBacking: async () => createMemoryBackend(baseImage) });
+      for (const cluster of WRITTEN_CLUSTERS) {
+        const head = await reopened.read(cluster * CLUSTER, CLUSTER);
+        expect(new TextDecoder().decode(head.subarray(0, 16))).toBe(marker(cluster));
+        const fill = DATA_CLUSTERS.has(cluster) ? (cluster & 0xff | 1) : 0;
+        expect(head.subarray(16).every((byte) => byte === fill)).toBe(true); // the rest copied from the base
+      }
+      expect((await reopened.read(3 * CLUSTER, 4)).every((byte) => byte === 3)).toBe(true); // base data shows through
+      await reopened.close();
+
+      // A reload reopens the same overlay: the writes are still there.
+      await page.reload();
+      expect(await settled(page)).toMatch(/^Reopened the overlay of /);
+      expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
+      const text = await page.evaluate(async (offset) =>
+        new TextDecoder().decode(await window.qcow2Example.session!.overlay.read(offset, 16)), 500 * CLUSTER);
+      expect(text).toBe(marker(500));
+
+      // Discarding the overlay starts afresh from the base.
+      await page.click('#discard');
+      expect(await settled(page)).toMatch(/^Created an overlay for /);
+      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+    }, BROWSER_TEST_MS);
+
+    it('exports the flattened disk and the overlay alone as qcow2 files: downloads, and a picked file; qemu-img checks and compares them', async () => {
+      /** A page on the base image with the test's writes in its overlay; `init` runs before the page's scripts. */
+      const writtenPage = async (init: () => void): Promise<Page> => {
+        const page = await newPage();
+        await page.addInitScript(init);
+        await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
+        expect(await settled(page)).toMatch(/^Created an overlay for /);
+        await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
+        return page;
+      };
+
+      // Where the page cannot ask where to save (as in Firefox and Safari): downloads.
+      const downloading = await writtenPage(() => { Object.defineProperty(window, 'showSaveFilePicker', { value: undefined }); });
+      const files: Record<string, string> = {};
+      for (const [button, kind, what] of [['#export-flat', 'flattened', 'the disk'], ['#export-overlay', 'overlay', 'the overlay']] as const) {
+        const download = downloading.waitForEvent('download', { timeout: 60_000 });
+        await downloading.click(button);
+        expect(await statusAfter(downloading, `Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
+        const saved = await download;
+        expect(saved.suggestedFilename()).toBe(`base.${kind}.qcow2`);
+        files[kind] = join(scratch, `download-${kind}.qcow2`);
+        await saved.saveAs(files[kind]);
+      }
+
+      // Where it can (Chromium): the file the user picks. The save dialog is the browser's own, which
+      // automation cannot answer; a stand-in picker hands the page an OPFS file handle instead, so
+      // the page writes through the same FileSystemFileHandle and writable stream a picked file has.
+      const picking = await writtenPage(() => {
+        (window as unknown as { showSaveFilePicker: unknown }).showSaveFilePicker = async ({ suggestedName }: { suggestedName: string }) =>
+          (await navigator.storage.getDirectory()).getFileHandle(`picked-${suggestedName}`, { create: true });
+      });
+      await picking.click('#export-flat');
+      expect(await statusAfter(picking, 'Exported the disk')).toMatch(/^Exported the disk as picked-base\.flattened\.qcow2, a .* qcow2 image \(saved to the file you picked\)\.$/);
+      files.picked = join(scratch, 'picked-flattened.qcow2');
+      writeFileSync(files.picked, await opfsFile(picking, 'picked-base.flattened.qcow2'));
+
+      await expectExports(files, baseImage, `${origin}/images/base.qcow2`, scratch);
+    }, BROWSER_TEST_MS);
+
+    it('opens a file the user picks (a Blob) the same way', async () => {
+      const path = join(scratch, 'picked.qcow2');
+      writeFileSync(path, baseImage);
+      const page = await newPage();
+      await page.goto(`${origin}/plain/index.html`);
+      expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+      await page.setInputFiles('#image-file', path);
+      expect(await settled(page)).toMatch(/^Created an overlay for picked\.qcow2: writes go to OPFS qcow2-wasm-example\/picked\.qcow2\.overlay\.qcow2/);
+      expect(await info(page, 'image-info')).toMatchObject({ source: 'picked.qcow2', format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)' });
+      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+    }, BROWSER_TEST_MS);
+
+    it(`works under a strict Content-Security-Policy that allows 'wasm-unsafe-eval'`, async () => {
+      const page = await newPage();
+      const violations: string[] = [];
+      page.on('console', (message) => { if (/Content Security Policy/i.test(message.text())) violations.push(message.text()); });
+      const response = await page.goto(`${origin}/strict/index.html?image=/images/base.qcow2`);
+      expect(response?.headers()['content-security-policy']).toBe(CSP_STRICT);
+      expect(await settled(page)).toMatch(/^Created an overlay for /);
+      expect((await info(page, 'image-info'))['virtual-size']).toBe('64 MiB (67108864 bytes)');
+      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+      expect(violations).toEqual([]);
+    }, BROWSER_TEST_MS);
+
+    it(`fails with a clear message when the CSP lacks 'wasm-unsafe-eval' (for every init source)`, async () => {
+      const page = await newPage();
+      await page.goto(`${origin}/nowasm/index.html?image=/images/base.qcow2`);
+      const status = await settled(page, ['error']);
+      // Chromium refuses the compile itself (a CompileError naming the CSP); the page adds the fix.
+      expect(status).toMatch(/^CompileError: WebAssembly\.compile\(\): .*'unsafe-eval' is not an allowed source of script/);
+      expect(status).toContain(`add 'wasm-unsafe-eval' to script-src`);
+      const failures = await page.evaluate(async () => {
+        const { library } = window.qcow2Example;
+        const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
+        const attempt = (options: Parameters<typeof library.init>[0]) => library.init(options).then(() => 'compiled', (e: Error) => `${e.name}: ${e.message}`);
+        return { url: await attempt({ url: '/core.wasm' }), bytes: await attempt({ bytes }) };
+      });
+      expect(failures.url).toMatch(/^CompileError: .*Content Security Policy/);
+      expect(failures.bytes).toMatch(/^CompileError: .*Content Security Policy/);
+    }, BROWSER_TEST_MS);
+
+    it('init() takes the core from a URL, bytes or a compiled module, and uses what it is given', async () => {
+      const page = await newPage();
+      await page.goto(`${origin}/plain/index.html?core=/core.wasm`);
+      expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+      const results = await page.evaluate(async () => {
+        const { library } = window.qcow2Example;
+        const roundTrip = async () => {
+          const image = await library.Qcow2Image.create(library.createMemoryBackend(), { virtualSize: 1 << 20 });
+          await image.write(1000, new Uint8Array([1, 2, 3]));
+          const bytes = Array.from(await image.read(999, 5));
+          await image.close();
+          return bytes.join(',');
+        };
+        // The library's errors by their code (class names do not survive minification).
+        const outcome = (promise: Promise<unknown>) => promise.then((value) => String(value),
+          (e: Error) => (e instanceof library.Qcow2WasmError ? `Qcow2WasmError ${e.code}` : e.name));
+        const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
+        const emptyModule = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
+        const run = async (options: Parameters<typeof library.init>[0]) => {
+          const init = await outcome(library.init(options));
+          return `${init} / ${await outcome(roundTrip())}`;
+        };
+        return {
+          url: await run({ url: '/core.wasm' }),
+          missingUrl: await run({ url: '/missing.wasm' }),
+          bytes: await run({ bytes }),
+          badBytes: await run({ bytes: bytes.subarray(0, 100) }),
+          module: await run({ module: await WebAssembly.compile(bytes) }),
+          otherModule: await run({ module: await WebAssembly.compile(emptyModule) }),
+          embedded: await run({}),
+        };
+      });
+      expect(results).toEqual({
+        url: 'undefined / 0,1,2,3,0',
+        missingUrl: 'Qcow2WasmError INVALID_ARGUMENT / Qcow2WasmError INVALID_ARGUMENT',
+        bytes: 'undefined / 0,1,2,3,0',
+        badBytes: 'CompileError / CompileError',
+        module: 'undefined / 0,1,2,3,0',
+        otherModule: expect.stringMatching(/^undefined \/ (TypeError|LinkError)/),
+        embedded: 'undefined / 0,1,2,3,0',
+      });
+    }, BROWSER_TEST_MS);
+
+    it('works installed as a package (npm\'s file list) with no Vite config at all: dev server and build', async () => {
+      // A project with qcow2-wasm in node_modules as npm would unpack it (package.json `files`),
+      // its dependencies beside it, and the example's sources: no vite.config, no alias.
+      const project = join(scratch, 'installed');
+      const modules = join(project, 'node_modules');
+      const pkg = join(modules, 'qcow2-wasm');
+      const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[]; dependencies: Record<string, string> };
+      // npm's own list of the files it would pack (`files`, negations and all), copied one by one.
+      const packed = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
+      const [{ files }] = JSON.parse(packed.slice(packed.indexOf('['))) as [{ files: { path: string }[] }];
+      for (const { path } of files) {
+        mkdirSync(dirname(join(pkg, path)), { recursive: true });
+        cpSync(join(ROOT, path), join(pkg, path));
+      }
+      for (const dependency of [...Object.keys(manifest.dependencies), 'v86']) {
+        mkdirSync(join(modules, dependency, '..'), { recursive: true });
+        symlinkSync(join(ROOT, 'node_modules', dependency), join(modules, dependency), 'dir');
+      }
+      for (const file of ['index.html', 'main.ts', 'session.ts', 'info.ts', 'draw-map.ts', 'boot.ts', 'export.ts']) cpSync(join(EXAMPLE, file), join(project, file));
+      const picked = join(scratch, 'installed.qcow2');
+      writeFileSync(picked, baseImage);
+
+      const openPicked = async (url: string) => {
+        const page = await newPage();
+        await page.goto(url);
+        expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
+        await page.setInputFiles('#image-file', picked);
+        expect(await settled(page)).toMatch(/^Created an overlay for installed\.qcow2/);
+        expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
+      };
+
+      // Dev server: Vite pre-bundles the dependency; embedded wasm bytes need no asset handling.
+      const dev = await createViteServer({ root: project, configFile: false, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
+      try {
+        await dev.listen();
+        await openPicked(dev.resolvedUrls!.local[0]!);
+        // It did pre-bundle the library (the step that breaks `new URL('x.wasm', import.meta.url)`).
+        expect(readdirSync(join(modules, '.vite', 'deps'))).toContain('qcow2-wasm_browser.js');
+      } finally {
+        await dev.close();
+      }
+
+      // Production build, served as plain files.
+      const out = join(scratch, 'installed-site');
+      await build({ root: project, configFile: false, base: './', logLevel: 'warn', build: { outDir: out, emptyOutDir: true } });
+      const site = await startServer(out, new Map());
+      try {
+        await openPicked(`http://127.0.0.1:${(site.address() as AddressInfo).port}/plain/index.html`);
+      } finally {
+        await new Promise((resolve) => site.close(resolve));
+      }
+    }, BROWSER_TEST_MS);
+
+    describeRequiring('boot in v86', existsSync(BIOS) ? undefined : `${BIOS} not found (apt-get install seabios)`, () => {
+      it('boots a disk under its overlay with the BIOS the user picks; the guest\'s writes land in the overlay', async () => {
+        expect(existsSync(GUEST), `${GUEST} (the v86 test guest) is missing`).toBe(true);
+        const page = await newPage();
+        await page.goto(`${origin}/plain/index.html?image=/images/guest.raw`);
+        expect(await settled(page)).toMatch(/^Created an overlay for /);
+        expect(await info(page, 'image-info')).toMatchObject({ format: 'raw', 'virtual-size': '8 MiB (8388608 bytes)' });
+        expect(await page.isDisabled('#boot')).toBe(true); // no BIOS yet
+        await page.setInputFiles('#bios-file', BIOS);
+        await page.click('#boot');
+        await page.waitForFunction(() => document.getElementById('serial')!.textContent!.includes('DONE'), undefined, { timeout: 60_000 });
+        const serial = (await page.textContent('#serial')) ?? '';
+        expect(serial).not.toContain('FAIL');
+        await page.click('#stop');
+        expect(await settled(page)).toMatch(/^Reopened the overlay of /);
+        // 8 MiB in 1024 cells of 8 KiB; the overlay's clusters are 64 KiB (8 cells). Cells of the
+        // clusters the guest changed show the overlay, all others the raw image. Among them: LBA
+        // 5-6 and 120-135 (clusters 0 and 1) and 12288-12291 (cluster 96).
+        const changed = await page.evaluate(async (clusterBytes) => {
+          const { overlay, base } = window.qcow2Example.session!;
+          const [mine, theirs] = await Promise.all([overlay.read(0, overlay.virtualSize), base.read(0, base.virtualSize)]);
+          const clusters = new Set<number>();
+          mine.forEach((byte, i) => { if (byte !== theirs[i]) clusters.add(Math.floor(i / clusterBytes)); });
+          return [...clusters];
+        }, CLUSTER);
+        expect(changed).toEqual(expect.arrayContaining([0, 1, 96]));
+        const cells = await mapCells(page);
+        const cellsPerCluster = CLUSTER / (8 * KiB);
+        expect(mismatches(cells, cells.map((_, i) => (changed.includes(Math.floor(i / cellsPerCluster)) ? 'topData' : 'backingData')))).toEqual([]);
+        const lba = await page.evaluate(async () => {
+          const read = (sector: number) => window.qcow2Example.session!.overlay.read(sector * 512, 8).then((b) => new TextDecoder().decode(b));
+          return [await read(5), await read(120), await read(127), await read(12288)];
+        });
+        expect(lba).toEqual(['QW-CHS-W', 'QW-LBA-W', 'QW-OVER-', 'QW-HIGH-']);
+      }, BROWSER_TEST_MS);
+    });
   });
 
-  it('opens a qcow2 served over HTTP under an OPFS overlay: info, drawn map, writes into the overlay that survive a reload', async () => {
-    const page = await newPage();
-    await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
-    expect(await settled(page)).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
+  describeRequiring('in Firefox (WebDriver BiDi)', existsSync(FIREFOX_PATH) ? undefined : `${FIREFOX_PATH} not found (apt-get install firefox-esr)`, () => {
+    let firefox: DrivenBrowser;
 
-    const base = await info(page, 'image-info');
-    expect(base).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', compat: '1.1' });
-    expect(base['file-size']).toContain(`(${baseImage.byteLength} bytes)`);
-    const overlayInfo = await info(page, 'overlay-info');
-    expect(overlayInfo).toMatchObject({ format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)', 'cluster-size': '65536', 'backing-format': 'qcow2' });
-    expect(overlayInfo['backing-file']).toBe(`${origin}/images/base.qcow2`);
+    beforeAll(async () => { firefox = await launchFirefox(); }, 120_000);
+    afterAll(async () => { await firefox?.close(); });
 
-    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-
-    // Writes through the page's image land in the overlay; the map shows them after a refresh.
-    await page.evaluate(async ([clusters, clusterBytes]) => {
-      const { session } = window.qcow2Example;
-      await Promise.all(clusters.map((cluster) =>
-        session!.overlay.write(cluster * clusterBytes, new TextEncoder().encode(`qcow2-wasm ${String(cluster).padStart(5, '0')}`))));
-      await window.qcow2Example.refresh();
-    }, [WRITTEN_CLUSTERS, CLUSTER] as const);
-    expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
-    const overlayPath = (await info(page, 'overlay-info')).path;
-
-    // The OPFS file is a standard qcow2 overlay: open it here with the base and read the writes.
-    const overlayBytes = await opfsFile(page, overlayPath);
-    expect(Array.from(overlayBytes.subarray(0, 4))).toEqual([0x51, 0x46, 0x49, 0xfb]);
-    expect(overlayBytes.byteLength).toBeLessThan(2 * MiB); // the overlay holds only what was written
-    const reopened = await Qcow2Image.open(createMemoryBackend(overlayBytes), { readOnly: true, openBacking: async () => createMemoryBackend(baseImage) });
-    for (const cluster of WRITTEN_CLUSTERS) {
-      const head = await reopened.read(cluster * CLUSTER, CLUSTER);
-      expect(new TextDecoder().decode(head.subarray(0, 16))).toBe(marker(cluster));
-      const fill = DATA_CLUSTERS.has(cluster) ? (cluster & 0xff | 1) : 0;
-      expect(head.subarray(16).every((byte) => byte === fill)).toBe(true); // the rest copied from the base
-    }
-    expect((await reopened.read(3 * CLUSTER, 4)).every((byte) => byte === 3)).toBe(true); // base data shows through
-    await reopened.close();
-
-    // A reload reopens the same overlay: the writes are still there.
-    await page.reload();
-    expect(await settled(page)).toMatch(/^Reopened the overlay of /);
-    expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
-    const text = await page.evaluate(async (offset) =>
-      new TextDecoder().decode(await window.qcow2Example.session!.overlay.read(offset, 16)), 500 * CLUSTER);
-    expect(text).toBe(marker(500));
-
-    // Discarding the overlay starts afresh from the base.
-    await page.click('#discard');
-    expect(await settled(page)).toMatch(/^Created an overlay for /);
-    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-  }, BROWSER_TEST_MS);
-
-  it('exports the flattened disk and the overlay alone as qcow2 files: downloads, and a picked file; qemu-img checks and compares them', async () => {
-    /** A page on the base image with the test's writes in its overlay; `init` runs before the page's scripts. */
-    const writtenPage = async (init: () => void): Promise<Page> => {
-      const page = await newPage();
-      await page.addInitScript(init);
-      await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
-      expect(await settled(page)).toMatch(/^Created an overlay for /);
-      await page.evaluate(async ([clusters, clusterBytes]) => {
-        const { session } = window.qcow2Example;
-        await Promise.all(clusters.map((cluster) =>
-          session!.overlay.write(cluster * clusterBytes, new TextEncoder().encode(`qcow2-wasm ${String(cluster).padStart(5, '0')}`))));
-      }, [WRITTEN_CLUSTERS, CLUSTER] as const);
-      return page;
-    };
-
-    // Where the page cannot ask where to save (as in Firefox and Safari): downloads.
-    const downloading = await writtenPage(() => { Object.defineProperty(window, 'showSaveFilePicker', { value: undefined }); });
-    const files: Record<string, string> = {};
-    for (const [button, kind, what] of [['#export-flat', 'flattened', 'the disk'], ['#export-overlay', 'overlay', 'the overlay']] as const) {
-      const download = downloading.waitForEvent('download', { timeout: 60_000 });
-      await downloading.click(button);
-      expect(await statusAfter(downloading, `Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
-      const saved = await download;
-      expect(saved.suggestedFilename()).toBe(`base.${kind}.qcow2`);
-      files[kind] = join(scratch, `download-${kind}.qcow2`);
-      await saved.saveAs(files[kind]);
-    }
-
-    // Where it can (Chromium): the file the user picks. The save dialog is the browser's own, which
-    // automation cannot answer; a stand-in picker hands the page an OPFS file handle instead, so
-    // the page writes through the same FileSystemFileHandle and writable stream a picked file has.
-    const picking = await writtenPage(() => {
-      (window as unknown as { showSaveFilePicker: unknown }).showSaveFilePicker = async ({ suggestedName }: { suggestedName: string }) =>
-        (await navigator.storage.getDirectory()).getFileHandle(`picked-${suggestedName}`, { create: true });
-    });
-    await picking.click('#export-flat');
-    expect(await statusAfter(picking, 'Exported the disk')).toMatch(/^Exported the disk as picked-base\.flattened\.qcow2, a .* qcow2 image \(saved to the file you picked\)\.$/);
-    files.picked = join(scratch, 'picked-flattened.qcow2');
-    writeFileSync(files.picked, await opfsFile(picking, 'picked-base.flattened.qcow2'));
-
-    if (!requireQemu('the example\'s exports')) return;
-    // The guest view: the base with the markers written.
-    const base = await Qcow2Image.open(createMemoryBackend(baseImage), { readOnly: true });
-    const expected = await base.read(0, VIRTUAL_SIZE);
-    await base.close();
-    for (const cluster of WRITTEN_CLUSTERS) expected.set(new TextEncoder().encode(marker(cluster)), cluster * CLUSTER);
-    writeFileSync(join(scratch, 'expected.raw'), expected);
-    writeFileSync(join(scratch, 'base.qcow2'), baseImage);
-
-    // The overlay names the base by its URL: pointed at a local copy (rebase -u changes only that name).
-    expect(qemuInfo(files.overlay)['backing-filename']).toBe(`${origin}/images/base.qcow2`);
-    expect(qemuImg(['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', 'base.qcow2', files.overlay], scratch).code).toBe(0);
-    for (const [kind, path] of Object.entries(files)) {
-      const check = qemuCheck(path);
-      expect([check.exitCode, check['check-errors'], check.leaks ?? 0, check.corruptions ?? 0], kind).toEqual([0, 0, 0, 0]);
-      const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', path, join(scratch, 'expected.raw')]);
-      expect(compare.code, `${kind}: ${compare.stdout}${compare.stderr}`).toBe(0);
-    }
-    expect(qemuInfo(files.flattened)['backing-filename']).toBeUndefined();
-    // The overlay export holds exactly the written clusters; everything else comes from the base.
-    const topClusters = qemuMap(files.overlay).filter((entry) => entry.depth === 0 && entry.data)
-      .flatMap((entry) => range(entry.start / CLUSTER, (entry.start + entry.length) / CLUSTER));
-    expect(topClusters).toEqual([...WRITTEN_CLUSTERS].sort((a, b) => a - b));
-  }, BROWSER_TEST_MS);
-
-  it('opens a file the user picks (a Blob) the same way', async () => {
-    const path = join(scratch, 'picked.qcow2');
-    writeFileSync(path, baseImage);
-    const page = await newPage();
-    await page.goto(`${origin}/plain/index.html`);
-    expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
-    await page.setInputFiles('#image-file', path);
-    expect(await settled(page)).toMatch(/^Created an overlay for picked\.qcow2: writes go to OPFS qcow2-wasm-example\/picked\.qcow2\.overlay\.qcow2/);
-    expect(await info(page, 'image-info')).toMatchObject({ source: 'picked.qcow2', format: 'qcow2', 'virtual-size': '64 MiB (67108864 bytes)' });
-    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-  }, BROWSER_TEST_MS);
-
-  it(`works under a strict Content-Security-Policy that allows 'wasm-unsafe-eval'`, async () => {
-    const page = await newPage();
-    const violations: string[] = [];
-    page.on('console', (message) => { if (/Content Security Policy/i.test(message.text())) violations.push(message.text()); });
-    const response = await page.goto(`${origin}/strict/index.html?image=/images/base.qcow2`);
-    expect(response?.headers()['content-security-policy']).toBe(CSP_STRICT);
-    expect(await settled(page)).toMatch(/^Created an overlay for /);
-    expect((await info(page, 'image-info'))['virtual-size']).toBe('64 MiB (67108864 bytes)');
-    expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-    expect(violations).toEqual([]);
-  }, BROWSER_TEST_MS);
-
-  it(`fails with a clear message when the CSP lacks 'wasm-unsafe-eval' (for every init source)`, async () => {
-    const page = await newPage();
-    await page.goto(`${origin}/nowasm/index.html?image=/images/base.qcow2`);
-    const status = await settled(page, ['error']);
-    // Chromium refuses the compile itself (a CompileError naming the CSP); the page adds the fix.
-    expect(status).toMatch(/^CompileError: WebAssembly\.compile\(\): .*'unsafe-eval' is not an allowed source of script/);
-    expect(status).toContain(`add 'wasm-unsafe-eval' to script-src`);
-    const failures = await page.evaluate(async () => {
-      const { library } = window.qcow2Example;
-      const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
-      const attempt = (options: Parameters<typeof library.init>[0]) => library.init(options).then(() => 'compiled', (e: Error) => `${e.name}: ${e.message}`);
-      return { url: await attempt({ url: '/core.wasm' }), bytes: await attempt({ bytes }) };
-    });
-    expect(failures.url).toMatch(/^CompileError: .*Content Security Policy/);
-    expect(failures.bytes).toMatch(/^CompileError: .*Content Security Policy/);
-  }, BROWSER_TEST_MS);
-
-  it('init() takes the core from a URL, bytes or a compiled module, and uses what it is given', async () => {
-    const page = await newPage();
-    await page.goto(`${origin}/plain/index.html?core=/core.wasm`);
-    expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
-    const results = await page.evaluate(async () => {
-      const { library } = window.qcow2Example;
-      const roundTrip = async () => {
-        const image = await library.Qcow2Image.create(library.createMemoryBackend(), { virtualSize: 1 << 20 });
-        await image.write(1000, new Uint8Array([1, 2, 3]));
-        const bytes = Array.from(await image.read(999, 5));
-        await image.close();
-        return bytes.join(',');
+    it('opens a qcow2 over HTTP under an OPFS overlay, draws its map, and exports the disk and the overlay (into OPFS, for download)', async () => {
+      const page = await firefox.openPage(`${origin}/plain/index.html?image=/images/base.qcow2`);
+      const status = async (): Promise<string> => page.evaluate<string>(`document.getElementById('status').textContent`);
+      const waitForStatus = async (prefix: string): Promise<string> => {
+        await waitUntil(`a status starting with ${prefix}`, async () => (await status()).startsWith(prefix) || (await page.evaluate<string>('document.body.dataset.state')) === 'error');
+        return status();
       };
-      // The library's errors by their code (class names do not survive minification).
-      const outcome = (promise: Promise<unknown>) => promise.then((value) => String(value),
-        (e: Error) => (e instanceof library.Qcow2WasmError ? `Qcow2WasmError ${e.code}` : e.name));
-      const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
-      const emptyModule = new Uint8Array([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]);
-      const run = async (options: Parameters<typeof library.init>[0]) => {
-        const init = await outcome(library.init(options));
-        return `${init} / ${await outcome(roundTrip())}`;
-      };
-      return {
-        url: await run({ url: '/core.wasm' }),
-        missingUrl: await run({ url: '/missing.wasm' }),
-        bytes: await run({ bytes }),
-        badBytes: await run({ bytes: bytes.subarray(0, 100) }),
-        module: await run({ module: await WebAssembly.compile(bytes) }),
-        otherModule: await run({ module: await WebAssembly.compile(emptyModule) }),
-        embedded: await run({}),
-      };
-    });
-    expect(results).toEqual({
-      url: 'undefined / 0,1,2,3,0',
-      missingUrl: 'Qcow2WasmError INVALID_ARGUMENT / Qcow2WasmError INVALID_ARGUMENT',
-      bytes: 'undefined / 0,1,2,3,0',
-      badBytes: 'CompileError / CompileError',
-      module: 'undefined / 0,1,2,3,0',
-      otherModule: expect.stringMatching(/^undefined \/ (TypeError|LinkError)/),
-      embedded: 'undefined / 0,1,2,3,0',
-    });
-  }, BROWSER_TEST_MS);
+      expect(await waitForStatus('Created an overlay for ')).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
+      expect(mismatches(cellKinds(await page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS))), expectedKinds([]))).toEqual([]);
 
-  it('works installed as a package (npm\'s file list) with no Vite config at all: dev server and build', async () => {
-    // A project with qcow2-wasm in node_modules as npm would unpack it (package.json `files`),
-    // its dependencies beside it, and the example's sources: no vite.config, no alias.
-    const project = join(scratch, 'installed');
-    const modules = join(project, 'node_modules');
-    const pkg = join(modules, 'qcow2-wasm');
-    const manifest = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { files: string[]; dependencies: Record<string, string> };
-    // npm's own list of the files it would pack (`files`, negations and all), copied one by one.
-    const packed = execFileSync('npm', ['pack', '--dry-run', '--json', '--ignore-scripts'], { cwd: ROOT, encoding: 'utf8' });
-    const [{ files }] = JSON.parse(packed.slice(packed.indexOf('['))) as [{ files: { path: string }[] }];
-    for (const { path } of files) {
-      mkdirSync(dirname(join(pkg, path)), { recursive: true });
-      cpSync(join(ROOT, path), join(pkg, path));
-    }
-    for (const dependency of [...Object.keys(manifest.dependencies), 'v86']) {
-      mkdirSync(join(modules, dependency, '..'), { recursive: true });
-      symlinkSync(join(ROOT, 'node_modules', dependency), join(modules, dependency), 'dir');
-    }
-    for (const file of ['index.html', 'main.ts', 'session.ts', 'info.ts', 'draw-map.ts', 'boot.ts', 'export.ts']) cpSync(join(EXAMPLE, file), join(project, file));
-    const picked = join(scratch, 'installed.qcow2');
-    writeFileSync(picked, baseImage);
-
-    const openPicked = async (url: string) => {
-      const page = await newPage();
-      await page.goto(url);
-      expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
-      await page.setInputFiles('#image-file', picked);
-      expect(await settled(page)).toMatch(/^Created an overlay for installed\.qcow2/);
-      expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-    };
-
-    // Dev server: Vite pre-bundles the dependency; embedded wasm bytes need no asset handling.
-    const dev = await createViteServer({ root: project, configFile: false, logLevel: 'warn', server: { host: '127.0.0.1', port: 0 } });
-    try {
-      await dev.listen();
-      await openPicked(dev.resolvedUrls!.local[0]!);
-      // It did pre-bundle the library (the step that breaks `new URL('x.wasm', import.meta.url)`).
-      expect(readdirSync(join(modules, '.vite', 'deps'))).toContain('qcow2-wasm_browser.js');
-    } finally {
-      await dev.close();
-    }
-
-    // Production build, served as plain files.
-    const out = join(scratch, 'installed-site');
-    await build({ root: project, configFile: false, base: './', logLevel: 'warn', build: { outDir: out, emptyOutDir: true } });
-    const site = await startServer(out, new Map());
-    try {
-      await openPicked(`http://127.0.0.1:${(site.address() as AddressInfo).port}/plain/index.html`);
-    } finally {
-      await new Promise((resolve) => site.close(resolve));
-    }
-  }, BROWSER_TEST_MS);
-
-  describeWith(BIOS, 'SeaBIOS (apt-get install seabios)', 'boot in v86', () => {
-    it('boots a disk under its overlay with the BIOS the user picks; the guest\'s writes land in the overlay', async () => {
-      expect(existsSync(GUEST), `${GUEST} (the v86 test guest) is missing`).toBe(true);
-      const page = await newPage();
-      await page.goto(`${origin}/plain/index.html?image=/images/guest.raw`);
-      expect(await settled(page)).toMatch(/^Created an overlay for /);
-      expect(await info(page, 'image-info')).toMatchObject({ format: 'raw', 'virtual-size': '8 MiB (8388608 bytes)' });
-      expect(await page.isDisabled('#boot')).toBe(true); // no BIOS yet
-      await page.setInputFiles('#bios-file', BIOS);
-      await page.click('#boot');
-      await page.waitForFunction(() => document.getElementById('serial')!.textContent!.includes('DONE'), undefined, { timeout: 60_000 });
-      const serial = (await page.textContent('#serial')) ?? '';
-      expect(serial).not.toContain('FAIL');
-      await page.click('#stop');
-      expect(await settled(page)).toMatch(/^Reopened the overlay of /);
-      // 8 MiB in 1024 cells of 8 KiB; the overlay's clusters are 64 KiB (8 cells). Cells of the
-      // clusters the guest changed show the overlay, all others the raw image. Among them: LBA
-      // 5-6 and 120-135 (clusters 0 and 1) and 12288-12291 (cluster 96).
-      const changed = await page.evaluate(async (clusterBytes) => {
-        const { overlay, base } = window.qcow2Example.session!;
-        const [mine, theirs] = await Promise.all([overlay.read(0, overlay.virtualSize), base.read(0, base.virtualSize)]);
-        const clusters = new Set<number>();
-        mine.forEach((byte, i) => { if (byte !== theirs[i]) clusters.add(Math.floor(i / clusterBytes)); });
-        return [...clusters];
-      }, CLUSTER);
-      expect(changed).toEqual(expect.arrayContaining([0, 1, 96]));
-      const cells = await mapCells(page);
-      const cellsPerCluster = CLUSTER / (8 * KiB);
-      expect(mismatches(cells, cells.map((_, i) => (changed.includes(Math.floor(i / cellsPerCluster)) ? 'topData' : 'backingData')))).toEqual([]);
-      const lba = await page.evaluate(async () => {
-        const read = (sector: number) => window.qcow2Example.session!.overlay.read(sector * 512, 8).then((b) => new TextDecoder().decode(b));
-        return [await read(5), await read(120), await read(127), await read(12288)];
-      });
-      expect(lba).toEqual(['QW-CHS-W', 'QW-LBA-W', 'QW-OVER-', 'QW-HIGH-']);
+      await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
+      const files: Record<string, string> = {};
+      for (const [button, kind, what] of [['export-flat', 'flattened', 'the disk'], ['export-overlay', 'overlay', 'the overlay']] as const) {
+        await page.evaluate(`document.getElementById(${JSON.stringify(button)}).click()`);
+        // Firefox has no showSaveFilePicker: the export goes into OPFS and is offered as a download.
+        expect(await waitForStatus(`Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
+        files[kind] = join(scratch, `firefox-${kind}.qcow2`);
+        const base64 = await page.evaluate<string>(callExpression(readOpfsBase64, `qcow2-wasm-example-exports/base.${kind}.qcow2`));
+        writeFileSync(files[kind], Buffer.from(base64, 'base64'));
+      }
+      await expectExports(files, baseImage, `${origin}/images/base.qcow2`, scratch);
     }, BROWSER_TEST_MS);
   });
 });

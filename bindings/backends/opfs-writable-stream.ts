@@ -97,10 +97,16 @@ export function createWritableStreamBackend(stream: FileSystemWritableFileStream
         return Promise.reject(err);
       }
       return run('pwritev', async () => {
-        if (length === 0) return;
-        // One Blob of all buffers: it copies the bytes now (the caller's buffers are free once this
-        // resolves), and WebKit writes a view's whole ArrayBuffer when given a Uint8Array.
-        await stream.write({ type: 'write', position, data: new Blob(buffers as Uint8Array<ArrayBuffer>[]) });
+        let at = position;
+        for (const data of buffers) {
+          if (data.byteLength === 0) continue;
+          // WebKit writes a view's whole ArrayBuffer: hand it a view that is its buffer (a copy
+          // where it is not). Not a Blob: its bytes lie outside the JS heap, so the garbage
+          // collector would not hurry to free a large export's worth of them.
+          const whole = data.byteOffset === 0 && data.byteLength === data.buffer.byteLength ? data : data.slice();
+          await stream.write({ type: 'write', position: at, data: whole as Uint8Array<ArrayBuffer> });
+          at += data.byteLength;
+        }
         sizeBytes = Math.max(sizeBytes, position + length);
       });
     },
