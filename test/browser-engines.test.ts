@@ -10,25 +10,19 @@
 
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join } from 'node:path';
 import { chromium } from 'playwright';
-import { createServer, type ViteDevServer } from 'vite';
+import type { ViteDevServer } from 'vite';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './runners/driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
 import { launchWebKit, WEBKIT_DRIVER_PATH } from './runners/webkit-webdriver.js';
 import { qemuImg, requireQemu } from './helpers/qemu.js';
+import { CHROMIUM, CHROMIUM_ARGS, startPageServer } from './helpers/chromium-pages.js';
+import { isCi } from './helpers/describe-requiring.js';
 import { reloadModel } from './browser/pages/workload.js';
 
-const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 const SEED = 0x7ab5;
-
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
 
 /** Chromium through Playwright, as a DrivenBrowser. */
 async function launchChromium(options: LaunchOptions = {}): Promise<DrivenBrowser> {
@@ -80,18 +74,7 @@ let scratch = '';
 
 beforeAll(async () => {
   scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-engines-'));
-  server = await createServer({
-    root: resolve(import.meta.dirname, '..'),
-    configFile: false,
-    cacheDir: join(scratch, 'vite-cache'),
-    logLevel: 'error',
-    server: { host: '127.0.0.1', port: 0, hmr: false },
-    optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd'] },
-  });
-  await server.listen();
-  const address = server.httpServer!.address();
-  if (address === null || typeof address === 'string') throw new Error('the test server has no port');
-  pageUrl = `http://127.0.0.1:${address.port}/test/browser/pages/reload.html`;
+  ({ server, pageUrl } = await startPageServer(scratch, 'reload.html'));
 }, 120_000);
 
 afterAll(async () => {
