@@ -10,7 +10,8 @@
 //              (all 3 GiB, zeros included), with the export's 4 requests in flight
 //   qcow2-discarded  the export's convertToQcow2 into a backend that drops the bytes: what
 //              reading and converting cost without the file writes
-// Sampled every 200 ms during each phase, for the page's renderer process (the largest one):
+// Each phase runs on a fresh page (a new browser context, so a new renderer process) that opened
+// the base and wrote the overlay. Sampled every 200 ms, for the page's renderer (the largest one):
 // its private memory (/proc RssAnon + RssShmem: what the tab allocated, file-backed pages of
 // Chromium's own code left out), all its resident memory (VmRSS), and the page's JS heap (CDP
 // Performance.getMetrics JSHeapUsedSize; array buffers live outside it). Goal: the tab's private
@@ -203,35 +204,44 @@ async function main(): Promise<void> {
       console.log(`export memory: a ${VIRTUAL_BYTES / GiB} GiB qcow2 base over HTTP (${dataBytes / MiB} MiB of data, file ${(statSync(join(scratch, 'base.qcow2')).size / MiB).toFixed(0)} MiB) under an OPFS overlay holding ${(overlayBytes / MiB).toFixed(1)} MiB; headless Chromium ${browser.version()}, ${qemuVersion}`);
       console.log(machineLine());
 
-      const context = await browser.newContext({ acceptDownloads: true });
-      const page = await context.newPage();
-      page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));
-      // The download path (as in Firefox and Safari): no save dialog to answer in automation.
-      await page.addInitScript(() => { Object.defineProperty(window, 'showSaveFilePicker', { value: undefined }); });
-      await page.goto(`${origin}/index.html?image=/bench/base.qcow2`);
-      await statusAfter(page, 'Created an overlay');
-      await page.evaluate(async (writes) => {
-        const { session } = (window as unknown as ExampleWindow).qcow2Example;
-        for (const write of writes) await session!.overlay.write(write.offset, new Uint8Array(write.length).fill(write.fill));
-        await session!.overlay.flush();
-      }, OVERLAY_WRITES);
-
       const browserSession = await browser.newBrowserCDPSession();
-      const pageSession = await context.newCDPSession(page);
-      await pageSession.send('Performance.enable');
-      await pageSession.send('HeapProfiler.collectGarbage');
+      /**
+       * Runs `phase` on a fresh example page (a new browser context: its own renderer process and
+       * OPFS) that opened the base under its overlay and wrote OVERLAY_WRITES, sampling its memory.
+       */
+      const onFreshPage = async (phase: (page: Page) => Promise<void>): Promise<PhaseMemory> => {
+        const context = await browser.newContext({ acceptDownloads: true });
+        try {
+          const page = await context.newPage();
+          page.on('pageerror', (error) => console.error(`[page error] ${error.message}`));
+          // The download path (as in Firefox and Safari): no save dialog to answer in automation.
+          await page.addInitScript(() => { Object.defineProperty(window, 'showSaveFilePicker', { value: undefined }); });
+          await page.goto(`${origin}/index.html?image=/bench/base.qcow2`);
+          await statusAfter(page, 'Created an overlay');
+          await page.evaluate(async (writes) => {
+            const { session } = (window as unknown as ExampleWindow).qcow2Example;
+            for (const write of writes) await session!.overlay.write(write.offset, new Uint8Array(write.length).fill(write.fill));
+            await session!.overlay.flush();
+          }, OVERLAY_WRITES);
+          const pageSession = await context.newCDPSession(page);
+          await pageSession.send('Performance.enable');
+          await pageSession.send('HeapProfiler.collectGarbage');
+          return await measure(browserSession, pageSession, () => phase(page));
+        } finally {
+          await context.close();
+        }
+      };
 
       const flattenedPath = join(scratch, 'flattened.qcow2');
       let exportStatus = '';
-      const exported = await measure(browserSession, pageSession, async () => {
+      const exported = await onFreshPage(async (page) => {
         const download = page.waitForEvent('download', { timeout: PHASE_TIMEOUT_MS });
         await page.click('#export-flat');
         exportStatus = await statusAfter(page, 'Exported the disk');
         await (await download).saveAs(flattenedPath);
       });
-      await pageSession.send('HeapProfiler.collectGarbage');
       let streamedBytes = 0;
-      const streamed = await measure(browserSession, pageSession, async () => {
+      const streamed = await onFreshPage(async (page) => {
         streamedBytes = await page.evaluate(async (inFlight) => {
           const { library, session } = (window as unknown as ExampleWindow).qcow2Example;
           let bytes = 0;
@@ -239,18 +249,9 @@ async function main(): Promise<void> {
           return bytes;
         }, EXPORT_REQUESTS_IN_FLIGHT);
       });
-
-      // The download must be the disk the guest sees: base plus the page's writes.
-      const check = spawnSync('qemu-img', ['check', flattenedPath], { encoding: 'utf8' });
-      const compare = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', flattenedPath, join(scratch, 'expected.qcow2')], { encoding: 'utf8' });
-      const verified = check.status === 0 && compare.status === 0 && streamedBytes === VIRTUAL_BYTES;
-      console.log(`\n${exportStatus}`);
-      console.log(`qemu-img check: exit ${check.status}; qemu-img compare with the expected view: ${compare.stdout.trim() || compare.stderr.trim()}; raw stream: ${streamedBytes} bytes of ${VIRTUAL_BYTES}\n`);
-
       // Where the memory goes: the same qcow2 export into a backend that drops what it is given.
-      await pageSession.send('HeapProfiler.collectGarbage');
       let discardedFileBytes = 0;
-      const discarded = await measure(browserSession, pageSession, async () => {
+      const discarded = await onFreshPage(async (page) => {
         discardedFileBytes = await page.evaluate(async (inFlight) => {
           const { library, session } = (window as unknown as ExampleWindow).qcow2Example;
           let sizeBytes = 0;
@@ -269,7 +270,13 @@ async function main(): Promise<void> {
           return result.qcow2!.fileBytes;
         }, EXPORT_REQUESTS_IN_FLIGHT);
       });
-      if (discardedFileBytes !== statSync(flattenedPath).size) throw new Error(`the discarded export made ${discardedFileBytes} bytes, the download has ${statSync(flattenedPath).size}`);
+
+      // The download must be the disk the guest sees: base plus the page's writes.
+      const check = spawnSync('qemu-img', ['check', flattenedPath], { encoding: 'utf8' });
+      const compare = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', flattenedPath, join(scratch, 'expected.qcow2')], { encoding: 'utf8' });
+      const verified = check.status === 0 && compare.status === 0 && streamedBytes === VIRTUAL_BYTES && discardedFileBytes === statSync(flattenedPath).size;
+      console.log(`\n${exportStatus}`);
+      console.log(`qemu-img check: exit ${check.status}; qemu-img compare with the expected view: ${compare.stdout.trim() || compare.stderr.trim()}; raw stream: ${streamedBytes} bytes of ${VIRTUAL_BYTES}; discarded export: ${discardedFileBytes} bytes\n`);
 
       const phases = { export: exported, 'raw-stream': streamed, 'qcow2-discarded': discarded };
       const mib = (bytes: number) => (bytes / MiB).toFixed(0);
