@@ -7,7 +7,10 @@ import type { Backend } from '../backend.js';
 import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { amendQcow2, type AmendOptions } from '../amend.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, parseSize, print, usageError, type CliIo } from '../cli.js';
+import { help } from '../cli.js';
+import { CliError, describe, print, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
 import { amendOptionsHelp, asksForHelp } from './options-help.js';
 import { openFailure } from './snapshot.js';
 

@@ -8,7 +8,10 @@ import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { readQcow2Header } from '../qcow2-shadow-update.js';
 import { resizeQcow2 } from '../resize.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, parseSize, usageError, type CliIo } from '../cli.js';
+import { help } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
 import { openFailure, PROBED_RAW_WARNING } from './snapshot.js';
 
 const SHRINK_REFUSED = 'Use the --shrink option to perform a shrink operation.\n' +

@@ -8,7 +8,10 @@ import { probeFormat } from '../qcow2-image.js';
 import { listSnapshots } from '../qcow2-snapshots.js';
 import { applySnapshot, createSnapshot, deleteSnapshot, SnapshotNotFoundError } from '../qcow2-snapshot-ops.js';
 import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { CliError, describe, hasOption, help, parseArgs, snapshotLines, usageError, type CliIo } from '../cli.js';
+import { help } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, parseArgs } from './args.js';
+import { snapshotLines } from './info.js';
 
 type Action = 'l' | 'a' | 'c' | 'd';
 
