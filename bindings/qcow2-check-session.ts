@@ -9,6 +9,7 @@ import { instantiateCore, type CoreInstance } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { EVENT_MESSAGES, MessageLog, type EventArgs, type EventContext, type EventName } from './qcow2-check-messages.js';
 import type { Qcow2RepairMode } from './qcow2-check.js';
+import { markHeaderClean } from './qcow2-header-write.js';
 
 /** The bitmaps header extension (qcow2 spec, "Bitmaps extension"). */
 const EXT_BITMAPS = 0x23852875;
@@ -324,12 +325,7 @@ export class CheckSession {
   async markClean(): Promise<void> {
     const { header } = this;
     if (header.version !== 3 || (!header.flags.dirty && !header.flags.corrupt)) return;
-    const field = new Uint8Array(8);
-    new DataView(field.buffer).setBigUint64(0, header.incompatibleFeatures & ~3n);
-    await this.writeHost(INCOMPATIBLE_FEATURES_OFFSET, field);
+    if (await markHeaderClean(this.backend)) this.hasUnflushedWrites = true;
     await this.flush();
   }
 }
-
-/** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = 72;
