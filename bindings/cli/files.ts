@@ -9,6 +9,7 @@ import { nodeFiles } from '../node-files.js';
 import { openImageWith } from '../open-image.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from '../qcow2-header.js';
 import { instantiateCore } from '../wasm.js';
+import { openNodeBackend } from '../backends/node.js';
 import { CliError, describe, type CliIo } from './io.js';
 
 /** QEMU's path_combine: a relative name is relative to the directory of `base` as written. */
@@ -45,4 +46,20 @@ export async function readHeader(backend: Backend): Promise<Qcow2Header> {
   const bytes = new Uint8Array(qcow2HeaderBytesNeeded(core, fileBytes));
   await backend.preadv(0, [bytes]);
   return parseQcow2Header(core, bytes, fileBytes);
+}
+
+/** Why a file did not open, worded as qemu-img words the common errors. */
+export function openFailure(file: string, error: unknown): string {
+  const code = (error as { cause?: { code?: unknown } } | undefined)?.cause?.code;
+  const reason = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EROFS' ? 'Read-only file system' : undefined;
+  return reason ? `Could not open '${file}': ${reason}` : describe(error);
+}
+
+/** Opens `file` (relative to io.cwd) as a file backend; a failure ends the command in qemu-img's words. */
+export async function openFileBackend(io: CliIo, file: string, writable: boolean): Promise<Backend> {
+  try {
+    return await openNodeBackend(resolve(io.cwd, file), { writable });
+  } catch (error) {
+    throw new CliError(`Could not open '${file}': ${openFailure(file, error)}`);
+  }
 }
