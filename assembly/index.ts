@@ -96,7 +96,7 @@ export {
 
 // Consistency check and repair (assembly/check*.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
 // CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-check.ts.
+// bindings/qcow2-check-session.ts.
 export { configureCheck, checkBegin } from './check';
 export {
   checkRegionsBytes, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount, checkEventsDropped,
