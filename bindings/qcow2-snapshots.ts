@@ -6,6 +6,7 @@ import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
 import { instantiateCore } from './wasm.js';
+import { headerRegionView } from './qcow2-metadata-codec.js';
 
 /** One internal snapshot, as the snapshot table records it. */
 export interface Qcow2Snapshot {
@@ -32,8 +33,6 @@ export interface Qcow2Snapshot {
 }
 
 interface SnapshotExports {
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
   parseSnapshotEntry(at: number, available: number): number;
   snapshotIdStart(): number;
   snapshotIdLength(): number;
@@ -58,17 +57,18 @@ export async function listSnapshots(backend: Backend, header: Qcow2Header): Prom
 
 /**
  * Like listSnapshots, and also how many bytes the table spans from header.snapshotsOffset (the
- * entries with their padding; 0 without snapshots): what the overlap guard protects.
+ * entries with their padding; 0 without snapshots): what the overlap guard protects; and each
+ * entry's bytes as stored, without padding (what a rewrite of the table keeps).
  */
-export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number }> {
-  if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0 };
+export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number; entryBytes: Uint8Array[] }> {
+  if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0, entryBytes: [] };
   const core = await instantiateCore();
   const x = core.exports as unknown as SnapshotExports;
-  const headerRegion = (core.exports as unknown as Record<string, WebAssembly.Global>).REGION_HEADER.value as number;
-  const windowBytes = x.regionBytes(headerRegion) >>> 0;
-  const window = new Uint8Array(core.memory.buffer, x.regionOffset(headerRegion) >>> 0, windowBytes);
+  const window = headerRegionView(core);
+  const windowBytes = window.length;
   const text = new TextDecoder();
   const snapshots: Qcow2Snapshot[] = [];
+  const entryBytes: Uint8Array[] = [];
   let windowStart = header.snapshotsOffset;
   let available = 0;
   let at = 0;
@@ -97,7 +97,8 @@ export async function readSnapshotTable(backend: Backend, header: Qcow2Header): 
       ...(diskBytes >= 0 ? { diskBytes } : {}), ...(icount >= 0 ? { icount } : {}),
       l1TableOffset: x.snapshotL1Offset(), l1Entries: x.snapshotL1Entries() >>> 0,
     });
+    entryBytes.push(window.slice(at, idEnd + x.snapshotNameLength()));
     at += length;
   }
-  return { snapshots, tableBytes: windowStart + at - header.snapshotsOffset };
+  return { snapshots, tableBytes: windowStart + at - header.snapshotsOffset, entryBytes };
 }
