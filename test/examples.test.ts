@@ -22,10 +22,11 @@ import { fileURLToPath } from 'node:url';
 import { build, createServer as createViteServer } from 'vite';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright';
 import { allocationMap } from '../bindings/allocation-map.js';
-import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type Backend, type BlockImage } from '../bindings/index.js';
+import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type BlockImage } from '../bindings/index.js';
 import { CELL_PIXELS, MAP_COLOURS, MAP_COLUMNS } from '../examples/browser/draw-map.js';
 import { qemuCheck, qemuImg, qemuInfo, qemuMap, requireQemu } from './helpers/qemu.js';
 import { describeRequiring } from './helpers/describe-requiring.js';
+import { backendBytes } from './helpers/backend-contents.js';
 import { CHROMIUM, CHROMIUM_ARGS, missingChromium } from './helpers/chromium-pages.js';
 import { waitUntil, type DrivenBrowser } from './runners/driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
@@ -34,12 +35,6 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const CLUSTER = 64 * KiB;
 
-/** The whole contents of a backend. */
-async function backendBytes(backend: Backend): Promise<Uint8Array> {
-  const bytes = new Uint8Array(await backend.getSize());
-  await backend.preadv(0, [bytes]);
-  return bytes;
-}
 
 /** Fractions rounded for comparison (sums of shares pick up float noise). */
 const rounded = (values: Float64Array) => Array.from(values, (v) => Math.round(v * 1e9) / 1e9);

@@ -20,6 +20,7 @@ import { rangeServer } from './browser/range-server.js';
 import type { LinuxBootRequest, LinuxBootResult } from './browser/pages/v86-linux-page.js';
 import { CHROMIUM, CHROMIUM_ARGS, missingChromium, startPageServer } from './helpers/chromium-pages.js';
 import { describeRequiring } from './helpers/describe-requiring.js';
+import { backendBytes } from './helpers/backend-contents.js';
 import { BIOS_PATH, GUEST_DIR, expectGuestFiles, freshFiles, missingForLinuxGuest, readGuestBuild, withSums } from './helpers/v86-linux-guest.js';
 
 const MiB = 1024 * 1024;
@@ -37,8 +38,7 @@ async function makeBase(): Promise<Uint8Array> {
   const filler = new Uint8Array(CLUSTER).fill(0xa5);
   for (let cluster = 0; cluster < DISK_BYTES / CLUSTER; cluster += FILLED_EVERY) await image.write(cluster * CLUSTER, filler);
   await image.flush();
-  const bytes = new Uint8Array(await backend.getSize());
-  await backend.preadv(0, [bytes]);
+  const bytes = await backendBytes(backend);
   await image.close();
   return bytes;
 }
