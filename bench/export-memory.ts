@@ -30,7 +30,7 @@ import { chromium, type CDPSession, type Page } from 'playwright';
 import { build } from 'vite';
 import { createImageFile } from '../bindings/node.js';
 import type * as BrowserEntry from '../bindings/browser.js';
-import { fillPattern, machineInfo, machineLine, printResult, printTable } from './harness.js';
+import { fillPattern, machineLine, printResult, printTable, runProvenance } from './harness.js';
 import { CHROMIUM, CHROMIUM_ARGS, packageRootWith } from './chromium.js';
 
 const MiB = 1024 * 1024;
@@ -289,7 +289,7 @@ async function main(): Promise<void> {
       console.log(`\ngoal: the tab's private memory grows by at most ${GOAL_GROWTH_BYTES / MiB} MiB while exporting: ${worstGrowth <= GOAL_GROWTH_BYTES ? 'met' : 'NOT met'} (largest growth ${mib(worstGrowth)} MiB); export ${verified ? 'verified' : 'NOT verified'}`);
       const result = {
         bench: 'export-memory',
-        machine: machineInfo(),
+        ...runProvenance(),
         versions: { chromium: browser.version(), qemuImg: qemuVersion },
         virtualBytes: VIRTUAL_BYTES,
         baseDataBytes: dataBytes,
