@@ -5,6 +5,7 @@
 
 import type { BlockImage } from './image.js';
 import { mapImage } from './qcow2-map.js';
+import { ConcatenatedImage } from './concatenated-image.js';
 
 /** How a guest range of the source is to be treated. */
 export const SourceStatus = {
@@ -30,19 +31,34 @@ const SECTOR_BYTES = 512;
  * Classifies guest [start, start + length) of `source`. With `targetHasBacking`, only the source's
  * own top layer counts: ranges its backing chain serves become BACKING (what convert -B leaves to
  * the target's backing file); otherwise every layer's data is DATA. With `fullyAllocate` (-S 0)
- * zero ranges count as DATA too. Neighbours of equal status are merged. Errors as mapImage.
+ * zero ranges count as DATA too. A ConcatenatedImage is classified part by part. Neighbours of
+ * equal status are merged. Errors as mapImage.
  */
 export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean,
   fullyAllocate = false): Promise<SourceSegment[]> {
-  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
   const segments: SourceSegment[] = [];
+  const append = (segment: SourceSegment): void => {
+    const last = segments[segments.length - 1];
+    if (last && last.status === segment.status && last.start + last.length === segment.start) last.length += segment.length;
+    else segments.push({ ...segment });
+  };
+  if (source instanceof ConcatenatedImage) {
+    const end = start + length;
+    for (const { image, guestOffset } of source.partsIn(start, end)) {
+      const from = Math.max(start, guestOffset);
+      const to = Math.min(end, guestOffset + image.virtualSize);
+      for (const segment of await classifySource(image, from - guestOffset, to - from, targetHasBacking, fullyAllocate)) {
+        append({ ...segment, start: segment.start + guestOffset });
+      }
+    }
+    return segments;
+  }
+  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
   for (const entry of await mapImage(source, start, length)) {
     let status: SourceStatus;
     if (targetHasBacking && hasBacking && (entry.depth > 0 || !entry.present)) status = SourceStatus.BACKING;
     else status = entry.data || fullyAllocate ? SourceStatus.DATA : SourceStatus.ZERO;
-    const last = segments[segments.length - 1];
-    if (last && last.status === status && last.start + last.length === entry.start) last.length += entry.length;
-    else segments.push({ start: entry.start, length: entry.length, status });
+    append({ start: entry.start, length: entry.length, status });
   }
   return segments;
 }
