@@ -109,10 +109,11 @@ function runCase(dir: string, source: string, args: readonly string[], runnerArg
   return result;
 }
 
-/** The checked-out revision, with "-dirty" when the work tree differs from it. */
+/** The checked-out revision, with "-dirty" when a tracked file other than a benchmark result differs from it. */
 function revision(): string {
   const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).trim();
-  const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], { encoding: 'utf8' }).trim() !== '';
+  const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results'], { encoding: 'utf8' });
+  const dirty = changed.trim() !== '';
   return dirty ? `${commit}-dirty` : commit;
 }
 
