@@ -1,12 +1,18 @@
 // SPDX-License-Identifier: MIT
-// convert against qemu-img convert (`npm run bench:convert`), both run as processes on the same
-// files in one run, alternating, median of 3: a 1 GiB qcow2 chain (base with random data, text,
-// zero-filled data and holes; an overlay with new data and zero clusters) to qcow2 and to raw;
-// and `convert -c` (zlib and zstd) of a 256 MiB image of compressible text, with output sizes.
-// `--quick`: 256 MiB chain, 64 MiB text, one round. Writes bench/results/convert.json.
+// convert against qemu-img convert (`npm run bench:convert`) on the same files in one run,
+// alternating, median of 3: a 1 GiB qcow2 chain (base with random data, text, zero-filled data
+// and holes; an overlay with new data and zero clusters) to qcow2 and to raw; and `convert -c`
+// (zlib and zstd) of a 256 MiB image of compressible text, with output sizes. Each tool runs with
+// its defaults and its output must be on disk: qemu-img convert does not flush its output (its
+// default cache mode for the target), so every CLI run, ours and qemu-img's, is timed up to an
+// fsync of the output file. Two figures for us: the `qcow2-wasm convert` process (Node's start
+// and module loading included), and the library call timed inside its process
+// (bench/convert-run.ts: open, convert, flush, close). `--quick`: 256 MiB chain, 64 MiB text, one
+// round. Writes bench/results/convert.json with the revision, machine, versions and load.
 
 import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createImageFile } from '../bindings/node.js';
@@ -18,6 +24,7 @@ const CHAIN_BYTES = (QUICK ? 256 : 1024) * MIB;
 const TEXT_BYTES = (QUICK ? 64 : 256) * MIB;
 const ROUNDS = QUICK ? 1 : 3;
 const CLI = fileURLToPath(new URL('../../bin/qcow2-wasm.js', import.meta.url));
+const RUNNER = fileURLToPath(new URL('./convert-run.js', import.meta.url));
 
 /** Text-like bytes: words and counters, compressing about as well as a source tree. */
 function textBytes(length: number, seed: number): Uint8Array {
@@ -61,61 +68,94 @@ async function writeText(dir: string): Promise<string> {
   return join(dir, 'text.qcow2');
 }
 
-/** Seconds one process took. */
-function timed(command: string, args: readonly string[]): number {
-  const start = performance.now();
+/** Runs one process; returns its standard output. */
+function run(command: string, args: readonly string[]): string {
   const result = spawnSync(command, args, { encoding: 'utf8' });
   if (result.status !== 0) throw new Error(`${command} ${args.join(' ')}: ${result.stderr}`);
+  return result.stdout;
+}
+
+/** Seconds one process took, up to an fsync of its output file. */
+function timedToDisk(command: string, args: readonly string[], output: string): number {
+  const start = performance.now();
+  run(command, args);
+  const fd = openSync(output, 'r');
+  fsyncSync(fd);
+  closeSync(fd);
   return (performance.now() - start) / 1000;
 }
 
-interface CaseResult { ours: number[]; qemu: number[]; oursBytes?: number; qemuBytes?: number }
+const TOOLS = ['qemu', 'cli', 'library'] as const;
+type Tool = (typeof TOOLS)[number];
 
-function runCase(dir: string, source: string, args: readonly string[], virtualBytes: number): CaseResult {
-  const result: CaseResult = { ours: [], qemu: [] };
+interface CaseResult { mibPerSecond: Record<Tool, number[]>; bytes: Partial<Record<Tool, number>> }
+
+function runCase(dir: string, source: string, args: readonly string[], runnerArgs: readonly string[], virtualBytes: number): CaseResult {
+  const result: CaseResult = { mibPerSecond: { qemu: [], cli: [], library: [] }, bytes: {} };
   for (let round = 0; round < ROUNDS; round++) {
-    for (const tool of round % 2 === 0 ? ['qemu', 'ours'] as const : ['ours', 'qemu'] as const) {
+    for (let i = 0; i < TOOLS.length; i++) {
+      const tool = TOOLS[(round + i) % TOOLS.length];
       const target = join(dir, `out-${tool}`);
       rmSync(target, { force: true });
-      const seconds = tool === 'qemu'
-        ? timed('qemu-img', ['convert', ...args, source, target])
-        : timed(process.execPath, [CLI, 'convert', ...args, source, target]);
-      result[tool].push(virtualBytes / MIB / seconds);
-      if (tool === 'qemu') result.qemuBytes = statSync(target).size;
-      else result.oursBytes = statSync(target).size;
+      let seconds: number;
+      if (tool === 'qemu') seconds = timedToDisk('qemu-img', ['convert', ...args, source, target], target);
+      else if (tool === 'cli') seconds = timedToDisk(process.execPath, [CLI, 'convert', ...args, source, target], target);
+      else seconds = (JSON.parse(run(process.execPath, [RUNNER, source, target, ...runnerArgs])) as { milliseconds: number }).milliseconds / 1000;
+      result.mibPerSecond[tool].push(virtualBytes / MIB / seconds);
+      result.bytes[tool] = statSync(target).size;
+      rmSync(target, { force: true });
     }
   }
   return result;
 }
 
+/** The checked-out revision, with "-dirty" when a tracked file other than a benchmark result differs from it. */
+function revision(): string {
+  const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).trim();
+  const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results'], { encoding: 'utf8' });
+  const dirty = changed.trim() !== '';
+  return dirty ? `${commit}-dirty` : commit;
+}
+
 async function main(): Promise<void> {
-  console.log(`convert: ${CHAIN_BYTES / MIB} MiB qcow2 chain, ${TEXT_BYTES / MIB} MiB text for -c, median of ${ROUNDS}, both as processes`);
-  console.log(machineLine());
   const qemuVersion = execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0];
-  console.log(qemuVersion);
-  const cases: [string, string, string[], number][] = [];
+  const rev = revision();
+  console.log(`convert: ${CHAIN_BYTES / MIB} MiB qcow2 chain, ${TEXT_BYTES / MIB} MiB text for -c, median of ${ROUNDS}, output on disk for every tool`);
+  console.log(`revision ${rev}; ${machineLine()}; ${qemuVersion}`);
+  const loadBefore = loadavg()[0];
+  console.log(`load average (1 min) at start: ${loadBefore.toFixed(2)}`);
   const results: Record<string, unknown> = {};
   const rows: string[][] = [];
   await withTempDir('qcow2-wasm-convert-bench-', async (dir) => {
     const chain = await writeChain(dir);
     const text = await writeText(dir);
-    cases.push(
-      ['chain -> qcow2', chain, ['-O', 'qcow2'], CHAIN_BYTES],
-      ['chain -> raw', chain, ['-O', 'raw'], CHAIN_BYTES],
-      ['-c zlib', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zlib'], TEXT_BYTES],
-      ['-c zstd', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zstd'], TEXT_BYTES],
-    );
-    for (const [name, source, args, bytes] of cases) {
-      const r = runCase(dir, source, args, bytes);
-      const ours = median(r.ours);
-      const qemu = median(r.qemu);
-      const sizeRatio = r.oursBytes !== undefined && r.qemuBytes ? r.oursBytes / r.qemuBytes : undefined;
-      results[name] = { oursMBps: r.ours, qemuMBps: r.qemu, medianRatio: ours / qemu, oursBytes: r.oursBytes, qemuBytes: r.qemuBytes, sizeRatio };
-      rows.push([name, ours.toFixed(0), qemu.toFixed(0), `${(ours / qemu).toFixed(2)}x`, name.startsWith('-c') ? `${sizeRatio?.toFixed(3)}x` : '']);
+    const cases: [string, string, string[], string[], number][] = [
+      ['chain -> qcow2', chain, ['-O', 'qcow2'], ['qcow2'], CHAIN_BYTES],
+      ['chain -> raw', chain, ['-O', 'raw'], ['raw'], CHAIN_BYTES],
+      ['-c zlib', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zlib'], ['qcow2', 'zlib'], TEXT_BYTES],
+      ['-c zstd', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zstd'], ['qcow2', 'zstd'], TEXT_BYTES],
+    ];
+    for (const [name, source, args, runnerArgs, bytes] of cases) {
+      const r = runCase(dir, source, args, runnerArgs, bytes);
+      const qemu = median(r.mibPerSecond.qemu);
+      const cli = median(r.mibPerSecond.cli);
+      const library = median(r.mibPerSecond.library);
+      const sizeRatio = r.bytes.qemu ? (r.bytes.cli ?? NaN) / r.bytes.qemu : NaN;
+      results[name] = {
+        qemuMiBps: r.mibPerSecond.qemu, cliMiBps: r.mibPerSecond.cli, libraryMiBps: r.mibPerSecond.library,
+        cliRatio: cli / qemu, libraryRatio: library / qemu, qemuBytes: r.bytes.qemu, cliBytes: r.bytes.cli, libraryBytes: r.bytes.library, sizeRatio,
+      };
+      rows.push([name, qemu.toFixed(0), cli.toFixed(0), `${(cli / qemu).toFixed(2)}x`, library.toFixed(0), `${(library / qemu).toFixed(2)}x`,
+        name.startsWith('-c') ? `${sizeRatio.toFixed(3)}x` : '']);
     }
   });
-  printTable(['case', 'ours MiB/s', 'qemu-img MiB/s', 'ratio', 'size ours/qemu'], rows);
-  const record = { machine: machineInfo(), qemuImg: qemuVersion, rounds: ROUNDS, chainBytes: CHAIN_BYTES, textBytes: TEXT_BYTES, results };
+  const loadAfter = loadavg()[0];
+  printTable(['case', 'qemu-img MiB/s', 'CLI MiB/s', 'CLI ratio', 'library MiB/s', 'library ratio', 'size ours/qemu'], rows);
+  console.log(`load average (1 min) at end: ${loadAfter.toFixed(2)} on ${machineInfo().coreCount} cores`);
+  const record = {
+    revision: rev, machine: machineInfo(), versions: { node: process.version, qemuImg: qemuVersion },
+    loadAverage: { start: loadBefore, end: loadAfter }, rounds: ROUNDS, chainBytes: CHAIN_BYTES, textBytes: TEXT_BYTES, results,
+  };
   printResult(record);
   mkdirSync(join('bench', 'results'), { recursive: true });
   writeFileSync(join('bench', 'results', QUICK ? 'convert-quick.json' : 'convert.json'), `${JSON.stringify(record, null, 2)}\n`);

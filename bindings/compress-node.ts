@@ -1,52 +1,44 @@
 // SPDX-License-Identifier: MIT
 // Cluster compression on Node worker threads: Node's native zlib for deflate (with QEMU's
-// parameters) and the wasm zstd build for zstd, one worker per core by default, so compressing
+// parameters) and a wasm zstd build for zstd, one worker per core by default, so compressing
 // runs beside the main thread's I/O. The worker's code is evaluated from a string so the same
 // module works from the compiled package and from TypeScript sources.
 
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import { ImageError } from './errors.js';
 import { DEFLATE_OPTIONS, ZSTD_LEVEL, type ClusterCompressor } from './compress.js';
 
-// Receives { id, type, data, clusterBytes }; answers { id, packed, lengths } where lengths[i] is
-// the compressed length of cluster i inside `packed`, or -1 when it would not be smaller.
+// Receives { id, type, data, clusterBytes }; answers { id, packed, lengths, data } where lengths[i]
+// is the compressed length of cluster i inside `packed`, or -1 when it would not be smaller, and
+// `data` goes back to be reused for the next job. zstd
+// comes from @foxglove/wasm-zstd (one frame per cluster, as QEMU writes it): on clusters it runs
+// about three times as fast as the streaming build the inline compressor uses.
 const WORKER_SOURCE = `
 const { parentPort, workerData } = require('node:worker_threads');
 const zlib = require('node:zlib');
-let zstd;
-// The streaming API keeps its compression context between clusters (see zstdFrame in compress.ts).
-const zstdFrame = (cluster) => {
-  zstd.reset();
-  const head = zstd.compressChunk(cluster);
-  const tail = zstd.compressEnd();
-  if (tail.byteLength === 0) return head;
-  const frame = new Uint8Array(head.byteLength + tail.byteLength);
-  frame.set(head);
-  frame.set(tail, head.byteLength);
-  return frame;
-};
+let zstdLoaded;
 parentPort.on('message', async ({ id, type, data, clusterBytes }) => {
   try {
-    if (type === 'zstd' && !zstd) {
-      zstd = await (await import(workerData.zstdUrl)).Zstd.load();
-      zstd.setCompressionLevel(workerData.zstdLevel);
-    }
+    const zstd = type === 'zstd' ? await (zstdLoaded ??= (async () => {
+      const codec = require(workerData.zstdPath);
+      await codec.isLoaded;
+      return codec;
+    })()) : undefined;
     const parts = [];
     const lengths = new Int32Array(Math.ceil(data.byteLength / clusterBytes));
     let total = 0;
     for (let i = 0, at = 0; at < data.byteLength; i++, at += clusterBytes) {
       const cluster = data.subarray(at, at + clusterBytes);
-      const out = type === 'zstd' ? zstdFrame(cluster) : zlib.deflateRawSync(cluster, workerData.deflate);
+      const out = type === 'zstd' ? zstd.compress(cluster, workerData.zstdLevel) : zlib.deflateRawSync(cluster, workerData.deflate);
       if (out.byteLength < clusterBytes) { parts.push(out); lengths[i] = out.byteLength; total += out.byteLength; }
       else lengths[i] = -1;
     }
     const packed = new Uint8Array(total);
     let offset = 0;
     for (const part of parts) { packed.set(part, offset); offset += part.byteLength; }
-    parentPort.postMessage({ id, packed, lengths }, [packed.buffer, lengths.buffer]);
+    parentPort.postMessage({ id, packed, lengths, data }, [packed.buffer, lengths.buffer, data.buffer]);
   } catch (error) {
     parentPort.postMessage({ id, error: String(error && error.stack || error) });
   }
@@ -69,8 +61,10 @@ interface PoolWorker {
  * rejects its jobs with IMAGE_IO_ERROR naming the cause. close() terminates the workers.
  */
 export function createWorkerCompressor(workerCount = Math.max(1, availableParallelism())): ClusterCompressor {
-  const zstdUrl = pathToFileURL(createRequire(import.meta.url).resolve('@hpcc-js/wasm-zstd')).href;
+  const zstdPath = createRequire(import.meta.url).resolve('@foxglove/wasm-zstd');
   const workers: PoolWorker[] = [];
+  /** Input buffers the workers gave back, reused so each job costs one copy and no allocation. */
+  const spareInputs: ArrayBuffer[] = [];
   let nextId = 0;
   const failAll = (pool: PoolWorker, error: Error): void => {
     for (const job of pool.jobs.values()) job.reject(error);
@@ -79,11 +73,12 @@ export function createWorkerCompressor(workerCount = Math.max(1, availableParall
   for (let i = 0; i < workerCount; i++) {
     const worker = new Worker(WORKER_SOURCE, {
       eval: true,
-      workerData: { zstdUrl, zstdLevel: ZSTD_LEVEL, deflate: DEFLATE_OPTIONS },
+      workerData: { zstdPath, zstdLevel: ZSTD_LEVEL, deflate: DEFLATE_OPTIONS },
     });
     worker.unref();
     const pool: PoolWorker = { worker, jobs: new Map() };
-    worker.on('message', (message: { id: number; packed?: Uint8Array; lengths?: Int32Array; error?: string }) => {
+    worker.on('message', (message: { id: number; packed?: Uint8Array; lengths?: Int32Array; data?: Uint8Array; error?: string }) => {
+      if (message.data) spareInputs.push(message.data.buffer as ArrayBuffer);
       const job = pool.jobs.get(message.id);
       if (!job) return;
       pool.jobs.delete(message.id);
@@ -112,11 +107,15 @@ export function createWorkerCompressor(workerCount = Math.max(1, availableParall
     compressClusters(type, data, clusterBytes) {
       if (closed) return Promise.reject(new ImageError('IMAGE_CLOSED', 'the compressor is closed'));
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
-      const owned = data.slice(); // the worker gets its own copy: the caller's buffer stays usable
+      // The worker gets its own copy (the caller's buffer stays usable), in a reused buffer.
+      const spareAt = spareInputs.findIndex((buffer) => buffer.byteLength >= data.byteLength);
+      const input = spareAt >= 0 ? spareInputs.splice(spareAt, 1)[0] : new ArrayBuffer(data.byteLength);
+      const owned = new Uint8Array(input, 0, data.byteLength);
+      owned.set(data);
       const id = nextId++;
       return new Promise((resolve, reject) => {
         pool.jobs.set(id, { resolve, reject });
-        pool.worker.postMessage({ id, type, data: owned, clusterBytes }, [owned.buffer as ArrayBuffer]);
+        pool.worker.postMessage({ id, type, data: owned, clusterBytes }, [input]);
       });
     },
     async close() {

@@ -4,9 +4,8 @@
 // reject the data), or one zstd frame at zstd's default level. A cluster is stored compressed
 // only when the result is at most cluster size - 1 bytes, as qemu-img decides. This file runs
 // everywhere (pako and a wasm zstd build); bindings/compress-node.ts spreads the work over
-// worker threads with Node's native zlib.
+// worker threads with Node's native zlib and a faster Node-only zstd build.
 
-import { deflateRaw } from 'pako';
 import type { Zstd } from '@hpcc-js/wasm-zstd';
 import type { CompressionType } from './decompress.js';
 
@@ -89,6 +88,7 @@ export function createInlineCompressor(): ClusterCompressor {
         const zstd = await loadZstd();
         return compressEach(data, clusterBytes, (cluster) => zstdFrame(zstd, cluster));
       }
+      const { deflateRaw } = await import('pako'); // loaded on first use, like the zstd build
       return compressEach(data, clusterBytes, (cluster) => deflateRaw(cluster, DEFLATE_OPTIONS));
     },
     async close() {},

@@ -5,6 +5,7 @@
 
 import type { BlockImage } from './image.js';
 import { mapImage } from './qcow2-map.js';
+import { ConcatenatedImage } from './concatenated-image.js';
 
 /** How a guest range of the source is to be treated. */
 export const SourceStatus = {
@@ -30,19 +31,34 @@ const SECTOR_BYTES = 512;
  * Classifies guest [start, start + length) of `source`. With `targetHasBacking`, only the source's
  * own top layer counts: ranges its backing chain serves become BACKING (what convert -B leaves to
  * the target's backing file); otherwise every layer's data is DATA. With `fullyAllocate` (-S 0)
- * zero ranges count as DATA too. Neighbours of equal status are merged. Errors as mapImage.
+ * zero ranges count as DATA too. A ConcatenatedImage is classified part by part. Neighbours of
+ * equal status are merged. Errors as mapImage.
  */
 export async function classifySource(source: BlockImage, start: number, length: number, targetHasBacking: boolean,
   fullyAllocate = false): Promise<SourceSegment[]> {
-  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
   const segments: SourceSegment[] = [];
+  const append = (segment: SourceSegment): void => {
+    const last = segments[segments.length - 1];
+    if (last && last.status === segment.status && last.start + last.length === segment.start) last.length += segment.length;
+    else segments.push({ ...segment });
+  };
+  if (source instanceof ConcatenatedImage) {
+    const end = start + length;
+    for (const { image, guestOffset } of source.partsIn(start, end)) {
+      const from = Math.max(start, guestOffset);
+      const to = Math.min(end, guestOffset + image.virtualSize);
+      for (const segment of await classifySource(image, from - guestOffset, to - from, targetHasBacking, fullyAllocate)) {
+        append({ ...segment, start: segment.start + guestOffset });
+      }
+    }
+    return segments;
+  }
+  const hasBacking = 'backing' in source && (source as { backing?: BlockImage }).backing !== undefined;
   for (const entry of await mapImage(source, start, length)) {
     let status: SourceStatus;
     if (targetHasBacking && hasBacking && (entry.depth > 0 || !entry.present)) status = SourceStatus.BACKING;
     else status = entry.data || fullyAllocate ? SourceStatus.DATA : SourceStatus.ZERO;
-    const last = segments[segments.length - 1];
-    if (last && last.status === status && last.start + last.length === entry.start) last.length += entry.length;
-    else segments.push({ start: entry.start, length: entry.length, status });
+    append({ start: entry.start, length: entry.length, status });
   }
   return segments;
 }
@@ -80,39 +96,49 @@ export function zeroSectorFlags(data: Uint8Array): Uint8Array {
 /**
  * Splits `data` (guest bytes from `guestOffset`) into runs to write and runs to skip, as `-S`
  * does: a run of zero 512-byte sectors at least `minSparseBytes` long, or all of `data`, is
- * skipped (reported with `data: false`), everything else is written. `minSparseBytes` 0 writes everything. Runs are
- * reported in order through `emit`, neighbours of the same kind merged.
+ * skipped (reported with `data: false`), everything else is written. `minSparseBytes` 0 writes
+ * everything. Runs are reported in order through `emit`, neighbours of the same kind merged.
+ * Only every n-th sector is probed (n = the shortest run to skip, in sectors: such a run always
+ * holds a probe), so data without long zero runs is scanned at a fraction of its length.
  */
 export function sparseRuns(guestOffset: number, data: Uint8Array, minSparseBytes: number,
   emit: (guestOffset: number, length: number, data: boolean) => void): void {
+  const length = data.byteLength;
+  if (length === 0) return;
   if (minSparseBytes <= 0) {
-    if (data.byteLength > 0) emit(guestOffset, data.byteLength, true);
+    emit(guestOffset, length, true);
     return;
   }
-  let pendingStart = 0;
-  let pendingIsData = true;
-  let pendingLength = 0;
-  const push = (length: number, isData: boolean): void => {
-    if (pendingLength > 0 && pendingIsData !== isData) {
-      emit(guestOffset + pendingStart, pendingLength, pendingIsData);
-      pendingStart += pendingLength;
-      pendingLength = 0;
+  const sectorCount = Math.ceil(length / SECTOR_BYTES);
+  const minZeroRun = Math.min(minSparseBytes, length);
+  const stride = Math.max(1, Math.floor(minZeroRun / SECTOR_BYTES));
+  const wordsPerSector = SECTOR_BYTES / 4;
+  const words = data.byteOffset % 4 === 0 ? new Int32Array(data.buffer, data.byteOffset, Math.floor(length / 4)) : undefined;
+  const sectorIsZero = (sector: number): boolean => {
+    if (words && (sector + 1) * SECTOR_BYTES <= length) {
+      for (let word = sector * wordsPerSector, end = word + wordsPerSector; word < end; word++) if (words[word] !== 0) return false;
+      return true;
     }
-    pendingIsData = isData;
-    pendingLength += length;
+    return isZero(data.subarray(sector * SECTOR_BYTES, (sector + 1) * SECTOR_BYTES));
   };
-  const zeroSectors = zeroSectorFlags(data);
-  const minZeroRun = Math.min(minSparseBytes, data.byteLength);
-  let runStart = 0;
-  let runIsZero = zeroSectors[0] === 1;
-  const endRun = (end: number): void => push(end - runStart, !(runIsZero && end - runStart >= minZeroRun));
-  for (let sector = 1; sector < zeroSectors.length; sector++) {
-    const sectorIsZero = zeroSectors[sector] === 1;
-    if (sectorIsZero === runIsZero) continue;
-    endRun(sector * SECTOR_BYTES);
-    runStart = sector * SECTOR_BYTES;
-    runIsZero = sectorIsZero;
+  let pendingDataStart = 0; // bytes before it are reported
+  for (let probe = stride - 1; probe < sectorCount;) {
+    if (!sectorIsZero(probe)) {
+      probe += stride;
+      continue;
+    }
+    let first = probe;
+    while (first * SECTOR_BYTES > pendingDataStart && sectorIsZero(first - 1)) first--;
+    let last = probe;
+    while (last + 1 < sectorCount && sectorIsZero(last + 1)) last++;
+    const runStart = first * SECTOR_BYTES;
+    const runEnd = Math.min(length, (last + 1) * SECTOR_BYTES);
+    if (runEnd - runStart >= minZeroRun) {
+      if (runStart > pendingDataStart) emit(guestOffset + pendingDataStart, runStart - pendingDataStart, true);
+      emit(guestOffset + runStart, runEnd - runStart, false);
+      pendingDataStart = runEnd;
+    }
+    probe = (Math.floor((last + 1) / stride) + 1) * stride - 1; // the first probe index past the run
   }
-  if (data.byteLength > runStart) endRun(data.byteLength);
-  if (pendingLength > 0) emit(guestOffset + pendingStart, pendingLength, pendingIsData);
+  if (pendingDataStart < length) emit(guestOffset + pendingDataStart, length - pendingDataStart, true);
 }

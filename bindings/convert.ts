@@ -66,6 +66,14 @@ type Action =
   | { kind: 'compressed'; guestOffset: number; bytes: Uint8Array }
   | { kind: 'zero'; guestOffset: number; length: number };
 
+/** What applying a chunk's actions leaves running: settles once the target is done with the chunk's buffer. */
+interface Applied {
+  /** Resolves (never rejects; failures surface through the target's next call) when the buffer may be reused. */
+  bufferFree: Promise<void>;
+}
+
+const APPLIED: Applied = { bufferFree: Promise.resolve() };
+
 interface Pipeline {
   source: BlockImage;
   /** Guest bytes a compressed action stands for. */
@@ -74,12 +82,13 @@ interface Pipeline {
   inFlight: number;
   /**
    * Reads and plans one chunk into `buffer` (chunkBytes long, contents unspecified). Its actions
-   * may refer to `buffer` until `apply` resolves; after that the buffer is reused when `pooled`.
+   * may refer to `buffer` until the Applied of `apply` says it is free.
    */
   prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
-  /** Reuse chunk buffers (apply must not resolve before the target is done with them). */
+  /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
   pooled: boolean;
-  apply: (actions: Action[]) => Promise<void>;
+  /** Hands `actions` to the target in guest order; resolves once they are issued. */
+  apply: (actions: Action[]) => Promise<Applied>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
 }
 
@@ -96,17 +105,27 @@ function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: n
 }
 
 // Prepares up to `inFlight` chunks at once and applies their actions strictly in guest order.
+// Applying only issues the writes: the next chunk is applied while the previous one's writes run,
+// and a chunk's buffer returns to the pool when its writes are done.
 async function runPipeline(p: Pipeline): Promise<number> {
   const total = p.source.virtualSize;
   const queue: { actions: Promise<Action[]>; buffer: Uint8Array }[] = [];
   const spare: Uint8Array[] = [];
+  const busy = new Set<Promise<void>>();
+  const maxBuffers = p.inFlight + 2;
+  let bufferCount = 0;
   let nextStart = 0;
   let done = 0;
   let dataBytes = 0;
   const fill = (): void => {
     while (queue.length < p.inFlight && nextStart < total) {
+      let buffer = spare.pop();
+      if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
+        buffer = new Uint8Array(p.chunkBytes);
+        bufferCount++;
+      }
+      if (!buffer) return;
       const length = Math.min(p.chunkBytes, total - nextStart);
-      const buffer = spare.pop() ?? new Uint8Array(p.chunkBytes);
       const actions = p.prepare(nextStart, length, buffer);
       actions.catch(() => {}); // awaited in order below
       queue.push({ actions, buffer });
@@ -116,19 +135,31 @@ async function runPipeline(p: Pipeline): Promise<number> {
   try {
     p.onProgress?.(0, total);
     fill();
-    while (queue.length > 0) {
+    while (queue.length > 0 || nextStart < total) {
+      if (queue.length === 0) {
+        await Promise.race(busy);
+        fill();
+        continue;
+      }
       const { actions: prepared, buffer } = queue[0];
       const actions = await prepared;
       queue.shift();
       fill();
-      await p.apply(actions);
-      if (p.pooled) spare.push(buffer);
+      const { bufferFree } = await p.apply(actions);
+      if (p.pooled) {
+        const release: Promise<void> = bufferFree.then(() => {
+          busy.delete(release);
+          spare.push(buffer);
+        });
+        busy.add(release);
+      }
       for (const action of actions) if (action.kind !== 'zero') dataBytes += Math.max(action.bytes.byteLength, action.kind === 'compressed' ? p.clusterBytes : 0);
       done = Math.min(total, done + p.chunkBytes);
       p.onProgress?.(done, total);
     }
+    await Promise.all(busy);
   } finally {
-    await Promise.allSettled(queue.map((entry) => entry.actions));
+    await Promise.allSettled([...queue.map((entry) => entry.actions), ...busy]);
   }
   return dataBytes;
 }
@@ -253,9 +284,15 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
       }
     }
     if (compressor && candidates.length > 0) {
-      const packed = new Uint8Array(candidates.length * clusterBytes);
-      candidates.forEach((index, i) => packed.set((actions[index] as { bytes: Uint8Array }).bytes, i * clusterBytes));
-      const results = await compressor.compressClusters(writer.compressionType, packed, clusterBytes);
+      // The candidates move to the front of the chunk buffer, end to end, for the compressor
+      // (in guest order, so each moves down or stays: nothing is overwritten before it moved).
+      candidates.forEach((index, i) => {
+        const action = actions[index] as Extract<Action, { kind: 'data' }>;
+        const packedAt = i * clusterBytes;
+        if (action.bytes.byteOffset - buffer.byteOffset !== packedAt) buffer.copyWithin(packedAt, action.bytes.byteOffset - buffer.byteOffset, action.bytes.byteOffset - buffer.byteOffset + clusterBytes);
+        action.bytes = buffer.subarray(packedAt, packedAt + action.bytes.byteLength);
+      });
+      const results = await compressor.compressClusters(writer.compressionType, buffer.subarray(0, candidates.length * clusterBytes), clusterBytes);
       candidates.forEach((index, i) => {
         const compressed = results[i];
         if (compressed) actions[index] = { kind: 'compressed', guestOffset: actions[index].guestOffset, bytes: compressed };
@@ -264,7 +301,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
     return actions;
   };
 
-  const apply = async (actions: Action[]): Promise<void> => {
+  const apply = async (actions: Action[]): Promise<Applied> => {
     for (let i = 0; i < actions.length; i++) {
       const action = actions[i];
       if (action.kind === 'zero') {
@@ -287,7 +324,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
         i = end;
       }
     }
-    await writer.settle();
+    return { bufferFree: writer.written() };
   };
 
   try {
@@ -316,7 +353,9 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
   await target.truncate(0);
   const writes = new Set<Promise<void>>();
   let failure: unknown;
-  const apply = async (actions: Action[]): Promise<void> => {
+  const apply = async (actions: Action[]): Promise<Applied> => {
+    if (failure !== undefined) throw failure;
+    const chunkWrites: Promise<void>[] = [];
     const buffers: Uint8Array[] = [];
     let runStart = -1;
     let runEnd = -1;
@@ -326,6 +365,7 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
         .catch((error: unknown) => { failure ??= error; })
         .finally(() => writes.delete(write));
       writes.add(write);
+      chunkWrites.push(write);
     };
     for (const action of actions) {
       if (action.kind !== 'data') continue;
@@ -337,8 +377,7 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       runEnd = action.guestOffset + action.bytes.byteLength;
     }
     issue();
-    await Promise.all(writes);
-    if (failure !== undefined) throw failure;
+    return { bufferFree: Promise.all(chunkWrites).then(() => {}) };
   };
   try {
     const dataBytes = await runPipeline({
@@ -368,13 +407,14 @@ export async function convertInto(source: BlockImage, target: BlockImage, option
   if (target.virtualSize < source.virtualSize) {
     throw new ImageError('INVALID_ARGUMENT', `the target's virtual size ${target.virtualSize} is below the source's ${source.virtualSize}`);
   }
-  const apply = async (actions: Action[]): Promise<void> => {
+  const apply = async (actions: Action[]): Promise<Applied> => {
     const data = actions.filter((a): a is Extract<Action, { kind: 'data' }> => a.kind === 'data');
     const zeros = actions.filter((a): a is Extract<Action, { kind: 'zero' }> => a.kind === 'zero');
     await Promise.all([
       ...target.multiwrite(data.map((a) => ({ offset: a.guestOffset, data: a.bytes }))),
       ...zeros.map((a) => target.writeZeroes(a.guestOffset, a.length)),
     ]);
+    return APPLIED;
   };
   const dataBytes = await runPipeline({
     source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
@@ -396,13 +436,14 @@ export async function convertToRawStream(source: BlockImage, stream: WritableStr
   const writer = stream.getWriter();
   const zeros = new Uint8Array(CHUNK_BYTES);
   let position = 0;
-  const apply = async (actions: Action[]): Promise<void> => {
+  const apply = async (actions: Action[]): Promise<Applied> => {
     for (const action of actions) {
       if (action.guestOffset > position) await writer.write(zeros.subarray(0, action.guestOffset - position));
       if (action.kind === 'zero') await writer.write(zeros.subarray(0, action.length));
       else await writer.write(action.bytes);
       position = action.guestOffset + (action.kind === 'zero' ? action.length : action.bytes.byteLength);
     }
+    return APPLIED;
   };
   try {
     const dataBytes = await runPipeline({

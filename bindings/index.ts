@@ -10,6 +10,7 @@ export { probeFormat } from './qcow2-image.js';
 export { mapImage, type MapEntry } from './qcow2-map.js';
 export { allocationMap, type AllocationMap } from './allocation-map.js';
 export { convertToQcow2, convertToRaw, convertInto, convertToRawStream, type ConvertOptions, type ConvertToQcow2Options, type ConvertIntoOptions, type ConvertResult } from './convert.js';
+export { ConcatenatedImage, type ConcatenatedPart } from './concatenated-image.js';
 export { createInlineCompressor, type ClusterCompressor, type CompressionType } from './compress.js';
 export type { Qcow2Snapshot } from './qcow2-snapshots.js';
 export { createSnapshot, applySnapshot, deleteSnapshot, readSnapshotVmState, SnapshotNotFoundError, type CreateSnapshotOptions } from './qcow2-snapshot-ops.js';

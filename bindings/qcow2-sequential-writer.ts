@@ -30,7 +30,7 @@ const TWO_32 = 2 ** 32;
 /** Host bytes gathered into one backend write before it is issued. */
 const WRITE_BATCH_BYTES = 2 << 20;
 /** Backend writes in flight at once. */
-const WRITES_IN_FLIGHT = 4;
+const WRITES_IN_FLIGHT = 8;
 
 /**
  * A qcow2 image being written front to back. Create with Qcow2SequentialWriter.start; feed guest
@@ -217,11 +217,13 @@ export class Qcow2SequentialWriter {
   }
 
   /**
-   * Issues every gathered write and waits for all writes in flight: afterwards the writer holds
-   * no buffer it was given. Rejects with the first write error.
+   * Issues every gathered write; resolves once every write issued so far is done, so the writer
+   * holds none of the buffers given before this call. Never rejects: a write error surfaces from
+   * the next write call or finish().
    */
-  async settle(): Promise<void> {
-    await this.drain();
+  written(): Promise<void> {
+    this.issuePending();
+    return Promise.all(this.inFlight).then(() => {});
   }
 
   /** Waits for writes in flight after a failure elsewhere, so the backend can be closed. */
@@ -340,14 +342,19 @@ export class Qcow2SequentialWriter {
     }
   }
 
-  // Gathers host-contiguous writes into batches; a batch is issued once it is large or the next
-  // write does not continue it.
+  // Gathers host-contiguous writes into batches of WRITE_BATCH_BYTES (longer data is split), so
+  // several backend writes of a useful size run at once; a batch is issued once full or when the
+  // next write does not continue it.
   private queueWrite(hostOffset: number, data: Uint8Array): void {
     if (this.pendingBytes > 0 && hostOffset !== this.pendingStart + this.pendingBytes) this.issuePending();
-    if (this.pendingBytes === 0) this.pendingStart = hostOffset;
-    this.pendingBuffers.push(data);
-    this.pendingBytes += data.byteLength;
-    if (this.pendingBytes >= WRITE_BATCH_BYTES) this.issuePending();
+    for (let at = 0; at < data.byteLength;) {
+      if (this.pendingBytes === 0) this.pendingStart = hostOffset + at;
+      const take = Math.min(data.byteLength - at, WRITE_BATCH_BYTES - this.pendingBytes);
+      this.pendingBuffers.push(take === data.byteLength ? data : data.subarray(at, at + take));
+      this.pendingBytes += take;
+      at += take;
+      if (this.pendingBytes >= WRITE_BATCH_BYTES) this.issuePending();
+    }
   }
 
   private issuePending(): void {

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// `qcow2-wasm convert`, speaking like `qemu-img convert` 7.2 for one source image: -f -O -o -c -B
-// -F -n -S -p -q -m -W -U, the same messages and exit codes. It parses, opens and prints; the
-// library's convert functions (bindings/convert.ts) do the work.
+// `qcow2-wasm convert`, speaking like `qemu-img convert` 7.2: -f -O -o -c -B -F -n -S -p -q -m -W
+// -U, the same messages and exit codes; several source images are concatenated as qemu-img does.
+// It parses, opens and prints; the library's convert functions (bindings/convert.ts) do the work.
 
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -14,9 +14,10 @@ import { Qcow2Image } from '../qcow2-image.js';
 import { openImageFile } from '../node.js';
 import { convertInto, convertToQcow2, convertToRaw } from '../convert.js';
 import { createWorkerCompressor } from '../compress-node.js';
+import { ConcatenatedImage } from '../concatenated-image.js';
 import {
   CliError, describe, hasOption, imageFormat, lastOption, openImage, parseArgs, parseCreateOptions, parseSize, pathCombine,
-  usageError, type CliIo,
+  type CliIo,
 } from '../cli.js';
 
 /** Largest -S value qemu-img takes: 32768 sectors. */
@@ -49,12 +50,12 @@ export async function convertCommand(io: CliIo, args: readonly string[]): Promis
   const p = parseArgs(args, { short: 'hf:O:B:co:S:pqnm:WUF:', long: ['help'] });
   if (hasOption(p, 'h') || hasOption(p, 'help')) {
     io.stdout('usage: qcow2-wasm convert [-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file [-F backing_fmt]] ' +
-      '[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename\n');
+      '[-o options] [-S sparse_size] [-m num_coroutines] [-W] filename [filename2 [...]] output_filename\n');
     return 0;
   }
-  if (p.operands.length < 2) throw usageError('Expecting image file name');
-  if (p.operands.length > 2) throw new CliError('qcow2-wasm converts one source image (qemu-img would concatenate several)');
-  const [sourceName, targetName] = p.operands;
+  if (p.operands.length < 2) throw new CliError('Must specify image file name');
+  const sourceNames = p.operands.slice(0, -1);
+  const targetName = p.operands[p.operands.length - 1];
   const sourceFormat = imageFormat(lastOption(p, 'f'));
   const targetFormat = imageFormat(lastOption(p, 'O')) ?? 'raw';
   const compress = hasOption(p, 'c');
@@ -83,28 +84,29 @@ export async function convertCommand(io: CliIo, args: readonly string[]): Promis
     }
   }
   if (skipCreate && optionList !== '') throw new CliError('-o has no effect when skipping image creation');
-  if (compress && targetFormat === 'raw') throw new CliError('Compression not supported for this file format');
-  if (compress && skipCreate) throw new CliError('qcow2-wasm compresses only into images it creates (drop -n)');
-  if (backingFile !== undefined && targetFormat === 'raw') throw new CliError(`Backing file not supported for file format 'raw'`);
-  if (backingFile !== undefined && backingFormat === undefined) throw new CliError('Use of backing file requires explicit backing format');
-  const backingFormatChecked = backingFormat === undefined ? undefined : imageFormat(backingFormat);
 
-  // Everything about the new image is checked before any file is touched.
-  let create: Omit<CreateOptions, 'virtualSize'> = {};
-  if (!skipCreate) {
-    try {
-      create = parseCreateOptions(optionList, targetFormat).options;
-    } catch (error) {
-      throw new CliError(describe(error));
-    }
-    if (backingFile !== undefined) {
-      create.backingFile = backingFile;
-      create.backingFormat = backingFormatChecked;
-    }
-  }
-
-  const source = await openImage(io, sourceName, sourceFormat);
+  // As qemu-img: the sources are opened first, then the target's options are checked in this order.
+  const source = await openSources(io, sourceNames, sourceFormat);
   try {
+    let create: Omit<CreateOptions, 'virtualSize'> = {};
+    if (!skipCreate) {
+      try {
+        create = parseCreateOptions(optionList, targetFormat).options;
+      } catch (error) {
+        throw new CliError(describe(error));
+      }
+    }
+    if (backingFile !== undefined && targetFormat === 'raw') throw new CliError(`Backing file not supported for file format 'raw'`);
+    if (backingFile !== undefined && source instanceof ConcatenatedImage) {
+      throw new CliError('Having a backing file for the target makes no sense when concatenating multiple input images');
+    }
+    if (backingFile !== undefined && backingFormat === undefined) throw new CliError('Use of backing file requires explicit backing format');
+    if (compress && targetFormat === 'raw') throw new CliError('Compression not supported for this file format');
+    if (compress && skipCreate) throw new CliError('qcow2-wasm compresses only into images it creates (drop -n)');
+    if (backingFile !== undefined && !skipCreate) {
+      create.backingFile = backingFile;
+      create.backingFormat = backingFormat === undefined ? undefined : imageFormat(backingFormat);
+    }
     if (!skipCreate && targetFormat === 'qcow2') {
       try {
         await createQcow2(createMemoryBackend(), { ...create, virtualSize: source.virtualSize });
@@ -149,6 +151,18 @@ export async function convertCommand(io: CliIo, args: readonly string[]): Promis
   } finally {
     await source.close();
   }
+}
+
+/** Opens the source images read-only, in order; several become one ConcatenatedImage. */
+async function openSources(io: CliIo, names: readonly string[], format: 'qcow2' | 'raw' | undefined): Promise<BlockImage> {
+  const images: BlockImage[] = [];
+  try {
+    for (const name of names) images.push(await openImage(io, name, format));
+  } catch (error) {
+    await Promise.allSettled(images.map((image) => image.close()));
+    throw error;
+  }
+  return images.length === 1 ? images[0] : new ConcatenatedImage(images);
 }
 
 async function convertIntoExisting(io: CliIo, source: BlockImage, targetName: string, targetFormat: 'qcow2' | 'raw',
