@@ -11,7 +11,8 @@ import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
 import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
-import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
+import { Qcow2Core, RunKind, type MappedRun } from './qcow2-core.js';
+import { Qcow2WritePath } from './qcow2-write-path.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
 import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
@@ -24,9 +25,8 @@ import { decodeCluster } from './decompress.js';
 import { RawImage, checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
-import { appendSlices, spliceVector, zeroVector } from './iovec.js';
+import { zeroVector } from './iovec.js';
 import type { GapRange } from './multiwrite.js';
-import { ClusterLocks } from './cluster-locks.js';
 import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
 import { LossWindow, writebackDelay } from './qcow2-loss-window.js';
 import { allSettledOrThrow } from './settle.js';
@@ -38,23 +38,6 @@ const MAX_BACKING_DEPTH = 64;
 const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
 const AUTOCLEAR_FEATURES_OFFSET = 88;
-
-/**
- * A run ready to write: the host range [hostStart, hostStart + bytes), its I/O vector, and what to
- * record once it is written: nothing (in place), a commit of new clusters, a commit of all but
- * the last new cluster which becomes pending (deferred copy-on-write of its tail), or more bytes
- * of a pending cluster.
- */
-interface PreparedRun {
-  hostStart: number;
-  vector: Uint8Array[];
-  bytes: number;
-  after:
-    | { kind: 'none' }
-    | { kind: 'commit'; plan: WritePlan }
-    | { kind: 'commit-defer-last'; plan: WritePlan; filledBytes: number }
-    | { kind: 'extend'; pending: PendingCluster; filledEnd: number };
-}
 
 /** What open() threads through a backing chain to detect loops. */
 interface ChainContext { depth: number; names: string[] }
@@ -70,9 +53,10 @@ export class Qcow2Image extends DispatchedImage {
   private readonly core: Qcow2Core;
   private readonly writeback: Qcow2Writeback;
   private readonly overlap: Qcow2OverlapGuard;
-  private readonly locks = new ClusterLocks();
   /** Pending clusters of deferred copy-on-write (undefined when it is off). */
   private readonly deferred: DeferredCow | undefined;
+  /** Plans and executes writes (bindings/qcow2-write-path.ts). */
+  private readonly writes: Qcow2WritePath;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
   /** Forced copy-on-writes and timed write-backs running in the background (close waits for them). */
   private readonly background = new Set<Promise<void>>();
@@ -94,11 +78,18 @@ export class Qcow2Image extends DispatchedImage {
     core.onGrowthNeeded = () => this.writeback.growReftable();
     const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);
     core.onTableCopyNeeded = (l1Index) => tableCopies.copy(l1Index);
+    core.setBackingBytes(backing?.virtualSize ?? 0);
     const deferral = options.deferredCow ?? true;
-    // Deferral covers plain clusters: not subclusters, not an external data file (whose host
-    // cluster is the guest cluster's old place).
-    this.deferred = deferral === false || readOnly || header.flags.extendedL2 || header.flags.externalDataFile ? undefined
+    // The core's plans say which tails may stay pending (plain clusters only).
+    this.deferred = deferral === false || readOnly ? undefined
       : new DeferredCow(header.clusterSize, deferral === true ? {} : deferral, (cluster) => this.forceLater(cluster));
+    this.writes = new Qcow2WritePath(core, backend, dataBackend, header, this.overlap, this.writeback, this.deferred, {
+      counters: this.counters,
+      readMapped: (guestOffset, target) => this.readMapped(guestOffset, target),
+      readBacking: (guestOffset, target) => this.readBacking(guestOffset, target),
+      inflated: (hostOffset, compressedBytes) => this.inflated({ kind: RunKind.COMPRESSED, guestOffset: 0, length: 0, hostOffset, compressedBytes }),
+      writeToBackend: (target, position, buffers) => this.writeToBackend(target, position, buffers),
+    });
     const delayMs = writebackDelay(options.writebackDelayMs, (message) => new ImageError('INVALID_ARGUMENT', message));
     this.lossWindow = readOnly || delayMs === undefined ? undefined : new LossWindow(delayMs, () => this.writeBackLater());
   }
@@ -310,162 +301,20 @@ export class Qcow2Image extends DispatchedImage {
     return cluster;
   }
 
-  // Writes one merged extent (it is ordered behind every earlier overlapping read and write).
-  // Holding the locks of every cluster it may change the metadata of (all but those written in
-  // place), it fills the merge's gaps with what they read now, then plans run by run: in place,
-  // into a pending cluster, or into new clusters with the uncovered head and tail copied from
-  // what they read before (or, for a tail that the next write of a sequential stream will likely
-  // fill, left pending: deferred copy-on-write). Runs whose host ranges continue each other go out
-  // as one host write; new clusters are committed once written.
+  // Writes one merged extent (it is ordered behind every earlier overlapping read and write): the
+  // write path (bindings/qcow2-write-path.ts) plans and executes it.
   protected writeExtent(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<void> {
-    const clusterBytes = this.header.clusterSize;
-    const locked: number[] = [];
-    for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < guestOffset + length; cluster++) {
-      // A pending cluster is locked even when its entry already reads in place: its commit may be
-      // in progress (the entry set, the cluster not yet out of the pending table).
-      if (this.core.writeState(cluster * clusterBytes) !== 'in-place' || this.deferred?.get(cluster * clusterBytes)) locked.push(cluster);
-    }
-    if (locked.length === 0 && gaps.length === 0) {
-      const inPlace = this.writeInPlace(guestOffset, length, buffers);
-      if (inPlace) return this.changed(inPlace);
-    }
-    const write = async () => {
-      const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
-      await this.writeRuns(guestOffset, length, data);
-    };
-    return this.changed(locked.length === 0 ? write() : this.locks.run(locked, write));
-  }
-
-  // The usual rewrite, with nothing pending nearby: one in-place run planned from cached metadata,
-  // written with one host write (what writeRuns does for it, without its steps); undefined for
-  // anything else.
-  private writeInPlace(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> | undefined {
-    if (this.hasPendingIn(guestOffset, guestOffset + length)) return undefined;
-    const plan = this.core.planInPlace(guestOffset, length);
-    if (plan === undefined || plan.guestEnd < guestOffset + length) return undefined;
-    return this.overlap.check('data', plan.hostStart, length).then(() => this.writeToBackend(this.dataBackend, plan.hostStart, buffers));
+    return this.changed(this.writes.writeExtent(guestOffset, length, buffers, gaps));
   }
 
   // Whether a pending cluster (deferred copy-on-write) overlaps guest [start, end).
   private hasPendingIn(start: number, end: number): boolean {
-    if (this.deferred === undefined || this.deferred.size === 0) return false;
-    const clusterBytes = this.header.clusterSize;
-    return this.deferred.firstStartIn(Math.floor(start / clusterBytes) * clusterBytes, end) !== undefined;
-  }
-
-  // Replaces the zero placeholders of the gaps with what the gaps read now, unless that is zeros
-  // by the mapping alone (a fresh cluster without backing data: the common case, nothing to read).
-  // A pending cluster under a gap is completed first. The caller holds the gaps' cluster locks.
-  private async fillGaps(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<Uint8Array[]> {
-    const replacements: { offset: number; data: Uint8Array }[] = [];
-    for (const gap of gaps) {
-      this.counters.gapBytes += gap.end - gap.start;
-      for (const cluster of this.deferred?.overlapping(gap.start, gap.end) ?? []) await this.completePending(cluster);
-      if (await this.readsAsZeros(gap.start, gap.end - gap.start)) continue;
-      const content = new Uint8Array(gap.end - gap.start);
-      await this.readMapped(gap.start, content);
-      replacements.push({ offset: gap.start - guestOffset, data: content });
-    }
-    return replacements.length === 0 ? buffers : spliceVector(buffers, length, replacements);
-  }
-
-  private async writeRuns(guestOffset: number, length: number, buffers: Uint8Array[]): Promise<void> {
-    const end = guestOffset + length;
-    const clusterBytes = this.header.clusterSize;
-    const runs: PreparedRun[] = [];
-    for (let position = guestOffset; position < end;) {
-      const clusterStart = Math.floor(position / clusterBytes) * clusterBytes;
-      const pending = this.deferred?.get(clusterStart);
-      if (pending && position - clusterStart <= pending.filledBytes) {
-        // Continues (or rewrites) the written part of a pending cluster: in place, no copy.
-        const runEnd = Math.min(end, clusterStart + clusterBytes);
-        const vector: Uint8Array[] = [];
-        appendSlices(buffers, position - guestOffset, runEnd - position, vector);
-        runs.push({ hostStart: pending.hostStart + (position - clusterStart), vector, bytes: runEnd - position,
-          after: { kind: 'extend', pending, filledEnd: runEnd - clusterStart } });
-        position = runEnd;
-        continue;
-      }
-      // A write that would leave a hole in a pending cluster completes it first.
-      if (pending) await this.completePending(pending);
-      // Plans stop before the next pending cluster, which the loop handles as above.
-      const planEnd = this.deferred?.firstStartIn(clusterStart + clusterBytes, end) ?? end;
-      const plan = await this.core.plan(position, planEnd - position, this.backend);
-      const runEnd = Math.min(plan.guestEnd, planEnd);
-      const data: Uint8Array[] = [];
-      appendSlices(buffers, position - guestOffset, runEnd - position, data);
-      runs.push(plan.kind === 'in-place'
-        ? { hostStart: plan.hostStart, vector: data, bytes: runEnd - position, after: { kind: 'none' } }
-        : await this.prepareAllocated(plan, position, runEnd, data));
-      position = runEnd;
-    }
-    const groups: PreparedRun[][] = [];
-    for (const run of runs) {
-      const group = groups[groups.length - 1];
-      const last = group?.[group.length - 1];
-      if (last && last.hostStart + last.bytes === run.hostStart) group.push(run);
-      else groups.push([run]);
-    }
-    await allSettledOrThrow(groups.map((group) => this.writeGroup(group)));
-  }
-
-  private async writeGroup(group: PreparedRun[]): Promise<void> {
-    await this.overlap.check('data', group[0].hostStart, group.reduce((bytes, run) => bytes + run.bytes, 0));
-    await this.writeToBackend(this.dataBackend, group[0].hostStart, group.flatMap((run) => run.vector));
-    // The data is on the backend: now the L2 entries may point at it.
-    for (const { after } of group) {
-      switch (after.kind) {
-        case 'none':
-          break;
-        case 'commit':
-          await this.commitPlan(after.plan);
-          break;
-        case 'commit-defer-last': {
-          const lastStart = after.plan.guestEnd - this.header.clusterSize;
-          const lastHost = after.plan.hostStart + (lastStart - after.plan.guestStart);
-          if (lastStart > after.plan.guestStart) await this.commitPlan({ ...after.plan, guestEnd: lastStart });
-          this.deferred!.add(lastStart, lastHost, after.filledBytes);
-          break;
-        }
-        case 'extend':
-          if (this.deferred!.extend(after.pending, after.filledEnd)) await this.commitPending(after.pending);
-          break;
-      }
-    }
-  }
-
-  // Points the plan's L2 entries at its written clusters and releases what they replaced once
-  // that is on disk. (No wait for a write-back in progress: bindings/qcow2-writeback.ts, THE RULE.)
-  private async commitPlan(plan: WritePlan): Promise<void> {
-    this.writeback.releaseLater(await this.core.commit(plan, this.backend));
-  }
-
-  private async commitPending(cluster: PendingCluster): Promise<void> {
-    await this.commitPlan({ kind: 'allocate', guestStart: cluster.guestStart, guestEnd: cluster.guestStart + this.header.clusterSize, hostStart: cluster.hostStart });
-    this.deferred!.remove(cluster);
-  }
-
-  // Completes a pending cluster (deferred copy-on-write, forced): copies its unwritten part from
-  // what it reads now (nothing when that is zeros: the new host cluster already reads as zeros)
-  // and commits it. The caller holds the cluster's lock; a cluster committed meanwhile is skipped.
-  private async completePending(cluster: PendingCluster): Promise<void> {
-    if (this.deferred?.get(cluster.guestStart) !== cluster) return;
-    const from = cluster.guestStart + cluster.filledBytes;
-    const tailBytes = this.header.clusterSize - cluster.filledBytes;
-    const content = await this.previousContent(from, tailBytes, true);
-    if (content) {
-      this.counters.cowBytes += tailBytes;
-      await this.overlap.check('data', cluster.hostStart + cluster.filledBytes, tailBytes);
-      await this.writeToBackend(this.dataBackend, cluster.hostStart + cluster.filledBytes, [content]);
-    }
-    await this.commitPending(cluster);
+    return this.writes.hasPendingIn(start, end);
   }
 
   // Completes pending clusters, taking their locks.
-  private async completePendingLocked(clusters: readonly PendingCluster[]): Promise<void> {
-    const clusterBytes = this.header.clusterSize;
-    await allSettledOrThrow([...clusters].sort((a, b) => a.guestStart - b.guestStart).map((cluster) =>
-      this.locks.run([cluster.guestStart / clusterBytes], () => this.completePending(cluster))));
+  private completePendingLocked(clusters: readonly PendingCluster[]): Promise<void> {
+    return this.writes.completePendingLocked(clusters);
   }
 
   // The timer or the cap made a pending cluster due: complete it in the background. On failure it
@@ -497,74 +346,7 @@ export class Qcow2Image extends DispatchedImage {
 
   // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
   private settlePending(start: number, end: number): Promise<void> {
-    const due = this.deferred?.overlapping(start, end) ?? [];
-    return due.length === 0 ? Promise.resolve() : this.completePendingLocked(due);
-  }
-
-  // Fresh clusters come from past the old end of the file and are never reused, so their unwritten
-  // bytes already read as zeros: copy-on-write of zeros is skipped, and only what is not zero is
-  // written (the guest data, plus head or tail copied from a backing file or old cluster). With an
-  // external data file the host cluster is the guest cluster's old place, so zeros are copied too.
-  // A tail that needs real data, in a last cluster written from its start, is deferred instead.
-  private async prepareAllocated(plan: WritePlan, dataStart: number, dataEnd: number, data: Uint8Array[]): Promise<PreparedRun> {
-    const head = dataStart - plan.guestStart;
-    const tail = plan.guestEnd - dataEnd;
-    // A cluster allocated just now is fresh; subclusters filled in an old cluster are not.
-    const isFresh = plan.kind !== 'fill-subclusters';
-    const lastClusterStart = plan.guestEnd - this.header.clusterSize;
-    const defer = tail > 0 && this.deferred !== undefined && plan.kind === 'allocate' && dataStart <= lastClusterStart &&
-      !(await this.readsAsZeros(dataEnd, Math.max(0, Math.min(tail, this.virtualSize - dataEnd))));
-    const headBytes = head > 0 ? await this.previousContent(plan.guestStart, head, isFresh) : undefined;
-    const tailBytes = tail > 0 && !defer ? await this.previousContent(dataEnd, tail, isFresh) : undefined;
-    const vector: Uint8Array[] = [];
-    let hostStart = plan.hostStart + head;
-    let bytes = dataEnd - dataStart;
-    if (headBytes) {
-      vector.push(headBytes);
-      hostStart = plan.hostStart;
-      bytes += head;
-      this.counters.cowBytes += head;
-    }
-    vector.push(...data);
-    if (tailBytes) {
-      vector.push(tailBytes);
-      bytes += tail;
-      this.counters.cowBytes += tail;
-    }
-    const after: PreparedRun['after'] = defer ? { kind: 'commit-defer-last', plan, filledBytes: dataEnd - lastClusterStart } : { kind: 'commit', plan };
-    return { hostStart, vector, bytes, after };
-  }
-
-  // What guest bytes [guestOffset, guestOffset + length) read as now (before the write commits),
-  // or undefined when that is all zeros and the cluster is fresh (so needs no copy). Bytes past
-  // the virtual size read as zeros.
-  private async previousContent(guestOffset: number, length: number, isFresh: boolean): Promise<Uint8Array | undefined> {
-    const inside = Math.max(0, Math.min(length, this.virtualSize - guestOffset));
-    const mayStayZero = isFresh && !this.header.flags.externalDataFile;
-    if (inside === 0 || (mayStayZero && (await this.readsAsZeros(guestOffset, inside)))) {
-      return mayStayZero ? undefined : new Uint8Array(length);
-    }
-    const buffer = new Uint8Array(length);
-    await this.readMapped(guestOffset, buffer.subarray(0, inside));
-    return buffer;
-  }
-
-  // True when the mapping alone shows guest bytes [guestOffset, guestOffset + length) read as
-  // zeros: zero clusters, or unallocated ones with no backing data under them.
-  private async readsAsZeros(guestOffset: number, length: number): Promise<boolean> {
-    const end = guestOffset + length;
-    let position = guestOffset;
-    while (position < end) {
-      const runs = await this.core.map(position, end - position, this.backend);
-      for (const run of runs) {
-        if (run.kind === RunKind.ZERO) continue;
-        if (run.kind === RunKind.UNALLOCATED && (!this.backing || run.guestOffset >= this.backing.virtualSize)) continue;
-        return false;
-      }
-      const last = runs[runs.length - 1];
-      position = last.guestOffset + last.length;
-    }
-    return true;
+    return this.writes.settlePending(start, end);
   }
 
   // Whole clusters are zeroed in the metadata (the zero flag on v3 and extended L2; unallocated
@@ -606,7 +388,7 @@ export class Qcow2Image extends DispatchedImage {
         parts.push(this.orderedUpdate(clusterStart, clusterStart + clusterBytes, async () => {
           if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
             const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
-            await this.writeExtent(wholeStart, inside, zeroVector(inside), []);
+            await this.writes.writeExtent(wholeStart, inside, zeroVector(inside), []);
           }
         }));
         if (pieceStart < wholeStart) parts.push(this.writeZeroData(pieceStart, wholeStart - pieceStart));
