@@ -13,6 +13,7 @@ import { sharedCore } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun } from './qcow2-core.js';
 import { Qcow2WritePath } from './qcow2-write-path.js';
+import { Qcow2Zeroing } from './qcow2-zeroing.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
 import { Qcow2TableCopies } from './qcow2-table-copy.js';
 import { Qcow2OverlapGuard } from './qcow2-overlap.js';
@@ -22,25 +23,19 @@ import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './rebase.js';
 import { decodeCluster } from './decompress.js';
-import { RawImage, checkMergeOption } from './raw-image.js';
+import { checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
-import { zeroVector } from './iovec.js';
 import type { GapRange } from './multiwrite.js';
 import { DeferredCow, type PendingCluster } from './qcow2-deferred-cow.js';
-import { LossWindow, writebackDelay } from './qcow2-loss-window.js';
+import { writebackDelay } from './qcow2-loss-window.js';
+import { Qcow2Background } from './qcow2-background.js';
 import { allSettledOrThrow } from './settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
-import { chainRevisits } from './chain-names.js';
+import { openBackingImage, openDataFile, type ChainContext } from './qcow2-chain-open.js';
 
-/** Deepest backing chain opened; deeper chains are refused as a probable loop. */
-const MAX_BACKING_DEPTH = 64;
-const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
 const AUTOCLEAR_FEATURES_OFFSET = 88;
-
-/** What open() threads through a backing chain to detect loops. */
-interface ChainContext { depth: number; names: string[] }
 
 /** A qcow2 image. Open with Qcow2Image.open. */
 export class Qcow2Image extends DispatchedImage {
@@ -57,11 +52,11 @@ export class Qcow2Image extends DispatchedImage {
   private readonly deferred: DeferredCow | undefined;
   /** Plans and executes writes (bindings/qcow2-write-path.ts). */
   private readonly writes: Qcow2WritePath;
+  /** writeZeroes and discard (bindings/qcow2-zeroing.ts). */
+  private readonly zeroing: Qcow2Zeroing;
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
-  /** Forced copy-on-writes and timed write-backs running in the background (close waits for them). */
-  private readonly background = new Set<Promise<void>>();
-  /** Writes metadata back a bounded delay after changes (undefined: only at flush and close). */
-  private readonly lossWindow: LossWindow | undefined;
+  /** Forced copy-on-writes and timed write-backs (undefined read-only; close waits for them). */
+  private readonly background: Qcow2Background | undefined;
 
   private constructor(backend: Backend, dataBackend: Backend, header: Qcow2Header, core: Qcow2Core, mergeCore: MergeCore,
                       backing: BlockImage | undefined, readOnly: boolean, options: OpenOptions) {
@@ -82,7 +77,7 @@ export class Qcow2Image extends DispatchedImage {
     const deferral = options.deferredCow ?? true;
     // The core's plans say which tails may stay pending (plain clusters only).
     this.deferred = deferral === false || readOnly ? undefined
-      : new DeferredCow(header.clusterSize, deferral === true ? {} : deferral, (cluster) => this.forceLater(cluster));
+      : new DeferredCow(header.clusterSize, deferral === true ? {} : deferral, (cluster) => this.background?.forceLater(cluster));
     this.writes = new Qcow2WritePath(core, backend, dataBackend, header, this.overlap, this.writeback, this.deferred, {
       counters: this.counters,
       readMapped: (guestOffset, target) => this.readMapped(guestOffset, target),
@@ -90,8 +85,14 @@ export class Qcow2Image extends DispatchedImage {
       inflated: (hostOffset, compressedBytes) => this.inflated({ kind: RunKind.COMPRESSED, guestOffset: 0, length: 0, hostOffset, compressedBytes }),
       writeToBackend: (target, position, buffers) => this.writeToBackend(target, position, buffers),
     });
+    this.zeroing = new Qcow2Zeroing(core, backend, header, this.writeback, this.writes, {
+      counters: this.counters, virtualSize: header.virtualSize, hasBacking: backing !== undefined,
+      orderedUpdate: (start, end, run) => this.orderedUpdate(start, end, run),
+      writeZeroData: (offset, length) => this.writeZeroData(offset, length),
+      changed: (work) => this.changed(work),
+    });
     const delayMs = writebackDelay(options.writebackDelayMs, (message) => new ImageError('INVALID_ARGUMENT', message));
-    this.lossWindow = readOnly || delayMs === undefined ? undefined : new LossWindow(delayMs, () => this.writeBackLater());
+    this.background = readOnly ? undefined : new Qcow2Background(this.writes, this.writeback, this.deferred, delayMs);
   }
 
   /**
@@ -138,7 +139,7 @@ export class Qcow2Image extends DispatchedImage {
     try {
       const dataBackend = header.flags.externalDataFile ? await openDataFile(header, options, chain) : backend;
       if (dataBackend !== backend) opened.push(dataBackend);
-      const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain);
+      const backing = header.backingFile === undefined ? undefined : await openBackingImage(header, options, chain, Qcow2Image.openInChain);
       const readOnly = !wantsWrite || !dataBackend.capabilities.writable;
       if (!readOnly && header.autoclearFeatures !== 0n) {
         // Autoclear bits this engine does not maintain (bitmaps, raw data file) are cleared
@@ -317,110 +318,18 @@ export class Qcow2Image extends DispatchedImage {
     return this.writes.completePendingLocked(clusters);
   }
 
-  // The timer or the cap made a pending cluster due: complete it in the background. On failure it
-  // stays pending and is retried later; flush() reports the error if it persists.
-  private forceLater(cluster: PendingCluster): void {
-    this.inBackground(this.completePendingLocked([cluster]).then(() => this.lossWindow?.changed(), () => this.deferred?.retryLater(cluster)));
-  }
-
-  // The loss window's timer fired: pending clusters are completed and the metadata written back
-  // in the safe order, as a flush would, but without its final barrier. A failure leaves the
-  // metadata dirty: the next flush retries it and reports the error if it persists.
-  private writeBackLater(): void {
-    this.inBackground((async () => {
-      if (this.deferred && this.deferred.size > 0) await this.completePendingLocked(this.deferred.all());
-      await this.writeback.writeBackAll();
-    })().catch(() => undefined));
-  }
-
-  private inBackground(work: Promise<void>): void {
-    this.background.add(work);
-    void work.finally(() => this.background.delete(work));
-  }
-
   // A guest-visible change completed (or failed): the loss window's timer starts if it is idle.
   private changed<T>(work: Promise<T>): Promise<T> {
-    if (!this.lossWindow) return work;
-    return work.finally(() => this.lossWindow!.changed());
+    return this.background?.changed(work) ?? work;
   }
 
-  // Completes every pending cluster overlapping guest [start, end) (before a metadata-only change).
-  private settlePending(start: number, end: number): Promise<void> {
-    return this.writes.settlePending(start, end);
-  }
-
-  // Whole clusters are zeroed in the metadata (the zero flag on v3 and extended L2; unallocated
-  // on v2 without a backing file, where that reads as zeros); with extended L2 so are whole
-  // subclusters of partly covered clusters; the bytes left get zero data.
+  // writeZeroes and discard: bindings/qcow2-zeroing.ts.
   protected override zeroRange(offset: number, length: number): Promise<void> {
-    const [start, end] = this.wholeClusters(offset, length);
-    const zeroFlag = this.header.version === 3;
-    // An external data file is read on its own too (data_file_raw): its zeros must be real.
-    if ((!zeroFlag && this.backing) || this.header.flags.externalDataFile) return this.writeZeroData(offset, length);
-    this.counters.guestWriteRequests++;
-    this.counters.guestWriteBytes += Math.max(0, end - start);
-    const parts: Promise<void>[] = [];
-    if (start < end) {
-      parts.push(this.orderedUpdate(start, end, () => this.zeroClusters(start, end, zeroFlag)));
-      if (offset < start) parts.push(this.zeroPartialClusters(offset, start));
-      if (end < offset + length) parts.push(this.zeroPartialClusters(end, offset + length));
-    } else {
-      parts.push(this.zeroPartialClusters(offset, offset + length));
-    }
-    return this.changed(allSettledOrThrow(parts));
+    return this.zeroing.zeroRange(offset, length);
   }
 
-  // Zeroes guest [from, to), which covers no whole cluster: whole subclusters by metadata with
-  // extended L2 (ordered like a write of their cluster; a compressed cluster, which has no
-  // subclusters, gets zero data inside that same ordered step), the rest with zero data.
-  private zeroPartialClusters(from: number, to: number): Promise<void> {
-    if (!this.header.flags.extendedL2) return this.writeZeroData(from, to - from);
-    const clusterBytes = this.header.clusterSize;
-    const subclusterBytes = clusterBytes / 32;
-    const parts: Promise<void>[] = [];
-    for (let pieceStart = from; pieceStart < to;) {
-      const clusterStart = Math.floor(pieceStart / clusterBytes) * clusterBytes;
-      const pieceEnd = Math.min(to, clusterStart + clusterBytes);
-      const wholeStart = Math.ceil(pieceStart / subclusterBytes) * subclusterBytes;
-      const wholeEnd = pieceEnd === this.virtualSize ? Math.ceil(pieceEnd / subclusterBytes) * subclusterBytes
-        : Math.floor(pieceEnd / subclusterBytes) * subclusterBytes;
-      if (wholeStart < wholeEnd) {
-        parts.push(this.orderedUpdate(clusterStart, clusterStart + clusterBytes, async () => {
-          if (!(await this.core.zeroSubclusters(wholeStart, wholeEnd, this.backend))) {
-            const inside = Math.min(wholeEnd, this.virtualSize) - wholeStart;
-            await this.writes.writeExtent(wholeStart, inside, zeroVector(inside), []);
-          }
-        }));
-        if (pieceStart < wholeStart) parts.push(this.writeZeroData(pieceStart, wholeStart - pieceStart));
-        if (wholeEnd < pieceEnd) parts.push(this.writeZeroData(wholeEnd, pieceEnd - wholeEnd));
-      } else {
-        parts.push(this.writeZeroData(pieceStart, pieceEnd - pieceStart));
-      }
-      pieceStart = pieceEnd;
-    }
-    return allSettledOrThrow(parts);
-  }
-
-  /** Discard frees whole clusters (reading as zeros afterwards); partial clusters keep their data. */
-  protected async discardRange(offset: number, length: number): Promise<void> {
-    const [start, end] = this.wholeClusters(offset, length);
-    const zeroFlag = this.header.version === 3;
-    if (start < end && (zeroFlag || !this.backing) && !this.header.flags.externalDataFile) await this.changed(this.zeroClusters(start, end, zeroFlag));
-  }
-
-  // The whole clusters inside guest [offset, offset + length); a range reaching the end of the
-  // image also covers the last cluster, which may extend past the virtual size.
-  private wholeClusters(offset: number, length: number): [number, number] {
-    const size = this.header.clusterSize;
-    const start = Math.ceil(offset / size) * size;
-    const end = offset + length === this.virtualSize ? Math.ceil(this.virtualSize / size) * size : Math.floor((offset + length) / size) * size;
-    return [start, end];
-  }
-
-  private async zeroClusters(start: number, end: number, zeroFlag: boolean): Promise<void> {
-    await this.settlePending(start, end);
-    const freed = await this.core.zeroClusters(start, (end - start) / this.header.clusterSize, zeroFlag, this.backend);
-    this.writeback.releaseLater(freed);
+  protected discardRange(offset: number, length: number): Promise<void> {
+    return this.zeroing.discardRange(offset, length);
   }
 
   protected async flushFormat(): Promise<void> {
@@ -434,12 +343,11 @@ export class Qcow2Image extends DispatchedImage {
   // and persists the releases; background copies and write-backs are waited for even when it
   // failed; the backends are closed last.
   protected async closeFormat(): Promise<void> {
-    this.lossWindow?.dispose();
-    this.deferred?.dispose();
+    this.background?.dispose();
     try {
       if (!this.readOnly) await this.flushFormat();
     } finally {
-      while (this.background.size > 0) await Promise.allSettled([...this.background]);
+      await this.background?.settle();
       await this.writeback.quiesce();
       const closes: Promise<void>[] = [this.backend.close()];
       if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
@@ -465,7 +373,7 @@ export class Qcow2Image extends DispatchedImage {
 
   /** @internal For tools (bindings/qcow2-map.ts): this layer's runs for a guest range, as reads map it. */
   async mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
-    await this.settlePending(guestOffset, guestOffset + length);
+    await this.writes.settlePending(guestOffset, guestOffset + length);
     return this.core.map(guestOffset, length, this.backend);
   }
 
@@ -500,40 +408,4 @@ async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<
   await backend.flush();
 }
 
-async function openDataFile(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<Backend> {
-  if (header.dataFile === undefined) {
-    throw new ImageError('INVALID_ARGUMENT', 'the image uses an external data file but does not name it');
-  }
-  if (!options.openDataFile) {
-    throw new ImageError('INVALID_ARGUMENT', `the image's data is in the external file '${header.dataFile}': pass openDataFile to open it`);
-  }
-  return options.openDataFile(header.dataFile, chain.names);
-}
-
-async function openBackingImage(header: Qcow2Header, options: OpenOptions, chain: ChainContext): Promise<BlockImage> {
-  const name = header.backingFile!;
-  if (!options.openBacking) {
-    throw new ImageError('INVALID_ARGUMENT', `the image has the backing file '${name}': pass openBacking to open it`);
-  }
-  if (chain.depth >= MAX_BACKING_DEPTH || chainRevisits([...chain.names, name])) {
-    throw new ImageError('QCOW2_CORRUPT', `backing chain loop or too deep at '${name}' (chain: ${[...chain.names, name].join(' -> ')})`);
-  }
-  const backend = await options.openBacking(name, header.backingFormat, chain.names);
-  try {
-    const format = header.backingFormat ?? (await probeFormat(backend));
-    const nested: OpenOptions = { ...options, readOnly: true };
-    if (format === 'raw') return await RawImage.open(backend, nested);
-    if (format === 'qcow2') return await Qcow2Image.openInChain(backend, nested, { depth: chain.depth + 1, names: [...chain.names, name] });
-    throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `backing file format '${format}' is not supported (qcow2 and raw are)`);
-  } catch (error) {
-    await backend.close();
-    throw error;
-  }
-}
-
-/** 'qcow2' when the backend starts with the qcow2 magic, otherwise 'raw'. */
-export async function probeFormat(backend: Backend): Promise<'qcow2' | 'raw'> {
-  const head = new Uint8Array(4);
-  await backend.preadv(0, [head]);
-  return QCOW2_MAGIC.every((byte, i) => head[i] === byte) ? 'qcow2' : 'raw';
-}
+export { probeFormat } from './qcow2-chain-open.js';
