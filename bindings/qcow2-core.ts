@@ -97,6 +97,15 @@ function checkImageHostRange(hostOffset: number, bytes: number, what: string): v
     'past 2^53 bytes, which no file reaches: the image is corrupt (qemu-img check -r all may repair it)');
 }
 
+/** Throws QCOW2_CORRUPT unless the host bytes a copy reads can be addressed. */
+function checkCopyRange(copy: CopyPlan): void {
+  if (copy.source === 'data') checkImageHostRange(copy.hostOffset, copy.sourceBytes, `copying guest offset ${copy.guestOffset}`);
+  if (copy.source === 'compressed') checkImageHostRange(copy.hostOffset, copy.compressedBytes, `copying guest offset ${copy.guestOffset}`);
+}
+
+/** The guest run and host start of a written plan, what commit() records. */
+export type CommitRange = Pick<WritePlan, 'kind' | 'guestStart' | 'guestEnd' | 'hostStart'>;
+
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
@@ -447,7 +456,10 @@ export class Qcow2Core {
     return hostOffset >= 0 && Number.isSafeInteger(hostOffset + length) ? hostOffset : -1;
   }
 
-  /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */
+  /**
+   * Plans the first run of a write of guest [guestOffset, guestOffset + length): the core's write
+   * plan record. An allocating plan has taken its clusters: commit() or abort() it.
+   */
   async plan(guestOffset: number, length: number, tables: Backend): Promise<WritePlan> {
     let plan: WritePlan | undefined;
     const status = await this.satisfy(() => {
@@ -456,7 +468,14 @@ export class Qcow2Core {
       return result;
     }, tables);
     if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
-    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
+    try {
+      checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
+      checkCopyRange(plan.head);
+      checkCopyRange(plan.tail);
+    } catch (error) {
+      await this.abort(plan, tables);
+      throw error;
+    }
     return plan;
   }
 
@@ -471,17 +490,14 @@ export class Qcow2Core {
     };
   }
 
+  // The copy record at field `at` of the plan record.
   private readCopy(at: number): CopyPlan {
     const r = this.planRecord;
     const f = this.planLayout;
-    const copy: CopyPlan = {
+    return {
       source: this.copySources[r[at + f.source]], guestOffset: r[at + f.guestOffset], bytes: r[at + f.bytes],
       sourceBytes: r[at + f.sourceBytes], hostOffset: r[at + f.hostOffset], compressedBytes: r[at + f.compressedBytes],
     };
-    if (copy.source === 'data' || copy.source === 'compressed') {
-      checkImageHostRange(copy.hostOffset, copy.source === 'data' ? copy.sourceBytes : copy.compressedBytes, `copying guest offset ${copy.guestOffset}`);
-    }
-    return copy;
   }
 
   /**
@@ -497,6 +513,7 @@ export class Qcow2Core {
       return result;
     }, tables);
     if (status !== 0 || !copy) throw this.statusError(status, `reading what guest offset ${guestOffset} holds`);
+    checkCopyRange(copy);
     return copy;
   }
 
@@ -507,7 +524,7 @@ export class Qcow2Core {
    * fails, no entry changed (a plan's entries are in one slice, changed in one step once it is
    * cached): the caller may abort() the plan.
    */
-  async commit(plan: WritePlan, tables: Backend): Promise<number[]> {
+  async commit(plan: CommitRange, tables: Backend): Promise<number[]> {
     const clusterCount = (plan.guestEnd - plan.guestStart) / this.header.clusterSize;
     const isNew = plan.kind === 'allocate-subclusters' ? 1 : 0;
     let done = 0;

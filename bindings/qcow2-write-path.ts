@@ -10,7 +10,7 @@
 import type { Backend } from './backend.js';
 import type { ImageStats } from './image.js';
 import type { Qcow2Header } from './qcow2-header.js';
-import type { Qcow2Core, CopyPlan, WritePlan } from './qcow2-core.js';
+import type { Qcow2Core, CommitRange, CopyPlan, WritePlan } from './qcow2-core.js';
 import type { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import type { Qcow2Writeback } from './qcow2-writeback.js';
 import type { GapRange } from './multiwrite.js';
@@ -80,10 +80,11 @@ export class Qcow2WritePath {
     this.core.clustersNotInPlace(guestOffset, length, locked);
     // A pending cluster is locked even when its entry already reads in place: its commit may be
     // in progress (the entry set, the cluster not yet out of the pending table).
-    const clusterBytes = this.header.clusterSize;
-    for (const cluster of this.deferred?.overlapping(guestOffset, guestOffset + length) ?? []) {
-      const index = cluster.guestStart / clusterBytes;
-      if (!locked.includes(index)) locked.push(index);
+    const pending = this.deferred?.overlapping(guestOffset, guestOffset + length) ?? [];
+    if (pending.length > 0) {
+      const distinct = new Set(locked);
+      for (const cluster of pending) distinct.add(cluster.guestStart / this.header.clusterSize);
+      locked.splice(0, locked.length, ...distinct);
     }
     const write = async () => {
       const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
@@ -302,11 +303,8 @@ export class Qcow2WritePath {
   // earlier bytes were acknowledged): a later completion commits it.
   private async commitPending(cluster: PendingCluster): Promise<void> {
     const clusterBytes = this.header.clusterSize;
-    const plan: WritePlan = {
-      kind: 'allocate', guestStart: cluster.guestStart, guestEnd: cluster.guestStart + clusterBytes, hostStart: cluster.hostStart,
-      takenHost: cluster.hostStart, takenClusters: 1, tailDeferrable: false, head: noCopy(cluster.guestStart), tail: noCopy(cluster.guestStart + clusterBytes),
-    };
-    this.writeback.releaseLater(await this.core.commit(plan, this.backend));
+    const range: CommitRange = { kind: 'allocate', guestStart: cluster.guestStart, guestEnd: cluster.guestStart + clusterBytes, hostStart: cluster.hostStart };
+    this.writeback.releaseLater(await this.core.commit(range, this.backend));
     this.deferred!.remove(cluster);
   }
 
@@ -325,9 +323,4 @@ export class Qcow2WritePath {
     }
     await this.commitPending(cluster);
   }
-}
-
-// An empty copy at `guestOffset` (a plan made here, not by the core, has nothing to copy).
-function noCopy(guestOffset: number): CopyPlan {
-  return { source: 'none', guestOffset, bytes: 0, sourceBytes: 0, hostOffset: 0, compressedBytes: 0 };
 }
