@@ -2,8 +2,8 @@
 // Qcow2Image: qcow2 images (v2 and v3, every cluster size, extended L2, compressed zlib and zstd
 // clusters, zero clusters, backing chains of any depth through openBacking, external data files
 // through openDataFile). Reads map through the wasm core; writes go through the multiwrite
-// dispatcher, the wasm allocation planner (in place, or new clusters with copy-on-write of the
-// uncovered head and tail in the same host write) and metadata write-back in QEMU's safe order.
+// dispatcher, the write path (qcow2-write-path.ts: the core's write plans, executed) and
+// metadata write-back in QEMU's safe order.
 
 import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
