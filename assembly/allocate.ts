@@ -1,8 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The allocation planner for writes (QEMU's qcow2_alloc_host_offset / QCowL2Meta, sans I/O).
-// planWrite answers one run at a time: write in place (clusters this image owns alone), or
-// allocate fresh contiguous host clusters (refcounts raised at once); TypeScript then writes the
-// data with the copy-on-write head and tail and calls commitAllocation, which points the L2
+// planWrite answers one run at a time with a write plan record (write-plan.ts): write in place
+// (clusters this image owns alone), or allocate fresh contiguous host clusters (refcounts raised
+// at once), with where the uncovered head and tail come from; TypeScript then writes the data
+// with that copy-on-write and calls commitAllocation (or, when the write failed, releases the
+// clusters the record says were taken), which points the L2
 // entries at the new clusters and hands back the clusters they stop referencing (to be released
 // only after the new entries are on disk). L2 entries change only in tables this image alone
 // owns: a table shared with an internal snapshot is copied first (l2-entry.ts states the rule).
@@ -20,6 +22,8 @@ import { CacheId, installZeroSlice, markSlotDirty, slotCount, isSlotDirty, slotK
 import { needWriteback } from './need';
 import { refcountOf, lastReadRefcount, addRefcount, createRefblock, refblockEntryBits, refblockOffset, refcountOrder } from './refcount';
 import { Region, regionOffset } from './layout';
+import { CopySource, PlanField, copySourceOf, describeCopy, setPlanField, writePlan } from './write-plan';
+import { hasNoHostCluster, isOwnedCluster, isWritableInPlace } from './write-state';
 import { Status } from './status';
 
 /** What planWrite decided for a run. */
@@ -51,10 +55,6 @@ let l1DirtyFirst: u64 = <u64>-1;
 let l1DirtyEnd: u64 = 0;
 let l1Generation: u32 = 0;
 
-let planKind: PlanKind = PlanKind.IN_PLACE;
-let planGuestStart: u64 = 0;
-let planGuestEnd: u64 = 0;
-let planHostStart: u64 = 0;
 let committed: i32 = 0;
 let freedCount: i32 = 0;
 
@@ -214,33 +214,13 @@ function subclusterMask(fromByte: u64, toByte: u64): u64 {
   return ((<u64>1 << (last + 1)) - 1) & ~((<u64>1 << first) - 1);
 }
 
-// Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed).
-function isOwnedCluster(entry: u64): bool {
-  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & QCOW_OFLAG_COPIED) != 0 &&
-         ((entry & L2E_OFFSET_MASK) != 0 || hasExternalData);
-}
-
-// Extended L2: a cluster without a host cluster (its subclusters are unallocated or zero).
-function hasNoHostCluster(entry: u64): bool {
-  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & L2E_OFFSET_MASK) == 0 &&
-         !(hasExternalData && (entry & QCOW_OFLAG_COPIED) != 0);
-}
-
-// True when the cluster behind `entry` (and `bitmap`) may be written in place: a normal cluster
-// this image alone references (COPIED), not zero-flagged, every subcluster allocated.
-function isWritableInPlace(entry: u64, bitmap: u64): bool {
-  if (entry & QCOW_OFLAG_COMPRESSED) return false;
-  if ((entry & QCOW_OFLAG_COPIED) == 0) return false;
-  if (hasExtendedL2) return <u32>bitmap == 0xffffffff;
-  if (entry & QCOW_OFLAG_ZERO) return false;
-  return (entry & L2E_OFFSET_MASK) != 0 || hasExternalData;
-}
-
 /**
- * Plans the write of guest bytes [guestOffset, guestOffset + length) from its start: one run.
- * Results: planKind(), planGuestStart(), planGuestEnd(), planHostStart(). IN_PLACE runs cover
- * guest bytes exactly; ALLOCATE runs are cluster-aligned and cover the start of the range (their
- * clusters' refcounts are raised: the caller writes the run, then calls commitAllocation).
+ * Plans the write of guest bytes [guestOffset, guestOffset + length) from its start: one run,
+ * described by the write plan record (write-plan.ts). IN_PLACE runs cover guest bytes exactly;
+ * ALLOCATE runs are cluster-aligned and cover the start of the range, the subcluster kinds are
+ * subcluster-aligned; for them the record names the host clusters taken (refcounts raised: the
+ * caller writes the run with its head and tail, then calls commitAllocation or commitSubclusters,
+ * or releases them when the write failed) and the head's and tail's copy sources.
  * Returns OK, NEED_TABLE / NEED_WRITEBACK (see need.ts; call again), NO_SPACE, CORRUPT, INVALID.
  */
 export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
@@ -264,20 +244,17 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
   // place (one cluster per plan).
   if (hasExtendedL2 && isOwnedCluster(entry) && !isWritableInPlace(entry, bitmap)) {
     const dataEnd = min(end, clusterEnd);
+    const hostCluster = entry & L2E_OFFSET_MASK;
     const mask = subclusterMask(guestOffset - firstCluster, dataEnd - firstCluster);
     if ((<u32>bitmap & <u32>mask) != <u32>mask) {
-      planKind = PlanKind.FILL_SUBCLUSTERS;
-      planGuestStart = guestOffset & ~subclusterMaskBytes;
-      planGuestEnd = min(clusterEnd, (dataEnd + subclusterMaskBytes) & ~subclusterMaskBytes);
-      planHostStart = (entry & L2E_OFFSET_MASK) + (planGuestStart - firstCluster);
-      return Status.OK;
+      const guestStart = guestOffset & ~subclusterMaskBytes;
+      const guestEnd = min(clusterEnd, (dataEnd + subclusterMaskBytes) & ~subclusterMaskBytes);
+      writePlan(PlanKind.FILL_SUBCLUSTERS, guestStart, guestEnd, hostCluster + (guestStart - firstCluster));
+      return describeEdges(guestOffset, dataEnd, false, hostCluster - firstCluster);
     }
     // Every written subcluster is allocated: plain in place, within this cluster.
-    planKind = PlanKind.IN_PLACE;
-    planGuestStart = guestOffset;
-    planGuestEnd = dataEnd;
-    planHostStart = (entry & L2E_OFFSET_MASK) + (guestOffset - firstCluster);
-    return Status.OK;
+    writePlan(PlanKind.IN_PLACE, guestOffset, dataEnd, hostCluster + (guestOffset - firstCluster));
+    return describeEdges(guestOffset, dataEnd, false, 0);
   }
 
   if (isWritableInPlace(entry, bitmap)) {
@@ -295,11 +272,9 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
       nextHost += clusterMask + 1;
       at += entryBytes;
     }
-    planKind = PlanKind.IN_PLACE;
-    planGuestStart = guestOffset;
-    planGuestEnd = min(end, runEnd);
-    planHostStart = hostStart;
-    return Status.OK;
+    const guestEnd = min(end, runEnd);
+    writePlan(PlanKind.IN_PLACE, guestOffset, guestEnd, hostStart);
+    return describeEdges(guestOffset, guestEnd, false, 0);
   }
 
   // Count the clusters from here that need allocating, up to the end, the slice and the cap.
@@ -318,24 +293,49 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
     clusterCount++;
     at += entryBytes;
   }
-  if (hasExternalData) {
-    planHostStart = firstCluster; // data clusters are not refcounted; guest offset == host offset
-  } else {
+  let hostCluster = firstCluster; // external data file: data clusters are not refcounted; guest offset == host offset
+  let taken: u64 = 0;
+  if (!hasExternalData) {
     status = allocateClusters(clusterCount);
     if (status != Status.OK) return status;
     clusterCount = allocatedCount; // may be fewer (refcount slice boundary)
-    planHostStart = allocatedHost;
+    hostCluster = allocatedHost;
+    taken = allocatedCount;
   }
-  planKind = PlanKind.ALLOCATE;
-  planGuestStart = firstCluster;
-  planGuestEnd = firstCluster + (clusterCount << clusterBits);
+  let guestStart = firstCluster;
+  let guestEnd = firstCluster + (clusterCount << clusterBits);
+  let kind = PlanKind.ALLOCATE;
   if (bySubcluster) {
-    planKind = PlanKind.ALLOCATE_SUBCLUSTERS;
-    planGuestStart = guestOffset & ~subclusterMaskBytes;
-    planGuestEnd = min(planGuestEnd, (end + subclusterMaskBytes) & ~subclusterMaskBytes);
-    planHostStart += planGuestStart - firstCluster;
+    kind = PlanKind.ALLOCATE_SUBCLUSTERS;
+    guestStart = guestOffset & ~subclusterMaskBytes;
+    guestEnd = min(guestEnd, (end + subclusterMaskBytes) & ~subclusterMaskBytes);
   }
+  writePlan(kind, guestStart, guestEnd, hostCluster + (guestStart - firstCluster));
+  setPlanField(PlanField.TAKEN_HOST, <f64>hostCluster);
+  setPlanField(PlanField.TAKEN_CLUSTERS, <f64>taken);
+  const dataEnd = min(end, guestEnd);
+  status = describeEdges(guestOffset, dataEnd, !hasExternalData, hostCluster - firstCluster);
+  if (status != Status.OK) {
+    for (let i: u64 = 0; i < taken; i++) addRefcount((hostCluster >> clusterBits) + i, -1);
+    return status;
+  }
+  // A tail that needs real data, in a last cluster written from its start, may stay pending
+  // (deferred copy-on-write; plain clusters only).
+  const deferrable = kind == PlanKind.ALLOCATE && !hasExtendedL2 && !hasExternalData &&
+    copySourceOf(PlanField.TAIL) != CopySource.NONE && guestOffset + clusterMask + 1 <= guestEnd;
+  setPlanField(PlanField.TAIL_DEFERRABLE, deferrable ? 1 : 0);
   return Status.OK;
+}
+
+// Fills the plan record's head and tail copy records: [GUEST_START, dataStart) and [dataEnd,
+// GUEST_END) of the plan just written, going to host bytes at guest + `hostMinusGuest` (fresh
+// clusters when `targetFresh`). Their clusters' L2 slice is cached (the plan's own).
+function describeEdges(dataStart: u64, dataEnd: u64, targetFresh: bool, hostMinusGuest: u64): Status {
+  const guestStart = <u64>load<f64>(regionOffset(Region.PLAN) + (<usize>PlanField.GUEST_START << 3));
+  const guestEnd = <u64>load<f64>(regionOffset(Region.PLAN) + (<usize>PlanField.GUEST_END << 3));
+  const status = describeCopy(PlanField.HEAD, guestStart, dataStart - guestStart, targetFresh, guestStart + hostMinusGuest);
+  if (status != Status.OK) return status;
+  return describeCopy(PlanField.TAIL, dataEnd, guestEnd - dataEnd, targetFresh, dataEnd + hostMinusGuest);
 }
 
 /**
@@ -369,45 +369,6 @@ export function commitSubclusters(guestStartF: f64, guestEndF: f64, hostStartF: 
   }
   return Status.OK;
 }
-
-/** What a write into one cluster would do now, as far as the cached metadata tells (writeStateOf). */
-export enum WriteState {
-  /** The cluster's L2 slice is not cached: not known without I/O. */
-  UNKNOWN = 0,
-  /** Written in place: this image alone owns it, every subcluster allocated. */
-  IN_PLACE = 1,
-  /** Allocated fresh with nothing to copy from an old host cluster (unallocated or plain zero; standard L2). */
-  FRESH = 2,
-  /** Anything else: compressed, shared, zero with a preallocated cluster, subcluster states. */
-  OTHER = 3,
-}
-
-/**
- * What a write into the cluster holding guest byte `guestOffsetF` would do, read from the L1 table
- * and the cached L2 slices only (no NEED records, no side effects). Callers use it for decisions
- * that are only hints (which gaps to merge, how widely to order a write); planWrite decides.
- */
-export function writeStateOf(guestOffsetF: f64): WriteState {
-  const guestOffset = <u64>guestOffsetF;
-  if (lookupL2Entry(guestOffset, L2Access.PROBE) != Status.OK) return WriteState.UNKNOWN;
-  const at = l2EntryAddress();
-  if (at == 0) return hasExtendedL2 || hasExternalData ? WriteState.OTHER : WriteState.FRESH;
-  const entry = loadBE64(at);
-  const bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
-  if (isWritableInPlace(entry, bitmap)) return WriteState.IN_PLACE;
-  if (hasExtendedL2 || hasExternalData) return WriteState.OTHER;
-  const flags = entry & (QCOW_OFLAG_COMPRESSED | L2E_OFFSET_MASK);
-  return flags == 0 ? WriteState.FRESH : WriteState.OTHER;
-}
-
-/** Kind of the last plan (PlanKind). */
-export function planKindOf(): i32 { return planKind; }
-/** Guest start of the last plan. */
-export function planGuestStartOf(): f64 { return <f64>planGuestStart; }
-/** Guest end of the last plan. */
-export function planGuestEndOf(): f64 { return <f64>planGuestEnd; }
-/** Host start of the last plan. */
-export function planHostStartOf(): f64 { return <f64>planHostStart; }
 
 /**
  * Points the L2 entries of the cluster-aligned guest run [guestStart, guestStart + clusterCount

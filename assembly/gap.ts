@@ -3,7 +3,7 @@
 // format that can fill the gap with exactly what the guest would read there says yes (qcow2, for
 // gaps inside clusters the batch allocates). Raw images never do: the policy defaults to NEVER.
 
-import { WriteState, writeStateOf } from './allocate';
+import { WriteState, writeStateOf } from './write-state';
 
 /** Which rule answers gapMergeAllowed. */
 export enum GapPolicy {

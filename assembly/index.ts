@@ -67,11 +67,16 @@ export {
 } from './cache';
 export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
 export {
-  planWrite, planKindOf, planGuestStartOf, planGuestEndOf, planHostStartOf, PlanKind,
+  planWrite, PlanKind,
   commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, zeroSubclusters, ZeroMode, allocationHintCluster, skipAllocationTo,
-  l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean, writeStateOf, WriteState,
+  l1DirtyFirstOf, l1DirtyEndOf, l1ChangeCount, markL1Clean,
   allocateTableCopy, tableCopySourceOf, tableCopyTargetOf, switchToTableCopy,
 } from './allocate';
+// The write plan record and the per-cluster write states. PlanKind, PlanField, CopyField,
+// CopySource and WriteState members export as globals named "<Enum>.<MEMBER>", read by
+// bindings/qcow2-core.ts.
+export { setBackingBytes, describeContent, CopySource, PlanField, CopyField, PLAN_FIELDS, COPY_FIELDS } from './write-plan';
+export { classifyClusters, inPlaceHostOffset, WriteState } from './write-state';
 export {
   releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,
   growReftable, grownTableHostOffset, grownTableClusterCount,
@@ -80,6 +85,8 @@ export const REGION_RUNS: i32 = Region.RUNS;
 export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
 export const REGION_REFTABLE: i32 = Region.REFTABLE;
 export const REGION_FREED: i32 = Region.FREED;
+export const REGION_PLAN: i32 = Region.PLAN;
+export const REGION_CLUSTER_STATES: i32 = Region.CLUSTER_STATES;
 export const RUN_STRIDE: i32 = RUNS_STRIDE;
 export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
 export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;

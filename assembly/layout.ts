@@ -16,6 +16,8 @@
 //   RUNS              f64 kind, guestOffset, length, hostOffset, compressedBytes
 //                                                               RUN_CAPACITY
 //   FREED             f64 host cluster offsets a commit released FREED_CAPACITY
+//   PLAN              f64 write plan record (write-plan.ts)      1
+//   CLUSTER_STATES    u8 WriteState per cluster (write-state.ts) CLUSTER_STATE_CAPACITY
 //   ---- end of the fixed regions; configureImage (image-regions.ts) places the rest: ----
 //   L1_TABLE          u64 big-endian L1 entries, as on disk     the image's l1_size
 //   REFTABLE          u64 big-endian refcount table entries     refcount_table_clusters
@@ -43,6 +45,10 @@ export const RUN_CAPACITY: i32 = 4096;
 export const RUN_STRIDE: i32 = 40;
 /** Most host cluster offsets one commitAllocation releases (3 per cluster of a 512-cluster run). */
 export const FREED_CAPACITY: i32 = 1536;
+/** Bytes of the PLAN region: one write plan record (write-plan.ts PLAN_FIELDS f64, rounded up). */
+export const PLAN_REGION_BYTES: i32 = 256;
+/** Most clusters one classifyClusters call classifies. */
+export const CLUSTER_STATE_CAPACITY: i32 = 4096;
 
 /** Region identifiers for regionOffset/regionBytes. */
 export enum Region {
@@ -56,8 +62,10 @@ export enum Region {
   L1_TABLE = 7,
   REFTABLE = 8,
   FREED = 9,
+  PLAN = 10,
+  CLUSTER_STATES = 11,
 }
-const REGION_COUNT: i32 = 10;
+const REGION_COUNT: i32 = 12;
 
 // Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap,
 // u64 packed sort keys and their merge-sort buffer.
@@ -86,6 +94,8 @@ export function initLayout(): Status {
   at = place(Region.HEADER, at, <usize>HEADER_REGION_BYTES);
   at = place(Region.RUNS, at, <usize>RUN_CAPACITY * RUN_STRIDE);
   at = place(Region.FREED, at, <usize>FREED_CAPACITY * 8);
+  at = place(Region.PLAN, at, <usize>PLAN_REGION_BYTES);
+  at = place(Region.CLUSTER_STATES, at, <usize>CLUSTER_STATE_CAPACITY);
   layoutEnd = at;
   return at <= (<usize>memory.size() << 16) ? Status.OK : Status.NO_MEMORY;
 }

@@ -26,28 +26,66 @@ export interface MappedRun {
 
 /** What a planned run does (assembly/allocate.ts PlanKind). */
 export type PlanKind = 'in-place' | 'allocate' | 'allocate-subclusters' | 'fill-subclusters';
-const PLAN_KINDS: readonly PlanKind[] = ['in-place', 'allocate', 'allocate-subclusters', 'fill-subclusters'];
+const PLAN_KIND_MEMBERS: Record<string, PlanKind> = {
+  IN_PLACE: 'in-place', ALLOCATE: 'allocate', ALLOCATE_SUBCLUSTERS: 'allocate-subclusters', FILL_SUBCLUSTERS: 'fill-subclusters',
+};
 
 /**
- * One planned write run: guest bytes [guestStart, guestEnd) go to host bytes from hostStart.
- * 'in-place' covers exactly the written bytes; the other kinds cover whole clusters ('allocate')
- * or whole subclusters, whose bytes around the written ones are copied from what they read now,
- * and need commit() afterwards.
+ * Where the bytes of a copy come from (assembly/write-plan.ts CopySource): 'none' (nothing to
+ * write), 'zeros' (write zeros), 'backing' (the backing file at the same guest range), 'data'
+ * (image host bytes from hostOffset), 'compressed' (part of the compressed cluster at
+ * hostOffset) or 'mapped' (mixed: read the guest range through the mapping).
+ */
+export type CopySource = 'none' | 'zeros' | 'backing' | 'data' | 'compressed' | 'mapped';
+const COPY_SOURCE_MEMBERS: Record<string, CopySource> = {
+  NONE: 'none', ZEROS: 'zeros', BACKING: 'backing', DATA: 'data', COMPRESSED: 'compressed', MAPPED: 'mapped',
+};
+
+/**
+ * One copy the core asks for: guest bytes [guestOffset, guestOffset + bytes) as they read now,
+ * from `source`; only the first sourceBytes come from it (the rest, past the virtual size, are
+ * zeros).
+ */
+export interface CopyPlan {
+  source: CopySource;
+  guestOffset: number;
+  bytes: number;
+  sourceBytes: number;
+  /** 'data': host offset of the first byte; 'compressed': host offset of the compressed data. */
+  hostOffset: number;
+  /** 'compressed': bytes to read at hostOffset. */
+  compressedBytes: number;
+}
+
+/**
+ * One planned write run (the core's write plan record): guest bytes [guestStart, guestEnd) go to
+ * host bytes from hostStart. 'in-place' covers exactly the written bytes; the other kinds cover
+ * whole clusters ('allocate') or whole subclusters, whose bytes around the written ones are the
+ * head and tail copies, and need commit() afterwards, or abort() when the write failed.
  */
 export interface WritePlan {
   kind: PlanKind;
   guestStart: number;
   guestEnd: number;
   hostStart: number;
+  /** Host offset of the first cluster allocated for the plan (when takenClusters > 0). */
+  takenHost: number;
+  /** Host clusters allocated for the plan: commit() points entries at them, abort() releases them. */
+  takenClusters: number;
+  /** Whether the tail may stay pending (deferred copy-on-write) instead of being copied now. */
+  tailDeferrable: boolean;
+  /** The bytes from guestStart to the written data. */
+  head: CopyPlan;
+  /** The bytes from the written data to guestEnd. */
+  tail: CopyPlan;
 }
 
-/**
- * What a write into one cluster would do, from cached metadata only (assembly/allocate.ts
- * WriteState): 'unknown' when its L2 slice is not cached.
- */
-export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
-const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
-const IN_PLACE_STATE = WRITE_STATES.indexOf('in-place');
+/** Field indexes of the write plan record and its copy records (assembly/write-plan.ts). */
+interface PlanLayout {
+  kind: number; guestStart: number; guestEnd: number; hostStart: number; takenHost: number; takenClusters: number;
+  tailDeferrable: number; head: number; tail: number; content: number;
+  source: number; guestOffset: number; bytes: number; sourceBytes: number; hostOffset: number; compressedBytes: number;
+}
 
 /**
  * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
@@ -58,6 +96,15 @@ function checkImageHostRange(hostOffset: number, bytes: number, what: string): v
   throw new ImageError('QCOW2_CORRUPT', `${what}: the image points at host offset 0x${BigInt(Math.trunc(hostOffset)).toString(16)}, ` +
     'past 2^53 bytes, which no file reaches: the image is corrupt (qemu-img check -r all may repair it)');
 }
+
+/** Throws QCOW2_CORRUPT unless the host bytes a copy reads can be addressed. */
+function checkCopyRange(copy: CopyPlan): void {
+  if (copy.source === 'data') checkImageHostRange(copy.hostOffset, copy.sourceBytes, `copying guest offset ${copy.guestOffset}`);
+  if (copy.source === 'compressed') checkImageHostRange(copy.hostOffset, copy.compressedBytes, `copying guest offset ${copy.guestOffset}`);
+}
+
+/** The guest run and host start of a written plan, what commit() records. */
+export type CommitRange = Pick<WritePlan, 'kind' | 'guestStart' | 'guestEnd' | 'hostStart'>;
 
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
@@ -79,10 +126,6 @@ interface Exports {
   corruptReason(): number;
   corruptGuestOffset(): number;
   planWrite(guestOffset: number, length: number): number;
-  planKindOf(): number;
-  planGuestStartOf(): number;
-  planGuestEndOf(): number;
-  planHostStartOf(): number;
   commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
   commitSubclusters(guestStart: number, guestEnd: number, hostStart: number, isNewCluster: number, alreadyCommitted: number): number;
   zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
@@ -109,11 +152,15 @@ interface Exports {
   l1ChangeCount(): number;
   markL1Clean(generation: number): number;
   reftableEntryCount(): number;
-  writeStateOf(guestOffset: number): number;
   allocateTableCopy(l1Index: number): number;
   tableCopySourceOf(): number;
   tableCopyTargetOf(): number;
   switchToTableCopy(l1Index: number, sourceHost: number, targetHost: number): number;
+  // The write plan record and write states (assembly/write-plan.ts, assembly/write-state.ts).
+  setBackingBytes(bytes: number): void;
+  describeContent(guestStart: number, bytes: number, targetFresh: number): number;
+  classifyClusters(guestStart: number, length: number): number;
+  inPlaceHostOffset(guestOffset: number, length: number): number;
 }
 
 /** A copy of a shared L2 table in progress: from the shared table to the new cluster (host offsets). */
@@ -139,6 +186,14 @@ export class Qcow2Core {
   private readonly x: Exports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
+  /** The write plan record (assembly/write-plan.ts), and the field indexes in it. */
+  private readonly planRecord: Float64Array;
+  private readonly planLayout: PlanLayout;
+  private readonly planKinds: PlanKind[] = [];
+  private readonly copySources: CopySource[] = [];
+  /** One u8 write state per cluster (assembly/write-state.ts classifyClusters), and the in-place state's value. */
+  private readonly clusterStates: Uint8Array;
+  private readonly inPlaceState: number;
   private readonly status: { needTable: number; needWriteback: number; needGrowth: number; needTableCopy: number; corrupt: number; noSpace: number; unsupported: number };
   private l1Offset = 0;
   private reftableOffset = 0;
@@ -174,6 +229,23 @@ export class Qcow2Core {
     this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
     const [freedAt, freedBytes] = region('REGION_FREED');
     this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
+    const [planAt, planBytes] = region('REGION_PLAN');
+    this.planRecord = new Float64Array(core.memory.buffer, planAt, planBytes / 8);
+    const [statesAt, statesBytes] = region('REGION_CLUSTER_STATES');
+    this.clusterStates = new Uint8Array(core.memory.buffer, statesAt, statesBytes);
+    if (value('PLAN_FIELDS') > this.planRecord.length) throw new ImageError('WASM_INTERNAL', 'wasm core plan record is larger than its region');
+    const plan = (member: string) => value(`PlanField.${member}`);
+    const copy = (member: string) => value(`CopyField.${member}`);
+    this.planLayout = {
+      kind: plan('KIND'), guestStart: plan('GUEST_START'), guestEnd: plan('GUEST_END'), hostStart: plan('HOST_START'),
+      takenHost: plan('TAKEN_HOST'), takenClusters: plan('TAKEN_CLUSTERS'), tailDeferrable: plan('TAIL_DEFERRABLE'),
+      head: plan('HEAD'), tail: plan('TAIL'), content: plan('CONTENT'),
+      source: copy('SOURCE'), guestOffset: copy('GUEST_OFFSET'), bytes: copy('BYTES'), sourceBytes: copy('SOURCE_BYTES'),
+      hostOffset: copy('HOST_OFFSET'), compressedBytes: copy('COMPRESSED_BYTES'),
+    };
+    for (const [member, kind] of Object.entries(PLAN_KIND_MEMBERS)) this.planKinds[value(`PlanKind.${member}`)] = kind;
+    for (const [member, source] of Object.entries(COPY_SOURCE_MEMBERS)) this.copySources[value(`CopySource.${member}`)] = source;
+    this.inPlaceState = value('WriteState.IN_PLACE');
     this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), needTableCopy: value('STATUS_NEED_TABLE_COPY'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
   }
 
@@ -351,43 +423,108 @@ export class Qcow2Core {
     return runs;
   }
 
-  /** What a write into the cluster holding `guestOffset` would do, from cached metadata only (no I/O). */
-  writeState(guestOffset: number): WriteState {
-    return WRITE_STATES[this.x.writeStateOf(guestOffset)];
+  /**
+   * Tells the core the guest bytes the backing file supplies (its virtual size; 0 without one):
+   * copy-on-write of unallocated bytes past it needs no read.
+   */
+  setBackingBytes(bytes: number): void {
+    this.x.setBackingBytes(bytes);
   }
 
   /**
-   * The first run of a write of guest [guestOffset, guestOffset + length) when it goes in place
-   * and cached metadata tells so; undefined otherwise (then call plan(), which also reports what
-   * is wrong). Changes nothing.
+   * Appends to `out` the guest cluster indexes of [guestOffset, guestOffset + length) that a
+   * write would not (as far as cached metadata tells, without I/O) write in place: the clusters
+   * whose metadata it may change. One core call per 4096 clusters.
    */
-  planInPlace(guestOffset: number, length: number): WritePlan | undefined {
-    if (this.x.writeStateOf(guestOffset) !== IN_PLACE_STATE || this.x.planWrite(guestOffset, length) !== 0) return undefined;
-    const plan: WritePlan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
-    return plan.kind === 'in-place' && Number.isSafeInteger(plan.hostStart + (plan.guestEnd - plan.guestStart)) ? plan : undefined;
+  clustersNotInPlace(guestOffset: number, length: number, out: number[]): void {
+    const clusterBytes = this.header.clusterSize;
+    const end = guestOffset + length;
+    for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < end;) {
+      const count = this.x.classifyClusters(cluster * clusterBytes, end - cluster * clusterBytes);
+      for (let i = 0; i < count; i++) if (this.clusterStates[i] !== this.inPlaceState) out.push(cluster + i);
+      cluster += count;
+    }
   }
 
-  /** Plans the first run of a write of guest [guestOffset, guestOffset + length). */
+  /**
+   * The host offset of guest [guestOffset, guestOffset + length) when the whole write goes in
+   * place to one host range and cached metadata tells so, without an async step or an
+   * allocation; -1 otherwise (then call plan(), which also reports what is wrong). Changes nothing.
+   */
+  inPlaceHostOffset(guestOffset: number, length: number): number {
+    const hostOffset = this.x.inPlaceHostOffset(guestOffset, length);
+    return hostOffset >= 0 && Number.isSafeInteger(hostOffset + length) ? hostOffset : -1;
+  }
+
+  /**
+   * Plans the first run of a write of guest [guestOffset, guestOffset + length): the core's write
+   * plan record. An allocating plan has taken its clusters: commit() or abort() it.
+   */
   async plan(guestOffset: number, length: number, tables: Backend): Promise<WritePlan> {
     let plan: WritePlan | undefined;
     const status = await this.satisfy(() => {
       const result = this.x.planWrite(guestOffset, length);
-      if (result === 0) {
-        plan = { kind: PLAN_KINDS[this.x.planKindOf()], guestStart: this.x.planGuestStartOf(), guestEnd: this.x.planGuestEndOf(), hostStart: this.x.planHostStartOf() };
-      }
+      if (result === 0) plan = this.readPlan();
       return result;
     }, tables);
     if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
-    checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
+    try {
+      checkImageHostRange(plan.hostStart, plan.guestEnd - plan.guestStart, `writing guest offset ${guestOffset}`);
+      checkCopyRange(plan.head);
+      checkCopyRange(plan.tail);
+    } catch (error) {
+      await this.abort(plan, tables);
+      throw error;
+    }
     return plan;
+  }
+
+  // The plan record as the last planWrite left it.
+  private readPlan(): WritePlan {
+    const r = this.planRecord;
+    const f = this.planLayout;
+    return {
+      kind: this.planKinds[r[f.kind]], guestStart: r[f.guestStart], guestEnd: r[f.guestEnd], hostStart: r[f.hostStart],
+      takenHost: r[f.takenHost], takenClusters: r[f.takenClusters], tailDeferrable: r[f.tailDeferrable] !== 0,
+      head: this.readCopy(f.head), tail: this.readCopy(f.tail),
+    };
+  }
+
+  // The copy record at field `at` of the plan record.
+  private readCopy(at: number): CopyPlan {
+    const r = this.planRecord;
+    const f = this.planLayout;
+    return {
+      source: this.copySources[r[at + f.source]], guestOffset: r[at + f.guestOffset], bytes: r[at + f.bytes],
+      sourceBytes: r[at + f.sourceBytes], hostOffset: r[at + f.hostOffset], compressedBytes: r[at + f.compressedBytes],
+    };
+  }
+
+  /**
+   * Where guest [guestOffset, guestOffset + bytes) (inside one cluster) reads from now, to copy
+   * it to a cluster that reads as zeros by itself (`targetFresh`: zeros then need nothing) or
+   * to any other place (zeros come back as 'zeros').
+   */
+  async describeContent(guestOffset: number, bytes: number, targetFresh: boolean, tables: Backend): Promise<CopyPlan> {
+    let copy: CopyPlan | undefined;
+    const status = await this.satisfy(() => {
+      const result = this.x.describeContent(guestOffset, bytes, targetFresh ? 1 : 0);
+      if (result === 0) copy = this.readCopy(this.planLayout.content);
+      return result;
+    }, tables);
+    if (status !== 0 || !copy) throw this.statusError(status, `reading what guest offset ${guestOffset} holds`);
+    checkCopyRange(copy);
+    return copy;
   }
 
   /**
    * Records a written plan in the L2 entries: points them at new clusters ('allocate',
    * 'allocate-subclusters') and marks written subclusters allocated. Returns the host cluster
-   * offsets the old entries referenced (release them after the new entries are on disk).
+   * offsets the old entries referenced (release them after the new entries are on disk). When it
+   * fails, no entry changed (a plan's entries are in one slice, changed in one step once it is
+   * cached): the caller may abort() the plan.
    */
-  async commit(plan: WritePlan, tables: Backend): Promise<number[]> {
+  async commit(plan: CommitRange, tables: Backend): Promise<number[]> {
     const clusterCount = (plan.guestEnd - plan.guestStart) / this.header.clusterSize;
     const isNew = plan.kind === 'allocate-subclusters' ? 1 : 0;
     let done = 0;
@@ -402,6 +539,21 @@ export class Qcow2Core {
     }, tables);
     if (status !== 0) throw this.statusError(status, `committing a write at guest offset ${plan.guestStart}`);
     return freed;
+  }
+
+  /**
+   * Gives back the host clusters a plan took when its write failed before commit (QEMU's
+   * qcow2_alloc_cluster_abort): their refcounts drop back to 0 (nothing points at them). The
+   * clusters are not allocated again by this instance (allocation only moves forward), so bytes a
+   * failed write left in them are never read.
+   */
+  async abort(plan: WritePlan, tables: Backend): Promise<void> {
+    await this.releaseClusters(plan.takenHost, plan.takenClusters, tables);
+  }
+
+  /** Lowers the refcounts of `count` host clusters from `hostOffset` by one each. */
+  async releaseClusters(hostOffset: number, count: number, tables: Backend): Promise<void> {
+    for (let i = 0; i < count; i++) await this.release(hostOffset + i * this.header.clusterSize, tables);
   }
 
   /**

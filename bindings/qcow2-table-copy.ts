@@ -6,7 +6,7 @@
 // new cluster (refcount 1) gets the table's bytes and a barrier makes them durable, then the L1
 // entry points at the copy with COPIED (write-back writes it after the new refcount), and the
 // shared table's refcount drops only after that L1 entry is on disk. A crash at any point leaves
-// the snapshot intact and at most a leaked cluster.
+// the snapshot intact and at most a leaked cluster; a copy that fails gives its cluster back.
 
 import type { Backend } from './backend.js';
 import type { ImageStats } from './image.js';
@@ -27,7 +27,8 @@ export class Qcow2TableCopies {
   /**
    * Gives L1 entry `l1Index` an L2 table of its own (Qcow2Core.onTableCopyNeeded): copies the
    * table it shares, unless that is done already. Concurrent calls for one entry share one copy.
-   * Rejects with the backend's error (the new cluster then leaks; the entry keeps the shared table).
+   * Rejects with the backend's error; the entry then keeps the shared table and the cluster
+   * allocated for the copy is released (it is not allocated again by this instance).
    */
   copy(l1Index: number): Promise<void> {
     let copy = this.running.get(l1Index);
@@ -41,17 +42,23 @@ export class Qcow2TableCopies {
   private async copyOnce(l1Index: number): Promise<void> {
     const copy = await this.core.allocateTableCopy(l1Index, this.backend);
     if (!copy) return;
-    // The shared table is never changed in memory (only copies are), so the file holds it as is.
-    const table = new Uint8Array(this.header.clusterSize);
-    this.counters.hostReadCalls++;
-    this.counters.hostReadBytes += table.byteLength;
-    await this.backend.preadv(copy.sourceHost, [table]);
-    await this.overlap.check('l2', copy.targetHost, table.byteLength);
-    this.counters.hostWriteCalls++;
-    this.counters.hostWriteBytes += table.byteLength;
-    await this.backend.pwritev(copy.targetHost, [table]);
-    await this.backend.flush();
-    this.core.switchToTableCopy(copy);
+    try {
+      // The shared table is never changed in memory (only copies are), so the file holds it as is.
+      const table = new Uint8Array(this.header.clusterSize);
+      this.counters.hostReadCalls++;
+      this.counters.hostReadBytes += table.byteLength;
+      await this.backend.preadv(copy.sourceHost, [table]);
+      await this.overlap.check('l2', copy.targetHost, table.byteLength);
+      this.counters.hostWriteCalls++;
+      this.counters.hostWriteBytes += table.byteLength;
+      await this.backend.pwritev(copy.targetHost, [table]);
+      await this.backend.flush();
+      this.core.switchToTableCopy(copy);
+    } catch (error) {
+      // Nothing points at the new cluster yet: give it back (a failed release leaves it leaked).
+      await this.core.release(copy.targetHost, this.backend).catch(() => undefined);
+      throw error;
+    }
     this.writeback.releaseLater([copy.sourceHost]);
   }
 }
