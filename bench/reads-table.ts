@@ -1,0 +1,28 @@
+// SPDX-License-Identifier: MIT
+// Prints the read comparison (runReads) as a table: µs per request and the ratios the goals
+// are stated in (qcow2 against qemu-img bench and against RawImage; above 1 means qcow2 is faster).
+
+import type { HugeImageMemory, ReadsResult, ReadsRow } from './reads.js';
+import { printTable } from './harness.js';
+
+/** Prints `result`: one line per pattern, µs per request and speed ratios. */
+export function readsTable(result: ReadsResult): void {
+  const us = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(1));
+  const speed = (ours: number, theirs: number | undefined) => (theirs === undefined ? 'n/a' : `${(theirs / ours).toFixed(2)}x`);
+  const line = (name: string, row: ReadsRow) => [name, us(row.qcow2), us(row.raw), us(row.qemu), speed(row.qcow2, row.qemu), speed(row.qcow2, row.raw)];
+  console.log(`\nreads: ${result.requests} scattered 4 KiB reads at depth 1 and at depth 32, and a 64 MiB image in 1 MiB reads at depth 1; ` +
+    `medians of ${result.rounds} rounds`);
+  printTable(['pattern', 'qcow2 µs/request', 'RawImage µs/request', 'qemu-img bench µs/request', 'qcow2 speed vs qemu-img bench', 'qcow2 speed vs RawImage'], [
+    line('4 KiB scattered, depth 1', result.depth1),
+    line('4 KiB scattered, depth 32', result.depth32),
+    line('1 MiB sequential, depth 1', result.sequential),
+  ]);
+}
+
+/** Prints the 1 TiB image's memory (measureHugeImage). */
+export function hugeImageTable(memory: HugeImageMemory): void {
+  const mib = (bytes: number) => (bytes / 2 ** 20).toFixed(2);
+  console.log(`\nmemory: a 1 TiB qcow2 image, default cache, after ${memory.requests} scattered 4 KiB reads and as many writes over its first ` +
+    `${memory.spanBytes / 2 ** 20} MiB`);
+  printTable(['measure', 'MiB'], [['wasm memory of the image (coreMemoryBytes)', mib(memory.coreMemoryBytes)], ['process resident set growth', mib(memory.rssGrowthBytes)]]);
+}
