@@ -10,7 +10,7 @@ export function readsTable(result: ReadsResult): void {
   const us = (value: number | undefined) => (value === undefined ? 'n/a' : value.toFixed(1));
   const speed = (ours: number, theirs: number | undefined) => (theirs === undefined ? 'n/a' : `${(theirs / ours).toFixed(2)}x`);
   const line = (name: string, row: ReadsRow) => [name, us(row.qcow2), us(row.raw), us(row.qemu), speed(row.qcow2, row.qemu), speed(row.qcow2, row.raw)];
-  console.log(`\nreads: ${result.requests} scattered 4 KiB reads at depth 1 and at depth 32, and a 64 MiB image in 1 MiB reads at depth 1; ` +
+  console.log(`\nreads: ${result.requests} scattered 4 KiB reads at depth 1 and at depth 32, and 16 passes over a 64 MiB image in 1 MiB reads at depth 1; ` +
     `medians of ${result.rounds} rounds`);
   printTable(['pattern', 'qcow2 µs/request', 'RawImage µs/request', 'qemu-img bench µs/request', 'qcow2 speed vs qemu-img bench', 'qcow2 speed vs RawImage'], [
     line('4 KiB scattered, depth 1', result.depth1),
