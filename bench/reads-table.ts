@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: MIT
-// Prints the read comparison (runReads) as a table: µs per request and the ratios the goals
+// Prints the read comparisons (runReads, runCompressedReads, measureHugeImage) as tables: µs per request and the ratios the goals
 // are stated in (qcow2 against qemu-img bench and against RawImage; above 1 means qcow2 is faster).
 
 import type { HugeImageMemory, ReadsResult, ReadsRow } from './reads.js';
-import { printTable } from './harness.js';
+import { compressedRatio, type CompressedReadsResult } from './compressed-read.js';
+import { median, printTable } from './harness.js';
 
 /** Prints `result`: one line per pattern, µs per request and speed ratios. */
 export function readsTable(result: ReadsResult): void {
@@ -25,4 +26,13 @@ export function hugeImageTable(memory: HugeImageMemory): void {
   console.log(`\nmemory: a 1 TiB qcow2 image, default cache, after ${memory.requests} scattered 4 KiB reads and as many writes over its first ` +
     `${memory.spanBytes / 2 ** 20} MiB`);
   printTable(['measure', 'MiB'], [['wasm memory of the image (coreMemoryBytes)', mib(memory.coreMemoryBytes)], ['process resident set growth', mib(memory.rssGrowthBytes)]]);
+}
+
+/** Prints the compressed-image comparison (runCompressedReads): MB/s of guest bytes and the ratio. */
+export function compressedTable(result: CompressedReadsResult): void {
+  const mbPerSecond = (seconds: number[]) => result.diskBytes / median(seconds) / 1e6;
+  console.log(`\ncompressed images (64 KiB clusters, made by qemu-img convert -c): a ${result.diskBytes / 2 ** 20} MiB disk read whole ` +
+    `into a raw file, 1 MiB reads 4 in flight; medians of ${result.rounds} interleaved rounds`);
+  printTable(['compression', 'ours MB/s', 'qemu-img convert MB/s', 'ours / qemu-img'], Object.entries(result.results).map(([type, entry]) =>
+    [type, mbPerSecond(entry.oursSeconds).toFixed(0), mbPerSecond(entry.qemuSeconds).toFixed(0), `${compressedRatio(entry).toFixed(2)}x`]));
 }

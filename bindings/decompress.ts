@@ -124,8 +124,9 @@ function loadedZstd(): Promise<ZstdFrameDecoder | undefined> | undefined {
 }
 
 /**
- * Decodes `compressed` into `cluster` (exactly one cluster), with the native decoder when one is
- * set and the type is zlib, else as inflateCluster. Rejects as inflateCluster throws.
+ * Decodes `compressed` into `cluster` (exactly one cluster), with the native decoder of its type
+ * when one is set, else (and for what it declines) as inflateCluster. Rejects as inflateCluster
+ * throws.
  */
 export async function decodeCluster(type: CompressionType, compressed: Uint8Array, cluster: Uint8Array, hostOffset: number): Promise<void> {
   if (type === 'zlib' && nativeDeflate !== undefined) {
