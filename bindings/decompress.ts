@@ -2,8 +2,9 @@
 // Inflating compressed qcow2 clusters: raw deflate ("zlib" in QEMU, no header, 4 KiB window) via
 // fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike. A
 // platform entry may add native decoders (qcow2-wasm/node adds node:zlib's raw-deflate decoder,
-// which runs in the thread pool, several clusters at once, and a WebAssembly zstd decoder); what
-// they decline or fail on goes to the portable decoders, so every platform decodes alike. The
+// which runs in the thread pool, a batch decoder of raw-deflate clusters on worker threads, and a
+// WebAssembly zstd decoder); what they decline or fail on goes to the portable decoders, so every
+// platform decodes alike. The
 // compressed length is only known to 512-byte precision, so trailing bytes are expected.
 
 import { Inflate } from 'fflate';
@@ -30,21 +31,20 @@ export type NativeDeflateDecoder = (compressed: Uint8Array, clusterBytes: number
 export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes: number): Uint8Array }
 
 /**
- * A platform's decoder of many clusters at once (e.g. on worker threads): `pieces` holds
- * [start, end) pairs of `input`, each the compressed bytes of one cluster (for zstd exactly one
- * frame that declares a cluster of content); `input` stays the caller's. Resolves with one
- * cluster per piece, undefined for each it did not decode to exactly `clusterBytes`: the caller
- * decodes those itself, so outcomes stay those of decodeCluster.
+ * A platform's decoder of many raw-deflate clusters at once (e.g. on worker threads): `pieces`
+ * holds [start, end) pairs of `input`, each the compressed bytes of one cluster; `input` stays
+ * the caller's. Resolves with one cluster per piece, undefined for each it did not decode to
+ * exactly `clusterBytes`: the caller decodes those itself, so outcomes stay those of decodeCluster.
  */
-export interface ClusterBatchDecoder {
-  decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
+export interface DeflateBatchDecoder {
+  decodeClusters(input: Uint8Array, pieces: Uint32Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
 }
 
-let batchDecoder: ClusterBatchDecoder | undefined;
+let deflateBatch: DeflateBatchDecoder | undefined;
 
-/** Sets (or, with undefined, removes) the batch decoder decodeClusters hands its clusters to. */
-export function setClusterBatchDecoder(decoder: ClusterBatchDecoder | undefined): void {
-  batchDecoder = decoder;
+/** Sets (or, with undefined, removes) the batch decoder decodeClusters hands zlib clusters to. */
+export function setDeflateBatchDecoder(decoder: DeflateBatchDecoder | undefined): void {
+  deflateBatch = decoder;
 }
 
 /** One cluster of a decodeClusters call: its compressed bytes [start, end) and where it goes. */
@@ -52,49 +52,30 @@ export interface ClusterPiece { start: number; end: number; hostOffset: number; 
 
 /**
  * Decodes the clusters whose compressed bytes lie in `input` (several consecutive clusters read
- * with one host read), each into its `cluster` (exactly one cluster), with the batch decoder when
- * one is set, else (and for what it leaves) as decodeCluster does, side by side. Rejects as
+ * with one host read), each into its `cluster` (exactly one cluster): zlib clusters with the batch
+ * decoder when one is set, everything else (and what it leaves) as decodeCluster does, side by
+ * side. (zstd clusters decode faster than a message to another thread travels.) Rejects as
  * decodeCluster does, once every cluster is over.
  */
 export async function decodeClusters(type: CompressionType, input: Uint8Array, pieces: readonly ClusterPiece[]): Promise<void> {
-  const done = new Set<ClusterPiece>();
-  if (batchDecoder !== undefined && pieces.length > 1) {
-    const batched = pieces.filter((piece) => type === 'zlib' || isOneClusterFrame(input.subarray(piece.start, piece.end), piece.cluster.byteLength));
-    if (batched.length > 1) {
-      const ranges = new Uint32Array(batched.length * 2);
-      batched.forEach((piece, i) => {
-        ranges[2 * i] = piece.start;
-        // A zstd piece ends with its frame: the reference decoder takes exactly one frame.
-        ranges[2 * i + 1] = type === 'zstd' ? piece.start + zstdFrameAt(input.subarray(piece.start, piece.end), 0)!.end : piece.end;
+  let left = pieces;
+  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 1) {
+    const ranges = new Uint32Array(pieces.length * 2);
+    pieces.forEach((piece, i) => ranges.set([piece.start, piece.end], 2 * i));
+    try {
+      const clusters = await deflateBatch.decodeClusters(input, ranges, pieces[0].cluster.byteLength);
+      pieces.forEach((piece, i) => {
+        const cluster = clusters[i];
+        if (cluster !== undefined) piece.cluster.set(cluster);
       });
-      try {
-        const clusters = await batchDecoder.decodeClusters(type, input, ranges, batched[0].cluster.byteLength);
-        batched.forEach((piece, i) => {
-          const cluster = clusters[i];
-          if (cluster === undefined) return;
-          piece.cluster.set(cluster);
-          done.add(piece);
-        });
-      } catch {
-        // The batch decoder failed as a whole (e.g. a worker exited): decode everything here.
-      }
+      left = pieces.filter((_, i) => clusters[i] === undefined);
+    } catch {
+      // The batch decoder failed as a whole (e.g. a worker exited): decode everything here.
     }
   }
-  const left = pieces.filter((piece) => !done.has(piece));
   const settled = await Promise.allSettled(left.map((piece) =>
     decodeCluster(type, input.subarray(piece.start, piece.end), piece.cluster, piece.hostOffset)));
   for (const outcome of settled) if (outcome.status === 'rejected') throw outcome.reason;
-}
-
-// True when `compressed` starts with one zstd frame that declares exactly `clusterBytes` of
-// content within the window limit (what a batch decoder may take on its own).
-function isOneClusterFrame(compressed: Uint8Array, clusterBytes: number): boolean {
-  try {
-    const frame = zstdFrameAt(compressed, 0);
-    return frame !== undefined && !frame.skippable && frame.knownOutputBytes === clusterBytes;
-  } catch {
-    return false;
-  }
 }
 
 let nativeDeflate: NativeDeflateDecoder | undefined;
