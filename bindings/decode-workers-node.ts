@@ -36,7 +36,7 @@ parentPort.on('message', ({ id, input, pieces, clusterBytes }) => {
 });
 `;
 
-interface Job { resolve: (clusters: (Uint8Array | undefined)[]) => void; reject: (error: Error) => void }
+interface Job { clusterBytes: number; resolve: (clusters: (Uint8Array | undefined)[]) => void; reject: (error: Error) => void }
 interface PoolWorker { worker: Worker; jobs: Map<number, Job> }
 
 /**
@@ -64,7 +64,7 @@ export function createWorkerDeflateDecoder(workerCount = Math.max(1, availablePa
       if (!job) return;
       pool.jobs.delete(message.id);
       if (pool.jobs.size === 0) worker.unref();
-      const clusterBytes = message.output.byteLength / Math.max(1, message.decoded.length);
+      const { clusterBytes } = job;
       const clusters = Array.from(message.decoded, (ok, i) => (ok ? message.output.subarray(i * clusterBytes, (i + 1) * clusterBytes) : undefined));
       job.resolve(clusters);
     });
@@ -82,7 +82,7 @@ export function createWorkerDeflateDecoder(workerCount = Math.max(1, availablePa
       const id = nextId++;
       return new Promise((resolve, reject) => {
         if (pool.jobs.size === 0) pool.worker.ref();
-        pool.jobs.set(id, { resolve, reject });
+        pool.jobs.set(id, { clusterBytes, resolve, reject });
         pool.worker.postMessage({ id, input: owned, pieces, clusterBytes }, [owned.buffer as ArrayBuffer]);
       });
     },
