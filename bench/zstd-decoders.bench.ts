@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
-// zstd cluster decoders side by side (`npm run bench:zstd-decoders`): the pure-JavaScript decoder
-// reads of zstd images use (fzstd, through inflateCluster) against the wasm zstd build the
-// package compresses with (@hpcc-js/wasm-zstd, streaming decompressChunk into one cluster, the
-// only call of it that bounds its output). 64 KiB clusters, each one frame at QEMU's level, of
+// zstd cluster decoders side by side (`npm run bench:zstd-decoders`): the wasm reference decoder
+// reads of zstd images use on Node (zstddec, one-shot into a buffer of one cluster, through
+// decodeCluster), the pure-JavaScript decoder browsers and Deno use (fzstd, through
+// inflateCluster), and the wasm zstd build the package compresses with (@hpcc-js/wasm-zstd,
+// streaming decompressChunk into one cluster, the only call of it that bounds its output). 64 KiB clusters, each one frame at QEMU's level, of
 // 256-byte chunks: every fourth fillPattern data, the others the chunk before with one byte changed. CPU time of this process, which a shared machine disturbs less than wall time.
 
-import { inflateCluster } from '../bindings/decompress.js';
+import { decodeCluster, inflateCluster, setNativeZstdDecoder } from '../bindings/decompress.js';
+import { loadWasmZstdDecoder } from '../bindings/zstd-wasm.js';
 import { loadZstd, zstdFrame } from '../bindings/compress.js';
 import { fillPattern, machineLine, median, printTable } from './harness.js';
 
@@ -14,9 +16,9 @@ const CLUSTERS = 256;
 const ROUNDS = 5;
 
 /** CPU milliseconds (user + system) of `run`. */
-function cpuMs(run: () => void): number {
+async function cpuMs(run: () => void | Promise<void>): Promise<number> {
   const before = process.cpuUsage();
-  run();
+  await run();
   const used = process.cpuUsage(before);
   return (used.user + used.system) / 1000;
 }
@@ -37,10 +39,12 @@ async function main(): Promise<void> {
   }
   const compressedBytes = frames.reduce((sum, frame) => sum + frame.byteLength, 0);
   const target = new Uint8Array(CLUSTER_BYTES);
-  const samples = { fzstd: [] as number[], wasm: [] as number[] };
+  setNativeZstdDecoder(loadWasmZstdDecoder);
+  const samples = { zstddec: [] as number[], fzstd: [] as number[], wasm: [] as number[] };
   for (let round = 0; round <= ROUNDS; round++) {
-    const fzstd = cpuMs(() => { for (const frame of frames) inflateCluster('zstd', frame, target, 0); });
-    const wasm = cpuMs(() => {
+    const zstddec = await cpuMs(async () => { for (const frame of frames) await decodeCluster('zstd', frame, target, 0); });
+    const fzstd = await cpuMs(() => { for (const frame of frames) inflateCluster('zstd', frame, target, 0); });
+    const wasm = await cpuMs(() => {
       for (const frame of frames) {
         zstd.reset();
         if (zstd.decompressChunk(frame, CLUSTER_BYTES).byteLength !== CLUSTER_BYTES) throw new Error('short cluster');
@@ -48,6 +52,7 @@ async function main(): Promise<void> {
     });
     // Round 0 warms the JIT up and is not counted.
     if (round > 0) {
+      samples.zstddec.push(zstddec);
       samples.fzstd.push(fzstd);
       samples.wasm.push(wasm);
     }
@@ -55,7 +60,8 @@ async function main(): Promise<void> {
   const mbPerSecond = (ms: number) => ((CLUSTERS * CLUSTER_BYTES) / 1e6 / (ms / 1000)).toFixed(0);
   console.log(`zstd cluster decoders: ${CLUSTERS} clusters of ${CLUSTER_BYTES} bytes (${(compressedBytes / (CLUSTERS * CLUSTER_BYTES)).toFixed(2)} compressed/plain); ${machineLine()}`);
   printTable(['decoder', 'CPU ms', 'MB/s of CPU time'], [
-    ['fzstd (pure JavaScript, used)', median(samples.fzstd).toFixed(0), mbPerSecond(median(samples.fzstd))],
+    ['zstddec (wasm reference decoder, used on Node)', median(samples.zstddec).toFixed(0), mbPerSecond(median(samples.zstddec))],
+    ['fzstd (pure JavaScript, used in browsers and Deno)', median(samples.fzstd).toFixed(0), mbPerSecond(median(samples.fzstd))],
     ['@hpcc-js/wasm-zstd decompressChunk', median(samples.wasm).toFixed(0), mbPerSecond(median(samples.wasm))],
   ]);
 }

@@ -6,13 +6,19 @@ import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import type { Qcow2Image } from './qcow2-image.js';
 import { nodeFiles } from './node-files.js';
 import { createImageWith, openImageWith, type FileOpenOptions } from './open-image.js';
-import { setNativeDeflateDecoder } from './decompress.js';
+import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './decompress.js';
 import { nodeDeflateDecoder } from './inflate-node.js';
+import { loadWasmZstdDecoder } from './zstd-wasm.js';
+import { createWorkerDeflateDecoder } from './decode-workers-node.js';
 
 export * from './index.js';
 
-// Compressed clusters (zlib) decode with node:zlib in the thread pool instead of in JavaScript.
+// Compressed clusters decode natively: zlib with node:zlib (several clusters of one read on worker
+// threads, started at the first such read; a single cluster in the thread pool), zstd with the
+// reference decoder built to WebAssembly, instead of in JavaScript.
 setNativeDeflateDecoder(nodeDeflateDecoder);
+setNativeZstdDecoder(loadWasmZstdDecoder);
+setDeflateBatchDecoder(createWorkerDeflateDecoder());
 export { openNodeBackend } from './backends/node.js';
 export { createWorkerCompressor } from './compress-node.js';
 

@@ -22,7 +22,8 @@ import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './rebase.js';
-import { decodeCluster } from './decompress.js';
+import { decodeCluster, decodeClusters } from './decompress.js';
+import { groupCompressedRuns, isRunGroup, type CompressedRunGroup } from './compressed-run-groups.js';
 import { checkMergeOption } from './raw-image.js';
 import { MergeCore } from './merge-core.js';
 import { DispatchedImage } from './dispatched-image.js';
@@ -256,7 +257,9 @@ export class Qcow2Image extends DispatchedImage {
     let position = offset;
     while (position < end) {
       const runs = await this.core.map(position, end - position, this.backend);
-      await allSettledOrThrow(runs.map((run) => this.readRun(run, target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length))));
+      const targetOf = (run: MappedRun) => target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length);
+      await allSettledOrThrow(groupCompressedRuns(runs).map((item) =>
+        isRunGroup(item) ? this.readCompressedGroup(item, targetOf) : this.readRun(item, targetOf(item))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;
     }
@@ -287,6 +290,31 @@ export class Qcow2Image extends DispatchedImage {
     const inBacking = backing ? Math.max(0, Math.min(target.byteLength, backing.virtualSize - guestOffset)) : 0;
     target.fill(0, inBacking);
     if (inBacking > 0) await backing!.readInto(guestOffset, target.subarray(0, inBacking));
+  }
+
+  // Reads the compressed bytes of a group of clusters with one host read, then decodes them all at
+  // once (decodeClusters): whole clusters straight into the target, partial ones through a
+  // cluster buffer (the last kept as the last inflated cluster).
+  private async readCompressedGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
+    const compressed = new Uint8Array(group.hostEnd - group.hostStart);
+    this.counters.hostReadCalls++;
+    this.counters.hostReadBytes += compressed.byteLength;
+    await this.backend.preadv(group.hostStart, [compressed]);
+    const clusterBytes = this.header.clusterSize;
+    const partial: { run: MappedRun; cluster: Uint8Array }[] = [];
+    const pieces = group.runs.map((run) => {
+      const start = run.hostOffset - group.hostStart;
+      const whole = run.guestOffset % clusterBytes === 0 && run.length === clusterBytes;
+      const cluster = whole ? targetOf(run) : new Uint8Array(clusterBytes);
+      if (!whole) partial.push({ run, cluster });
+      return { start, end: start + run.compressedBytes, hostOffset: run.hostOffset, cluster };
+    });
+    await decodeClusters(this.header.compressionType, compressed, pieces);
+    for (const { run, cluster } of partial) {
+      const inCluster = run.guestOffset % clusterBytes;
+      targetOf(run).set(cluster.subarray(inCluster, inCluster + run.length));
+      this.lastInflated = { hostOffset: run.hostOffset, cluster };
+    }
   }
 
   private async inflated(run: MappedRun): Promise<Uint8Array> {

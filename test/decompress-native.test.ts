@@ -2,10 +2,16 @@
 // The native raw-deflate path (node:zlib, installed by qcow2-wasm/node) decodes every compressed
 // cluster exactly as the portable decoder does: valid clusters with trailing bytes, streams that
 // inflate past a cluster (a bomb: stopped at a full cluster, bounded), truncated and garbage data.
-import { afterEach, describe, expect, it } from 'vitest';
+// So do the wasm zstd decoder (frames: trailing frames, several frames to a cluster, skippable
+// frames, a frame of more than a cluster) and the worker-thread batch decoder of raw-deflate
+// clusters, cluster by cluster.
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deflateRawSync } from 'node:zlib';
-import { decodeCluster, setNativeDeflateDecoder } from '../bindings/decompress.js';
+import { decodeCluster, decodeClusters, setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from '../bindings/decompress.js';
 import { nodeDeflateDecoder } from '../bindings/inflate-node.js';
+import { loadWasmZstdDecoder } from '../bindings/zstd-wasm.js';
+import { createWorkerDeflateDecoder } from '../bindings/decode-workers-node.js';
+import { loadZstd, zstdFrame } from '../bindings/compress.js';
 import { ImageError } from '../bindings/errors.js';
 
 const CLUSTER_BYTES = 65536;
@@ -54,5 +60,81 @@ describe('native raw-deflate decoding of compressed clusters', () => {
     expect(await decodeWith(true, cases[1][1])).toEqual(new Uint8Array(CLUSTER_BYTES));
     expect(await decodeWith(true, cases[3][1])).toBe('QCOW2_CORRUPT');
     expect(await decodeWith(true, cases[4][1])).toBe('QCOW2_CORRUPT');
+  });
+});
+
+describe('native zstd decoding and batch decoding of compressed clusters', () => {
+  // zstd frames as the package writes them (one per cluster, content size declared).
+  let frames: { valid: Uint8Array; half: Uint8Array; twoClusters: Uint8Array };
+  beforeAll(async () => {
+    const zstd = await loadZstd();
+    frames = {
+      valid: zstdFrame(zstd, patterned(CLUSTER_BYTES)),
+      half: zstdFrame(zstd, patterned(CLUSTER_BYTES).subarray(0, CLUSTER_BYTES / 2)),
+      twoClusters: zstdFrame(zstd, patterned(2 * CLUSTER_BYTES)),
+    };
+  });
+  const skippable = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
+  const cases: [string, () => Uint8Array][] = [
+    ['a valid frame followed by the next cluster\'s frame', () => Buffer.concat([frames.valid, frames.half])],
+    ['two frames of half a cluster each, after a skippable frame', () => Buffer.concat([skippable, frames.half, frames.half])],
+    ['a frame of two clusters', () => frames.twoClusters],
+    ['a truncated frame', () => frames.valid.subarray(0, frames.valid.byteLength >> 1)],
+    ['bytes that are not zstd', () => new Uint8Array(600).fill(0xff)],
+    ['a frame of half a cluster', () => frames.half],
+  ];
+
+  async function decodeZstd(native: boolean, compressed: Uint8Array): Promise<Uint8Array | string> {
+    setNativeZstdDecoder(native ? loadWasmZstdDecoder : undefined);
+    const cluster = new Uint8Array(CLUSTER_BYTES);
+    try {
+      await decodeCluster('zstd', compressed, cluster, 1234);
+      return cluster;
+    } catch (error) {
+      expect(error).toBeInstanceOf(ImageError);
+      return (error as ImageError).code;
+    }
+  }
+
+  afterEach(() => {
+    setNativeZstdDecoder(undefined);
+    setDeflateBatchDecoder(undefined);
+  });
+
+  for (const [name, compressed] of cases) {
+    it(`decodes ${name} as the portable decoder does (wasm zstd)`, async () => {
+      expect(await decodeZstd(true, compressed())).toEqual(await decodeZstd(false, compressed()));
+    });
+  }
+
+  it('gives the expected zstd outcomes', async () => {
+    expect(await decodeZstd(true, cases[0][1]())).toEqual(patterned(CLUSTER_BYTES));
+    const halves = patterned(CLUSTER_BYTES);
+    halves.set(halves.subarray(0, CLUSTER_BYTES / 2), CLUSTER_BYTES / 2);
+    expect(await decodeZstd(true, cases[1][1]())).toEqual(halves);
+    expect(await decodeZstd(true, cases[3][1]())).toBe('QCOW2_CORRUPT');
+    expect(await decodeZstd(true, cases[4][1]())).toBe('QCOW2_CORRUPT');
+  });
+
+  it('decodeClusters of zlib clusters on worker threads gives each cluster what decodeCluster gives it', async () => {
+    const valid = deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 });
+    const pieces = [Buffer.concat([valid, Buffer.alloc(100)]), deflateRawSync(new Uint8Array(4 << 20)),
+      deflateRawSync(patterned(CLUSTER_BYTES)).subarray(0, 500), new Uint8Array(600).fill(0xff), deflateRawSync(patterned(CLUSTER_BYTES - 1))];
+    const expected = await Promise.all(pieces.map(async (piece) => {
+      const cluster = new Uint8Array(CLUSTER_BYTES);
+      return decodeCluster('zlib', piece, cluster, 0).then(() => cluster, (error: ImageError) => error.code);
+    }));
+    setDeflateBatchDecoder(createWorkerDeflateDecoder(2));
+    for (let i = 0; i < pieces.length; i++) {
+      // Each piece alongside a valid one (a batch needs two), so failures are told apart.
+      const both = Buffer.concat([valid, pieces[i]]);
+      const clusters = [new Uint8Array(CLUSTER_BYTES), new Uint8Array(CLUSTER_BYTES)];
+      const outcome = await decodeClusters('zlib', both, [
+        { start: 0, end: valid.byteLength, hostOffset: 0, cluster: clusters[0] },
+        { start: valid.byteLength, end: both.byteLength, hostOffset: 0, cluster: clusters[1] },
+      ]).then(() => clusters[1], (error: ImageError) => error.code);
+      expect(outcome, `piece ${i}`).toEqual(expected[i]);
+      if (typeof outcome !== 'string') expect(clusters[0]).toEqual(patterned(CLUSTER_BYTES));
+    }
   });
 });
