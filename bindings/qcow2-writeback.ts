@@ -41,7 +41,10 @@ export class Qcow2Writeback {
   private growing: Promise<void> | undefined;
   private finishing: Promise<void> = Promise.resolve();
   private pendingReleases: number[] = [];
-  /** Metadata was written (or a write was attempted) since the last successful flush. */
+  /**
+   * A metadata write completed (or failed) since the last backend flush was called, or that flush
+   * failed. Set when a write settles: a flush called while a write is in flight does not cover it.
+   */
   private flushOwed = false;
   /** Backend flushes begun (flushAll checks that one began after it was called). */
   private flushesStarted = 0;
@@ -297,9 +300,12 @@ export class Qcow2Writeback {
 
   private async write(hostOffset: number, bytes: Uint8Array, kind: HostWriteKind): Promise<void> {
     await this.overlap?.check(kind, hostOffset, bytes.byteLength);
-    this.flushOwed = true;
     this.counters.hostWriteCalls++;
     this.counters.hostWriteBytes += bytes.byteLength;
-    return this.backend.pwritev(hostOffset, [bytes]);
+    try {
+      await this.backend.pwritev(hostOffset, [bytes]);
+    } finally {
+      this.flushOwed = true;
+    }
   }
 }
