@@ -54,6 +54,11 @@ export interface CrashBackendOptions {
    * this long without it), so that flushes overlap each other and later writes.
    */
   flushDelayMs?: number;
+  /**
+   * Makes some writes slow: one in four takes up to this many milliseconds (chosen by `jitter`)
+   * to complete, so that flushes are called while writes are still in flight.
+   */
+  writeDelayMs?: number;
 }
 
 /** A recording Backend over a flat in-memory file, and the crash states it can rebuild. */
@@ -243,6 +248,8 @@ export function createCrashBackend(initial: Uint8Array, options: CrashBackendOpt
       inFlight.add(write);
       live.write(position, data);
       await settle();
+      const slowest = options.writeDelayMs ?? 0;
+      if (slowest > 0 && options.jitter && options.jitter.int(4) === 0) await sleep(options.jitter.int(slowest + 1));
       inFlight.delete(write);
       write.completedAt = ++clock;
     },
@@ -270,7 +277,9 @@ export function createCrashBackend(initial: Uint8Array, options: CrashBackendOpt
       let nextFlush = 0;
       let cut = -1;
       let cutAt = 0;
-      const successful = flushes.filter((f) => f.resolvedAt !== undefined);
+      // In the order they resolved, not the order they were called: flushes overlap, and one
+      // that resolves while an earlier one still runs makes its writes durable all the same.
+      const successful = flushes.filter((f) => f.resolvedAt !== undefined).sort((a, b) => a.resolvedAt! - b.resolvedAt!);
       const pending = (): HostWrite[] => {
         const out: HostWrite[] = [];
         for (let i = 0; i <= cut; i++) if (!isDurable[i]) out.push(writes[i]);

@@ -6,6 +6,7 @@
 // at any point: every write acknowledged before a flush was called, once that flush resolved.
 
 import { Qcow2Image } from '../../bindings/qcow2-image.js';
+import type { OpenOptions } from '../../bindings/image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
 import { createCrashBackend, type CrashBackend } from './crash-backend.js';
 import { makePrng } from './prng.js';
@@ -46,6 +47,10 @@ export interface FlushWorkloadSetting {
   writes: number;
   /** Longest backend flush, in milliseconds. */
   flushDelayMs: number;
+  /** Longest delay of a slow host write, in milliseconds (default 0: writes complete within a 0 ms timer). */
+  writeDelayMs?: number;
+  /** Options for opening the image under test (beyond its 4 KiB metadata cache). */
+  openOptions?: OpenOptions;
 }
 
 /**
@@ -64,8 +69,8 @@ export async function runFlushOverlapWorkload(setting: FlushWorkloadSetting, see
   await store.preadv(0, [initial]);
   await setup.close();
 
-  const backend = createCrashBackend(initial, { jitter: makePrng(seed ^ 0x5bd1e995), flushDelayMs: setting.flushDelayMs });
-  const disk = await Qcow2Image.open(backend, { cacheBytes: 4096 });
+  const backend = createCrashBackend(initial, { jitter: makePrng(seed ^ 0x5bd1e995), flushDelayMs: setting.flushDelayMs, writeDelayMs: setting.writeDelayMs });
+  const disk = await Qcow2Image.open(backend, { cacheBytes: 4096, ...setting.openOptions });
   const writes: AckedWrite[] = [];
   const flushes: GuestFlushRecord[] = [];
   const errors: unknown[] = [];
