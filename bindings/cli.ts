@@ -21,14 +21,6 @@ import { convertCommand } from './cli/convert.js';
 import { measureCommand } from './cli/measure.js';
 import { benchCommand } from './cli/bench.js';
 
-// The shared helpers, from the module the commands have always imported them from.
-export { CliError, describe, PROGRAM, print, usageError, type CliIo } from './cli/io.js';
-export { forceShare, hasOption, imageFormat, lastOption, outputFormat, parseArgs, type OptionSpec, type ParsedArgs } from './cli/args.js';
-export { formatSize, parseSize } from './cli/sizes.js';
-export { openImage, pathCombine } from './cli/files.js';
-export { parseCreateOptions, type CreateRequest } from './cli/create.js';
-export { snapshotLines } from './cli/info.js';
-
 interface Command {
   /** The command's line in the help text (after the name). */
   synopsis: string;

@@ -13,8 +13,11 @@ import { readQcow2Header } from '../qcow2-shadow-update.js';
 import { resizeQcow2 } from '../resize.js';
 import { commitImage } from '../commit.js';
 import { copyBackingDifferences, writeBackingFileName } from '../rebase.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, pathCombine, usageError, type CliIo } from '../cli.js';
-import { openFailure, PROBED_RAW_WARNING } from './snapshot.js';
+import { help } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { openFailure, pathCombine } from './files.js';
+import { PROBED_RAW_WARNING } from './snapshot.js';
 
 /** qemu-img's progress line ("    (12.34/100%)" then a carriage return), printed when the value moves. */
 function progressPrinter(io: CliIo, enabled: boolean): { update: (done: number, total: number) => void; end: () => void } {

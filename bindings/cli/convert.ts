@@ -15,10 +15,11 @@ import { openImageFile } from '../node.js';
 import { convertInto, convertToQcow2, convertToRaw } from '../convert.js';
 import { createWorkerCompressor } from '../compress-node.js';
 import { ConcatenatedImage } from '../concatenated-image.js';
-import {
-  CliError, describe, hasOption, imageFormat, lastOption, openImage, parseArgs, parseCreateOptions, parseSize, pathCombine,
-  type CliIo,
-} from '../cli.js';
+import { CliError, describe, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { openImage, pathCombine } from './files.js';
+import { parseSize } from './sizes.js';
+import { parseCreateOptions } from './create.js';
 
 /** Largest -S value qemu-img takes: 32768 sectors. */
 const MAX_SPARSE_BYTES = 16 << 20;

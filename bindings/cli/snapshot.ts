@@ -12,7 +12,6 @@ import { snapshotLines } from './info.js';
 import { openFileBackend } from './files.js';
 
 // Where the other commands have imported it from.
-export { openFailure } from './files.js';
 
 type Action = 'l' | 'a' | 'c' | 'd';
 
