@@ -8,22 +8,16 @@
 import { Region, regionOffset, regionBytes } from './layout';
 import { Status } from './status';
 import {
-  QCOW_MAGIC, HDR_VERSION, HDR_BACKING_FILE_OFFSET, HDR_BACKING_FILE_SIZE, HDR_CLUSTER_BITS,
-  HDR_SIZE, HDR_CRYPT_METHOD, HDR_L1_SIZE, HDR_L1_TABLE_OFFSET, HDR_REFCOUNT_TABLE_OFFSET,
-  HDR_REFCOUNT_TABLE_CLUSTERS, HDR_NB_SNAPSHOTS, HDR_SNAPSHOTS_OFFSET, HDR_INCOMPATIBLE_FEATURES,
-  HDR_COMPATIBLE_FEATURES, HDR_AUTOCLEAR_FEATURES, HDR_REFCOUNT_ORDER, HDR_HEADER_LENGTH,
-  HDR_COMPRESSION_TYPE, V2_HEADER_BYTES, V3_MIN_HEADER_BYTES,
-  INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2,
-  INCOMPAT_KNOWN_MASK, COMPAT_LAZY_REFCOUNTS, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW,
-  CRYPT_NONE, CRYPT_LUKS, COMPRESSION_ZLIB, COMPRESSION_ZSTD,
-  EXT_HEADER_BYTES, EXT_END, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS,
-  EXT_CRYPTO_HEADER, EXT_DATA_FILE, FEATURE_ENTRY_BYTES, FEATURE_NAME_BYTES,
-  BITMAPS_EXT_BYTES, MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES,
-  L1E_BYTES, SNAPSHOT_HEADER_BYTES, SUBCLUSTERS_PER_CLUSTER,
-  MIN_CLUSTER_BITS, MAX_CLUSTER_BITS, MAX_SPEC_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS,
-  MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MAX_SNAPSHOTS,
-  MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES, MAX_L1_VM_STATE_INDEX,
-  MAX_TABLE_END, MAX_EXACT_POSITION, loadBE32, loadBE64,
+  HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_MIN_HEADER_BYTES, INCOMPAT_DIRTY, INCOMPAT_CORRUPT,
+  INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, INCOMPAT_KNOWN_MASK, COMPAT_LAZY_REFCOUNTS,
+  AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, CRYPT_NONE, CRYPT_LUKS, COMPRESSION_ZLIB, COMPRESSION_ZSTD,
+  EXT_HEADER_BYTES, EXT_END, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS, EXT_CRYPTO_HEADER,
+  EXT_DATA_FILE, FEATURE_ENTRY_BYTES, FEATURE_NAME_BYTES, BITMAPS_EXT_BYTES, MAX_BITMAPS,
+  MAX_BITMAP_DIRECTORY_BYTES, L1E_BYTES, SNAPSHOT_HEADER_BYTES, SUBCLUSTERS_PER_CLUSTER, MIN_CLUSTER_BITS,
+  MAX_CLUSTER_BITS, MAX_SPEC_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER,
+  MAX_L1_BYTES, MAX_REFTABLE_BYTES, MAX_SNAPSHOTS, MAX_BACKING_FILE_NAME_BYTES,
+  MAX_BACKING_FORMAT_NAME_BYTES, MAX_L1_VM_STATE_INDEX, MAX_TABLE_END, MAX_EXACT_POSITION, loadBE32,
+  loadBE64,
 } from './format';
 
 /**
@@ -218,18 +212,18 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   if (availableBytes < 4 || loadBE32(regionPtr) != QCOW_MAGIC) return fail(HeaderError.BAD_MAGIC, 0);
   let missing = missingBytes(V2_HEADER_BYTES, HeaderError.HEADER_PAST_REGION);
   if (missing != HeaderError.NONE) return fail(missing, V2_HEADER_BYTES);
-  version = loadBE32(regionPtr + HDR_VERSION);
-  backingFileOffset = loadBE64(regionPtr + HDR_BACKING_FILE_OFFSET);
-  backingFileBytes = loadBE32(regionPtr + HDR_BACKING_FILE_SIZE);
-  clusterBits = loadBE32(regionPtr + HDR_CLUSTER_BITS);
-  virtualSize = loadBE64(regionPtr + HDR_SIZE);
-  cryptMethod = loadBE32(regionPtr + HDR_CRYPT_METHOD);
-  l1Size = loadBE32(regionPtr + HDR_L1_SIZE);
-  l1TableOffset = loadBE64(regionPtr + HDR_L1_TABLE_OFFSET);
-  refcountTableOffset = loadBE64(regionPtr + HDR_REFCOUNT_TABLE_OFFSET);
-  refcountTableClusters = loadBE32(regionPtr + HDR_REFCOUNT_TABLE_CLUSTERS);
-  snapshotCount = loadBE32(regionPtr + HDR_NB_SNAPSHOTS);
-  snapshotsOffset = loadBE64(regionPtr + HDR_SNAPSHOTS_OFFSET);
+  version = loadBE32(regionPtr + HeaderField.VERSION);
+  backingFileOffset = loadBE64(regionPtr + HeaderField.BACKING_FILE_OFFSET);
+  backingFileBytes = loadBE32(regionPtr + HeaderField.BACKING_FILE_SIZE);
+  clusterBits = loadBE32(regionPtr + HeaderField.CLUSTER_BITS);
+  virtualSize = loadBE64(regionPtr + HeaderField.SIZE);
+  cryptMethod = loadBE32(regionPtr + HeaderField.CRYPT_METHOD);
+  l1Size = loadBE32(regionPtr + HeaderField.L1_SIZE);
+  l1TableOffset = loadBE64(regionPtr + HeaderField.L1_TABLE_OFFSET);
+  refcountTableOffset = loadBE64(regionPtr + HeaderField.REFCOUNT_TABLE_OFFSET);
+  refcountTableClusters = loadBE32(regionPtr + HeaderField.REFCOUNT_TABLE_CLUSTERS);
+  snapshotCount = loadBE32(regionPtr + HeaderField.NB_SNAPSHOTS);
+  snapshotsOffset = loadBE64(regionPtr + HeaderField.SNAPSHOTS_OFFSET);
   if (version != 2 && version != 3) return fail(HeaderError.UNSUPPORTED_VERSION, version);
 
   // 2. Cluster size. Beyond 55 bits no second cluster is addressable, so the value is nonsense.
@@ -243,11 +237,11 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   if (version == 3) {
     missing = missingBytes(V3_MIN_HEADER_BYTES, HeaderError.HEADER_PAST_REGION);
     if (missing != HeaderError.NONE) return fail(missing, V3_MIN_HEADER_BYTES);
-    incompatibleFeatures = loadBE64(regionPtr + HDR_INCOMPATIBLE_FEATURES);
-    compatibleFeatures = loadBE64(regionPtr + HDR_COMPATIBLE_FEATURES);
-    autoclearFeatures = loadBE64(regionPtr + HDR_AUTOCLEAR_FEATURES);
-    refcountOrder = loadBE32(regionPtr + HDR_REFCOUNT_ORDER);
-    headerLength = loadBE32(regionPtr + HDR_HEADER_LENGTH);
+    incompatibleFeatures = loadBE64(regionPtr + HeaderField.INCOMPATIBLE_FEATURES);
+    compatibleFeatures = loadBE64(regionPtr + HeaderField.COMPATIBLE_FEATURES);
+    autoclearFeatures = loadBE64(regionPtr + HeaderField.AUTOCLEAR_FEATURES);
+    refcountOrder = loadBE32(regionPtr + HeaderField.REFCOUNT_ORDER);
+    headerLength = loadBE32(regionPtr + HeaderField.HEADER_LENGTH);
     if (headerLength < V3_MIN_HEADER_BYTES) return fail(HeaderError.HEADER_TOO_SHORT, headerLength);
     if ((headerLength & 7) != 0) return fail(HeaderError.HEADER_LENGTH_UNALIGNED, headerLength);
   } else {
@@ -260,7 +254,7 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
 
   // 4. The extension area ends where the backing file name starts, else at the end of cluster 0.
   if (backingFileOffset > clusterBytes) return fail(HeaderError.BACKING_OFFSET_INVALID, backingFileOffset);
-  if (headerLength > HDR_COMPRESSION_TYPE) compressionType = <u32>load<u8>(regionPtr + HDR_COMPRESSION_TYPE);
+  if (headerLength > <u32>HeaderField.COMPRESSION_TYPE) compressionType = <u32>load<u8>(regionPtr + HeaderField.COMPRESSION_TYPE);
 
   // 5. Walk the extensions now: the unknown-feature report below needs the feature name table.
   // Like QEMU, report a fault found in the walk only after the table checks (step 11).

@@ -10,7 +10,8 @@ import { Status } from './status';
 import { MergeMode, GAP_REQUEST as GAP } from './merge';
 import { GapPolicy } from './gap';
 
-export { initLayout, regionOffset, regionBytes, fixedRegionsEnd } from './layout';
+export { initLayout, regionOffset, regionBytes, fixedRegionsEnd, Region } from './layout';
+export { Status } from './status';
 export { mergeWrites } from './merge';
 export { setGapPolicy } from './gap';
 
@@ -54,6 +55,7 @@ export {
   headerUnknownExtensionBytes,
 } from './header';
 export { HEADER_REGION_BYTES } from './layout';
+export { HeaderField } from './format';
 export const REGION_HEADER: i32 = Region.HEADER;
 export const STATUS_CORRUPT: i32 = Status.CORRUPT;
 export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;

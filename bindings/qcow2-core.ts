@@ -4,14 +4,16 @@
 // write planning and commit. One slice load at a time; the caller orders everything else.
 
 import type { Backend } from './backend.js';
-import type { CoreInstance } from './wasm.js';
+import { float64Region, instantiateCore, regionBounds, type CoreExports, type CoreInstance } from './wasm.js';
+import { CORE_CONSTANTS, CacheId, MappingCorruption, PlanKind as PlanCode, Region, RunKind, Status, WriteState as WriteCode } from './wasm-core.generated.js';
 import { ImageError } from './errors.js';
-import { instantiateCore } from './wasm.js';
 import type { Qcow2Header } from './qcow2-header.js';
 
-/** What a run of guest bytes reads as (the values of assembly/mapping.ts RunKind). */
-export const RunKind = { UNALLOCATED: 0, ZERO: 1, DATA: 2, COMPRESSED: 3 } as const;
-export type RunKind = (typeof RunKind)[keyof typeof RunKind];
+/** What a run of guest bytes reads as (assembly/mapping.ts RunKind). */
+export { RunKind };
+
+// The run record copyRuns reads: five f64 (a type error when assembly/layout.ts changes it).
+CORE_CONSTANTS.RUN_STRIDE satisfies 40;
 
 /** One mapped run: guest bytes [guestOffset, guestOffset + length). */
 export interface MappedRun {
@@ -26,7 +28,10 @@ export interface MappedRun {
 
 /** What a planned run does (assembly/allocate.ts PlanKind). */
 export type PlanKind = 'in-place' | 'allocate' | 'allocate-subclusters' | 'fill-subclusters';
-const PLAN_KINDS: readonly PlanKind[] = ['in-place', 'allocate', 'allocate-subclusters', 'fill-subclusters'];
+const PLAN_KINDS: Readonly<Record<number, PlanKind>> = {
+  [PlanCode.IN_PLACE]: 'in-place', [PlanCode.ALLOCATE]: 'allocate', [PlanCode.ALLOCATE_SUBCLUSTERS]: 'allocate-subclusters',
+  [PlanCode.FILL_SUBCLUSTERS]: 'fill-subclusters',
+} satisfies Record<PlanCode, PlanKind>;
 
 /**
  * One planned write run: guest bytes [guestStart, guestEnd) go to host bytes from hostStart.
@@ -46,8 +51,10 @@ export interface WritePlan {
  * WriteState): 'unknown' when its L2 slice is not cached.
  */
 export type WriteState = 'unknown' | 'in-place' | 'fresh' | 'other';
-const WRITE_STATES: readonly WriteState[] = ['unknown', 'in-place', 'fresh', 'other'];
-const IN_PLACE_STATE = WRITE_STATES.indexOf('in-place');
+const WRITE_STATES: Readonly<Record<number, WriteState>> = {
+  [WriteCode.UNKNOWN]: 'unknown', [WriteCode.IN_PLACE]: 'in-place', [WriteCode.FRESH]: 'fresh', [WriteCode.OTHER]: 'other',
+} satisfies Record<WriteCode, WriteState>;
+const IN_PLACE_STATE = WriteCode.IN_PLACE;
 
 /**
  * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
@@ -62,68 +69,19 @@ function checkImageHostRange(hostOffset: number, bytes: number, what: string): v
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
-interface Exports {
-  requiredMemoryBytes(clusterBits: number, l1Entries: number, reftableBytes: number, cacheBytes: number): number;
-  configureImage(clusterBits: number, extendedL2: number, externalData: number, virtualSize: number, l1Entries: number,
-                 refcountOrder: number, reftableBytes: number, cacheBytes: number, fileSize: number): number;
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  mapRange(guestOffset: number, length: number): number;
-  sliceBytes(): number;
-  needCacheId(): number;
-  needHostOffset(): number;
-  needL1Index(): number;
-  beginSliceLoad(cache: number): number;
-  commitSliceLoad(cache: number, slot: number, hostOffset: number): number;
-  abandonSliceLoad(cache: number, slot: number): void;
-  corruptReason(): number;
-  corruptGuestOffset(): number;
-  planWrite(guestOffset: number, length: number): number;
-  planKindOf(): number;
-  planGuestStartOf(): number;
-  planGuestEndOf(): number;
-  planHostStartOf(): number;
-  commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
-  commitSubclusters(guestStart: number, guestEnd: number, hostStart: number, isNewCluster: number, alreadyCommitted: number): number;
-  zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
-  zeroSubclusters(guestStart: number, guestEnd: number): number;
-  committedCountOf(): number;
-  freedCountOf(): number;
-  releaseCluster(hostOffset: number): number;
-  slotCount(cache: number): number;
-  slotHostOffset(cache: number, slot: number): number;
-  slotAddress(cache: number, slot: number): number;
-  isSlotDirty(cache: number, slot: number): number;
-  slotGeneration(cache: number, slot: number): number;
-  markSlotClean(cache: number, slot: number, generation: number): number;
-  reftableDirty(): number;
-  growReftable(areaStartCluster: number, capacityBytes: number): number;
-  grownTableHostOffset(): number;
-  grownTableClusterCount(): number;
-  allocationHintCluster(): number;
-  skipAllocationTo(cluster: number): void;
-  reftableChangeCount(): number;
-  markReftableClean(generation: number): number;
-  l1DirtyFirstOf(): number;
-  l1DirtyEndOf(): number;
-  l1ChangeCount(): number;
-  markL1Clean(generation: number): number;
-  reftableEntryCount(): number;
-  writeStateOf(guestOffset: number): number;
-  allocateTableCopy(l1Index: number): number;
-  tableCopySourceOf(): number;
-  tableCopyTargetOf(): number;
-  switchToTableCopy(l1Index: number, sourceHost: number, targetHost: number): number;
-}
-
 /** A copy of a shared L2 table in progress: from the shared table to the new cluster (host offsets). */
 export interface TableCopy { l1Index: number; sourceHost: number; targetHost: number }
 
-const CORRUPTION_NAMES = [
-  'none', 'reserved bits set in an L1 entry', 'L2 table offset not cluster-aligned', 'reserved bits set in an L2 entry',
-  'data cluster offset not cluster-aligned', 'compressed cluster offset too large',
-  'subcluster both allocated and zero', 'subcluster allocated in an unallocated cluster', 'zero flag set in an extended L2 entry',
-];
+const CORRUPTION_NAMES: Readonly<Record<number, string>> = {
+  [MappingCorruption.L1_RESERVED_BITS]: 'reserved bits set in an L1 entry',
+  [MappingCorruption.L2_TABLE_UNALIGNED]: 'L2 table offset not cluster-aligned',
+  [MappingCorruption.L2_RESERVED_BITS]: 'reserved bits set in an L2 entry',
+  [MappingCorruption.DATA_CLUSTER_UNALIGNED]: 'data cluster offset not cluster-aligned',
+  [MappingCorruption.COMPRESSED_OFFSET_TOO_LARGE]: 'compressed cluster offset too large',
+  [MappingCorruption.SUBCLUSTER_ALLOC_AND_ZERO]: 'subcluster both allocated and zero',
+  [MappingCorruption.SUBCLUSTER_ALLOC_WITHOUT_CLUSTER]: 'subcluster allocated in an unallocated cluster',
+  [MappingCorruption.EXTENDED_ENTRY_ZERO_FLAG]: 'zero flag set in an extended L2 entry',
+} satisfies Record<Exclude<MappingCorruption, typeof MappingCorruption.NONE>, string>;
 
 /** Default L2 cache size: 1 MiB, which maps 8 GiB of guest space with 64 KiB clusters. */
 export const DEFAULT_CACHE_BYTES = 1 << 20;
@@ -131,15 +89,14 @@ export const DEFAULT_CACHE_BYTES = 1 << 20;
 /** The image's core: tables, caches, mapping and planning. */
 export class Qcow2Core {
   /** The refcount and L2 cache ids (assembly/cache.ts CacheId). */
-  static readonly CACHE_L2 = 0;
-  static readonly CACHE_REFCOUNT = 1;
+  static readonly CACHE_L2 = CacheId.L2;
+  static readonly CACHE_REFCOUNT = CacheId.REFCOUNT;
   readonly memory: WebAssembly.Memory;
   /** The wasm instance (the image's merge core runs in it too, so gap merges can see the L2 cache). */
   readonly instance: CoreInstance;
-  private readonly x: Exports;
+  private readonly x: CoreExports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
-  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; needTableCopy: number; corrupt: number; noSpace: number; unsupported: number };
   private l1Offset = 0;
   private reftableOffset = 0;
   private reftableCapacity = 0;
@@ -165,24 +122,15 @@ export class Qcow2Core {
     this.memory = core.memory;
     this.instance = core;
     this.header = header;
-    this.x = core.exports as unknown as Exports;
-    const g = core.exports as unknown as Record<string, WebAssembly.Global>;
-    const value = (name: string) => g[name].value as number;
-    if (value('RUN_STRIDE') !== 40) throw new ImageError('WASM_INTERNAL', 'wasm core run stride differs from what these bindings read');
-    const region = (name: string) => [this.x.regionOffset(value(name)) >>> 0, this.x.regionBytes(value(name)) >>> 0] as const;
-    const [runsAt, runsBytes] = region('REGION_RUNS');
-    this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
-    const [freedAt, freedBytes] = region('REGION_FREED');
-    this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
-    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), needTableCopy: value('STATUS_NEED_TABLE_COPY'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
+    this.x = core.exports;
+    this.runs = float64Region(core, Region.RUNS);
+    this.freed = float64Region(core, Region.FREED);
   }
 
   // The table regions exist once configureImage has placed them.
   private locateTables(): void {
-    const g = this.x as unknown as Record<string, WebAssembly.Global>;
-    this.l1Offset = this.x.regionOffset(g.REGION_L1_TABLE.value as number) >>> 0;
-    this.reftableOffset = this.x.regionOffset(g.REGION_REFTABLE.value as number) >>> 0;
-    this.reftableCapacity = this.x.regionBytes(g.REGION_REFTABLE.value as number) >>> 0;
+    this.l1Offset = regionBounds(this.instance, Region.L1_TABLE).offset;
+    ({ offset: this.reftableOffset, bytes: this.reftableCapacity } = regionBounds(this.instance, Region.REFTABLE));
   }
 
   /**
@@ -193,7 +141,7 @@ export class Qcow2Core {
                       cacheBytes = DEFAULT_CACHE_BYTES): Promise<Qcow2Core> {
     if (!Number.isFinite(cacheBytes) || cacheBytes < 0) throw new ImageError('INVALID_ARGUMENT', `cacheBytes ${cacheBytes} is not a byte count`);
     const reftableBytes = header.refcountTableClusters * header.clusterSize;
-    const bytes = (probe.exports as unknown as Exports).requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, cacheBytes);
+    const bytes = probe.exports.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, cacheBytes);
     if (bytes < 0) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `an L1 table of ${header.l1Size} entries or a refcount table of ${reftableBytes} bytes is too large`);
     const instance = await instantiateCore(Math.ceil(bytes / 65536));
     const core = new Qcow2Core(instance, header);
@@ -250,14 +198,14 @@ export class Qcow2Core {
   private async satisfy(call: () => number, tables: Backend): Promise<number> {
     let status = call();
     for (;;) {
-      if (status === this.status.needTable) status = (await this.loadNeededSlice(tables, call)) ?? call();
-      else if (status === this.status.needWriteback) {
+      if (status === Status.NEED_TABLE) status = (await this.loadNeededSlice(tables, call)) ?? call();
+      else if (status === Status.NEED_WRITEBACK) {
         await this.onWritebackNeeded();
         status = call();
-      } else if (status === this.status.needGrowth) {
+      } else if (status === Status.NEED_GROWTH) {
         await this.onGrowthNeeded();
         status = call();
-      } else if (status === this.status.needTableCopy) {
+      } else if (status === Status.NEED_TABLE_COPY) {
         await this.onTableCopyNeeded(this.x.needL1Index());
         status = call();
       } else return status;
@@ -274,9 +222,9 @@ export class Qcow2Core {
       await this.sliceLoad;
       return undefined;
     }
-    let status = this.status.needTable;
+    let status: number = Status.NEED_TABLE;
     this.sliceLoad = (async () => {
-      while (status === this.status.needTable) {
+      while (status === Status.NEED_TABLE) {
         const cache = this.x.needCacheId();
         const hostOffset = this.x.needHostOffset();
         checkImageHostRange(hostOffset, this.x.sliceBytes() >>> 0, 'loading a metadata table');
@@ -301,11 +249,11 @@ export class Qcow2Core {
   }
 
   private statusError(status: number, what: string): ImageError {
-    if (status === this.status.corrupt) {
+    if (status === Status.CORRUPT) {
       const reason = CORRUPTION_NAMES[this.x.corruptReason()] ?? 'an invalid table entry';
       return new ImageError('QCOW2_CORRUPT', `${what}: ${reason} (guest offset ${this.x.corruptGuestOffset()})`);
     }
-    if (status === this.status.noSpace) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
+    if (status === Status.NO_SPACE) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
     return new ImageError('WASM_INTERNAL', `${what} failed with status ${status}`);
   }
 
@@ -428,7 +376,7 @@ export class Qcow2Core {
    */
   async zeroSubclusters(guestStart: number, guestEnd: number, tables: Backend): Promise<boolean> {
     const status = await this.satisfy(() => this.x.zeroSubclusters(guestStart, guestEnd), tables);
-    if (status === this.status.unsupported) return false;
+    if (status === Status.UNSUPPORTED) return false;
     if (status !== 0) throw this.statusError(status, `zeroing subclusters at guest offset ${guestStart}`);
     return true;
   }

@@ -10,6 +10,7 @@ import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
 import { sharedCore } from './wasm.js';
+import { HeaderField } from './wasm-core.generated.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun, type WritePlan } from './qcow2-core.js';
 import { Qcow2Writeback } from './qcow2-writeback.js';
@@ -37,7 +38,7 @@ import { chainRevisits } from './chain-names.js';
 const MAX_BACKING_DEPTH = 64;
 const QCOW2_MAGIC = [0x51, 0x46, 0x49, 0xfb];
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
-const AUTOCLEAR_FEATURES_OFFSET = 88;
+const AUTOCLEAR_FEATURES_OFFSET = HeaderField.AUTOCLEAR_FEATURES;
 
 /**
  * A run ready to write: the host range [hostStart, hostStart + bytes), its I/O vector, and what to
@@ -703,7 +704,7 @@ export class Qcow2Image extends DispatchedImage {
 }
 
 /** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = 72;
+const INCOMPATIBLE_FEATURES_OFFSET = HeaderField.INCOMPATIBLE_FEATURES;
 const INCOMPATIBLE_DIRTY = 1n;
 
 async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<void> {

@@ -17,6 +17,7 @@ import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { sharedCore } from './wasm.js';
+import { HeaderField } from './wasm-core.generated.js';
 
 const TWO_32 = 2 ** 32;
 /** High-word flag bits of L1/L2 entries (qcow2 spec, "Cluster mapping"). */
@@ -26,8 +27,8 @@ const COMPRESSED_HIGH = 0x40000000;
 const OFFSET_HIGH_MASK = 0x00ffffff;
 const OFFSET_LOW_MASK = 0xfffffe00;
 /** Header byte offsets (qcow2 spec, "Header"). */
-const HEADER_SIZE_OFFSET = 24;
-const HEADER_SWITCH_END = 72;
+const HEADER_SIZE_OFFSET = HeaderField.SIZE;
+const HEADER_SWITCH_END = HeaderField.INCOMPATIBLE_FEATURES;
 const INCOMPATIBLE_DIRTY = 1n;
 /** Header extension type of persistent bitmaps, whose tables this update does not count. */
 const BITMAPS_EXTENSION = 0x23852875;

@@ -5,7 +5,8 @@
 import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
-import { instantiateCore } from './wasm.js';
+import { byteRegion, instantiateCore } from './wasm.js';
+import { Region } from './wasm-core.generated.js';
 
 /** One internal snapshot, as the snapshot table records it. */
 export interface Qcow2Snapshot {
@@ -31,23 +32,6 @@ export interface Qcow2Snapshot {
   l1Entries: number;
 }
 
-interface SnapshotExports {
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  parseSnapshotEntry(at: number, available: number): number;
-  snapshotIdStart(): number;
-  snapshotIdLength(): number;
-  snapshotNameLength(): number;
-  snapshotL1Offset(): number;
-  snapshotL1Entries(): number;
-  snapshotDateSeconds(): number;
-  snapshotDateNanoseconds(): number;
-  snapshotVmClockNanoseconds(): number;
-  snapshotVmStateBytes(): number;
-  snapshotDiskBytes(): number;
-  snapshotIcount(): number;
-}
-
 /**
  * Lists the snapshots of the image in `backend` whose parsed header is `header`, in table order.
  * Throws QCOW2_CORRUPT for an invalid entry, QCOW2_UNSUPPORTED_FEATURE for an entry over 64 KiB.
@@ -63,10 +47,9 @@ export async function listSnapshots(backend: Backend, header: Qcow2Header): Prom
 export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number }> {
   if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0 };
   const core = await instantiateCore();
-  const x = core.exports as unknown as SnapshotExports;
-  const headerRegion = (core.exports as unknown as Record<string, WebAssembly.Global>).REGION_HEADER.value as number;
-  const windowBytes = x.regionBytes(headerRegion) >>> 0;
-  const window = new Uint8Array(core.memory.buffer, x.regionOffset(headerRegion) >>> 0, windowBytes);
+  const x = core.exports;
+  const window = byteRegion(core, Region.HEADER);
+  const windowBytes = window.byteLength;
   const text = new TextDecoder();
   const snapshots: Qcow2Snapshot[] = [];
   let windowStart = header.snapshotsOffset;
