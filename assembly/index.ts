@@ -78,6 +78,8 @@ export {
   releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,
   growReftable, grownTableHostOffset, grownTableClusterCount,
 } from './refcount';
+export { tableOverlap, MetadataOverlap } from './table-index';
+export { newTableFrom, l1TableHostOffset, markTableWritten } from './new-tables';
 export const REGION_RUNS: i32 = Region.RUNS;
 export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
 export const REGION_REFTABLE: i32 = Region.REFTABLE;

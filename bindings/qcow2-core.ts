@@ -112,11 +112,6 @@ export class Qcow2Core {
    * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
    */
   onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
-  /**
-   * L2 tables written whole before an L1 entry pointed at them (table copies), by host offset,
-   * until the L1 table is written with them.
-   */
-  private readonly tablesWrittenWhole = new Set<number>();
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
     this.memory = core.memory;
@@ -181,9 +176,6 @@ export class Qcow2Core {
   async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
     if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
     Object.assign(this.header, header);
-    // Table copies made before are on disk with their L1 entries (the caller flushed); their
-    // clusters may be free now and come back as new tables.
-    this.tablesWrittenWhole.clear();
     await this.configure(this.header, backend, fileSize);
   }
 
@@ -408,16 +400,6 @@ export class Qcow2Core {
     if (this.x.switchToTableCopy(copy.l1Index, copy.sourceHost, copy.targetHost) !== 0) {
       throw new ImageError('WASM_INTERNAL', `L1 entry ${copy.l1Index} changed while its L2 table at host offset ${copy.sourceHost} was copied`);
     }
-    this.tablesWrittenWhole.add(copy.targetHost);
-  }
-
-  /**
-   * True when the L2 table at `hostOffset` was written whole before an L1 entry pointed at it
-   * (a table copy whose L1 entry is not yet written): write-back must not zero-fill it like a
-   * table allocated empty.
-   */
-  isTableWrittenWhole(hostOffset: number): boolean {
-    return this.tablesWrittenWhole.has(hostOffset);
   }
 
   /** Lowers the refcount of the host cluster at `hostOffset` by one. */
@@ -456,8 +438,7 @@ export class Qcow2Core {
 
   /** Marks the L1 table written unless it changed since `generation`. */
   markL1Clean(generation: number): void {
-    // The file's L1 table now points at every table copy: none looks new to write-back any more.
-    if (this.x.markL1Clean(generation)) this.tablesWrittenWhole.clear();
+    this.x.markL1Clean(generation);
   }
 
   /** A copy of the refcount table when it has unwritten changes. */
@@ -490,19 +471,5 @@ export class Qcow2Core {
   /** Marks the refcount table written unless it changed since `generation`. */
   markReftableClean(generation: number): void {
     this.x.markReftableClean(generation);
-  }
-
-  /**
-   * For the overlap guard (bindings/qcow2-overlap.ts): views of the in-memory L1 table and
-   * refcount table as 32-bit words of their big-endian entries (valid until the next call), and
-   * the tables' change counters (they change whenever an entry does).
-   */
-  metadataTables(): { l1: Uint32Array; reftable: Uint32Array; l1Generation: number; reftableGeneration: number } {
-    return {
-      l1: new Uint32Array(this.memory.buffer, this.l1Offset, this.header.l1Size * 2),
-      reftable: new Uint32Array(this.memory.buffer, this.reftableOffset, this.x.reftableEntryCount() * 2),
-      l1Generation: this.x.l1ChangeCount() >>> 0,
-      reftableGeneration: this.x.reftableChangeCount() >>> 0,
-    };
   }
 }
