@@ -34,10 +34,10 @@ export const GAP_POLICY_NEVER: i32 = GapPolicy.NEVER;
 export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;
 export const GAP_POLICY_WITHIN_FRESH_CLUSTER: i32 = GapPolicy.WITHIN_FRESH_CLUSTER;
 
-// qcow2 header parsing (assembly/header.ts). HeaderError members export as globals named
+// qcow2 header parsing (assembly/header.ts, header-error.ts). HeaderError members export as globals named
 // "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
 export {
-  parseHeader, HeaderError, MAX_UNKNOWN_EXTENSIONS, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh,
+  parseHeader, MAX_UNKNOWN_EXTENSIONS,
   headerVersion, headerClusterBits, headerVirtualSize, headerL1Size, headerL1TableOffset,
   headerRefcountTableOffset, headerRefcountTableClusters, headerRefcountOrder,
   headerSnapshotCount, headerSnapshotsOffset, headerLengthBytes, headerCompressionType,
@@ -54,6 +54,7 @@ export {
   headerUnknownExtensionCount, headerUnknownExtensionType, headerUnknownExtensionOffset,
   headerUnknownExtensionBytes,
 } from './header';
+export { HeaderError, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh } from './header-error';
 export { HEADER_REGION_BYTES } from './layout';
 export { HeaderField } from './format';
 export const REGION_HEADER: i32 = Region.HEADER;
