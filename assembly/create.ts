@@ -23,8 +23,8 @@ import { Region, regionOffset, regionBytes } from './layout';
 import { Status } from './status';
 import {
   HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_HEADER_BYTES, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2,
-  COMPAT_LAZY_REFCOUNTS, COMPRESSION_ZSTD, EXT_HEADER_BYTES, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE,
-  FEATURE_ENTRY_BYTES, FEATURE_TYPE_INCOMPATIBLE, FEATURE_TYPE_COMPATIBLE, FEATURE_TYPE_AUTOCLEAR, L1E_BYTES,
+  COMPAT_LAZY_REFCOUNTS, CompressionType, EXT_HEADER_BYTES, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE,
+  FEATURE_ENTRY_BYTES, FeatureType, L1E_BYTES,
   L2E_BYTES, L2E_EXTENDED_BYTES, REFTABLE_ENTRY_BYTES, QCOW_OFLAG_COPIED, MIN_CLUSTER_BITS, MAX_CLUSTER_BITS,
   MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER, MAX_L1_BYTES, MAX_REFTABLE_BYTES,
   MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES, MAX_EXACT_POSITION, storeBE32, storeBE64,
@@ -257,7 +257,7 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
     storeBE64(at + HeaderField.COMPATIBLE_FEATURES, (flags & CreateFlag.LAZY_REFCOUNTS) != 0 ? COMPAT_LAZY_REFCOUNTS : 0);
     storeBE32(at + HeaderField.REFCOUNT_ORDER, refcountBitsLog);
     storeBE32(at + HeaderField.HEADER_LENGTH, V3_HEADER_BYTES);
-    store<u8>(at + HeaderField.COMPRESSION_TYPE, (flags & CreateFlag.ZSTD) != 0 ? <u8>COMPRESSION_ZSTD : 0);
+    store<u8>(at + HeaderField.COMPRESSION_TYPE, (flags & CreateFlag.ZSTD) != 0 ? <u8>CompressionType.ZSTD : 0);
     end = V3_HEADER_BYTES;
   }
   // Extensions in qemu-img's order: backing format, feature name table, end marker.
@@ -272,14 +272,14 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
     storeBE32(at + end, EXT_FEATURE_TABLE);
     storeBE32(at + end + 4, FEATURE_NAMES_COUNT * FEATURE_ENTRY_BYTES);
     let entry = at + end + EXT_HEADER_BYTES;
-    entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, 0, 'dirty bit');
-    entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, 1, 'corrupt bit');
-    entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, 2, 'external data file');
-    entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, 3, 'compression type');
-    entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, 4, 'extended L2 entries');
-    entry = featureName(entry, FEATURE_TYPE_COMPATIBLE, 0, 'lazy refcounts');
-    entry = featureName(entry, FEATURE_TYPE_AUTOCLEAR, 0, 'bitmaps');
-    featureName(entry, FEATURE_TYPE_AUTOCLEAR, 1, 'raw external data');
+    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 0, 'dirty bit');
+    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 1, 'corrupt bit');
+    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 2, 'external data file');
+    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 3, 'compression type');
+    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 4, 'extended L2 entries');
+    entry = featureName(entry, <u32>FeatureType.COMPATIBLE, 0, 'lazy refcounts');
+    entry = featureName(entry, <u32>FeatureType.AUTOCLEAR, 0, 'bitmaps');
+    featureName(entry, <u32>FeatureType.AUTOCLEAR, 1, 'raw external data');
     end += EXT_HEADER_BYTES + FEATURE_NAMES_COUNT * FEATURE_ENTRY_BYTES;
   }
   end += EXT_HEADER_BYTES; // the end-of-extensions marker: eight zero bytes

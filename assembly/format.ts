@@ -74,9 +74,12 @@ export const CRYPT_NONE: u32 = 0;
 export const CRYPT_AES: u32 = 1;
 export const CRYPT_LUKS: u32 = 2;
 
-/** Raw deflate with a 4 KiB window (QEMU calls it zlib). */
-export const COMPRESSION_ZLIB: u32 = 0;
-export const COMPRESSION_ZSTD: u32 = 1;
+/** The header's compression_type values. */
+export enum CompressionType {
+  /** Raw deflate with a 4 KiB window (QEMU calls it zlib). */
+  ZLIB = 0,
+  ZSTD = 1,
+}
 
 // ---------------------------------------------------------------------------------------------
 // Header extensions (qcow2 spec, "Header extensions"): u32 type, u32 length, data, padding to 8.
@@ -93,9 +96,12 @@ export const EXT_DATA_FILE: u32 = 0x44415441; // "DATA"
 /** Feature name table entry: u8 type, u8 bit number, 46 bytes of name padded with zeros. */
 export const FEATURE_ENTRY_BYTES: u32 = 48;
 export const FEATURE_NAME_BYTES: u32 = 46;
-export const FEATURE_TYPE_INCOMPATIBLE: u32 = 0;
-export const FEATURE_TYPE_COMPATIBLE: u32 = 1;
-export const FEATURE_TYPE_AUTOCLEAR: u32 = 2;
+/** The type byte of a feature name table entry: which feature bits its bit number names. */
+export enum FeatureType {
+  INCOMPATIBLE = 0,
+  COMPATIBLE = 1,
+  AUTOCLEAR = 2,
+}
 
 /** Bitmaps extension: u32 nb_bitmaps, u32 reserved, u64 directory size, u64 directory offset. */
 export const BITMAPS_EXT_BYTES: u32 = 24;

@@ -11,7 +11,7 @@ import { HeaderError, fail, resetHeaderError } from './header-error';
 import {
   HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_MIN_HEADER_BYTES, INCOMPAT_DIRTY, INCOMPAT_CORRUPT,
   INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, INCOMPAT_KNOWN_MASK, COMPAT_LAZY_REFCOUNTS,
-  AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, CRYPT_NONE, CRYPT_LUKS, COMPRESSION_ZLIB, COMPRESSION_ZSTD,
+  AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, CRYPT_NONE, CRYPT_LUKS, CompressionType,
   EXT_HEADER_BYTES, EXT_END, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS, EXT_CRYPTO_HEADER,
   EXT_DATA_FILE, FEATURE_ENTRY_BYTES, FEATURE_NAME_BYTES, BITMAPS_EXT_BYTES, MAX_BITMAPS,
   MAX_BITMAP_DIRECTORY_BYTES, L1E_BYTES, SNAPSHOT_HEADER_BYTES, SUBCLUSTERS_PER_CLUSTER, MIN_CLUSTER_BITS,
@@ -163,12 +163,12 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   const walkError = walkExtensions(<u64>headerLength, extensionsEnd);
 
   // 6. Compression type, which must agree with incompatible bit 3.
-  if (compressionType != COMPRESSION_ZLIB && compressionType != COMPRESSION_ZSTD) {
+  if (compressionType != <u32>CompressionType.ZLIB && compressionType != <u32>CompressionType.ZSTD) {
     return fail(HeaderError.COMPRESSION_TYPE_UNKNOWN, compressionType);
   }
   const hasCompressionBit = (incompatibleFeatures & INCOMPAT_COMPRESSION) != 0;
-  if (compressionType == COMPRESSION_ZLIB && hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_UNEXPECTED, 0);
-  if (compressionType != COMPRESSION_ZLIB && !hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_MISSING, compressionType);
+  if (compressionType == <u32>CompressionType.ZLIB && hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_UNEXPECTED, 0);
+  if (compressionType != <u32>CompressionType.ZLIB && !hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_MISSING, compressionType);
 
   // 7. Feature bits and encodings this reader must understand.
   unknownIncompatible = incompatibleFeatures & ~INCOMPAT_KNOWN_MASK;

@@ -56,7 +56,7 @@ export {
 } from './header';
 export { HeaderError, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh } from './header-error';
 export { HEADER_REGION_BYTES } from './layout';
-export { HeaderField } from './format';
+export { HeaderField, CompressionType, FeatureType } from './format';
 export const REGION_HEADER: i32 = Region.HEADER;
 export const STATUS_CORRUPT: i32 = Status.CORRUPT;
 export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;

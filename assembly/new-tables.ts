@@ -6,9 +6,8 @@
 // cleared once write-back wrote the table whole. Table copies are written whole by their
 // caller before their L1 entry changes and are never marked.
 
-import { L1E_OFFSET_MASK, loadBE64 } from './format';
 import { l1EntryCount } from './geometry';
-import { l1EntryAddress } from './l2-entry';
+import { l1TableAt } from './l2-entry';
 import { l1DirtyEndOf, l1DirtyFirstOf } from './allocate';
 import { Region, regionOffset } from './layout';
 
@@ -49,7 +48,7 @@ export function newTableFrom(fromL1IndexF: f64): f64 {
 export function l1TableHostOffset(l1IndexF: f64): f64 {
   const l1Index = <u64>l1IndexF;
   if (l1Index >= <u64>l1EntryCount) return 0;
-  return <f64>(loadBE64(l1EntryAddress(l1Index)) & L1E_OFFSET_MASK);
+  return <f64>l1TableAt(l1Index);
 }
 
 /**
@@ -58,7 +57,7 @@ export function l1TableHostOffset(l1IndexF: f64): f64 {
  */
 export function markTableWritten(l1IndexF: f64, hostOffsetF: f64): bool {
   const l1Index = <u64>l1IndexF;
-  if (l1Index >= <u64>l1EntryCount || <f64>(loadBE64(l1EntryAddress(l1Index)) & L1E_OFFSET_MASK) != hostOffsetF) return false;
+  if (l1Index >= <u64>l1EntryCount || <f64>l1TableAt(l1Index) != hostOffsetF) return false;
   const at = regionOffset(Region.NEW_TABLES) + <usize>(l1Index >> 3);
   const bit = <u8>(<u32>1 << <u32>(l1Index & 7));
   if ((load<u8>(at) & bit) == 0) return false;

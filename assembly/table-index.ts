@@ -6,11 +6,10 @@
 // table changed since the last query (new tables and blocks are rare), so a query is a binary
 // search per table.
 
-import { L1E_OFFSET_MASK, REFT_OFFSET_MASK, loadBE64 } from './format';
 import { clusterBits, l1EntryCount } from './geometry';
-import { l1EntryAddress } from './l2-entry';
+import { l1TableAt } from './l2-entry';
 import { l1ChangeCount } from './allocate';
-import { reftableChangeCount, reftableEntryCount } from './refcount';
+import { refblockOffset, reftableChangeCount, reftableEntryCount } from './refcount';
 import { Region, regionOffset } from './layout';
 
 /** What a host cluster range overlaps (tableOverlap). */
@@ -55,7 +54,7 @@ function rebuildL2Index(): void {
   const base = l2Index();
   let count: u32 = 0;
   for (let i: u64 = 0; i < <u64>l1EntryCount; i++) {
-    const table = loadBE64(l1EntryAddress(i)) & L1E_OFFSET_MASK;
+    const table = l1TableAt(i);
     if (table == 0) continue;
     store<u64>(base + (<usize>count << 3), table >> clusterBits);
     count++;
@@ -69,12 +68,11 @@ function rebuildL2Index(): void {
 function rebuildRefblockIndex(): void {
   const base = refblockIndex();
   const entries = <u64>reftableEntryCount();
-  const reftable = regionOffset(Region.REFTABLE);
   const clusterMask = (<u64>1 << clusterBits) - 1;
   let count: u32 = 0;
   let unaligned: u32 = 0;
   for (let i: u64 = 0; i < entries; i++) {
-    const block = loadBE64(reftable + (<usize>i << 3)) & REFT_OFFSET_MASK;
+    const block = refblockOffset(i);
     if (block == 0) continue;
     if ((block & clusterMask) != 0) unaligned++;
     store<u64>(base + (<usize>count << 3), block >> clusterBits);

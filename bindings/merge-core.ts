@@ -2,8 +2,7 @@
 // TypeScript face of the wasm merge core: writes request records into linear memory, runs
 // mergeWrites, and exposes the extent, piece and request-map records as typed-array views.
 
-import { float64Region, int32Region, type CoreInstance } from './wasm.js';
-import { CORE_CONSTANTS as C, Region, Status } from './wasm-core.generated.js';
+import { float64Region, int32Region, type CoreInstance, CORE_CONSTANTS as C, Region, Status } from './wasm.js';
 import { ImageError } from './errors.js';
 
 /**

@@ -7,8 +7,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance } from './wasm.js';
-import { HeaderField } from './wasm-core.generated.js';
+import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance, HeaderField } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 
 /** What a repair fixes, as `qemu-img check -r leaks|all`. */

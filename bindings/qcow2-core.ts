@@ -4,8 +4,10 @@
 // write planning and commit. One slice load at a time; the caller orders everything else.
 
 import type { Backend } from './backend.js';
-import { float64Region, instantiateCore, regionBounds, type CoreExports, type CoreInstance } from './wasm.js';
-import { CORE_CONSTANTS, CacheId, MappingCorruption, PlanKind as PlanCode, Region, RunKind, Status, WriteState as WriteCode } from './wasm-core.generated.js';
+import {
+  float64Region, instantiateCore, regionBounds, type CoreExports, type CoreInstance, CORE_CONSTANTS, CacheId, MappingCorruption,
+  PlanKind as PlanCode, Region, RunKind, Status, WriteState as WriteCode,
+} from './wasm.js';
 import { ImageError } from './errors.js';
 import type { Qcow2Header } from './qcow2-header.js';
 

@@ -6,8 +6,7 @@
 import type { Backend } from './backend.js';
 import type { CreateOptions } from './image.js';
 import { BackendError, ImageError, exactNumber } from './errors.js';
-import { byteRegion, enumNames, instantiateCore } from './wasm.js';
-import { CreateError, CreateFlag, Region, Status } from './wasm-core.generated.js';
+import { byteRegion, enumNames, instantiateCore, CreateError, CreateFlag, Region, Status } from './wasm.js';
 
 /** What createQcow2 made. */
 export interface Qcow2CreateResult {

@@ -3,8 +3,9 @@
 // into the HEADER region, runs parseHeader, and returns a typed Qcow2Header, or throws an
 // ImageError whose message mirrors QEMU's. Wasm reads every field; this file only decodes names.
 
-import { byteRegion, enumNames, regionBounds, type CoreExports, type CoreInstance } from './wasm.js';
-import { HeaderError, Region, Status } from './wasm-core.generated.js';
+import {
+  byteRegion, enumNames, regionBounds, type CoreExports, type CoreInstance, CompressionType, FeatureType, HeaderError, Region, Status,
+} from './wasm.js';
 import { ImageError, type ErrorCode } from './errors.js';
 
 /** An entry of the image's feature name table. */
@@ -203,7 +204,7 @@ export function parseQcow2Header(core: CoreInstance, headerBytes: Uint8Array, fi
     incompatibleFeatures: u64(x.headerIncompatibleFeaturesLow(), x.headerIncompatibleFeaturesHigh()),
     compatibleFeatures: u64(x.headerCompatibleFeaturesLow(), x.headerCompatibleFeaturesHigh()),
     autoclearFeatures: u64(x.headerAutoclearFeaturesLow(), x.headerAutoclearFeaturesHigh()),
-    compressionType: u32(x.headerCompressionType()) === 1 ? 'zstd' : 'zlib',
+    compressionType: x.headerCompressionType() === CompressionType.ZSTD ? 'zstd' : 'zlib',
     headerLength: u32(x.headerLengthBytes()),
     featureNames: readFeatureNames(x, region),
     unknownExtensions: [],
@@ -235,7 +236,9 @@ export function parseQcow2Header(core: CoreInstance, headerBytes: Uint8Array, fi
   return header;
 }
 
-const FEATURE_TYPES = ['incompatible', 'compatible', 'autoclear'] as const;
+const FEATURE_TYPES: Readonly<Record<number, Qcow2FeatureName['type']>> = {
+  [FeatureType.INCOMPATIBLE]: 'incompatible', [FeatureType.COMPATIBLE]: 'compatible', [FeatureType.AUTOCLEAR]: 'autoclear',
+} satisfies Record<FeatureType, Qcow2FeatureName['type']>;
 
 /** The feature name table's entries with a known type and a name, in table order. */
 function readFeatureNames(x: CoreExports, region: Uint8Array): Qcow2FeatureName[] {

@@ -11,7 +11,7 @@ import type { Qcow2Header } from './qcow2-header.js';
 import type { Qcow2Core } from './qcow2-core.js';
 import { ImageError } from './errors.js';
 import { readSnapshotTable } from './qcow2-snapshots.js';
-import { HeaderField, MetadataOverlap } from './wasm-core.generated.js';
+import { HeaderField, MetadataOverlap } from './wasm.js';
 
 /** What a host write to the image file carries; it may overlap only its own kind of structure. */
 export type HostWriteKind = 'data' | 'header' | 'l1' | 'l2' | 'refcount-table' | 'refcount-block';

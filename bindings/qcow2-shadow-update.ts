@@ -16,8 +16,7 @@
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
-import { sharedCore } from './wasm.js';
-import { HeaderField } from './wasm-core.generated.js';
+import { sharedCore, HeaderField } from './wasm.js';
 
 const TWO_32 = 2 ** 32;
 /** High-word flag bits of L1/L2 entries (qcow2 spec, "Cluster mapping"). */

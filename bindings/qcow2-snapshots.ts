@@ -5,8 +5,7 @@
 import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
-import { byteRegion, instantiateCore } from './wasm.js';
-import { Region } from './wasm-core.generated.js';
+import { byteRegion, instantiateCore, Region } from './wasm.js';
 
 /** One internal snapshot, as the snapshot table records it. */
 export interface Qcow2Snapshot {

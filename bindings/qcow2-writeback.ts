@@ -25,7 +25,7 @@ import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
 import { allSettledOrThrow } from './settle.js';
 import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
-import { HeaderField } from './wasm-core.generated.js';
+import { HeaderField } from './wasm.js';
 
 /** Write-backs growReftable runs to free refcount cache slots before it gives up. */
 const MAX_GROWTH_ATTEMPTS = 16;

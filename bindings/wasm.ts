@@ -11,7 +11,8 @@ import { CORE_WASM_BASE64 } from './wasm-bytes.generated.js';
 import { CORE_CONSTANTS, CORE_ENUMS, CORE_FUNCTION_ARITY, type CoreExports, type Region } from './wasm-core.generated.js';
 import { ImageError } from './errors.js';
 
-export type { CoreExports } from './wasm-core.generated.js';
+// The generated declarations: CoreExports, CORE_CONSTANTS and every exported enum (Status, Region, ...).
+export * from './wasm-core.generated.js';
 
 /** A core instance with its memory. Memory never grows, so views over it stay valid. */
 export interface CoreInstance {
@@ -95,7 +96,7 @@ const checkedModules = new WeakSet<WebAssembly.Module>();
 
 /**
  * The value of the exported global `name` of a core's exports. Throws WASM_INTERNAL when the
- * core lacks it: the module was built from other sources than these bindings.
+ * core lacks it (a core built from other sources than these bindings).
  */
 export function coreGlobal(exports: WebAssembly.Exports, name: string): number {
   const global = exports[name];
@@ -104,7 +105,7 @@ export function coreGlobal(exports: WebAssembly.Exports, name: string): number {
 }
 
 function mismatch(what: string): ImageError {
-  return new ImageError('WASM_INTERNAL', `the wasm core ${what}: it was built from other sources than these bindings (rebuild with npm run build:core)`);
+  return new ImageError('WASM_INTERNAL', `the wasm core ${what}: it is not the core this version of qcow2-wasm was built with (use its own core.wasm)`);
 }
 
 // Checks (once per module) that the instance's exports are exactly the generated declarations:
