@@ -7,7 +7,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance, HeaderField } from './wasm.js';
+import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance, HeaderField, RepairBlocker } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 
 /** What a repair fixes, as `qemu-img check -r leaks|all`. */
@@ -87,13 +87,12 @@ const hex = (high: number, low: number): string => u64(high, low).toString(16);
 const dec = (high: number, low: number): string => u64(high, low).toString();
 const action = (repairing: number) => (repairing ? 'Repairing' : 'ERROR');
 
-const BLOCKER_REASONS = [
-  'no reason',
-  'a reference to it is invalid',
-  'no refcount block covers it (allocating one, or growing the refcount table, is not implemented)',
-  'its refcount block has an invalid table entry, lies outside the file or is shared',
-  'its stored refcount cannot be read',
-];
+const BLOCKER_REASONS: Readonly<Record<number, string>> = {
+  [RepairBlocker.REFERENCE_INVALID]: 'a reference to it is invalid',
+  [RepairBlocker.REFBLOCK_MISSING]: 'no refcount block covers it (allocating one, or growing the refcount table, is not implemented)',
+  [RepairBlocker.REFBLOCK_UNUSABLE]: 'its refcount block has an invalid table entry, lies outside the file or is shared',
+  [RepairBlocker.REFCOUNT_UNREADABLE]: 'its stored refcount cannot be read',
+} satisfies Record<Exclude<RepairBlocker, typeof RepairBlocker.NONE>, string>;
 
 // One wording per CheckEvent member, as QEMU 7.2 words the same finding (block/qcow2-refcount.c)
 // where it has one. QEMU names snapshots by id and name; the check knows their table index.
