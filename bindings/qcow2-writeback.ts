@@ -9,14 +9,15 @@
 // THE RULE for metadata changes against a running write-back (allocation, commits, zero flags,
 // discard, refcount growth and releases, deferred copy-on-write commits, table copies): a
 // write-back copies ALL the dirty metadata it will write (L1 part, refcount table, refcount
-// slices, L2 slices) in one synchronous step when it starts, before its first await. A change
-// made after that step is not in the copy: its slice or table keeps a newer change counter, so
-// the write-back does not mark it clean, and the next write-back writes it. Every metadata
-// change happens inside a synchronous core call, so a copy sees each change whole or not at all,
-// and whatever it sees is self-consistent: a cluster's refcount is raised before any entry points
-// at it, a new L2 table is in the L1 table from the call that creates its first slice. So
-// metadata changes never wait for a write-back and callers check nothing; the only exclusion is
-// refcount-table growth, which runs as a write-back itself (see growReftable).
+// slices, L2 slices, the list of new L2 tables) in one synchronous step when it starts, before
+// its first await. A change made after that step is not in the copy: its slice or table keeps a
+// newer change counter, so the write-back does not mark it clean, and the next write-back writes
+// it. Every metadata change happens inside a synchronous core call, so a copy sees each change
+// whole or not at all, and whatever it sees is self-consistent: a cluster's refcount is raised
+// before any entry points at it, a new L2 table is in the L1 table (and in the core's list of new
+// tables) from the call that creates its first slice. So metadata changes never wait for a
+// write-back and callers check nothing; the only exclusion is refcount-table growth, which runs
+// as a write-back itself (see growReftable).
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
