@@ -21,10 +21,11 @@
 
 import { Region, regionOffset, regionBytes } from './layout';
 import { Status } from './status';
+import { renderFeatureNameTable } from './header-render';
 import {
   HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_HEADER_BYTES, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2,
-  COMPAT_LAZY_REFCOUNTS, CompressionType, EXT_HEADER_BYTES, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE,
-  FEATURE_ENTRY_BYTES, FeatureType, L1E_BYTES,
+  COMPAT_LAZY_REFCOUNTS, CompressionType, EXT_HEADER_BYTES, EXT_BACKING_FORMAT,
+  L1E_BYTES,
   L2E_BYTES, L2E_EXTENDED_BYTES, REFTABLE_ENTRY_BYTES, QCOW_OFLAG_COPIED, MIN_CLUSTER_BITS, MAX_CLUSTER_BITS,
   MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER, MAX_L1_BYTES, MAX_REFTABLE_BYTES,
   MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES, MAX_EXACT_POSITION, storeBE32, storeBE64,
@@ -86,9 +87,8 @@ export enum CreateError {
   HEADER_EXCEEDS_CLUSTER = 17,
 }
 
-// The feature name table qemu-img 7.2 writes into version 3 images with clusters above 4 KiB
-// (smaller clusters would leave too little room for a backing file name): type, bit, name.
-const FEATURE_NAMES_COUNT: u32 = 8;
+// qemu-img 7.2 writes the feature name table into version 3 images with clusters above 4 KiB
+// (smaller clusters would leave too little room for a backing file name).
 const FEATURE_TABLE_MIN_CLUSTER_BITS: u32 = 13;
 
 // cluster 0 as planned: header, extensions, end marker, backing file name (at most ~1.6 KiB).
@@ -268,20 +268,7 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
     memory.copy(at + end + EXT_HEADER_BYTES, names + <usize>nameBytes, <usize>formatBytes);
     end += EXT_HEADER_BYTES + ((<u32>formatBytes + 7) & ~7);
   }
-  if (version == 3 && clusterBits >= FEATURE_TABLE_MIN_CLUSTER_BITS) {
-    storeBE32(at + end, EXT_FEATURE_TABLE);
-    storeBE32(at + end + 4, FEATURE_NAMES_COUNT * FEATURE_ENTRY_BYTES);
-    let entry = at + end + EXT_HEADER_BYTES;
-    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 0, 'dirty bit');
-    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 1, 'corrupt bit');
-    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 2, 'external data file');
-    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 3, 'compression type');
-    entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, 4, 'extended L2 entries');
-    entry = featureName(entry, <u32>FeatureType.COMPATIBLE, 0, 'lazy refcounts');
-    entry = featureName(entry, <u32>FeatureType.AUTOCLEAR, 0, 'bitmaps');
-    featureName(entry, <u32>FeatureType.AUTOCLEAR, 1, 'raw external data');
-    end += EXT_HEADER_BYTES + FEATURE_NAMES_COUNT * FEATURE_ENTRY_BYTES;
-  }
+  if (version == 3 && clusterBits >= FEATURE_TABLE_MIN_CLUSTER_BITS) end += renderFeatureNameTable(at + end);
   end += EXT_HEADER_BYTES; // the end-of-extensions marker: eight zero bytes
   if (nameBytes > 0) {
     storeBE64(at + HeaderField.BACKING_FILE_OFFSET, <u64>end);
@@ -291,14 +278,6 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
   }
   headerImageBytes = min<u32>(end, <u32>HEADER_IMAGE_CAPACITY);
   return <u64>end;
-}
-
-// One feature name table entry: u8 type, u8 bit, 46 bytes of ASCII name padded with zeros.
-function featureName(entry: usize, type: u32, bit: u32, name: string): usize {
-  store<u8>(entry, <u8>type);
-  store<u8>(entry, <u8>bit, 1);
-  for (let i = 0; i < name.length; i++) store<u8>(entry + 2 + <usize>i, <u8>name.charCodeAt(i));
-  return entry + FEATURE_ENTRY_BYTES;
 }
 
 function fail(reason: CreateError, detail: f64): Status {

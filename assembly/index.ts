@@ -101,7 +101,7 @@ export {
 
 // Consistency check and repair (assembly/check*.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
 // CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-check.ts.
+// bindings/qcow2-check-session.ts.
 export { configureCheck, checkBegin } from './check';
 export {
   checkRegionsBytes, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount, checkEventsDropped,
@@ -123,3 +123,17 @@ export {
   snapshotDateSeconds, snapshotDateNanoseconds, snapshotVmClockNanoseconds, snapshotVmStateBytes, snapshotDiskBytes,
   snapshotIcount,
 } from './snapshot';
+
+// Metadata tools (snapshots, resize, amend, commit, check repair): table entries, snapshot table
+// entries and headers read and written in the HEADER region, the window TypeScript places bytes in
+// (assembly/table-entries.ts, assembly/snapshot.ts, assembly/header-render.ts).
+export {
+  entryHostOffset, setEntryHostOffset, setEntryCopied, l2EntryIsCompressed, l2EntryHasZeroFlag, l2EntryReadsAsZeros,
+  compressedDataOffset, compressedRunStart, compressedRunBytes, relocateL2Entry, setL2DataEntry,
+  reftableEntryOffset, setReftableEntry, refcountAt, setRefcountAt,
+} from './table-entries';
+export { renderSnapshotEntry, setSnapshotEntryL1Offset } from './snapshot';
+export {
+  headerPatchSourceBytes, headerPatchBegin, headerPatchStart, headerPatchEnd, patchHeaderTables, patchHeaderClearFlags,
+  renderHeader, headerExtensionDataAt, appendHeaderExtension, appendFeatureNameTable, finishHeader,
+} from './header-render';

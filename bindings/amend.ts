@@ -5,7 +5,8 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { ShadowUpdate, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
+import { ShadowUpdate } from './qcow2-shadow-update.js';
+import { TableCodec } from './qcow2-metadata-codec.js';
 import { currentHeaderFields, serializeHeader } from './qcow2-header-write.js';
 import { resizeQcow2 } from './resize.js';
 
@@ -25,7 +26,6 @@ export interface AmendOptions {
 
 const INCOMPATIBLE_DIRTY = 1n;
 const COMPATIBLE_LAZY_REFCOUNTS = 1n;
-const COMPRESSED_HIGH = 0x40000000;
 
 /**
  * Amends the qcow2 image in `backend` (writable, not open elsewhere). Errors (INVALID_ARGUMENT,
@@ -69,20 +69,11 @@ export async function amendQcow2(backend: Backend, options: AmendOptions): Promi
 // backing file) or, over a backing file, clusters of zeros; in the active tables and in every
 // snapshot's (which then get new L2 and L1 tables).
 async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
+  const { codec, geometry } = update;
   const backing = update.header.backingFile !== undefined;
   const zeroCluster = new Uint8Array(update.clusterSize);
   // Rewrites the zero entries of `table` in place; true when there were any.
-  const expand = (table: Uint8Array): boolean => {
-    const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
-    let changed = false;
-    for (let at = 0; at < table.length; at += update.l2EntryBytes) {
-      if ((view.getUint32(at) & COMPRESSED_HIGH) || (view.getUint32(at + 4) & 1) === 0) continue;
-      const hostOffset = backing ? update.allocate(1, zeroCluster) : 0;
-      setTableEntry(view, at, hostOffset, false);
-      changed = true;
-    }
-    return changed;
-  };
+  const expand = (table: Uint8Array): boolean => codec.replaceZeroFlagged(table, geometry, () => (backing ? update.allocate(1, zeroCluster) : 0));
   for (let i = 0; i < update.activeL1.length; i++) {
     const table = await update.activeTable(i);
     if (table && expand(table)) update.setActiveTable(i, table);
@@ -90,11 +81,9 @@ async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
   const copies = new Map<number, number>();
   for (const [index, snapshot] of update.snapshots.entries()) {
     if (snapshot.l1Entries === 0) continue;
-    const l1 = (await update.readHost(snapshot.l1TableOffset, snapshot.l1Entries * 8)).slice();
-    const l1View = new DataView(l1.buffer);
+    const l1 = (await update.readHost(snapshot.l1TableOffset, TableCodec.pointerTableBytes(snapshot.l1Entries))).slice();
     let changed = false;
-    for (let i = 0; i < snapshot.l1Entries; i++) {
-      const tableOffset = tableEntryOffset(l1View, i * 8);
+    for (const [i, tableOffset] of codec.l1Offsets(l1).entries()) {
       if (tableOffset === 0) continue;
       let copy = copies.get(tableOffset);
       if (copy === undefined) {
@@ -103,9 +92,9 @@ async function expandZeroClusters(update: ShadowUpdate): Promise<void> {
         copies.set(tableOffset, copy);
       }
       if (copy === tableOffset) continue;
-      setTableEntry(l1View, i * 8, copy, false);
+      codec.setL1Offsets(l1, i, [copy], false);
       changed = true;
     }
-    if (changed) update.replaceSnapshotL1(index, l1);
+    if (changed) await update.replaceSnapshotL1(index, l1);
   }
 }

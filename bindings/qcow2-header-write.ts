@@ -1,25 +1,22 @@
 // SPDX-License-Identifier: MIT
-// Serializing a whole qcow2 header as QEMU 7.2 rewrites one (qcow2_update_header): the fixed
-// fields (72 bytes for version 2, 112 for version 3), then the backing format extension, the
-// feature name table (version 3 only), any extensions kept from the old header, the end
-// marker, and the backing file name. Used by amend (version, refcount width, lazy refcounts) and
-// rebase (backing file name and format).
+// Writing qcow2 headers, with the wasm core rendering every byte (assembly/header-render.ts):
+// switching an image to new tables (and clearing its dirty bit) with one write inside the first
+// sector, clearing the dirty and corrupt bits after a repair, and serializing a whole header as
+// QEMU 7.2 rewrites one (qcow2_update_header): the fixed fields (72 bytes for version 2, 112 for
+// version 3), then the backing format extension, the feature name table (version 3 only), any
+// extensions kept from the old header, the end marker, and the backing file name. The whole
+// header is used by amend (version, refcount width, lazy refcounts) and rebase (backing file).
 
+import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
+import { sharedCore, type CoreExports, type CoreInstance } from './wasm.js';
+import { headerRegionView } from './qcow2-metadata-codec.js';
 
-const QCOW2_MAGIC = 0x514649fb;
+/** The backing format extension (qcow2 spec, "Header extensions"). */
 const EXTENSION_BACKING_FORMAT = 0xe2792aca;
-const EXTENSION_FEATURE_TABLE = 0x6803f857;
-const VERSION_3_HEADER_BYTES = 112;
-const VERSION_2_HEADER_BYTES = 72;
-const FEATURE_NAME_BYTES = 46;
-
-/** QEMU 7.2's feature name table: [type (0 incompatible, 1 compatible, 2 autoclear), bit, name]. */
-const FEATURE_NAMES: readonly [number, number, string][] = [
-  [0, 0, 'dirty bit'], [0, 1, 'corrupt bit'], [0, 2, 'external data file'], [0, 3, 'compression type'],
-  [0, 4, 'extended L2 entries'], [1, 0, 'lazy refcounts'], [2, 0, 'bitmaps'], [2, 1, 'raw external data'],
-];
+/** Longest backing file name QEMU accepts. */
+const MAX_BACKING_NAME_BYTES = 1023;
 
 /** What the new header says; the rest comes from the image's current header. */
 export interface HeaderFields {
@@ -33,65 +30,96 @@ export interface HeaderFields {
   backingFormat?: string;
 }
 
+/** Where an image's tables are, as its header records it: what a crash-safe update switches. */
+export interface HeaderTables {
+  virtualSize: number;
+  l1Entries: number;
+  l1TableOffset: number;
+  refcountTableOffset: number;
+  refcountTableClusters: number;
+  snapshotCount: number;
+  snapshotsOffset: number;
+}
+
+/** The shared core's header exports and its HEADER region (the file's bytes from position 0). */
+function headerWindow(core: CoreInstance): { x: CoreExports; window: Uint8Array } {
+  return { x: core.exports, window: headerRegionView(core) };
+}
+
+const low32 = (value: bigint) => Number(value & 0xffffffffn);
+const high32 = (value: bigint) => Number((value >> 32n) & 0xffffffffn);
+
 /**
- * The bytes of a header with `fields` and everything else from `current` (its unknown
- * extensions kept), the header bytes 24..72 taken from `switchFields` (see ShadowUpdate.commit).
- * Throws INVALID_ARGUMENT when it would not fit in cluster 0 or a name is too long.
+ * Patches the header of the image in `backend` in one write of the bytes that change: reads its
+ * first bytes, lets `patch` change them in the core, writes the changed range. Returns false
+ * when nothing changed (nothing written).
  */
-export function serializeHeader(current: Qcow2Header, fields: HeaderFields, switchFields: Uint8Array): Uint8Array {
+async function patchHeader(backend: Backend, patch: (x: CoreExports) => void): Promise<boolean> {
+  const core = await sharedCore();
+  const source = new Uint8Array(core.exports.headerPatchSourceBytes());
+  await backend.preadv(0, [source]);
+  const { x, window } = headerWindow(core);
+  window.set(source);
+  x.headerPatchBegin();
+  patch(x);
+  const start = x.headerPatchStart();
+  const end = x.headerPatchEnd();
+  if (end === 0) return false;
+  await backend.pwritev(start, [window.slice(start, end)]);
+  return true;
+}
+
+/**
+ * Switches the image in `backend` to the tables `tables` says with one write inside the first
+ * 512-byte sector (atomic), clearing the dirty bit in the same write when `clearDirty`.
+ */
+export async function switchHeaderTables(backend: Backend, tables: HeaderTables, clearDirty: boolean): Promise<void> {
+  await patchHeader(backend, (x) => {
+    x.patchHeaderTables(tables.virtualSize, tables.l1Entries, tables.l1TableOffset, tables.refcountTableOffset,
+      tables.refcountTableClusters, tables.snapshotCount, tables.snapshotsOffset);
+    if (clearDirty) x.patchHeaderClearFlags(1, 0);
+  });
+}
+
+/**
+ * Clears the dirty and corrupt bits of the (version 3) header of the image in `backend`, as
+ * QEMU's mark_clean / mark_consistent after a repair. Returns false when neither was set.
+ */
+export function markHeaderClean(backend: Backend): Promise<boolean> {
+  return patchHeader(backend, (x) => { x.patchHeaderClearFlags(1, 1); });
+}
+
+/**
+ * The bytes of a header with `fields`, the tables `tables` and everything else from `current`
+ * (its unknown extensions kept). Throws INVALID_ARGUMENT when it would not fit in cluster 0 or a
+ * name is too long.
+ */
+export async function serializeHeader(current: Qcow2Header, fields: HeaderFields, tables: HeaderTables): Promise<Uint8Array> {
   const encoder = new TextEncoder();
-  const extensions: { type: number; data: Uint8Array }[] = [];
-  if (fields.backingFile !== undefined && fields.backingFormat !== undefined) {
-    extensions.push({ type: EXTENSION_BACKING_FORMAT, data: encoder.encode(fields.backingFormat) });
-  }
-  if (fields.version === 3) {
-    const table = new Uint8Array(FEATURE_NAMES.length * 48);
-    FEATURE_NAMES.forEach(([type, bit, name], i) => {
-      table[i * 48] = type;
-      table[i * 48 + 1] = bit;
-      table.set(encoder.encode(name).subarray(0, FEATURE_NAME_BYTES), i * 48 + 2);
-    });
-    extensions.push({ type: EXTENSION_FEATURE_TABLE, data: table });
-  }
-  for (const e of current.unknownExtensions) extensions.push({ type: e.type, data: e.data });
-
-  const fixedBytes = fields.version === 3 ? VERSION_3_HEADER_BYTES : VERSION_2_HEADER_BYTES;
-  let extensionBytes = 8; // end marker
-  for (const e of extensions) extensionBytes += 8 + ((e.data.length + 7) & ~7);
   const backingName = fields.backingFile === undefined ? new Uint8Array(0) : encoder.encode(fields.backingFile);
-  if (backingName.length > 1023) throw new ImageError('INVALID_ARGUMENT', 'the backing file name is longer than 1023 bytes');
-  const total = fixedBytes + extensionBytes + backingName.length;
-  if (total > current.clusterSize) throw new ImageError('INVALID_ARGUMENT', `the header (${total} bytes) does not fit in cluster 0 (${current.clusterSize} bytes)`);
-
-  const bytes = new Uint8Array(total);
-  const view = new DataView(bytes.buffer);
-  const set64 = (at: number, value: bigint) => view.setBigUint64(at, value);
-  view.setUint32(0, QCOW2_MAGIC);
-  view.setUint32(4, fields.version);
-  if (backingName.length > 0) {
-    set64(8, BigInt(fixedBytes + extensionBytes));
-    view.setUint32(16, backingName.length);
-  }
-  view.setUint32(20, current.clusterBits);
-  bytes.set(switchFields, 24);
-  if (fields.version === 3) {
-    set64(72, fields.incompatibleFeatures);
-    set64(80, fields.compatibleFeatures);
-    set64(88, fields.autoclearFeatures);
-    view.setUint32(96, fields.refcountOrder);
-    view.setUint32(100, VERSION_3_HEADER_BYTES);
-    bytes[104] = current.compressionType === 'zstd' ? 1 : 0;
-  }
-  let at = fixedBytes;
-  for (const e of extensions) {
-    view.setUint32(at, e.type);
-    view.setUint32(at + 4, e.data.length);
-    bytes.set(e.data, at + 8);
-    at += 8 + ((e.data.length + 7) & ~7);
-  }
-  at += 8;
-  bytes.set(backingName, at);
-  return bytes;
+  if (backingName.length > MAX_BACKING_NAME_BYTES) throw new ImageError('INVALID_ARGUMENT', `the backing file name is longer than ${MAX_BACKING_NAME_BYTES} bytes`);
+  const { x, window } = headerWindow(await sharedCore());
+  const tooLarge = (bytes: number) => new ImageError('INVALID_ARGUMENT', `the header (${bytes} bytes) does not fit in cluster 0 (${current.clusterSize} bytes)`);
+  x.renderHeader(fields.version, current.clusterBits, fields.refcountOrder, current.compressionType === 'zstd' ? 1 : 0,
+    low32(fields.incompatibleFeatures), high32(fields.incompatibleFeatures), low32(fields.compatibleFeatures),
+    high32(fields.compatibleFeatures), low32(fields.autoclearFeatures), high32(fields.autoclearFeatures));
+  x.headerPatchBegin();
+  x.patchHeaderTables(tables.virtualSize, tables.l1Entries, tables.l1TableOffset, tables.refcountTableOffset,
+    tables.refcountTableClusters, tables.snapshotCount, tables.snapshotsOffset);
+  const append = (type: number, data: Uint8Array) => {
+    const at = x.headerExtensionDataAt();
+    if (at + data.length > window.length || x.appendHeaderExtension(type, data.length) < 0) throw tooLarge(at + data.length);
+    window.set(data, at);
+  };
+  if (fields.backingFile !== undefined && fields.backingFormat !== undefined) append(EXTENSION_BACKING_FORMAT, encoder.encode(fields.backingFormat));
+  if (fields.version === 3 && x.appendFeatureNameTable() < 0) throw tooLarge(window.length);
+  for (const e of current.unknownExtensions) append(e.type, e.data);
+  const nameAt = x.finishHeader(backingName.length);
+  if (nameAt < 0) throw tooLarge(window.length);
+  const total = nameAt + backingName.length;
+  if (total > current.clusterSize) throw tooLarge(total);
+  window.set(backingName, nameAt);
+  return window.slice(0, total);
 }
 
 /** The header fields of `header` as they are (to change some). */

@@ -7,7 +7,9 @@
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
 import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
-import { MAX_SNAPSHOTS, ShadowUpdate, snapshotEntryBytes, readQcow2Header, setTableEntry, tableEntryOffset, type TableCapacity } from './qcow2-shadow-update.js';
+import { MAX_SNAPSHOTS, ShadowUpdate, readQcow2Header, type TableCapacity } from './qcow2-shadow-update.js';
+import { renderSnapshotEntry } from './qcow2-snapshot-entries.js';
+import { TableCodec, type L2Geometry } from './qcow2-metadata-codec.js';
 
 /** Options of createSnapshot. */
 export interface CreateSnapshotOptions {
@@ -47,27 +49,22 @@ export async function createSnapshot(backend: Backend, name: string, options: Cr
 
   // The snapshot's L1 table: the disk's part of the active L1 as stored, then the VM state's L2 tables.
   const diskEntries = Math.min(update.activeL1.length, vmIndex);
-  const stored = new Uint8Array(update.header.l1Size * 8);
+  const stored = new Uint8Array(TableCodec.pointerTableBytes(update.header.l1Size));
   if (stored.length > 0) await backend.preadv(update.header.l1TableOffset, [stored]);
   const vmClusters = Math.ceil(vmState.length / clusterSize);
   const vmTables = Math.ceil(vmClusters / update.l2Entries);
   const l1Entries = Math.max(update.activeL1.length, vmIndex + vmTables);
-  const l1 = new Uint8Array(Math.max(l1Entries * 8, 8));
-  l1.set(stored.subarray(0, diskEntries * 8));
+  const l1 = new Uint8Array(TableCodec.pointerTableBytes(Math.max(l1Entries, 1)));
+  l1.set(stored.subarray(0, TableCodec.pointerTableBytes(diskEntries)));
   if (vmClusters > 0) {
     const dataOffset = update.allocate(vmClusters, vmState);
-    const l1View = new DataView(l1.buffer);
+    const tableOffsets: number[] = [];
     for (let t = 0; t < vmTables; t++) {
-      const table = new Uint8Array(clusterSize);
-      const view = new DataView(table.buffer);
-      for (let e = 0; e < update.l2Entries && t * update.l2Entries + e < vmClusters; e++) {
-        const hostOffset = dataOffset + (t * update.l2Entries + e) * clusterSize;
-        setTableEntry(view, e * update.l2EntryBytes, hostOffset, true);
-        // Extended L2: all 32 subclusters allocated.
-        if (update.l2EntryBytes === 16) view.setUint32(e * 16 + 12, 0xffffffff);
-      }
-      setTableEntry(l1View, (vmIndex + t) * 8, update.allocate(1, table), true);
+      const dataOffsets: number[] = [];
+      for (let e = 0; e < update.l2Entries && t * update.l2Entries + e < vmClusters; e++) dataOffsets.push(dataOffset + (t * update.l2Entries + e) * clusterSize);
+      tableOffsets.push(update.allocate(1, update.codec.dataL2Table(update.geometry, dataOffsets)));
     }
+    update.codec.setL1Offsets(l1, vmIndex, tableOffsets, true);
   }
   const l1TableOffset = update.allocate(Math.ceil(l1.length / clusterSize), l1);
   // QEMU drops the VM state from the active image once a snapshot holds it.
@@ -75,7 +72,7 @@ export async function createSnapshot(backend: Backend, name: string, options: Cr
 
   const date = options.date ?? new Date();
   const milliseconds = date.getTime();
-  const entry = snapshotEntryBytes({
+  const entry = await renderSnapshotEntry({
     id: String(nextSnapshotId(update.snapshots.map((s) => s.id))), name, l1TableOffset, l1Entries,
     dateSeconds: Math.floor(milliseconds / 1000), dateNanoseconds: (milliseconds % 1000) * 1e6,
     vmClockNanoseconds: options.vmClockNanoseconds ?? 0, vmStateBytes: vmState.length, diskBytes: update.virtualSize, icount: 0,
@@ -104,13 +101,11 @@ export async function applySnapshot(backend: Backend, nameOrId: string, capacity
   }
   // The disk's part of the snapshot's L1 table; its VM state stays in the snapshot (readSnapshotVmState).
   const diskEntries = Math.min(snapshot.l1Entries, update.vmStateL1Index());
-  const l1 = new Uint8Array(diskEntries * 8);
+  const l1 = new Uint8Array(TableCodec.pointerTableBytes(diskEntries));
   if (l1.length > 0) await backend.preadv(snapshot.l1TableOffset, [l1]);
-  const view = new DataView(l1.buffer);
   for (let i = 0; i < update.activeL1.length; i++) update.dropActiveTable(i);
   while (update.activeL1.length < diskEntries) update.activeL1.push(0);
-  for (let i = 0; i < diskEntries; i++) {
-    const tableOffset = tableEntryOffset(view, i * 8);
+  for (const [i, tableOffset] of update.codec.l1Offsets(l1).entries()) {
     if (tableOffset === 0) continue;
     // A private copy of the snapshot's table (the recount sets its COPIED flags).
     update.setActiveTable(i, await update.readTable(tableOffset));
@@ -146,8 +141,8 @@ export async function readSnapshotVmState(backend: Backend, nameOrId: string): P
   const snapshot = snapshots.find((s) => s.id === nameOrId) ?? snapshots.find((s) => s.name === nameOrId);
   if (!snapshot) throw new SnapshotNotFoundError(nameOrId);
   const clusterSize = header.clusterSize;
-  const entryBytes = header.flags.extendedL2 ? 16 : 8;
-  const l2Entries = clusterSize / entryBytes;
+  const geometry: L2Geometry = { clusterBits: header.clusterBits, extendedL2: header.flags.extendedL2, version: header.version };
+  const l2Entries = clusterSize / TableCodec.l2EntryBytes(geometry);
   const l2Span = clusterSize * l2Entries;
   const vmIndex = Math.ceil((snapshot.diskBytes ?? header.virtualSize) / l2Span);
   const state = new Uint8Array(snapshot.vmStateBytes);
@@ -156,25 +151,20 @@ export async function readSnapshotVmState(backend: Backend, nameOrId: string): P
     throw new ImageError('QCOW2_CORRUPT', `snapshot '${snapshot.name}': its VM state reaches past its L1 table of ${snapshot.l1Entries} entries`);
   }
   if (tables === 0) return state;
-  const l1 = new Uint8Array(tables * 8);
-  await backend.preadv(snapshot.l1TableOffset + vmIndex * 8, [l1]);
-  const l1View = new DataView(l1.buffer);
+  const codec = await TableCodec.load();
+  const l1 = new Uint8Array(TableCodec.pointerTableBytes(tables));
+  await backend.preadv(snapshot.l1TableOffset + TableCodec.pointerTableBytes(vmIndex), [l1]);
   const table = new Uint8Array(clusterSize);
-  const tableView = new DataView(table.buffer);
-  for (let t = 0; t < tables; t++) {
-    const tableOffset = tableEntryOffset(l1View, t * 8);
+  for (const [t, tableOffset] of codec.l1Offsets(l1).entries()) {
     if (tableOffset === 0) continue;
     await backend.preadv(tableOffset, [table]);
     for (let e = 0; e < l2Entries; e++) {
       const start = t * l2Span + e * clusterSize;
       if (start >= state.length) break;
-      const high = tableView.getUint32(e * entryBytes);
-      const low = tableView.getUint32(e * entryBytes + 4);
-      if (high & 0x40000000) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `snapshot '${snapshot.name}': compressed VM state is not supported`);
-      const hostOffset = tableEntryOffset(tableView, e * entryBytes);
-      const zero = header.version === 3 && (entryBytes === 8 ? (low & 1) !== 0 : tableView.getUint32(e * 16 + 8) === 0xffffffff);
-      if (hostOffset === 0 || zero) continue;
-      await backend.preadv(hostOffset, [state.subarray(start, Math.min(state.length, start + clusterSize))]);
+      const entry = codec.l2Entry(table, geometry, e);
+      if (entry.compressed) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `snapshot '${snapshot.name}': compressed VM state is not supported`);
+      if (entry.hostOffset === 0 || entry.readsAsZeros) continue;
+      await backend.preadv(entry.hostOffset, [state.subarray(start, Math.min(state.length, start + clusterSize))]);
     }
   }
   return state;

@@ -5,7 +5,8 @@
 import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
-import { byteRegion, instantiateCore, Region } from './wasm.js';
+import { instantiateCore } from './wasm.js';
+import { headerRegionView } from './qcow2-metadata-codec.js';
 
 /** One internal snapshot, as the snapshot table records it. */
 export interface Qcow2Snapshot {
@@ -41,16 +42,18 @@ export async function listSnapshots(backend: Backend, header: Qcow2Header): Prom
 
 /**
  * Like listSnapshots, and also how many bytes the table spans from header.snapshotsOffset (the
- * entries with their padding; 0 without snapshots): what the overlap guard protects.
+ * entries with their padding; 0 without snapshots): what the overlap guard protects; and each
+ * entry's bytes as stored, without padding (what a rewrite of the table keeps).
  */
-export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number }> {
-  if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0 };
+export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number; entryBytes: Uint8Array[] }> {
+  if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0, entryBytes: [] };
   const core = await instantiateCore();
   const x = core.exports;
-  const window = byteRegion(core, Region.HEADER);
-  const windowBytes = window.byteLength;
+  const window = headerRegionView(core);
+  const windowBytes = window.length;
   const text = new TextDecoder();
   const snapshots: Qcow2Snapshot[] = [];
+  const entryBytes: Uint8Array[] = [];
   let windowStart = header.snapshotsOffset;
   let available = 0;
   let at = 0;
@@ -79,7 +82,8 @@ export async function readSnapshotTable(backend: Backend, header: Qcow2Header): 
       ...(diskBytes >= 0 ? { diskBytes } : {}), ...(icount >= 0 ? { icount } : {}),
       l1TableOffset: x.snapshotL1Offset(), l1Entries: x.snapshotL1Entries() >>> 0,
     });
+    entryBytes.push(window.slice(at, idEnd + x.snapshotNameLength()));
     at += length;
   }
-  return { snapshots, tableBytes: windowStart + at - header.snapshotsOffset };
+  return { snapshots, tableBytes: windowStart + at - header.snapshotsOffset, entryBytes };
 }

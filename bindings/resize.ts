@@ -7,7 +7,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { ShadowUpdate, setTableEntry, tableEntryOffset } from './qcow2-shadow-update.js';
+import { ShadowUpdate } from './qcow2-shadow-update.js';
 import { inflateCluster } from './decompress.js';
 
 /** Options of resizeQcow2. */
@@ -18,7 +18,6 @@ export interface ResizeOptions {
 
 /** Largest virtual size QEMU's qcow2 driver accepts (2^55 bytes). */
 const MAX_VIRTUAL_BYTES = 2 ** 55;
-const COMPRESSED_HIGH = 0x40000000;
 
 /**
  * Sets the virtual size of the qcow2 image in `backend` (writable, not open elsewhere) to
@@ -46,7 +45,6 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
     const lastIndex = newTables - 1;
     const table = lastIndex >= 0 ? await update.activeTable(lastIndex) : undefined;
     if (table) {
-      const view = new DataView(table.buffer, table.byteOffset, table.byteLength);
       const firstGone = Math.ceil(newSize / clusterSize) - lastIndex * update.l2Entries;
       if (firstGone < update.l2Entries) {
         table.fill(0, firstGone * update.l2EntryBytes);
@@ -54,7 +52,7 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
       }
       const partial = newSize % clusterSize;
       const lastEntry = Math.ceil(newSize / clusterSize) - 1 - lastIndex * update.l2Entries;
-      if (partial !== 0 && lastEntry >= 0 && (await cutLastCluster(update, view, lastEntry * update.l2EntryBytes, partial))) {
+      if (partial !== 0 && lastEntry >= 0 && (await cutLastCluster(update, table, lastEntry, partial))) {
         update.setActiveTable(lastIndex, table);
       }
     }
@@ -66,33 +64,24 @@ export async function resizeQcow2(backend: Backend, virtualSize: number, options
   return newSize;
 }
 
-// The new last cluster, cut at byte `keepBytes`, moves to a new cluster holding its first
-// `keepBytes` bytes and zeros after them (written before the switch), so the cut-off bytes read
-// as zeros if the image grows again. Returns false when the entry has no data cluster.
-async function cutLastCluster(update: ShadowUpdate, table: DataView, at: number, keepBytes: number): Promise<boolean> {
-  const high = table.getUint32(at);
-  const low = table.getUint32(at + 4);
-  const clusterSize = update.clusterSize;
-  const cluster = new Uint8Array(clusterSize);
-  if (high & COMPRESSED_HIGH) {
-    const bits = update.header.clusterBits;
-    const shift = 70 - bits - 32;
-    const hostOffset = (high & ((1 << shift) - 1)) * 2 ** 32 + low;
-    const sectors = ((high >>> shift) & ((1 << (bits - 8)) - 1)) + 1;
-    const start = Math.floor(hostOffset / 512) * 512;
-    const compressed = (await update.readHost(start, sectors * 512)).subarray(hostOffset - start);
-    inflateCluster(update.header.compressionType, compressed, cluster, hostOffset);
-    // A compressed cluster has no subcluster bitmap; the new one is all allocated.
-    if (update.l2EntryBytes === 16) table.setUint32(at + 12, 0xffffffff);
+// The new last cluster (entry `index` of `table`), cut at byte `keepBytes`, moves to a new
+// cluster holding its first `keepBytes` bytes and zeros after them (written before the switch), so
+// the cut-off bytes read as zeros if the image grows again. Returns false when the entry has no
+// data cluster.
+async function cutLastCluster(update: ShadowUpdate, table: Uint8Array, index: number, keepBytes: number): Promise<boolean> {
+  const { codec, geometry } = update;
+  const cluster = new Uint8Array(update.clusterSize);
+  const compressed = codec.compressedRun(table, geometry, index);
+  if (compressed) {
+    const data = (await update.readHost(compressed.runStart, compressed.runBytes)).subarray(compressed.hostOffset - compressed.runStart);
+    inflateCluster(update.header.compressionType, data, cluster, compressed.hostOffset);
   } else {
-    const hostOffset = tableEntryOffset(table, at);
+    const { hostOffset } = codec.l2Entry(table, geometry, index);
     if (hostOffset === 0) return false;
     cluster.set((await update.readHost(hostOffset, keepBytes)).subarray(0, keepBytes));
   }
   cluster.fill(0, keepBytes);
-  const copy = update.allocate(1, cluster);
-  setTableEntry(table, at, copy, false);
-  // A zero cluster with a host cluster stays a zero cluster.
-  if (low & 1 && !(high & COMPRESSED_HIGH)) table.setUint32(at + 4, (table.getUint32(at + 4) | 1) >>> 0);
+  // A zero cluster with a host cluster stays a zero cluster; a compressed one becomes a plain one.
+  codec.relocateL2Entry(table, geometry, index, update.allocate(1, cluster));
   return true;
 }

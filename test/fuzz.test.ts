@@ -20,9 +20,9 @@ import { expectBytes } from './helpers/bytes.js';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import type { CreateOptions } from '../bindings/image.js';
-import type { Backend } from '../bindings/backend.js';
 import { Qcow2WasmError } from '../bindings/errors.js';
 import { convertToRaw, describeWithQemu, qemuCheck, qemuImg, qemuIo, requireQemu } from './helpers/qemu.js';
+import { keepOpen } from './helpers/backend-contents.js';
 
 const LONG = process.env.QCOW2_WASM_FUZZ === 'long';
 const SEED = Number(process.env.QCOW2_WASM_SEED ?? 20261127) >>> 0;
@@ -121,15 +121,6 @@ function randomRange(prng: Prng, size: number, clusterSize: number): [number, nu
   const offset = prng.int(4) === 0 ? prng.int(size / clusterSize) * clusterSize : prng.int(size);
   const length = 1 + prng.int(Math.min(size - offset, prng.int(3) === 0 ? 3 * clusterSize : 8192));
   return [offset, length];
-}
-
-/** `backend` with close() turned into a no-op, so the file can be read after the image closed. */
-function keepOpen(backend: Backend): Backend {
-  return {
-    kind: backend.kind, capabilities: backend.capabilities, limits: backend.limits,
-    getSize: () => backend.getSize(), preadv: (p, b) => backend.preadv(p, b), pwritev: (p, b) => backend.pwritev(p, b),
-    flush: () => backend.flush(), truncate: (size) => backend.truncate!(size), discard: (p, l) => backend.discard!(p, l), close: async () => {},
-  };
 }
 
 /** Where a sequence starts: an image file made elsewhere (qemu-img), its backing files and its guest content. */

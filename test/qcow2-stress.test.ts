@@ -11,32 +11,17 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { Backend } from '../bindings/backend.js';
 import type { WriteRequest } from '../bindings/image.js';
 import { wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { describeWithQemu, zoo, convertToRaw, qemuCheck, type ZooImage } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';
+import { backendBytes, keepOpen } from './helpers/backend-contents.js';
 
 const BASE_SEED = Number(process.env.QCOW2_WASM_SEED ?? 1);
 const SEEDS_PER_IMAGE = 6;
 const MERGE_MODES = ['off', 'adjacent', 'full'] as const;
 const IMAGES = ['v3.qcow2', 'v2.qcow2', 'overlay.qcow2', 'xl2.qcow2', 'c512_rb1.qcow2', 'c4k_rb64.qcow2', 'comp_conv.qcow2', 'snap.qcow2'];
-
-/** `backend` with close() turned into a no-op, so the test can read the file after the image closed. */
-function keepOpen(backend: Backend): Backend {
-  return {
-    kind: backend.kind, capabilities: backend.capabilities, limits: backend.limits,
-    getSize: () => backend.getSize(), preadv: (p, b) => backend.preadv(p, b), pwritev: (p, b) => backend.pwritev(p, b),
-    flush: () => backend.flush(), truncate: (size) => backend.truncate!(size), close: async () => {},
-  };
-}
-
-async function contents(backend: Backend): Promise<Uint8Array> {
-  const bytes = new Uint8Array(await backend.getSize());
-  await backend.preadv(0, [bytes]);
-  return bytes;
-}
 
 describeWithQemu('qcow2 under concurrent overlapping I/O on an out-of-order backend', () => {
   let dir: string;
@@ -106,8 +91,8 @@ describeWithQemu('qcow2 under concurrent overlapping I/O on an out-of-order back
         expect(Buffer.compare(await disk.read(0, disk.virtualSize), model.read(0, disk.virtualSize)), `${name}, seed ${seed}`).toBe(0);
         await disk.close();
         const path = join(dir, `stress_${seed}_${name}`);
-        writeFileSync(path, await contents(store));
-        const reopened = await Qcow2Image.open(createMemoryBackend(await contents(store), { writable: false }), {
+        writeFileSync(path, await backendBytes(store));
+        const reopened = await Qcow2Image.open(createMemoryBackend(await backendBytes(store), { writable: false }), {
           readOnly: true, openBacking: async (backingName) => createMemoryBackend(new Uint8Array(readFileSync(join(dir, backingName)))),
         });
         expect(Buffer.compare(await reopened.read(0, reopened.virtualSize), model.read(0, reopened.virtualSize)), `${name}, seed ${seed}: the file reopened`).toBe(0);

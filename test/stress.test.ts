@@ -16,13 +16,13 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Qcow2Image } from '../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { Backend } from '../bindings/backend.js';
 import type { WriteRequest } from '../bindings/image.js';
 import { wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { describeWithQemu, qemuCheck, convertToRaw } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';
 import { runWorkload } from './helpers/crash-workload.js';
+import { backendBytes, keepOpen } from './helpers/backend-contents.js';
 
 const LONG = process.env.QCOW2_WASM_LONG === '1';
 const SEED = Number(process.env.QCOW2_WASM_SEED ?? 31337);
@@ -30,21 +30,6 @@ const OPERATIONS_PER_IMAGE = LONG ? 500_000 : 50_000;
 const MAX_IN_FLIGHT = 48;
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** `backend` with close() turned into a no-op, so the test can read the file after the image closed. */
-function keepOpen(backend: Backend): Backend {
-  return {
-    kind: backend.kind, capabilities: backend.capabilities, limits: backend.limits,
-    getSize: () => backend.getSize(), preadv: (p, b) => backend.preadv(p, b), pwritev: (p, b) => backend.pwritev(p, b),
-    flush: () => backend.flush(), close: async () => {},
-  };
-}
-
-async function contents(backend: Backend): Promise<Uint8Array> {
-  const bytes = new Uint8Array(await backend.getSize());
-  await backend.preadv(0, [bytes]);
-  return bytes;
-}
 
 describeWithQemu('concurrency stress on an out-of-order backend', () => {
   let dir: string;
@@ -138,9 +123,9 @@ describeWithQemu('concurrency stress on an out-of-order backend', () => {
       await disk.close();
 
       const path = join(dir, `stress-${index}.qcow2`);
-      writeFileSync(path, await contents(store));
+      writeFileSync(path, await backendBytes(store));
       if (backing) writeFileSync(join(dir, 'base.raw'), backing);
-      const reopened = await Qcow2Image.open(createMemoryBackend(await contents(store), { writable: false }), { readOnly: true, openBacking });
+      const reopened = await Qcow2Image.open(createMemoryBackend(await backendBytes(store), { writable: false }), { readOnly: true, openBacking });
       expect(Buffer.compare(await reopened.read(0, virtualSize), model.read(0, virtualSize)), `${where}: the file reopened after close`).toBe(0);
       await reopened.close();
       expect(Buffer.compare(convertToRaw(path), model.read(0, virtualSize)), `${where}: the file as qemu-img reads it`).toBe(0);

@@ -2,14 +2,14 @@
 // `qcow2-wasm amend [-f fmt] [-q] -o options filename`: qemu-img amend's options and messages,
 // over amendQcow2.
 
-import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { amendQcow2, type AmendOptions } from '../amend.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, parseSize, print, usageError, type CliIo } from '../cli.js';
+import { help } from '../cli.js';
+import { CliError, describe, print, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
 import { amendOptionsHelp, asksForHelp } from './options-help.js';
-import { openFailure } from './snapshot.js';
+import { openFileBackend } from './files.js';
 
 const ON_OFF: Record<string, boolean> = { on: true, off: false };
 const CREATE_ONLY = ['cluster_size', 'compression_type', 'extended_l2', 'preallocation', 'encryption'];
@@ -58,12 +58,7 @@ export async function amendCommand(io: CliIo, args: readonly string[]): Promise<
   if (asksForHelp(list) && forced !== 'raw') return print(io, amendOptionsHelp());
   if (p.operands.length !== 1) throw usageError('Expecting one image file name');
   const file = p.operands[0];
-  let backend: Backend;
-  try {
-    backend = await openNodeBackend(resolve(io.cwd, file), { writable: true });
-  } catch (error) {
-    throw new CliError(`Could not open '${file}': ${openFailure(file, error)}`);
-  }
+  const backend = await openFileBackend(io, file, true);
   try {
     const format = forced ?? (await probeFormat(backend));
     if (format === 'raw') throw new CliError("Format driver 'raw' does not support option amendment");

@@ -7,7 +7,10 @@
 import { resolve } from 'node:path';
 import { openImageFile } from '../node.js';
 import { runImageBench, type ImageBenchOptions } from '../image-bench.js';
-import { CliError, describe, hasOption, lastOption, openImage, parseArgs, parseSize, usageError, type CliIo } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
+import { openImage } from './files.js';
 
 const INT_MAX = 2 ** 31 - 1;
 

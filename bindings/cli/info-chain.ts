@@ -7,7 +7,9 @@ import { resolve } from 'node:path';
 import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { CliError, lastOption, parseArgs, pathCombine, type CliIo } from '../cli.js';
+import { CliError, type CliIo } from './io.js';
+import { lastOption, parseArgs } from './args.js';
+import { pathCombine } from './files.js';
 
 /** The `info` command without --backing-chain: prints one image's information. */
 type InfoCommand = (io: CliIo, args: readonly string[]) => Promise<number>;

@@ -4,9 +4,10 @@
 // codes. bindings/measure.ts computes.
 
 import { measureImage, type MeasureTarget } from '../measure.js';
-import {
-  CliError, describe, hasOption, imageFormat, lastOption, openImage, parseArgs, parseSize, type CliIo,
-} from '../cli.js';
+import { CliError, describe, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
+import { openImage } from './files.js';
 
 const ON_OFF: Record<string, boolean> = { on: true, yes: true, true: true, off: false, no: false, false: false };
 

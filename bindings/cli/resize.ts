@@ -2,14 +2,15 @@
 // `qcow2-wasm resize [-f fmt] [--shrink] [-q] filename [+ | -]size`: qemu-img resize's options,
 // messages and exit codes, over resizeQcow2 (qcow2) or a truncate (raw).
 
-import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { readQcow2Header } from '../qcow2-shadow-update.js';
 import { resizeQcow2 } from '../resize.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, parseSize, usageError, type CliIo } from '../cli.js';
-import { openFailure, PROBED_RAW_WARNING } from './snapshot.js';
+import { help } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { parseSize } from './sizes.js';
+import { PROBED_RAW_WARNING } from './snapshot.js';
+import { openFileBackend } from './files.js';
 
 const SHRINK_REFUSED = 'Use the --shrink option to perform a shrink operation.\n' +
   "qcow2-wasm: warning: Shrinking an image will delete all data beyond the shrunken image's end. Before performing such an operation, make sure there is no important data there.";
@@ -33,12 +34,7 @@ export async function resizeCommand(io: CliIo, args: readonly string[]): Promise
   const amount = parseSize(relative === 0 ? sizeText : sizeText.slice(1));
   if (amount === undefined) throw new CliError(SIZE_INVALID);
 
-  let backend: Backend;
-  try {
-    backend = await openNodeBackend(resolve(io.cwd, file), { writable: true });
-  } catch (error) {
-    throw new CliError(`Could not open '${file}': ${openFailure(file, error)}`);
-  }
+  const backend = await openFileBackend(io, file, true);
   try {
     const format = forced ?? (await probeFormat(backend));
     // qemu-img warns when it opens a probed raw image: to read its size, and again to resize it.

@@ -1,14 +1,18 @@
 // SPDX-License-Identifier: MIT
 // `qcow2-wasm snapshot -l | -a | -c | -d`: qemu-img snapshot's options, output and messages.
 
-import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import { openNodeBackend } from '../backends/node.js';
 import { probeFormat } from '../qcow2-image.js';
 import { listSnapshots } from '../qcow2-snapshots.js';
 import { applySnapshot, createSnapshot, deleteSnapshot, SnapshotNotFoundError } from '../qcow2-snapshot-ops.js';
 import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { CliError, describe, hasOption, help, parseArgs, snapshotLines, usageError, type CliIo } from '../cli.js';
+import { help } from '../cli.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, parseArgs } from './args.js';
+import { snapshotLines } from './info.js';
+import { openFileBackend } from './files.js';
+
+// Where the other commands have imported it from.
+export { openFailure } from './files.js';
 
 type Action = 'l' | 'a' | 'c' | 'd';
 
@@ -29,12 +33,7 @@ export async function snapshotCommand(io: CliIo, args: readonly string[]): Promi
   const file = p.operands[0];
   const [action, name] = actions[0] ?? [undefined, ''];
   if (action === undefined) return 0;
-  let backend: Backend;
-  try {
-    backend = await openNodeBackend(resolve(io.cwd, file), { writable: action !== 'l' });
-  } catch (error) {
-    throw new CliError(`Could not open '${file}': ${openFailure(file, error)}`);
-  }
+  const backend = await openFileBackend(io, file, action !== 'l');
   try {
     const format = await probeFormat(backend);
     // qemu-img warns once per open; apply opens twice.
@@ -66,13 +65,6 @@ export async function snapshotCommand(io: CliIo, args: readonly string[]): Promi
   } finally {
     await backend.close();
   }
-}
-
-/** Why a file did not open, worded as qemu-img words the common errors. */
-export function openFailure(file: string, error: unknown): string {
-  const code = (error as { cause?: { code?: unknown } } | undefined)?.cause?.code;
-  const reason = code === 'ENOENT' ? 'No such file or directory' : code === 'EACCES' ? 'Permission denied' : code === 'EROFS' ? 'Read-only file system' : undefined;
-  return reason ? `Could not open '${file}': ${reason}` : describe(error);
 }
 
 // Runs a snapshot operation; a failure becomes `what: reason` (qemu-img's reason for a missing snapshot).

@@ -9,7 +9,8 @@ import { isAbsolute, join, resolve } from 'node:path';
 import * as zlib from 'node:zlib';
 import { openNodeBackend } from '../backends/node.js';
 import { writeSplitImage } from '../split-writer.js';
-import { parseSize, type CliIo } from '../cli.js';
+import type { CliIo } from './io.js';
+import { parseSize } from './sizes.js';
 
 /** The synopsis line of the help text. */
 export const SPLIT_SYNOPSIS = '[--part-size=size] [--zstd] [-q] filename outdir';

@@ -8,28 +8,13 @@ import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { Qcow2Image } from '../../bindings/qcow2-image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
-import type { Backend } from '../../bindings/backend.js';
 import { convertToRaw, describeWithQemu, qemuCheck } from '../helpers/qemu.js';
 import { wrapDelayingBackend } from '../helpers/delaying-backend.js';
 import { makePrng } from '../helpers/prng.js';
+import { backendBytes, keepOpen } from '../helpers/backend-contents.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
-
-/** `backend` with close() a no-op, so the test can read the file after the image closed. */
-function keepOpen(backend: Backend): Backend {
-  return {
-    kind: backend.kind, capabilities: backend.capabilities, limits: backend.limits,
-    getSize: () => backend.getSize(), preadv: (p, b) => backend.preadv(p, b), pwritev: (p, b) => backend.pwritev(p, b),
-    flush: () => backend.flush(), close: async () => {},
-  };
-}
-
-async function contents(backend: Backend): Promise<Uint8Array> {
-  const bytes = new Uint8Array(await backend.getSize());
-  await backend.preadv(0, [bytes]);
-  return bytes;
-}
 
 describeWithQemu('bugs the differential stress test found', () => {
   let dir: string;
@@ -69,7 +54,7 @@ describeWithQemu('bugs the differential stress test found', () => {
     await disk.close();
 
     const path = join(dir, 'growth.qcow2');
-    writeFileSync(path, await contents(store));
+    writeFileSync(path, await backendBytes(store));
     const check = qemuCheck(path);
     expect({ exitCode: check.exitCode, corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0, errors: check['check-errors'] })
       .toEqual({ exitCode: 0, corruptions: 0, leaks: 0, errors: 0 });
@@ -100,7 +85,7 @@ describeWithQemu('bugs the differential stress test found', () => {
     expect(file.violations(), 'backend calls after close() or overlapping').toEqual([]);
 
     const path = join(dir, `close-${seed}.qcow2`);
-    writeFileSync(path, await contents(inner));
+    writeFileSync(path, await backendBytes(inner));
     const check = qemuCheck(path);
     expect({ exitCode: check.exitCode, corruptions: check.corruptions ?? 0, leaks: check.leaks ?? 0, errors: check['check-errors'] })
       .toEqual({ exitCode: 0, corruptions: 0, leaks: 0, errors: 0 });
