@@ -2,7 +2,7 @@
 // TypeScript face of the wasm merge core: writes request records into linear memory, runs
 // mergeWrites, and exposes the extent, piece and request-map records as typed-array views.
 
-import type { CoreInstance } from './wasm.js';
+import { float64Region, int32Region, type CoreInstance, CORE_CONSTANTS as C, Region, Status } from './wasm.js';
 import { ImageError } from './errors.js';
 
 /**
@@ -13,32 +13,8 @@ import { ImageError } from './errors.js';
  */
 export type MergeMode = 'off' | 'adjacent' | 'full';
 
-/** Layout constants read from the core's exported globals. */
-interface CoreConstants {
-  MAX_BATCH_REQUESTS: number; REQUEST_STRIDE: number; REQUEST_MAP_STRIDE: number;
-  PIECE_STRIDE: number; EXTENT_STRIDE: number; REGION_REQUESTS: number; REGION_REQUEST_MAP: number;
-  REGION_PIECES: number; REGION_EXTENTS: number; STATUS_INVALID: number; STATUS_OUTPUT_FULL: number;
-  MERGE_OFF: number; MERGE_ADJACENT: number; MERGE_FULL: number; GAP_REQUEST: number;
-  GAP_POLICY_NEVER: number; GAP_POLICY_WITHIN_BLOCK: number; GAP_POLICY_WITHIN_FRESH_CLUSTER: number;
-}
-
-function readConstants(core: CoreInstance): CoreConstants {
-  const raw = core.exports as unknown as Record<string, WebAssembly.Global>;
-  const get = (name: keyof CoreConstants): number => {
-    const global = raw[name];
-    if (!(global instanceof WebAssembly.Global)) throw new ImageError('WASM_INTERNAL', `wasm core lacks ${name}`);
-    return global.value as number;
-  };
-  const names: (keyof CoreConstants)[] = [
-    'MAX_BATCH_REQUESTS', 'REQUEST_STRIDE', 'REQUEST_MAP_STRIDE', 'PIECE_STRIDE', 'EXTENT_STRIDE',
-    'REGION_REQUESTS', 'REGION_REQUEST_MAP', 'REGION_PIECES', 'REGION_EXTENTS', 'STATUS_INVALID',
-    'STATUS_OUTPUT_FULL', 'MERGE_OFF', 'MERGE_ADJACENT', 'MERGE_FULL', 'GAP_REQUEST',
-    'GAP_POLICY_NEVER', 'GAP_POLICY_WITHIN_BLOCK', 'GAP_POLICY_WITHIN_FRESH_CLUSTER',
-  ];
-  const constants = {} as CoreConstants;
-  for (const name of names) constants[name] = get(name);
-  return constants;
-}
+// The record strides MergeCore reads (a type error when assembly/layout.ts changes them).
+[C.REQUEST_STRIDE, C.PIECE_STRIDE, C.EXTENT_STRIDE, C.REQUEST_MAP_STRIDE] satisfies [16, 24, 32, 8];
 
 /** Outcome of MergeCore.merge: the extent count, or 'output-full' (retry with fewer requests). */
 export type MergeResult = number | 'output-full';
@@ -62,30 +38,15 @@ export class MergeCore {
   readonly requestMap: Int32Array;
   private readonly requests: Float64Array;
   private readonly core: CoreInstance;
-  private readonly constants: CoreConstants;
 
   constructor(core: CoreInstance) {
     this.core = core;
-    const c = (this.constants = readConstants(core));
-    if (c.REQUEST_STRIDE !== 16 || c.PIECE_STRIDE !== 24 || c.EXTENT_STRIDE !== 32 || c.REQUEST_MAP_STRIDE !== 8) {
-      throw new ImageError('WASM_INTERNAL', 'wasm core record strides differ from what these bindings read');
-    }
-    this.maxBatchRequests = c.MAX_BATCH_REQUESTS;
-    this.gapRequest = c.GAP_REQUEST;
-    const buffer = core.memory.buffer;
-    const view = (region: number, bytesPer: number) => {
-      const offset = core.exports.regionOffset(region) >>> 0;
-      const bytes = core.exports.regionBytes(region) >>> 0;
-      return [offset, bytes / bytesPer] as const;
-    };
-    const [reqAt, reqLen] = view(c.REGION_REQUESTS, 8);
-    this.requests = new Float64Array(buffer, reqAt, reqLen);
-    const [extAt, extLen] = view(c.REGION_EXTENTS, 8);
-    this.extents = new Float64Array(buffer, extAt, extLen);
-    const [pieceAt, pieceLen] = view(c.REGION_PIECES, 8);
-    this.pieces = new Float64Array(buffer, pieceAt, pieceLen);
-    const [mapAt, mapLen] = view(c.REGION_REQUEST_MAP, 4);
-    this.requestMap = new Int32Array(buffer, mapAt, mapLen);
+    this.maxBatchRequests = C.MAX_BATCH_REQUESTS;
+    this.gapRequest = C.GAP_REQUEST;
+    this.requests = float64Region(core, Region.REQUESTS);
+    this.extents = float64Region(core, Region.EXTENTS);
+    this.pieces = float64Region(core, Region.PIECES);
+    this.requestMap = int32Region(core, Region.REQUEST_MAP);
   }
 
   /**
@@ -93,10 +54,9 @@ export class MergeCore {
    * fill such gaps), or never (blockBits undefined; the default).
    */
   setGapWithinBlock(blockBits?: number): void {
-    const c = this.constants;
     const ok = blockBits === undefined
-      ? this.core.exports.setGapPolicy(c.GAP_POLICY_NEVER, 0)
-      : this.core.exports.setGapPolicy(c.GAP_POLICY_WITHIN_BLOCK, blockBits);
+      ? this.core.exports.setGapPolicy(C.GAP_POLICY_NEVER, 0)
+      : this.core.exports.setGapPolicy(C.GAP_POLICY_WITHIN_BLOCK, blockBits);
     if (!ok) throw new ImageError('INVALID_ARGUMENT', `gap block bits ${blockBits} out of range 9..30`);
   }
 
@@ -106,7 +66,7 @@ export class MergeCore {
    * entries tell at merge time. The image fills such gaps when the write runs.
    */
   setGapWithinFreshCluster(clusterBits: number): void {
-    if (!this.core.exports.setGapPolicy(this.constants.GAP_POLICY_WITHIN_FRESH_CLUSTER, clusterBits)) {
+    if (!this.core.exports.setGapPolicy(C.GAP_POLICY_WITHIN_FRESH_CLUSTER, clusterBits)) {
       throw new ImageError('INVALID_ARGUMENT', `cluster bits ${clusterBits} out of range 9..30`);
     }
   }
@@ -123,11 +83,10 @@ export class MergeCore {
       requests[2 * i] = offsets[first + i];
       requests[2 * i + 1] = lengths[first + i];
     }
-    const c = this.constants;
-    const modeCode = mode === 'full' ? c.MERGE_FULL : mode === 'adjacent' ? c.MERGE_ADJACENT : c.MERGE_OFF;
+    const modeCode = mode === 'full' ? C.MERGE_FULL : mode === 'adjacent' ? C.MERGE_ADJACENT : C.MERGE_OFF;
     const result = this.core.exports.mergeWrites(count, modeCode, maxIov, maxTransfer);
     if (result >= 0) return result;
-    if (-result === c.STATUS_OUTPUT_FULL) return 'output-full';
+    if (-result === Status.OUTPUT_FULL) return 'output-full';
     throw new ImageError('WASM_INTERNAL', `mergeWrites rejected its input (status ${-result})`);
   }
 }

@@ -2,6 +2,8 @@
 // The wording of the wasm check's event records, as QEMU 7.2's qemu-img check words the same
 // findings, and the capped log they go to.
 
+import { RepairBlocker } from './wasm.js';
+
 /** One event record's arguments a..g (CheckEvent, assembly/check.ts). */
 export type EventArgs = readonly [number, number, number, number, number, number, number];
 /** What a message may need besides its event: the walked snapshot's "id (name)". */
@@ -13,13 +15,12 @@ const hex = (high: number, low: number): string => u64(high, low).toString(16);
 const dec = (high: number, low: number): string => u64(high, low).toString();
 const action = (repairing: number) => (repairing ? 'Repairing' : 'ERROR');
 
-const BLOCKER_REASONS = [
-  'no reason',
-  'a reference to it is invalid',
-  'no refcount block covers it (allocating one, or growing the refcount table, is not implemented)',
-  'its refcount block has an invalid table entry, lies outside the file or is shared',
-  'its stored refcount cannot be read',
-];
+const BLOCKER_REASONS: Readonly<Record<number, string>> = {
+  [RepairBlocker.REFERENCE_INVALID]: 'a reference to it is invalid',
+  [RepairBlocker.REFBLOCK_MISSING]: 'no refcount block covers it (allocating one, or growing the refcount table, is not implemented)',
+  [RepairBlocker.REFBLOCK_UNUSABLE]: 'its refcount block has an invalid table entry, lies outside the file or is shared',
+  [RepairBlocker.REFCOUNT_UNREADABLE]: 'its stored refcount cannot be read',
+} satisfies Record<Exclude<RepairBlocker, typeof RepairBlocker.NONE>, string>;
 
 /**
  * One wording per CheckEvent member, as QEMU 7.2 words the same finding (block/qcow2-refcount.c)

@@ -5,7 +5,7 @@
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
-import { instantiateCore, type CoreInstance } from './wasm.js';
+import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { EVENT_MESSAGES, MessageLog, type EventArgs, type EventContext, type EventName } from './qcow2-check-messages.js';
 import type { Qcow2RepairMode } from './qcow2-check.js';
@@ -19,39 +19,6 @@ const MAX_WASM_PAGES = 65536;
 /** Bytes of one event record: f64 kind, then seven f64 arguments (assembly/check.ts). */
 const EVENT_STRIDE = 64;
 const utf8 = new TextDecoder('utf-8');
-
-/** The check's exports (assembly/check.ts). u32 results arrive as signed numbers. */
-interface CheckExports {
-  fixedRegionsEnd(): number;
-  checkRegionsBytes(fileSize: number, clusterBits: number, refcountOrder: number, reftableBytes: number, snapshotCount: number): number;
-  configureCheck(start: number, fileSize: number, clusterBits: number, refcountOrder: number, extendedL2: number,
-                 externalData: number, reftableBytes: number, snapshotCount: number, l1Offset: number, l1Entries: number): number;
-  checkRegionOffset(region: number): number;
-  checkRegionBytes(region: number): number;
-  checkCount(which: number): number;
-  checkEventCount(): number;
-  checkEventsDropped(): number;
-  clearCheckEvents(): void;
-  checkBegin(): void;
-  checkAddRange(hostOffset: number, bytes: number): void;
-  snapshotTableConsume(bytes: number): number;
-  snapshotIdPosition(index: number): number;
-  snapshotIdBytes(index: number): number;
-  snapshotNameBytes(index: number): number;
-  l1WalkBegin(snapshot: number, mode: number): number;
-  l1ChunkHostOffset(chunk: number): number;
-  l1ChunkBytes(chunk: number): number;
-  l1ChunkProcess(chunk: number): number;
-  l1ChunkChanged(): number;
-  l2TableProcess(listIndex: number): number;
-  checkRefblocks(): void;
-  compareBlockCount(): number;
-  compareBlockHostOffset(index: number): number;
-  compareBlock(index: number, isLoaded: number): void;
-  planRepair(mode: number): void;
-  repairBlockHostOffset(index: number): number;
-  repairBlock(index: number): number;
-}
 
 // Enum members of assembly/check.ts, read from the core's exported globals by name.
 const COUNT_NAMES = [
@@ -69,7 +36,7 @@ export interface PassCounts { corruptions: number; leaks: number; checkErrors: n
 
 /** A check of one image file: its header, its core instance and views, and the pass procedures. */
 export class CheckSession {
-  private readonly x: CheckExports;
+  private readonly x: CoreExports;
   private readonly table: Uint8Array;
   private readonly list: Float64Array;
   private readonly events: Float64Array;
@@ -85,13 +52,8 @@ export class CheckSession {
 
   private constructor(private readonly backend: Backend, private readonly fileSize: number, readonly header: Qcow2Header,
                       core: CoreInstance, maxMessages: number) {
-    this.x = core.exports as unknown as CheckExports;
-    const raw = core.exports as unknown as Record<string, unknown>;
-    const value = (name: string): number => {
-      const global = raw[name];
-      if (!(global instanceof WebAssembly.Global)) throw new ImageError('WASM_INTERNAL', `wasm core lacks ${name}`);
-      return global.value as number;
-    };
+    this.x = core.exports;
+    const value = (name: string): number => coreGlobal(core.exports, name);
     const region = (name: string) => [this.x.checkRegionOffset(value(`CheckRegion.${name}`)) >>> 0,
       this.x.checkRegionBytes(value(`CheckRegion.${name}`)) >>> 0] as const;
     this.clusterSize = header.clusterSize;
@@ -125,7 +87,7 @@ export class CheckSession {
     if (header.unknownExtensions.some((extension) => extension.type === EXT_BITMAPS)) {
       throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', 'checking images with persistent dirty bitmaps is not supported (qemu-img check handles them)');
     }
-    const x = probe.exports as unknown as CheckExports;
+    const x = probe.exports;
     const reftableBytes = header.refcountTableClusters * header.clusterSize;
     const start = x.fixedRegionsEnd() >>> 0;
     const regionBytes = x.checkRegionsBytes(fileSize, header.clusterBits, header.refcountOrder, reftableBytes, header.snapshotCount);
@@ -139,7 +101,7 @@ export class CheckSession {
         `checking this image needs ${start + regionBytes} bytes of memory, more than the 4 GiB a wasm instance has`);
     }
     const core = await instantiateCore(pages);
-    const status = (core.exports as unknown as CheckExports).configureCheck(start, fileSize, header.clusterBits, header.refcountOrder,
+    const status = core.exports.configureCheck(start, fileSize, header.clusterBits, header.refcountOrder,
       header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0, reftableBytes, header.snapshotCount,
       header.l1TableOffset, header.l1Size);
     if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureCheck failed with status ${status}`);

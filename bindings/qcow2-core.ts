@@ -4,14 +4,19 @@
 // write planning and commit. One slice load at a time; the caller orders everything else.
 
 import type { Backend } from './backend.js';
-import type { CoreInstance } from './wasm.js';
+import {
+  byteRegion, float64Region, instantiateCore, regionBounds, type CoreExports, type CoreInstance, CORE_CONSTANTS, CacheId,
+  CopyField, CopySource as CopyCode, MappingCorruption, PlanField, PlanKind as PlanCode, Region, RunKind, Status,
+  WriteState as WriteCode,
+} from './wasm.js';
 import { ImageError } from './errors.js';
-import { instantiateCore } from './wasm.js';
 import type { Qcow2Header } from './qcow2-header.js';
 
-/** What a run of guest bytes reads as (the values of assembly/mapping.ts RunKind). */
-export const RunKind = { UNALLOCATED: 0, ZERO: 1, DATA: 2, COMPRESSED: 3 } as const;
-export type RunKind = (typeof RunKind)[keyof typeof RunKind];
+/** What a run of guest bytes reads as (assembly/mapping.ts RunKind). */
+export { RunKind };
+
+// The run record copyRuns reads: five f64 (a type error when assembly/layout.ts changes it).
+CORE_CONSTANTS.RUN_STRIDE satisfies 40;
 
 /** One mapped run: guest bytes [guestOffset, guestOffset + length). */
 export interface MappedRun {
@@ -26,9 +31,10 @@ export interface MappedRun {
 
 /** What a planned run does (assembly/allocate.ts PlanKind). */
 export type PlanKind = 'in-place' | 'allocate' | 'allocate-subclusters' | 'fill-subclusters';
-const PLAN_KIND_MEMBERS: Record<string, PlanKind> = {
-  IN_PLACE: 'in-place', ALLOCATE: 'allocate', ALLOCATE_SUBCLUSTERS: 'allocate-subclusters', FILL_SUBCLUSTERS: 'fill-subclusters',
-};
+const PLAN_KINDS: Readonly<Record<number, PlanKind>> = {
+  [PlanCode.IN_PLACE]: 'in-place', [PlanCode.ALLOCATE]: 'allocate', [PlanCode.ALLOCATE_SUBCLUSTERS]: 'allocate-subclusters',
+  [PlanCode.FILL_SUBCLUSTERS]: 'fill-subclusters',
+} satisfies Record<PlanCode, PlanKind>;
 
 /**
  * Where the bytes of a copy come from (assembly/write-plan.ts CopySource): 'none' (nothing to
@@ -37,9 +43,10 @@ const PLAN_KIND_MEMBERS: Record<string, PlanKind> = {
  * hostOffset) or 'mapped' (mixed: read the guest range through the mapping).
  */
 export type CopySource = 'none' | 'zeros' | 'backing' | 'data' | 'compressed' | 'mapped';
-const COPY_SOURCE_MEMBERS: Record<string, CopySource> = {
-  NONE: 'none', ZEROS: 'zeros', BACKING: 'backing', DATA: 'data', COMPRESSED: 'compressed', MAPPED: 'mapped',
-};
+const COPY_SOURCES: Readonly<Record<number, CopySource>> = {
+  [CopyCode.NONE]: 'none', [CopyCode.ZEROS]: 'zeros', [CopyCode.BACKING]: 'backing', [CopyCode.DATA]: 'data',
+  [CopyCode.COMPRESSED]: 'compressed', [CopyCode.MAPPED]: 'mapped',
+} satisfies Record<CopyCode, CopySource>;
 
 /**
  * One copy the core asks for: guest bytes [guestOffset, guestOffset + bytes) as they read now,
@@ -80,12 +87,6 @@ export interface WritePlan {
   tail: CopyPlan;
 }
 
-/** Field indexes of the write plan record and its copy records (assembly/write-plan.ts). */
-interface PlanLayout {
-  kind: number; guestStart: number; guestEnd: number; hostStart: number; takenHost: number; takenClusters: number;
-  tailDeferrable: number; head: number; tail: number; content: number;
-  source: number; guestOffset: number; bytes: number; sourceBytes: number; hostOffset: number; compressedBytes: number;
-}
 
 /**
  * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
@@ -109,68 +110,19 @@ export type CommitRange = Pick<WritePlan, 'kind' | 'guestStart' | 'guestEnd' | '
 /** A dirty metadata slice copied out for write-back. */
 export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
 
-interface Exports {
-  requiredMemoryBytes(clusterBits: number, l1Entries: number, reftableBytes: number, cacheBytes: number): number;
-  configureImage(clusterBits: number, extendedL2: number, externalData: number, virtualSize: number, l1Entries: number,
-                 refcountOrder: number, reftableBytes: number, cacheBytes: number, fileSize: number): number;
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  mapRange(guestOffset: number, length: number): number;
-  sliceBytes(): number;
-  needCacheId(): number;
-  needHostOffset(): number;
-  needL1Index(): number;
-  beginSliceLoad(cache: number): number;
-  commitSliceLoad(cache: number, slot: number, hostOffset: number): number;
-  abandonSliceLoad(cache: number, slot: number): void;
-  corruptReason(): number;
-  corruptGuestOffset(): number;
-  planWrite(guestOffset: number, length: number): number;
-  commitAllocation(guestStart: number, clusterCount: number, hostStart: number, alreadyCommitted: number): number;
-  commitSubclusters(guestStart: number, guestEnd: number, hostStart: number, isNewCluster: number, alreadyCommitted: number): number;
-  zeroClusters(guestStart: number, clusterCount: number, mode: number, alreadyDone: number): number;
-  zeroSubclusters(guestStart: number, guestEnd: number): number;
-  committedCountOf(): number;
-  freedCountOf(): number;
-  releaseCluster(hostOffset: number): number;
-  slotCount(cache: number): number;
-  slotHostOffset(cache: number, slot: number): number;
-  slotAddress(cache: number, slot: number): number;
-  isSlotDirty(cache: number, slot: number): number;
-  slotGeneration(cache: number, slot: number): number;
-  markSlotClean(cache: number, slot: number, generation: number): number;
-  reftableDirty(): number;
-  growReftable(areaStartCluster: number, capacityBytes: number): number;
-  grownTableHostOffset(): number;
-  grownTableClusterCount(): number;
-  allocationHintCluster(): number;
-  skipAllocationTo(cluster: number): void;
-  reftableChangeCount(): number;
-  markReftableClean(generation: number): number;
-  l1DirtyFirstOf(): number;
-  l1DirtyEndOf(): number;
-  l1ChangeCount(): number;
-  markL1Clean(generation: number): number;
-  reftableEntryCount(): number;
-  allocateTableCopy(l1Index: number): number;
-  tableCopySourceOf(): number;
-  tableCopyTargetOf(): number;
-  switchToTableCopy(l1Index: number, sourceHost: number, targetHost: number): number;
-  // The write plan record and write states (assembly/write-plan.ts, assembly/write-state.ts).
-  setBackingBytes(bytes: number): void;
-  describeContent(guestStart: number, bytes: number, targetFresh: number): number;
-  classifyClusters(guestStart: number, length: number): number;
-  inPlaceHostOffset(guestOffset: number, length: number): number;
-}
-
 /** A copy of a shared L2 table in progress: from the shared table to the new cluster (host offsets). */
 export interface TableCopy { l1Index: number; sourceHost: number; targetHost: number }
 
-const CORRUPTION_NAMES = [
-  'none', 'reserved bits set in an L1 entry', 'L2 table offset not cluster-aligned', 'reserved bits set in an L2 entry',
-  'data cluster offset not cluster-aligned', 'compressed cluster offset too large',
-  'subcluster both allocated and zero', 'subcluster allocated in an unallocated cluster', 'zero flag set in an extended L2 entry',
-];
+const CORRUPTION_NAMES: Readonly<Record<number, string>> = {
+  [MappingCorruption.L1_RESERVED_BITS]: 'reserved bits set in an L1 entry',
+  [MappingCorruption.L2_TABLE_UNALIGNED]: 'L2 table offset not cluster-aligned',
+  [MappingCorruption.L2_RESERVED_BITS]: 'reserved bits set in an L2 entry',
+  [MappingCorruption.DATA_CLUSTER_UNALIGNED]: 'data cluster offset not cluster-aligned',
+  [MappingCorruption.COMPRESSED_OFFSET_TOO_LARGE]: 'compressed cluster offset too large',
+  [MappingCorruption.SUBCLUSTER_ALLOC_AND_ZERO]: 'subcluster both allocated and zero',
+  [MappingCorruption.SUBCLUSTER_ALLOC_WITHOUT_CLUSTER]: 'subcluster allocated in an unallocated cluster',
+  [MappingCorruption.EXTENDED_ENTRY_ZERO_FLAG]: 'zero flag set in an extended L2 entry',
+} satisfies Record<Exclude<MappingCorruption, typeof MappingCorruption.NONE>, string>;
 
 /** Default L2 cache size: 1 MiB, which maps 8 GiB of guest space with 64 KiB clusters. */
 export const DEFAULT_CACHE_BYTES = 1 << 20;
@@ -178,23 +130,18 @@ export const DEFAULT_CACHE_BYTES = 1 << 20;
 /** The image's core: tables, caches, mapping and planning. */
 export class Qcow2Core {
   /** The refcount and L2 cache ids (assembly/cache.ts CacheId). */
-  static readonly CACHE_L2 = 0;
-  static readonly CACHE_REFCOUNT = 1;
+  static readonly CACHE_L2 = CacheId.L2;
+  static readonly CACHE_REFCOUNT = CacheId.REFCOUNT;
   readonly memory: WebAssembly.Memory;
   /** The wasm instance (the image's merge core runs in it too, so gap merges can see the L2 cache). */
   readonly instance: CoreInstance;
-  private readonly x: Exports;
+  private readonly x: CoreExports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
-  /** The write plan record (assembly/write-plan.ts), and the field indexes in it. */
+  /** The write plan record (assembly/write-plan.ts). */
   private readonly planRecord: Float64Array;
-  private readonly planLayout: PlanLayout;
-  private readonly planKinds: PlanKind[] = [];
-  private readonly copySources: CopySource[] = [];
-  /** One u8 write state per cluster (assembly/write-state.ts classifyClusters), and the in-place state's value. */
+  /** One u8 write state per cluster (assembly/write-state.ts classifyClusters). */
   private readonly clusterStates: Uint8Array;
-  private readonly inPlaceState: number;
-  private readonly status: { needTable: number; needWriteback: number; needGrowth: number; needTableCopy: number; corrupt: number; noSpace: number; unsupported: number };
   private l1Offset = 0;
   private reftableOffset = 0;
   private reftableCapacity = 0;
@@ -210,51 +157,22 @@ export class Qcow2Core {
    * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
    */
   onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
-  /**
-   * L2 tables written whole before an L1 entry pointed at them (table copies), by host offset,
-   * until the L1 table is written with them.
-   */
-  private readonly tablesWrittenWhole = new Set<number>();
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
     this.memory = core.memory;
     this.instance = core;
     this.header = header;
-    this.x = core.exports as unknown as Exports;
-    const g = core.exports as unknown as Record<string, WebAssembly.Global>;
-    const value = (name: string) => g[name].value as number;
-    if (value('RUN_STRIDE') !== 40) throw new ImageError('WASM_INTERNAL', 'wasm core run stride differs from what these bindings read');
-    const region = (name: string) => [this.x.regionOffset(value(name)) >>> 0, this.x.regionBytes(value(name)) >>> 0] as const;
-    const [runsAt, runsBytes] = region('REGION_RUNS');
-    this.runs = new Float64Array(core.memory.buffer, runsAt, runsBytes / 8);
-    const [freedAt, freedBytes] = region('REGION_FREED');
-    this.freed = new Float64Array(core.memory.buffer, freedAt, freedBytes / 8);
-    const [planAt, planBytes] = region('REGION_PLAN');
-    this.planRecord = new Float64Array(core.memory.buffer, planAt, planBytes / 8);
-    const [statesAt, statesBytes] = region('REGION_CLUSTER_STATES');
-    this.clusterStates = new Uint8Array(core.memory.buffer, statesAt, statesBytes);
-    if (value('PLAN_FIELDS') > this.planRecord.length) throw new ImageError('WASM_INTERNAL', 'wasm core plan record is larger than its region');
-    const plan = (member: string) => value(`PlanField.${member}`);
-    const copy = (member: string) => value(`CopyField.${member}`);
-    this.planLayout = {
-      kind: plan('KIND'), guestStart: plan('GUEST_START'), guestEnd: plan('GUEST_END'), hostStart: plan('HOST_START'),
-      takenHost: plan('TAKEN_HOST'), takenClusters: plan('TAKEN_CLUSTERS'), tailDeferrable: plan('TAIL_DEFERRABLE'),
-      head: plan('HEAD'), tail: plan('TAIL'), content: plan('CONTENT'),
-      source: copy('SOURCE'), guestOffset: copy('GUEST_OFFSET'), bytes: copy('BYTES'), sourceBytes: copy('SOURCE_BYTES'),
-      hostOffset: copy('HOST_OFFSET'), compressedBytes: copy('COMPRESSED_BYTES'),
-    };
-    for (const [member, kind] of Object.entries(PLAN_KIND_MEMBERS)) this.planKinds[value(`PlanKind.${member}`)] = kind;
-    for (const [member, source] of Object.entries(COPY_SOURCE_MEMBERS)) this.copySources[value(`CopySource.${member}`)] = source;
-    this.inPlaceState = value('WriteState.IN_PLACE');
-    this.status = { needTable: value('STATUS_NEED_TABLE'), needWriteback: value('STATUS_NEED_WRITEBACK'), needGrowth: value('STATUS_NEED_GROWTH'), needTableCopy: value('STATUS_NEED_TABLE_COPY'), corrupt: value('STATUS_CORRUPT'), noSpace: value('STATUS_NO_SPACE'), unsupported: value('STATUS_UNSUPPORTED') };
+    this.x = core.exports;
+    this.runs = float64Region(core, Region.RUNS);
+    this.freed = float64Region(core, Region.FREED);
+    this.planRecord = float64Region(core, Region.PLAN);
+    this.clusterStates = byteRegion(core, Region.CLUSTER_STATES);
   }
 
   // The table regions exist once configureImage has placed them.
   private locateTables(): void {
-    const g = this.x as unknown as Record<string, WebAssembly.Global>;
-    this.l1Offset = this.x.regionOffset(g.REGION_L1_TABLE.value as number) >>> 0;
-    this.reftableOffset = this.x.regionOffset(g.REGION_REFTABLE.value as number) >>> 0;
-    this.reftableCapacity = this.x.regionBytes(g.REGION_REFTABLE.value as number) >>> 0;
+    this.l1Offset = regionBounds(this.instance, Region.L1_TABLE).offset;
+    ({ offset: this.reftableOffset, bytes: this.reftableCapacity } = regionBounds(this.instance, Region.REFTABLE));
   }
 
   /**
@@ -265,7 +183,7 @@ export class Qcow2Core {
                       cacheBytes = DEFAULT_CACHE_BYTES): Promise<Qcow2Core> {
     if (!Number.isFinite(cacheBytes) || cacheBytes < 0) throw new ImageError('INVALID_ARGUMENT', `cacheBytes ${cacheBytes} is not a byte count`);
     const reftableBytes = header.refcountTableClusters * header.clusterSize;
-    const bytes = (probe.exports as unknown as Exports).requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, cacheBytes);
+    const bytes = probe.exports.requiredMemoryBytes(header.clusterBits, header.l1Size, reftableBytes, cacheBytes);
     if (bytes < 0) throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `an L1 table of ${header.l1Size} entries or a refcount table of ${reftableBytes} bytes is too large`);
     const instance = await instantiateCore(Math.ceil(bytes / 65536));
     const core = new Qcow2Core(instance, header);
@@ -305,9 +223,6 @@ export class Qcow2Core {
   async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
     if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
     Object.assign(this.header, header);
-    // Table copies made before are on disk with their L1 entries (the caller flushed); their
-    // clusters may be free now and come back as new tables.
-    this.tablesWrittenWhole.clear();
     await this.configure(this.header, backend, fileSize);
   }
 
@@ -322,14 +237,14 @@ export class Qcow2Core {
   private async satisfy(call: () => number, tables: Backend): Promise<number> {
     let status = call();
     for (;;) {
-      if (status === this.status.needTable) status = (await this.loadNeededSlice(tables, call)) ?? call();
-      else if (status === this.status.needWriteback) {
+      if (status === Status.NEED_TABLE) status = (await this.loadNeededSlice(tables, call)) ?? call();
+      else if (status === Status.NEED_WRITEBACK) {
         await this.onWritebackNeeded();
         status = call();
-      } else if (status === this.status.needGrowth) {
+      } else if (status === Status.NEED_GROWTH) {
         await this.onGrowthNeeded();
         status = call();
-      } else if (status === this.status.needTableCopy) {
+      } else if (status === Status.NEED_TABLE_COPY) {
         await this.onTableCopyNeeded(this.x.needL1Index());
         status = call();
       } else return status;
@@ -346,9 +261,9 @@ export class Qcow2Core {
       await this.sliceLoad;
       return undefined;
     }
-    let status = this.status.needTable;
+    let status: number = Status.NEED_TABLE;
     this.sliceLoad = (async () => {
-      while (status === this.status.needTable) {
+      while (status === Status.NEED_TABLE) {
         const cache = this.x.needCacheId();
         const hostOffset = this.x.needHostOffset();
         checkImageHostRange(hostOffset, this.x.sliceBytes() >>> 0, 'loading a metadata table');
@@ -373,11 +288,11 @@ export class Qcow2Core {
   }
 
   private statusError(status: number, what: string): ImageError {
-    if (status === this.status.corrupt) {
+    if (status === Status.CORRUPT) {
       const reason = CORRUPTION_NAMES[this.x.corruptReason()] ?? 'an invalid table entry';
       return new ImageError('QCOW2_CORRUPT', `${what}: ${reason} (guest offset ${this.x.corruptGuestOffset()})`);
     }
-    if (status === this.status.noSpace) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
+    if (status === Status.NO_SPACE) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
     return new ImageError('WASM_INTERNAL', `${what} failed with status ${status}`);
   }
 
@@ -441,7 +356,7 @@ export class Qcow2Core {
     const end = guestOffset + length;
     for (let cluster = Math.floor(guestOffset / clusterBytes); cluster * clusterBytes < end;) {
       const count = this.x.classifyClusters(cluster * clusterBytes, end - cluster * clusterBytes);
-      for (let i = 0; i < count; i++) if (this.clusterStates[i] !== this.inPlaceState) out.push(cluster + i);
+      for (let i = 0; i < count; i++) if (this.clusterStates[i] !== WriteCode.IN_PLACE) out.push(cluster + i);
       cluster += count;
     }
   }
@@ -482,21 +397,20 @@ export class Qcow2Core {
   // The plan record as the last planWrite left it.
   private readPlan(): WritePlan {
     const r = this.planRecord;
-    const f = this.planLayout;
     return {
-      kind: this.planKinds[r[f.kind]], guestStart: r[f.guestStart], guestEnd: r[f.guestEnd], hostStart: r[f.hostStart],
-      takenHost: r[f.takenHost], takenClusters: r[f.takenClusters], tailDeferrable: r[f.tailDeferrable] !== 0,
-      head: this.readCopy(f.head), tail: this.readCopy(f.tail),
+      kind: PLAN_KINDS[r[PlanField.KIND]], guestStart: r[PlanField.GUEST_START], guestEnd: r[PlanField.GUEST_END],
+      hostStart: r[PlanField.HOST_START], takenHost: r[PlanField.TAKEN_HOST], takenClusters: r[PlanField.TAKEN_CLUSTERS],
+      tailDeferrable: r[PlanField.TAIL_DEFERRABLE] !== 0, head: this.readCopy(PlanField.HEAD), tail: this.readCopy(PlanField.TAIL),
     };
   }
 
   // The copy record at field `at` of the plan record.
   private readCopy(at: number): CopyPlan {
     const r = this.planRecord;
-    const f = this.planLayout;
     return {
-      source: this.copySources[r[at + f.source]], guestOffset: r[at + f.guestOffset], bytes: r[at + f.bytes],
-      sourceBytes: r[at + f.sourceBytes], hostOffset: r[at + f.hostOffset], compressedBytes: r[at + f.compressedBytes],
+      source: COPY_SOURCES[r[at + CopyField.SOURCE]], guestOffset: r[at + CopyField.GUEST_OFFSET], bytes: r[at + CopyField.BYTES],
+      sourceBytes: r[at + CopyField.SOURCE_BYTES], hostOffset: r[at + CopyField.HOST_OFFSET],
+      compressedBytes: r[at + CopyField.COMPRESSED_BYTES],
     };
   }
 
@@ -509,7 +423,7 @@ export class Qcow2Core {
     let copy: CopyPlan | undefined;
     const status = await this.satisfy(() => {
       const result = this.x.describeContent(guestOffset, bytes, targetFresh ? 1 : 0);
-      if (result === 0) copy = this.readCopy(this.planLayout.content);
+      if (result === 0) copy = this.readCopy(PlanField.CONTENT);
       return result;
     }, tables);
     if (status !== 0 || !copy) throw this.statusError(status, `reading what guest offset ${guestOffset} holds`);
@@ -580,7 +494,7 @@ export class Qcow2Core {
    */
   async zeroSubclusters(guestStart: number, guestEnd: number, tables: Backend): Promise<boolean> {
     const status = await this.satisfy(() => this.x.zeroSubclusters(guestStart, guestEnd), tables);
-    if (status === this.status.unsupported) return false;
+    if (status === Status.UNSUPPORTED) return false;
     if (status !== 0) throw this.statusError(status, `zeroing subclusters at guest offset ${guestStart}`);
     return true;
   }
@@ -612,16 +526,6 @@ export class Qcow2Core {
     if (this.x.switchToTableCopy(copy.l1Index, copy.sourceHost, copy.targetHost) !== 0) {
       throw new ImageError('WASM_INTERNAL', `L1 entry ${copy.l1Index} changed while its L2 table at host offset ${copy.sourceHost} was copied`);
     }
-    this.tablesWrittenWhole.add(copy.targetHost);
-  }
-
-  /**
-   * True when the L2 table at `hostOffset` was written whole before an L1 entry pointed at it
-   * (a table copy whose L1 entry is not yet written): write-back must not zero-fill it like a
-   * table allocated empty.
-   */
-  isTableWrittenWhole(hostOffset: number): boolean {
-    return this.tablesWrittenWhole.has(hostOffset);
   }
 
   /** Lowers the refcount of the host cluster at `hostOffset` by one. */
@@ -660,8 +564,7 @@ export class Qcow2Core {
 
   /** Marks the L1 table written unless it changed since `generation`. */
   markL1Clean(generation: number): void {
-    // The file's L1 table now points at every table copy: none looks new to write-back any more.
-    if (this.x.markL1Clean(generation)) this.tablesWrittenWhole.clear();
+    this.x.markL1Clean(generation);
   }
 
   /** A copy of the refcount table when it has unwritten changes. */
@@ -694,19 +597,5 @@ export class Qcow2Core {
   /** Marks the refcount table written unless it changed since `generation`. */
   markReftableClean(generation: number): void {
     this.x.markReftableClean(generation);
-  }
-
-  /**
-   * For the overlap guard (bindings/qcow2-overlap.ts): views of the in-memory L1 table and
-   * refcount table as 32-bit words of their big-endian entries (valid until the next call), and
-   * the tables' change counters (they change whenever an entry does).
-   */
-  metadataTables(): { l1: Uint32Array; reftable: Uint32Array; l1Generation: number; reftableGeneration: number } {
-    return {
-      l1: new Uint32Array(this.memory.buffer, this.l1Offset, this.header.l1Size * 2),
-      reftable: new Uint32Array(this.memory.buffer, this.reftableOffset, this.x.reftableEntryCount() * 2),
-      l1Generation: this.x.l1ChangeCount() >>> 0,
-      reftableGeneration: this.x.reftableChangeCount() >>> 0,
-    };
   }
 }

@@ -5,25 +5,8 @@
 
 import type { Backend } from './backend.js';
 import type { CreateOptions } from './image.js';
-import type { CoreInstance } from './wasm.js';
 import { BackendError, ImageError, exactNumber } from './errors.js';
-import { instantiateCore } from './wasm.js';
-
-/** The create exports of the wasm core (assembly/create.ts). */
-interface CreateExports {
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  planCreate(virtualSize: number, clusterSize: number, version: number, refcountBits: number, flags: number,
-             backingNameBytes: number, backingFormatBytes: number): number;
-  renderCreate(hostOffset: number, byteCount: number): number;
-  createErrorReason(): number;
-  createErrorDetail(): number;
-  createFileBytes(): number;
-  createClusterCount(): number;
-  createExtentCount(): number;
-  createExtentStart(index: number): number;
-  createExtentBytes(index: number): number;
-}
+import { byteRegion, enumNames, instantiateCore, CreateError, CreateFlag, Region, Status } from './wasm.js';
 
 /** What createQcow2 made. */
 export interface Qcow2CreateResult {
@@ -67,7 +50,7 @@ const MESSAGES = {
   REFCOUNT_TABLE_TOO_LARGE: () =>
     "The image size is too large for file format 'qcow2' (its refcount table would exceed 8 MiB; try using a larger cluster size)",
   HEADER_EXCEEDS_CLUSTER: (d: number) => `The header, its extensions and the backing file name need ${d} bytes, more than one cluster`,
-} satisfies Record<string, (detail: number) => string>;
+} satisfies Record<Exclude<keyof typeof CreateError, 'NONE'>, (detail: number) => string>;
 
 /** Stable names of the create checks (assembly/create.ts, enum CreateError). */
 export type CreateErrorReason = keyof typeof MESSAGES;
@@ -118,7 +101,7 @@ interface ResolvedOptions {
 
 const utf8 = new TextEncoder();
 
-function resolveOptions(core: CoreInstance, options: CreateOptions): ResolvedOptions {
+function resolveOptions(options: CreateOptions): ResolvedOptions {
   if (options === null || typeof options !== 'object') throw optionError('create options must be an object');
   const virtualSize = options.virtualSize;
   if (typeof virtualSize !== 'number') throw optionError(`virtualSize must be a number of bytes, not ${String(virtualSize)}`);
@@ -129,17 +112,11 @@ function resolveOptions(core: CoreInstance, options: CreateOptions): ResolvedOpt
   if (options.backingFile !== undefined && typeof options.backingFile !== 'string') {
     throw optionError(`backingFile must be a string, not ${String(options.backingFile)}`);
   }
-  const flag = (name: string): number => {
-    const globals = core.exports as unknown as Record<string, WebAssembly.Global>;
-    const global = globals[`CreateFlag.${name}`];
-    if (!(global instanceof WebAssembly.Global)) throw new ImageError('WASM_INTERNAL', `wasm core lacks CreateFlag.${name}`);
-    return global.value as number;
-  };
   let flags = 0;
-  if (checkBoolean('extendedL2', options.extendedL2)) flags |= flag('EXTENDED_L2');
-  if (checkBoolean('lazyRefcounts', options.lazyRefcounts)) flags |= flag('LAZY_REFCOUNTS');
-  if (compressionType === 'zstd') flags |= flag('ZSTD');
-  if (preallocation === 'metadata') flags |= flag('PREALLOCATE_METADATA');
+  if (checkBoolean('extendedL2', options.extendedL2)) flags |= CreateFlag.EXTENDED_L2;
+  if (checkBoolean('lazyRefcounts', options.lazyRefcounts)) flags |= CreateFlag.LAZY_REFCOUNTS;
+  if (compressionType === 'zstd') flags |= CreateFlag.ZSTD;
+  if (preallocation === 'metadata') flags |= CreateFlag.PREALLOCATE_METADATA;
   // Like QEMU, an empty backing file name means none.
   return {
     virtualSize,
@@ -152,17 +129,7 @@ function resolveOptions(core: CoreInstance, options: CreateOptions): ResolvedOpt
   };
 }
 
-/** Reads the enum globals "CreateError.<NAME>" of a core. */
-function errorReasons(core: CoreInstance): Map<number, CreateErrorReason> {
-  const globals = core.exports as unknown as Record<string, WebAssembly.Global>;
-  const reasons = new Map<number, CreateErrorReason>();
-  for (const name of Object.keys(MESSAGES) as CreateErrorReason[]) {
-    const global = globals[`CreateError.${name}`];
-    if (!(global instanceof WebAssembly.Global)) throw new ImageError('WASM_INTERNAL', `wasm core lacks CreateError.${name}`);
-    reasons.set(global.value as number, name);
-  }
-  return reasons;
-}
+const CREATE_REASONS = enumNames(CreateError);
 
 /** Most bytes one backend write carries while writing the metadata. */
 const WRITE_BATCH_BYTES = 1 << 20;
@@ -189,11 +156,9 @@ const WRITES_IN_FLIGHT = 8;
  */
 export async function createQcow2(backend: Backend, options: CreateOptions): Promise<Qcow2CreateResult> {
   const core = await instantiateCore();
-  const x = core.exports as unknown as CreateExports;
-  const o = resolveOptions(core, options);
-  const globals = core.exports as unknown as Record<string, WebAssembly.Global>;
-  const regionHeader = globals.REGION_HEADER.value as number;
-  const region = new Uint8Array(core.memory.buffer, x.regionOffset(regionHeader) >>> 0, x.regionBytes(regionHeader) >>> 0);
+  const x = core.exports;
+  const o = resolveOptions(options);
+  const region = byteRegion(core, Region.HEADER);
   if (o.backingName.byteLength > 1023) throw new Qcow2CreateError('BACKING_NAME_TOO_LONG', MESSAGES.BACKING_NAME_TOO_LONG(o.backingName.byteLength));
   if (o.backingFormat.byteLength > 15) {
     throw new Qcow2CreateError('BACKING_FORMAT_TOO_LONG', MESSAGES.BACKING_FORMAT_TOO_LONG(o.backingFormat.byteLength));
@@ -202,9 +167,9 @@ export async function createQcow2(backend: Backend, options: CreateOptions): Pro
   region.set(o.backingFormat, o.backingName.byteLength);
   const status = x.planCreate(o.virtualSize, o.clusterSize, o.version, o.refcountBits, o.flags,
     o.backingName.byteLength, o.backingFormat.byteLength);
-  if (status !== 0) {
-    const reason = errorReasons(core).get(x.createErrorReason());
-    if (reason === undefined) throw new ImageError('WASM_INTERNAL', `planCreate failed with an unknown reason ${x.createErrorReason()}`);
+  if (status !== Status.OK) {
+    const reason = CREATE_REASONS.get(x.createErrorReason());
+    if (reason === undefined || reason === 'NONE') throw new ImageError('WASM_INTERNAL', `planCreate failed with an unknown reason ${x.createErrorReason()}`);
     throw new Qcow2CreateError(reason, MESSAGES[reason](x.createErrorDetail()));
   }
 

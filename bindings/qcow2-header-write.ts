@@ -10,7 +10,7 @@
 import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
-import { sharedCore, type CoreInstance } from './wasm.js';
+import { sharedCore, type CoreExports, type CoreInstance } from './wasm.js';
 import { headerRegionView } from './qcow2-metadata-codec.js';
 
 /** The backing format extension (qcow2 spec, "Header extensions"). */
@@ -41,27 +41,9 @@ export interface HeaderTables {
   snapshotsOffset: number;
 }
 
-/** The core's header writing exports (assembly/header-render.ts). u64 values cross as two u32 halves. */
-interface HeaderRenderExports {
-  headerPatchSourceBytes(): number;
-  headerPatchBegin(): void;
-  headerPatchStart(): number;
-  headerPatchEnd(): number;
-  patchHeaderTables(virtualSize: number, l1Entries: number, l1TableOffset: number, reftableOffset: number,
-                    reftableClusters: number, snapshotCount: number, snapshotsOffset: number): void;
-  patchHeaderClearFlags(dirty: number, corrupt: number): number;
-  renderHeader(version: number, clusterBits: number, refcountOrder: number, compressionType: number,
-               incompatibleLow: number, incompatibleHigh: number, compatibleLow: number, compatibleHigh: number,
-               autoclearLow: number, autoclearHigh: number): number;
-  headerExtensionDataAt(): number;
-  appendHeaderExtension(type: number, dataBytes: number): number;
-  appendFeatureNameTable(): number;
-  finishHeader(backingNameBytes: number): number;
-}
-
 /** The shared core's header exports and its HEADER region (the file's bytes from position 0). */
-function headerWindow(core: CoreInstance): { x: HeaderRenderExports; window: Uint8Array } {
-  return { x: core.exports as unknown as HeaderRenderExports, window: headerRegionView(core) };
+function headerWindow(core: CoreInstance): { x: CoreExports; window: Uint8Array } {
+  return { x: core.exports, window: headerRegionView(core) };
 }
 
 const low32 = (value: bigint) => Number(value & 0xffffffffn);
@@ -72,9 +54,9 @@ const high32 = (value: bigint) => Number((value >> 32n) & 0xffffffffn);
  * first bytes, lets `patch` change them in the core, writes the changed range. Returns false
  * when nothing changed (nothing written).
  */
-async function patchHeader(backend: Backend, patch: (x: HeaderRenderExports) => void): Promise<boolean> {
+async function patchHeader(backend: Backend, patch: (x: CoreExports) => void): Promise<boolean> {
   const core = await sharedCore();
-  const source = new Uint8Array((core.exports as unknown as HeaderRenderExports).headerPatchSourceBytes());
+  const source = new Uint8Array(core.exports.headerPatchSourceBytes());
   await backend.preadv(0, [source]);
   const { x, window } = headerWindow(core);
   window.set(source);

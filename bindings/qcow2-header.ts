@@ -3,60 +3,10 @@
 // into the HEADER region, runs parseHeader, and returns a typed Qcow2Header, or throws an
 // ImageError whose message mirrors QEMU's. Wasm reads every field; this file only decodes names.
 
-import type { CoreInstance } from './wasm.js';
+import {
+  byteRegion, enumNames, regionBounds, type CoreExports, type CoreInstance, CompressionType, FeatureType, HeaderError, Region, Status,
+} from './wasm.js';
 import { ImageError, type ErrorCode } from './errors.js';
-
-/** The header parser's exports (assembly/header.ts). u32 results arrive as signed numbers. */
-interface HeaderExports {
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  parseHeader(byteCount: number, fileSize: number): number;
-  headerErrorReason(): number;
-  headerErrorDetail(): number;
-  headerErrorDetailLow(): number;
-  headerErrorDetailHigh(): number;
-  headerVersion(): number;
-  headerClusterBits(): number;
-  headerVirtualSize(): number;
-  headerL1Size(): number;
-  headerL1TableOffset(): number;
-  headerRefcountTableOffset(): number;
-  headerRefcountTableClusters(): number;
-  headerRefcountOrder(): number;
-  headerSnapshotCount(): number;
-  headerSnapshotsOffset(): number;
-  headerLengthBytes(): number;
-  headerCompressionType(): number;
-  headerIncompatibleFeaturesLow(): number;
-  headerIncompatibleFeaturesHigh(): number;
-  headerCompatibleFeaturesLow(): number;
-  headerCompatibleFeaturesHigh(): number;
-  headerAutoclearFeaturesLow(): number;
-  headerAutoclearFeaturesHigh(): number;
-  headerUnknownIncompatibleLow(): number;
-  headerUnknownIncompatibleHigh(): number;
-  headerIsDirty(): number;
-  headerIsCorrupt(): number;
-  headerHasLazyRefcounts(): number;
-  headerHasExtendedL2(): number;
-  headerHasExternalDataFile(): number;
-  headerIsDataFileRaw(): number;
-  headerBackingFileNameOffset(): number;
-  headerBackingFileNameBytes(): number;
-  headerBackingFormatOffset(): number;
-  headerBackingFormatBytes(): number;
-  headerDataFileNameOffset(): number;
-  headerDataFileNameBytes(): number;
-  headerFeatureNameCount(): number;
-  headerFeatureNameType(index: number): number;
-  headerFeatureNameBit(index: number): number;
-  headerFeatureNameOffset(index: number): number;
-  headerFeatureNameBytes(index: number): number;
-  headerUnknownExtensionCount(): number;
-  headerUnknownExtensionType(index: number): number;
-  headerUnknownExtensionOffset(index: number): number;
-  headerUnknownExtensionBytes(index: number): number;
-}
 
 /** An entry of the image's feature name table. */
 export interface Qcow2FeatureName {
@@ -180,7 +130,7 @@ const MESSAGES = {
   BACKING_NAME_TOO_LONG: () => 'Backing file name too long',
   BACKING_NAME_PAST_REGION: (c: MessageContext) =>
     `The backing file name ends at byte ${c.detail}, past the ${c.regionBytes} bytes of cluster 0 this engine reads`,
-} satisfies Record<string, (c: MessageContext) => string>;
+} satisfies Record<Exclude<keyof typeof HeaderError, 'NONE'>, (c: MessageContext) => string>;
 
 /** Stable names of the header checks (assembly/header.ts, enum HeaderError). */
 export type HeaderErrorReason = keyof typeof MESSAGES;
@@ -196,51 +146,14 @@ export class Qcow2HeaderError extends ImageError {
   }
 }
 
-/** Constants read once per core from its exported globals. */
-interface HeaderConstants {
-  regionHeader: number;
-  regionBytes: number;
-  statusInvalid: number;
-  statusCorrupt: number;
-  statusUnsupported: number;
-  reasons: Map<number, HeaderErrorReason>;
-}
-
-const constantsByCore = new WeakMap<CoreInstance, HeaderConstants>();
-
-function readConstants(core: CoreInstance): HeaderConstants {
-  const cached = constantsByCore.get(core);
-  if (cached) return cached;
-  const raw = core.exports as unknown as Record<string, unknown>;
-  const get = (name: string): number => {
-    const global = raw[name];
-    if (!(global instanceof WebAssembly.Global)) throw new ImageError('WASM_INTERNAL', `wasm core lacks ${name}`);
-    return global.value as number;
-  };
-  const reasons = new Map<number, HeaderErrorReason>();
-  for (const name of Object.keys(MESSAGES) as HeaderErrorReason[]) reasons.set(get(`HeaderError.${name}`), name);
-  const regionHeader = get('REGION_HEADER');
-  const constants: HeaderConstants = {
-    regionHeader,
-    regionBytes: (core.exports as unknown as HeaderExports).regionBytes(regionHeader) >>> 0,
-    statusInvalid: get('STATUS_INVALID'),
-    statusCorrupt: get('STATUS_CORRUPT'),
-    statusUnsupported: get('STATUS_UNSUPPORTED'),
-    reasons,
-  };
-  if (constants.regionBytes !== get('HEADER_REGION_BYTES')) {
-    throw new ImageError('WASM_INTERNAL', 'wasm core HEADER region is not laid out (initLayout)');
-  }
-  constantsByCore.set(core, constants);
-  return constants;
-}
+const HEADER_REASONS = enumNames(HeaderError);
 
 /**
  * How many of the image file's first bytes parseQcow2Header needs: min(fileSize, the HEADER
  * region's size, 64 KiB).
  */
 export function qcow2HeaderBytesNeeded(core: CoreInstance, fileSize: number): number {
-  return Math.min(fileSize, readConstants(core).regionBytes);
+  return Math.min(fileSize, regionBounds(core, Region.HEADER).bytes);
 }
 
 /**
@@ -261,18 +174,16 @@ export function parseQcow2Header(core: CoreInstance, headerBytes: Uint8Array, fi
   if (!Number.isSafeInteger(fileSize) || fileSize < 0) {
     throw new ImageError('INVALID_ARGUMENT', `file size ${fileSize} is not a byte count`);
   }
-  const c = readConstants(core);
-  const x = core.exports as unknown as HeaderExports;
-  const byteCount = Math.min(fileSize, c.regionBytes);
+  const x = core.exports;
+  const region = byteRegion(core, Region.HEADER);
+  const byteCount = Math.min(fileSize, region.byteLength);
   if (headerBytes.length < byteCount) {
     throw new ImageError('INVALID_ARGUMENT', `the header needs the file's first ${byteCount} bytes, got ${headerBytes.length}`);
   }
-  const regionAt = x.regionOffset(c.regionHeader) >>> 0;
-  const region = new Uint8Array(core.memory.buffer, regionAt, c.regionBytes);
   region.set(headerBytes.subarray(0, byteCount));
 
   const status = x.parseHeader(byteCount, fileSize);
-  if (status !== 0) throw headerError(c, x, region, status, fileSize);
+  if (status !== Status.OK) throw headerError(x, region, status, fileSize);
 
   const u32 = (n: number) => n >>> 0;
   const u64 = (low: number, high: number) => (BigInt(high >>> 0) << 32n) | BigInt(low >>> 0);
@@ -293,7 +204,7 @@ export function parseQcow2Header(core: CoreInstance, headerBytes: Uint8Array, fi
     incompatibleFeatures: u64(x.headerIncompatibleFeaturesLow(), x.headerIncompatibleFeaturesHigh()),
     compatibleFeatures: u64(x.headerCompatibleFeaturesLow(), x.headerCompatibleFeaturesHigh()),
     autoclearFeatures: u64(x.headerAutoclearFeaturesLow(), x.headerAutoclearFeaturesHigh()),
-    compressionType: u32(x.headerCompressionType()) === 1 ? 'zstd' : 'zlib',
+    compressionType: x.headerCompressionType() === CompressionType.ZSTD ? 'zstd' : 'zlib',
     headerLength: u32(x.headerLengthBytes()),
     featureNames: readFeatureNames(x, region),
     unknownExtensions: [],
@@ -325,10 +236,12 @@ export function parseQcow2Header(core: CoreInstance, headerBytes: Uint8Array, fi
   return header;
 }
 
-const FEATURE_TYPES = ['incompatible', 'compatible', 'autoclear'] as const;
+const FEATURE_TYPES: Readonly<Record<number, Qcow2FeatureName['type']>> = {
+  [FeatureType.INCOMPATIBLE]: 'incompatible', [FeatureType.COMPATIBLE]: 'compatible', [FeatureType.AUTOCLEAR]: 'autoclear',
+} satisfies Record<FeatureType, Qcow2FeatureName['type']>;
 
 /** The feature name table's entries with a known type and a name, in table order. */
-function readFeatureNames(x: HeaderExports, region: Uint8Array): Qcow2FeatureName[] {
+function readFeatureNames(x: CoreExports, region: Uint8Array): Qcow2FeatureName[] {
   const names: Qcow2FeatureName[] = [];
   const count = x.headerFeatureNameCount() >>> 0;
   for (let i = 0; i < count; i++) {
@@ -350,24 +263,24 @@ function decodeName(region: Uint8Array, offset: number, length: number): string 
   return utf8.decode(nul === -1 ? bytes : bytes.subarray(0, nul));
 }
 
-function headerError(c: HeaderConstants, x: HeaderExports, region: Uint8Array, status: number, fileSize: number): Error {
-  if (status === c.statusInvalid) {
+function headerError(x: CoreExports, region: Uint8Array, status: number, fileSize: number): Error {
+  if (status === Status.INVALID) {
     return new ImageError('WASM_INTERNAL', 'parseHeader rejected its arguments');
   }
-  const reason = c.reasons.get(x.headerErrorReason());
-  if (reason === undefined) {
+  const reason = HEADER_REASONS.get(x.headerErrorReason());
+  if (reason === undefined || reason === 'NONE') {
     return new ImageError('WASM_INTERNAL', `parseHeader failed (status ${status}) with an unknown reason ${x.headerErrorReason()}`);
   }
   const context: MessageContext = {
     detail: x.headerErrorDetail(),
     exactDetail: (BigInt(x.headerErrorDetailHigh() >>> 0) << 32n) | BigInt(x.headerErrorDetailLow() >>> 0),
     fileSize,
-    regionBytes: c.regionBytes,
+    regionBytes: region.byteLength,
     unsupportedFeatures: () => describeUnknownIncompatible(x, region),
   };
   const code: ErrorCode = reason === 'BAD_MAGIC' ? 'IMAGE_FORMAT_UNKNOWN'
-    : status === c.statusUnsupported ? 'QCOW2_UNSUPPORTED_FEATURE'
-    : status === c.statusCorrupt ? 'QCOW2_CORRUPT' : 'WASM_INTERNAL';
+    : status === Status.UNSUPPORTED ? 'QCOW2_UNSUPPORTED_FEATURE'
+    : status === Status.CORRUPT ? 'QCOW2_CORRUPT' : 'WASM_INTERNAL';
   return new Qcow2HeaderError(code, reason, MESSAGES[reason](context));
 }
 
@@ -375,7 +288,7 @@ function headerError(c: HeaderConstants, x: HeaderExports, region: Uint8Array, s
  * QEMU's list of unsupported incompatible features: the names the feature table gives the
  * unknown bits, in table order, then the bits without a name as one hex mask.
  */
-function describeUnknownIncompatible(x: HeaderExports, region: Uint8Array): string {
+function describeUnknownIncompatible(x: CoreExports, region: Uint8Array): string {
   let unnamed = (BigInt(x.headerUnknownIncompatibleHigh() >>> 0) << 32n) | BigInt(x.headerUnknownIncompatibleLow() >>> 0);
   const parts: string[] = [];
   for (const feature of readFeatureNames(x, region)) {

@@ -9,7 +9,7 @@ import type { Backend } from './backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from './errors.js';
-import { sharedCore } from './wasm.js';
+import { sharedCore, HeaderField } from './wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun } from './qcow2-core.js';
 import { Qcow2WritePath } from './qcow2-write-path.js';
@@ -36,7 +36,7 @@ import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qco
 import { openBackingImage, openDataFile, type ChainContext } from './qcow2-chain-open.js';
 
 /** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
-const AUTOCLEAR_FEATURES_OFFSET = 88;
+const AUTOCLEAR_FEATURES_OFFSET = HeaderField.AUTOCLEAR_FEATURES;
 
 /** A qcow2 image. Open with Qcow2Image.open. */
 export class Qcow2Image extends DispatchedImage {
@@ -421,7 +421,7 @@ export class Qcow2Image extends DispatchedImage {
 }
 
 /** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = 72;
+const INCOMPATIBLE_FEATURES_OFFSET = HeaderField.INCOMPATIBLE_FEATURES;
 const INCOMPATIBLE_DIRTY = 1n;
 
 async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<void> {

@@ -6,37 +6,14 @@
 // "window") in the core, lets the core read or change the entries there, and copies changed parts
 // back. Everything here is synchronous, so the shared core serves it between awaits.
 
-import { sharedCore, type CoreInstance } from './wasm.js';
-
-/** The core's table entry exports (assembly/table-entries.ts). Offsets and values cross as numbers. */
-interface TableEntryExports {
-  regionOffset(region: number): number;
-  regionBytes(region: number): number;
-  entryHostOffset(at: number): number;
-  setEntryHostOffset(at: number, hostOffset: number, copied: number): void;
-  setEntryCopied(at: number, copied: number): number;
-  l2EntryIsCompressed(at: number): number;
-  l2EntryHasZeroFlag(at: number): number;
-  l2EntryReadsAsZeros(at: number, extendedL2: number, version: number): number;
-  compressedDataOffset(at: number, clusterBits: number): number;
-  compressedRunStart(at: number, clusterBits: number): number;
-  compressedRunBytes(at: number, clusterBits: number): number;
-  relocateL2Entry(at: number, hostOffset: number, extendedL2: number): void;
-  setL2DataEntry(at: number, hostOffset: number, copied: number, extendedL2: number): void;
-  reftableEntryOffset(at: number): number;
-  setReftableEntry(at: number, hostOffset: number): void;
-  refcountAt(at: number, index: number, order: number): number;
-  setRefcountAt(at: number, index: number, order: number, value: number): void;
-}
+import { byteRegion, sharedCore, type CoreExports, type CoreInstance, Region } from './wasm.js';
 
 /**
  * The HEADER region of `core` (64 KiB, the file's bytes from position 0 when a header is parsed):
  * the window the metadata tools place bytes in for the core to read or write.
  */
 export function headerRegionView(core: CoreInstance): Uint8Array {
-  const x = core.exports as unknown as Pick<TableEntryExports, 'regionOffset' | 'regionBytes'>;
-  const headerRegion = (core.exports as unknown as Record<string, WebAssembly.Global>).REGION_HEADER.value as number;
-  return new Uint8Array(core.memory.buffer, x.regionOffset(headerRegion) >>> 0, x.regionBytes(headerRegion) >>> 0);
+  return byteRegion(core, Region.HEADER);
 }
 
 /** Bytes of an L1 entry and of a refcount table entry. */
@@ -64,11 +41,11 @@ export interface L2Geometry {
 
 /** Table entry bytes in TypeScript buffers, read and written by the wasm core. */
 export class TableCodec {
-  private readonly x: TableEntryExports;
+  private readonly x: CoreExports;
   private readonly window: Uint8Array;
 
   private constructor(core: CoreInstance) {
-    this.x = core.exports as unknown as TableEntryExports;
+    this.x = core.exports;
     this.window = headerRegionView(core);
   }
 

@@ -11,6 +11,7 @@ import type { Qcow2Header } from './qcow2-header.js';
 import type { Qcow2Core } from './qcow2-core.js';
 import { ImageError } from './errors.js';
 import { readSnapshotTable } from './qcow2-snapshots.js';
+import { HeaderField, MetadataOverlap } from './wasm.js';
 
 /** What a host write to the image file carries; it may overlap only its own kind of structure. */
 export type HostWriteKind = 'data' | 'header' | 'l1' | 'l2' | 'refcount-table' | 'refcount-block';
@@ -25,79 +26,10 @@ const OWN_KIND: Record<HostWriteKind, MetadataKind | undefined> = {
   'refcount-table': 'refcount table', 'refcount-block': 'refcount block',
 };
 
-/** Header byte offset of the incompatible feature bits, and the corrupt bit (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = 72;
+/** The corrupt bit of the incompatible feature bits (qcow2 spec, "Header"). */
 const INCOMPATIBLE_CORRUPT = 2n;
-/** Masks of the offset bits of L1 and refcount table entries, split into 32-bit halves (bits 9..55 / 9..63). */
-const L1_OFFSET_HIGH_MASK = 0x00ffffff;
-const REFT_OFFSET_HIGH_MASK = 0xffffffff;
-const OFFSET_LOW_MASK = 0xfffffe00;
 /** QEMU's largest L1 table: 32 MiB of entries. */
 const MAX_L1_ENTRIES = (32 << 20) / 8;
-
-/**
- * Cluster indices referenced by one in-memory table (L2 tables from the L1 table, refcount blocks
- * from the refcount table), kept up to date by diffing the table's words against a shadow copy
- * whenever its change counter moves (new L2 tables and refcount blocks are rare).
- */
-class ReferencedClusters {
-  private shadow = new Uint32Array(0);
-  private generation = -1;
-  /** cluster index -> number of entries referencing it. */
-  private readonly counts = new Map<number, number>();
-  /** Entries whose offset is not cluster-aligned (corrupt: QEMU refuses to use them). */
-  misaligned = 0;
-
-  constructor(private readonly clusterBits: number, private readonly highMask: number) {}
-
-  /** Brings the set up to date with `words` (big-endian entries as 32-bit words) at `generation`. */
-  sync(words: Uint32Array, generation: number): void {
-    if (generation === this.generation && words.length === this.shadow.length) return;
-    const shared = Math.min(words.length, this.shadow.length);
-    for (let i = 0; i < shared; i += 2) {
-      if (words[i] !== this.shadow[i] || words[i + 1] !== this.shadow[i + 1]) {
-        this.adjust(this.shadow, i, -1);
-        this.adjust(words, i, 1);
-      }
-    }
-    for (let i = shared; i < this.shadow.length; i += 2) this.adjust(this.shadow, i, -1);
-    for (let i = shared; i < words.length; i += 2) this.adjust(words, i, 1);
-    this.shadow = words.slice();
-    this.generation = generation;
-  }
-
-  /** Makes the next sync() compare every entry (the table was reloaded). */
-  invalidate(): void {
-    this.generation = -1;
-  }
-
-  /** True when a cluster of [firstCluster, lastCluster] is referenced. */
-  hasAny(firstCluster: number, lastCluster: number): boolean {
-    if (lastCluster - firstCluster < this.counts.size) {
-      for (let c = firstCluster; c <= lastCluster; c++) if (this.counts.has(c)) return true;
-      return false;
-    }
-    for (const c of this.counts.keys()) if (c >= firstCluster && c <= lastCluster) return true;
-    return false;
-  }
-
-  // Entries are big-endian u64: word i holds the high half, as the bytes are in memory order.
-  private adjust(words: Uint32Array, i: number, delta: number): void {
-    const high = byteSwap(words[i]) & this.highMask;
-    const low = byteSwap(words[i + 1]) & OFFSET_LOW_MASK;
-    if (high === 0 && low === 0) return;
-    // Offsets above 2^53 lose precision here; such an entry is corrupt and never written through.
-    const offset = high * 2 ** 32 + (low >>> 0);
-    const cluster = Math.floor(offset / 2 ** this.clusterBits);
-    if (cluster * 2 ** this.clusterBits !== offset) this.misaligned += delta;
-    const count = (this.counts.get(cluster) ?? 0) + delta;
-    if (count > 0) this.counts.set(cluster, count);
-    else this.counts.delete(cluster);
-  }
-}
-
-const byteSwap = (word: number): number =>
-  (((word & 0xff) << 24) | ((word & 0xff00) << 8) | ((word >>> 8) & 0xff00) | (word >>> 24)) >>> 0;
 
 /** What check() returns when the write may go ahead at once. */
 const CLEAR: Promise<void> = Promise.resolve();
@@ -114,20 +46,13 @@ export class Qcow2OverlapGuard {
   private snapshotRanges: Promise<FixedRange[]> | undefined;
   /** What snapshotRanges resolved to, once it has (lets check() answer without a promise of its own). */
   private snapshotList: FixedRange[] | undefined;
-  private readonly l2Tables: ReferencedClusters;
-  private readonly refcountBlocks: ReferencedClusters;
 
-  constructor(private readonly core: Qcow2Core, private readonly backend: Backend, private readonly header: Qcow2Header) {
-    this.l2Tables = new ReferencedClusters(header.clusterBits, L1_OFFSET_HIGH_MASK);
-    this.refcountBlocks = new ReferencedClusters(header.clusterBits, REFT_OFFSET_HIGH_MASK);
-  }
+  constructor(private readonly core: Qcow2Core, private readonly backend: Backend, private readonly header: Qcow2Header) {}
 
   /** Forgets what it read of the tables (after the image's metadata was rewritten and reloaded). */
   forget(): void {
     this.snapshotRanges = undefined;
     this.snapshotList = undefined;
-    this.l2Tables.invalidate();
-    this.refcountBlocks.invalidate();
   }
 
   /** True once a refused write marked the image corrupt. */
@@ -184,18 +109,14 @@ export class Qcow2OverlapGuard {
     for (const range of snapshotRanges) {
       if (hits(range.kind, range.start, range.end)) return range.kind;
     }
-    const tables = this.core.metadataTables();
-    const firstCluster = start / h.clusterSize;
-    const lastCluster = end / h.clusterSize - 1;
-    if (own !== 'active L2 table') {
-      this.l2Tables.sync(tables.l1, tables.l1Generation);
-      if (this.l2Tables.hasAny(firstCluster, lastCluster)) return 'active L2 table';
+    // The L2 tables and refcount blocks the in-memory tables reference now (assembly/table-index.ts).
+    switch (this.core.instance.exports.tableOverlap(start / h.clusterSize, end / h.clusterSize - 1,
+      own === 'active L2 table' ? 1 : 0, own === 'refcount block' ? 1 : 0)) {
+      case MetadataOverlap.L2_TABLE: return 'active L2 table';
+      case MetadataOverlap.UNALIGNED_REFCOUNT_BLOCK: return 'unaligned refcount block';
+      case MetadataOverlap.REFCOUNT_BLOCK: return 'refcount block';
+      default: return undefined;
     }
-    this.refcountBlocks.sync(tables.reftable, tables.reftableGeneration);
-    // Refcounts are read and written through every refcount block, so one out of line taints all.
-    if (this.refcountBlocks.misaligned > 0) return 'unaligned refcount block';
-    if (own !== 'refcount block' && this.refcountBlocks.hasAny(firstCluster, lastCluster)) return 'refcount block';
-    return undefined;
   }
 
   // The snapshot table and the snapshots' L1 tables, read once (they do not change while open).
@@ -227,10 +148,10 @@ export class Qcow2OverlapGuard {
     if (this.header.version !== 3) return;
     try {
       const field = new Uint8Array(8);
-      await this.backend.preadv(INCOMPATIBLE_FEATURES_OFFSET, [field]);
+      await this.backend.preadv(HeaderField.INCOMPATIBLE_FEATURES, [field]);
       const view = new DataView(field.buffer);
       view.setBigUint64(0, view.getBigUint64(0) | INCOMPATIBLE_CORRUPT);
-      await this.backend.pwritev(INCOMPATIBLE_FEATURES_OFFSET, [field]);
+      await this.backend.pwritev(HeaderField.INCOMPATIBLE_FEATURES, [field]);
       await this.backend.flush();
       this.header.incompatibleFeatures |= INCOMPATIBLE_CORRUPT;
       this.header.flags.corrupt = true;

@@ -7,7 +7,7 @@ import type { Backend } from './backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import { ImageError } from './errors.js';
 import { readSnapshotTable } from './qcow2-snapshots.js';
-import { sharedCore, type CoreInstance } from './wasm.js';
+import { sharedCore, type CoreExports, type CoreInstance } from './wasm.js';
 import { headerRegionView } from './qcow2-metadata-codec.js';
 
 /** An entry of the snapshot table: its bytes as stored (padding excluded) and what they say. */
@@ -35,21 +35,14 @@ export interface NewSnapshotEntry {
   icount: number;
 }
 
-/** The core's snapshot entry exports (assembly/snapshot.ts). */
-interface SnapshotEntryExports {
-  renderSnapshotEntry(l1TableOffset: number, l1Entries: number, idBytes: number, nameBytes: number, dateSeconds: number,
-                      dateNanoseconds: number, vmClockNanoseconds: number, vmStateBytes: number, diskBytes: number, icount: number): number;
-  setSnapshotEntryL1Offset(at: number, hostOffset: number): void;
-}
-
 /** Entries are padded to a multiple of this many bytes in the table (qcow2 spec, "Snapshots"). */
 const ENTRY_ALIGNMENT_BYTES = 8;
 
 const paddedLength = (bytes: number) => Math.ceil(bytes / ENTRY_ALIGNMENT_BYTES) * ENTRY_ALIGNMENT_BYTES;
 
 // The shared core's exports and its HEADER region, where entries are rendered and patched.
-function entryWindow(core: CoreInstance): { x: SnapshotEntryExports; window: Uint8Array } {
-  return { x: core.exports as unknown as SnapshotEntryExports, window: headerRegionView(core) };
+function entryWindow(core: CoreInstance): { x: CoreExports; window: Uint8Array } {
+  return { x: core.exports, window: headerRegionView(core) };
 }
 
 /** The snapshot table entries of the image in `backend`, in table order. Throws as listSnapshots. */

@@ -32,21 +32,6 @@ export interface Qcow2Snapshot {
   l1Entries: number;
 }
 
-interface SnapshotExports {
-  parseSnapshotEntry(at: number, available: number): number;
-  snapshotIdStart(): number;
-  snapshotIdLength(): number;
-  snapshotNameLength(): number;
-  snapshotL1Offset(): number;
-  snapshotL1Entries(): number;
-  snapshotDateSeconds(): number;
-  snapshotDateNanoseconds(): number;
-  snapshotVmClockNanoseconds(): number;
-  snapshotVmStateBytes(): number;
-  snapshotDiskBytes(): number;
-  snapshotIcount(): number;
-}
-
 /**
  * Lists the snapshots of the image in `backend` whose parsed header is `header`, in table order.
  * Throws QCOW2_CORRUPT for an invalid entry, QCOW2_UNSUPPORTED_FEATURE for an entry over 64 KiB.
@@ -63,7 +48,7 @@ export async function listSnapshots(backend: Backend, header: Qcow2Header): Prom
 export async function readSnapshotTable(backend: Backend, header: Qcow2Header): Promise<{ snapshots: Qcow2Snapshot[]; tableBytes: number; entryBytes: Uint8Array[] }> {
   if (header.snapshotCount === 0) return { snapshots: [], tableBytes: 0, entryBytes: [] };
   const core = await instantiateCore();
-  const x = core.exports as unknown as SnapshotExports;
+  const x = core.exports;
   const window = headerRegionView(core);
   const windowBytes = window.length;
   const text = new TextDecoder();

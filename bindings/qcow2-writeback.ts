@@ -9,14 +9,15 @@
 // THE RULE for metadata changes against a running write-back (allocation, commits, zero flags,
 // discard, refcount growth and releases, deferred copy-on-write commits, table copies): a
 // write-back copies ALL the dirty metadata it will write (L1 part, refcount table, refcount
-// slices, L2 slices) in one synchronous step when it starts, before its first await. A change
-// made after that step is not in the copy: its slice or table keeps a newer change counter, so
-// the write-back does not mark it clean, and the next write-back writes it. Every metadata
-// change happens inside a synchronous core call, so a copy sees each change whole or not at all,
-// and whatever it sees is self-consistent: a cluster's refcount is raised before any entry points
-// at it, a new L2 table is in the L1 table from the call that creates its first slice. So
-// metadata changes never wait for a write-back and callers check nothing; the only exclusion is
-// refcount-table growth, which runs as a write-back itself (see growReftable).
+// slices, L2 slices, the list of new L2 tables) in one synchronous step when it starts, before
+// its first await. A change made after that step is not in the copy: its slice or table keeps a
+// newer change counter, so the write-back does not mark it clean, and the next write-back writes
+// it. Every metadata change happens inside a synchronous core call, so a copy sees each change
+// whole or not at all, and whatever it sees is self-consistent: a cluster's refcount is raised
+// before any entry points at it, a new L2 table is in the L1 table (and in the core's list of new
+// tables) from the call that creates its first slice. So metadata changes never wait for a
+// write-back and callers check nothing; the only exclusion is refcount-table growth, which runs
+// as a write-back itself (see growReftable).
 
 import type { Backend } from './backend.js';
 import { ImageError } from './errors.js';
@@ -25,15 +26,13 @@ import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
 import { allSettledOrThrow } from './settle.js';
 import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
+import { HeaderField } from './wasm.js';
 
-/** Header byte offset of refcount_table_offset (u64), followed by refcount_table_clusters (u32). */
-const REFCOUNT_TABLE_OFFSET_FIELD = 48;
-/** Bits 9-55 of an L1 entry: the L2 table's host offset. */
-const L1_OFFSET_MASK = 0x00fffffffffffe00n;
 /** Write-backs growReftable runs to free refcount cache slots before it gives up. */
 const MAX_GROWTH_ATTEMPTS = 16;
-/** Largest metadata slice the core caches (assembly/image-regions.ts: a cluster, at most 4 KiB). */
-const L2_SLICE_BYTES_MAX = 4096;
+
+/** An L2 table allocated empty whose L1 entry is not on disk yet (assembly/new-tables.ts). */
+interface NewTable { l1Index: number; hostOffset: number }
 
 /** Serialises metadata write-back for one image and keeps the clusters waiting for release. */
 export class Qcow2Writeback {
@@ -47,11 +46,6 @@ export class Qcow2Writeback {
   private flushesStarted = 0;
   /** The backend flush in progress, if any (a barrier that finds nothing owed still waits for it). */
   private backendFlush: Promise<void> | undefined;
-  /**
-   * New L2 tables (host offsets) already written whole to the file (zeros where no slice was
-   * dirty) whose L1 entries may not be on disk yet: they are never zero-filled again.
-   */
-  private readonly tablesOnDisk = new Set<number>();
 
   constructor(private readonly core: Qcow2Core, private readonly backend: Backend,
               private readonly header: Qcow2Header, private readonly counters: ImageStats,
@@ -145,7 +139,7 @@ export class Qcow2Writeback {
     const view = new DataView(pointer.buffer);
     view.setBigUint64(0, BigInt(table.hostOffset));
     view.setUint32(8, table.clusters);
-    await this.write(REFCOUNT_TABLE_OFFSET_FIELD, pointer, 'header');
+    await this.write(HeaderField.REFCOUNT_TABLE_OFFSET, pointer, 'header');
     await this.barrier();
     const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
     this.header.refcountTableOffset = table.hostOffset;
@@ -204,7 +198,7 @@ export class Qcow2Writeback {
     const refcountSlices = this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT);
     const l2 = this.core.dirtySlices(Qcow2Core.CACHE_L2);
     if (l2.length > 0) this.flushOwed = true;
-    const newTables = l1 ? await this.newL2Tables(l1.firstIndex, l1.bytes) : [];
+    const newTables = this.newL2Tables();
     await this.writeSlices(refcountSlices);
     if (reftable) {
       await this.barrier();
@@ -219,25 +213,16 @@ export class Qcow2Writeback {
       await this.write(this.header.l1TableOffset + l1.firstIndex * 8, l1.bytes, 'l1');
       this.core.markL1Clean(l1.generation);
       await this.barrier();
-      for (const table of newTables) this.tablesOnDisk.delete(table);
     }
   }
 
-  // The L2 tables that entries of the L1 copy (`bytes` from entry `firstIndex`) point at and the
-  // L1 table on disk does not, and that were not written whole already (by an earlier write-back,
-  // or as copies of shared tables before their L1 entry changed): tables allocated since the last
-  // write-back.
-  private async newL2Tables(firstIndex: number, bytes: Uint8Array): Promise<number[]> {
-    const onDisk = new Uint8Array(bytes.byteLength);
-    await this.backend.preadv(this.header.l1TableOffset + firstIndex * 8, [onDisk]);
-    const now = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-    const before = new DataView(onDisk.buffer);
-    const tables: number[] = [];
-    for (let at = 0; at < bytes.byteLength; at += 8) {
-      const table = now.getBigUint64(at) & L1_OFFSET_MASK;
-      const hostOffset = Number(table);
-      if (table !== 0n && table !== (before.getBigUint64(at) & L1_OFFSET_MASK) &&
-          !this.tablesOnDisk.has(hostOffset) && !this.core.isTableWrittenWhole(hostOffset)) tables.push(hostOffset);
+  // The L2 tables allocated empty and not yet written whole (by an earlier write-back whose L1
+  // write failed, say), as the core tracks them: every one is in the L1 copy taken with it.
+  private newL2Tables(): NewTable[] {
+    const x = this.core.instance.exports;
+    const tables: NewTable[] = [];
+    for (let l1Index = x.newTableFrom(0); l1Index >= 0; l1Index = x.newTableFrom(l1Index + 1)) {
+      tables.push({ l1Index, hostOffset: x.l1TableHostOffset(l1Index) });
     }
     return tables;
   }
@@ -247,18 +232,19 @@ export class Qcow2Writeback {
   // even when no entry of it has been set yet (otherwise the L1 entry could point past the end of
   // the file). This happens once per table, before any of its slices is written: a slice written
   // by an earlier run (its L1 write failed, say) is never overwritten with zeros.
-  private async zeroFillTables(tables: readonly number[], copied: readonly DirtySlice[]): Promise<void> {
+  private async zeroFillTables(tables: readonly NewTable[], copied: readonly DirtySlice[]): Promise<void> {
+    const x = this.core.instance.exports;
     const clusterBytes = this.header.clusterSize;
-    const sliceBytes = Math.min(clusterBytes, L2_SLICE_BYTES_MAX);
+    const sliceBytes = x.sliceBytes() >>> 0;
     const inCopy = new Set(copied.map((slice) => slice.hostOffset));
     const zeros = new Uint8Array(sliceBytes);
-    await allSettledOrThrow(tables.map(async (table) => {
+    await allSettledOrThrow(tables.map(async ({ l1Index, hostOffset }) => {
       const writes: Promise<void>[] = [];
-      for (let slice = table; slice < table + clusterBytes; slice += sliceBytes) {
+      for (let slice = hostOffset; slice < hostOffset + clusterBytes; slice += sliceBytes) {
         if (!inCopy.has(slice)) writes.push(this.write(slice, zeros, 'l2'));
       }
       await allSettledOrThrow(writes);
-      this.tablesOnDisk.add(table);
+      x.markTableWritten(l1Index, hostOffset);
     }));
   }
 
