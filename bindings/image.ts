@@ -4,7 +4,6 @@
 
 import type { Backend } from './backend.js';
 import type { MergeMode } from './merge-core.js';
-import type { DeferredCowOptions } from './qcow2-deferred-cow.js';
 import { ImageError, exactNumber } from './errors.js';
 
 /** One guest write: `data` (one buffer or an iovec list) lands at guest byte `offset`. */
@@ -84,6 +83,14 @@ export interface BlockImage {
   close(): Promise<void>;
   /** Counters since open. */
   stats(): ImageStats;
+}
+
+/** Knobs of deferred copy-on-write (OpenOptions.deferredCow). */
+export interface DeferredCowOptions {
+  /** Most clusters pending at once; more forces the oldest (default 64). */
+  maxPending?: number;
+  /** Longest a cluster stays pending, in milliseconds (default 50). */
+  delayMs?: number;
 }
 
 /** Options of every format's open(). */

@@ -17,7 +17,8 @@ export { createSnapshot, applySnapshot, deleteSnapshot, readSnapshotVmState, Sna
 export { resizeQcow2, type ResizeOptions } from './resize.js';
 export { amendQcow2, type AmendOptions } from './amend.js';
 export { commitImage, layerRanges, type CommitOptions, type LayerRange } from './commit.js';
-export { copyBackingDifferences, writeBackingFileName, type RebaseCopyOptions } from './rebase.js';
+export { copyBackingDifferences, type RebaseCopyOptions } from './rebase.js';
+export { writeBackingFileName } from './qcow2-backing-name.js';
 export { emptyActiveLayer } from './qcow2-make-empty.js';
 export type { BlockImage, WriteRequest, ImageStats, OpenOptions, CreateOptions } from './image.js';
 export type { MergeMode } from './merge-core.js';

@@ -23,6 +23,8 @@
 // or the cluster has been pending for delayMs. Every path ends in COMMITTED, so every pending
 // cluster is committed by the next flush at the latest.
 
+import type { DeferredCowOptions } from './image.js';
+
 /** One new cluster whose bytes [0, filledBytes) are written and whose L2 entry is not yet. */
 export interface PendingCluster {
   /** Guest offset of the cluster (cluster-aligned). */
@@ -35,14 +37,6 @@ export interface PendingCluster {
   deadlineMs: number;
   /** Handed to the image's force callback by the timer or the cap (not timed again unless retried). */
   due: boolean;
-}
-
-/** Knobs of deferred copy-on-write (OpenOptions.deferredCow). */
-export interface DeferredCowOptions {
-  /** Most clusters pending at once; more forces the oldest (default 64). */
-  maxPending?: number;
-  /** Longest a cluster stays pending, in milliseconds (default 50). */
-  delayMs?: number;
 }
 
 const DEFAULT_MAX_PENDING = 64;

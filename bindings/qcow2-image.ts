@@ -21,7 +21,7 @@ import { listSnapshots, type Qcow2Snapshot } from './qcow2-snapshots.js';
 import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
-import { writeBackingFileName } from './rebase.js';
+import { writeBackingFileName } from './qcow2-backing-name.js';
 import { decodeCluster, decodeClusters } from './decompress.js';
 import { groupCompressedRuns, isRunGroup, type CompressedRunGroup } from './compressed-run-groups.js';
 import { checkMergeOption } from './raw-image.js';
@@ -191,7 +191,7 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /**
-   * Names another backing file in the header (writeBackingFileName, bindings/rebase.ts); this
+   * Names another backing file in the header (writeBackingFileName, bindings/qcow2-backing-name.ts); this
    * instance keeps reading through the backing image it opened: reopen to use the new one.
    */
   setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {

@@ -4,12 +4,9 @@
 // backing file, so the image reads the same afterwards; then the header names the new backing
 // file. Unsafe mode (-u) only changes the name.
 
-import type { Backend } from './backend.js';
 import type { BlockImage } from './image.js';
 import type { Qcow2Image } from './qcow2-image.js';
 import { ImageError } from './errors.js';
-import { ShadowUpdate, type TableCapacity } from './qcow2-shadow-update.js';
-import { currentHeaderFields, serializeHeader } from './qcow2-header-write.js';
 import { layerRanges } from './commit.js';
 
 /** Bytes compared per step. */
@@ -73,21 +70,4 @@ export async function copyBackingDifferences(image: Qcow2Image, newBacking: Bloc
 function differ(a: Uint8Array, b: Uint8Array, start: number, end: number): boolean {
   for (let i = start; i < end; i++) if (a[i] !== b[i]) return true;
   return false;
-}
-
-/**
- * Names `backingFile` (with `backingFormat`) as the backing file of the qcow2 image in `backend`
- * (writable, not open elsewhere for writing), or no backing file when undefined: the header is
- * rewritten as QEMU rewrites it. Throws INVALID_ARGUMENT for a name without a format (QEMU
- * refuses those too) or a header too large for cluster 0, and ShadowUpdate's errors (`capacity`
- * as ShadowUpdate.begin takes it).
- */
-export async function writeBackingFileName(backend: Backend, backingFile: string | undefined, backingFormat?: string,
-                                           capacity?: TableCapacity): Promise<void> {
-  if (backingFile !== undefined && backingFile !== '' && !backingFormat) throw new ImageError('INVALID_ARGUMENT', 'backing format must be specified');
-  const update = await ShadowUpdate.begin(backend, capacity);
-  const fields = currentHeaderFields(update.header);
-  fields.backingFile = backingFile === '' ? undefined : backingFile;
-  fields.backingFormat = fields.backingFile === undefined ? undefined : backingFormat;
-  await update.commit((switchFields) => serializeHeader(update.header, fields, switchFields));
 }

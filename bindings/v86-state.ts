@@ -3,7 +3,7 @@
 // state of an internal snapshot of the disk image (where QEMU keeps a snapshot's VM state),
 // restoreState brings both back.
 
-import type { V86Disk } from './v86.js';
+import type { V86Disk } from './v86-disk.js';
 import type { Qcow2Snapshot } from './qcow2-snapshots.js';
 import type { CreateSnapshotOptions } from './qcow2-snapshot-ops.js';
 import { ImageError } from './errors.js';
