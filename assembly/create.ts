@@ -46,7 +46,7 @@ const KNOWN_FLAGS: i32 = 15;
 
 /**
  * Why planCreate refused the options (createErrorReason), with stable numbers. TypeScript words
- * each like qemu-img 7.2 words the same refusal (bindings/qcow2-create.ts). "Detail" is what
+ * each like qemu-img 7.2 words the same refusal (bindings/qcow2/qcow2-create.ts). "Detail" is what
  * createErrorDetail() returns with it.
  */
 export enum CreateError {

@@ -6,7 +6,7 @@ import { Status } from './status';
 
 /**
  * Why parseHeader rejected an image: one member per check, with stable numbers. TypeScript turns
- * each into a message mirroring QEMU's (bindings/qcow2-header.ts). The status each one comes with
+ * each into a message mirroring QEMU's (bindings/qcow2/qcow2-header.ts). The status each one comes with
  * is in brackets; "detail" is what headerErrorDetail() returns with it.
  */
 export enum HeaderError {

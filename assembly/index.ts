@@ -35,7 +35,7 @@ export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;
 export const GAP_POLICY_WITHIN_FRESH_CLUSTER: i32 = GapPolicy.WITHIN_FRESH_CLUSTER;
 
 // qcow2 header parsing (assembly/header.ts, header-error.ts). HeaderError members export as globals named
-// "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
+// "HeaderError.<MEMBER>", read by bindings/qcow2/qcow2-header.ts.
 export {
   parseHeader, MAX_UNKNOWN_EXTENSIONS,
   headerVersion, headerClusterBits, headerVirtualSize, headerL1Size, headerL1TableOffset,
@@ -77,7 +77,7 @@ export {
 } from './allocate';
 // The write plan record and the per-cluster write states. PlanKind, PlanField, CopyField,
 // CopySource and WriteState members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-core.ts.
+// bindings/qcow2/qcow2-core.ts.
 export { setBackingBytes, describeContent, CopySource, PlanField, CopyField, PLAN_FIELDS, COPY_FIELDS } from './write-plan';
 export { classifyClusters, inPlaceHostOffset, WriteState } from './write-state';
 export {
@@ -98,7 +98,7 @@ export const STATUS_NEED_GROWTH: i32 = Status.NEED_GROWTH;
 export const STATUS_NEED_TABLE_COPY: i32 = Status.NEED_TABLE_COPY;
 
 // Image creation (assembly/create.ts). CreateError and CreateFlag members export as globals
-// named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2-create.ts.
+// named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2/qcow2-create.ts.
 export {
   planCreate, renderCreate, CreateError, CreateFlag, createErrorReason, createErrorDetail,
   createFileBytes, createClusterCount, createExtentCount, createExtentStart, createExtentBytes,
@@ -106,7 +106,7 @@ export {
 
 // Consistency check and repair (assembly/check*.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
 // CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-check-session.ts.
+// bindings/qcow2/qcow2-check-session.ts.
 export { configureCheck, checkBegin } from './check';
 export {
   checkRegionsBytes, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount, checkEventsDropped,

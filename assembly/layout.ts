@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The linear-memory region map, defined once here and read by TypeScript at init
-// (bindings/wasm.ts). Memory is imported, fixed in size, and never grows: views built once
+// (bindings/core/wasm.ts). Memory is imported, fixed in size, and never grows: views built once
 // stay valid across awaits. Regions are laid out upwards from __heap_base:
 //
 //   region            record                                   count

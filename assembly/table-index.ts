@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Which host clusters hold active L2 tables and refcount blocks, read from the in-memory L1 and
 // refcount tables, for the metadata overlap guard (QEMU's qcow2_check_metadata_overlap): a host
-// write that would overwrite one of them is refused (bindings/qcow2-overlap.ts). Each table's
+// write that would overwrite one of them is refused (bindings/qcow2/qcow2-overlap.ts). Each table's
 // referenced cluster indices are kept sorted in the TABLE_INDEX region and rebuilt when the
 // table changed since the last query (new tables and blocks are rare), so a query is a binary
 // search per table.

@@ -2,5 +2,5 @@
 // Entry point `qcow2-wasm/v86`: the adapter that lets the v86 emulator use any BlockImage as a
 // disk, and saving v86's machine state together with its disk in one qcow2 file.
 
-export * from './v86-disk.js';
-export { saveState, restoreState, type V86StateEmulator } from './v86-state.js';
+export * from './emulators/v86-disk.js';
+export { saveState, restoreState, type V86StateEmulator } from './emulators/v86-state.js';

@@ -21,7 +21,7 @@ import { dirname, extname, join, normalize } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build, createServer as createViteServer } from 'vite';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright';
-import { allocationMap } from '../bindings/allocation-map.js';
+import { allocationMap } from '../bindings/tools/allocation-map.js';
 import { Qcow2Image, RawImage, createMemoryBackend, ImageError, type BlockImage } from '../bindings/index.js';
 import { CELL_PIXELS, MAP_COLOURS, MAP_COLUMNS } from '../examples/browser/draw-map.js';
 import { qemuCheck, qemuImg, qemuInfo, qemuMap, requireQemu } from './helpers/qemu.js';

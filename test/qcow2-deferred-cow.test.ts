@@ -5,12 +5,12 @@
 // and concurrent allocating writes into one cluster.
 
 import { describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { checkQcow2 } from '../bindings/qcow2-check.js';
-import { createQcow2 } from '../bindings/qcow2-create.js';
-import type { Backend } from '../bindings/backend.js';
-import type { OpenOptions } from '../bindings/image.js';
+import { checkQcow2 } from '../bindings/qcow2/qcow2-check.js';
+import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import type { OpenOptions } from '../bindings/dispatch/image.js';
 import { expectBytes } from './helpers/bytes.js';
 import { wrapFaultyBackend, wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { makePrng } from './helpers/prng.js';

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: MIT
-// New L2 tables in write-back (assembly/new-tables.ts, bindings/qcow2-writeback.ts): a table
+// New L2 tables in write-back (assembly/new-tables.ts, bindings/qcow2/qcow2-writeback.ts): a table
 // allocated empty reaches the file whole (zeros where no slice is dirty) before the L1 entry that
 // points at it, and only once: later write-backs write only its dirty slices, also when the L1
 // entry is still to be written.
 
 import { describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { createQcow2 } from '../bindings/qcow2-create.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { scriptedBackend, type ScriptedCall } from './helpers/scripted-backend.js';
 

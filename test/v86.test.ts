@@ -11,13 +11,13 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BlockImage } from '../bindings/image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
 import { toV86Disk, V86Disk, type V86DiskOperation } from '../bindings/v86.js';
 import { createImageFile, openImageFile } from '../bindings/node.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { RawImage } from '../bindings/raw-image.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { ImageError } from '../bindings/errors.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { ImageError } from '../bindings/base/errors.js';
 import { wrapFaultyBackend, type FaultCallInfo } from './helpers/faulty-backend.js';
 import { convertToRaw, hasQemuImg, qemuCheck, qemuImg } from './helpers/qemu.js';
 import { describeRequiring } from './helpers/describe-requiring.js';

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The wasm boundary (bindings/wasm.ts): the TypeScript view of the core's exports
-// (bindings/wasm-core.generated.ts) is what assembly/ compiles to today, the module the bindings
+// The wasm boundary (bindings/core/wasm.ts): the TypeScript view of the core's exports
+// (bindings/core/wasm-core.generated.ts) is what assembly/ compiles to today, the module the bindings
 // load matches it export for export, a core built from other sources is refused with
 // INVALID_ARGUMENT, and no other bindings file types or reads the exports by hand.
 
@@ -9,9 +9,9 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { CORE_CONSTANTS, CORE_ENUMS, CORE_FUNCTION_ARITY } from '../bindings/wasm-core.generated.js';
-import { coreGlobal, init, instantiateCore } from '../bindings/wasm.js';
-import { ImageError } from '../bindings/errors.js';
+import { CORE_CONSTANTS, CORE_ENUMS, CORE_FUNCTION_ARITY } from '../bindings/core/wasm-core.generated.js';
+import { coreGlobal, init, instantiateCore } from '../bindings/core/wasm.js';
+import { ImageError } from '../bindings/base/errors.js';
 
 const root = join(import.meta.dirname, '..');
 const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-boundary-'));
@@ -50,7 +50,7 @@ describe('wasm boundary', () => {
       '--outFile', wasm, '--textFile', join(scratch, 'core.wat'), '--bindings', 'raw'], { cwd: root, stdio: 'pipe' });
     const fresh = join(scratch, 'wasm-core.generated.ts');
     execFileSync(process.execPath, [join(root, 'scripts/wasm-declarations.mjs'), wasm, join(scratch, 'core.d.ts'), fresh], { cwd: root, stdio: 'pipe' });
-    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(root, 'bindings/wasm-core.generated.ts'), 'utf8'));
+    expect(readFileSync(fresh, 'utf8')).toBe(readFileSync(join(root, 'bindings/core/wasm-core.generated.ts'), 'utf8'));
     const compiled = exportsOf(readFileSync(wasm));
     expect(compiled).toEqual(declared());
   }, 120_000);
@@ -91,7 +91,7 @@ describe('wasm boundary', () => {
       for (const entry of readdirSync(dir, { withFileTypes: true })) {
         const path = join(dir, entry.name);
         if (entry.isDirectory()) walk(path);
-        else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.generated.ts') && path !== join(root, 'bindings/wasm.ts')) {
+        else if (entry.name.endsWith('.ts') && !entry.name.endsWith('.generated.ts') && path !== join(root, 'bindings/core/wasm.ts')) {
           const text = readFileSync(path, 'utf8');
           if (/exports as unknown as|WebAssembly\.Global|\.exports as |wasm-core\.generated/.test(text)) offenders.push(path);
         }

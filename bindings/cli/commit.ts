@@ -4,17 +4,17 @@
 // options, progress lines and messages, over commitImage and copyBackingDifferences.
 
 import { dirname, resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import type { BlockImage } from '../image.js';
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage } from '../dispatch/image.js';
 import { openNodeBackend } from '../backends/node.js';
-import { RawImage } from '../raw-image.js';
-import { Qcow2Image, probeFormat } from '../qcow2-image.js';
-import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { resizeQcow2 } from '../resize.js';
-import { commitImage } from '../commit.js';
-import { copyBackingDifferences } from '../rebase.js';
-import { writeBackingFileName } from '../qcow2-backing-name.js';
-import { help } from '../cli.js';
+import { RawImage } from '../raw/raw-image.js';
+import { Qcow2Image, probeFormat } from '../qcow2/qcow2-image.js';
+import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
+import { resizeQcow2 } from '../tools/resize.js';
+import { commitImage } from '../tools/commit.js';
+import { copyBackingDifferences } from '../tools/rebase.js';
+import { writeBackingFileName } from '../qcow2/qcow2-backing-name.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { openFailure, pathCombine } from './files.js';

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'vitest';
-import type { MapEntry } from '../../bindings/qcow2-map.js';
+import type { MapEntry } from '../../bindings/tools/qcow2-map.js';
 
 /** What a QEMU tool printed and how it exited. */
 export interface CommandResult {
@@ -217,7 +217,7 @@ export function qemuCheck(path: string): QemuCheckReport {
   return { ...(JSON.parse(result.stdout) as Omit<QemuCheckReport, 'exitCode'>), exitCode: result.code };
 }
 
-/** One entry of `qemu-img map --output=json` (the shape bindings/qcow2-map.ts produces too). */
+/** One entry of `qemu-img map --output=json` (the shape bindings/tools/qcow2-map.ts produces too). */
 export type QemuMapEntry = MapEntry;
 
 /** `qemu-img map --output=json`, parsed. */
