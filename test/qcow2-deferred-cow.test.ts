@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The allocating-write machinery of qcow2 (issue "Allocating writes without waste"): the merge
+// The allocating-write machinery of qcow2 (allocating writes without waste): the merge
 // hook that bridges gaps inside new clusters, deferred copy-on-write and each way it is forced
 // (read, flush, timer, cap, a hole, a gap, writeZeroes), a power cut while a cluster is pending,
 // and concurrent allocating writes into one cluster.

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // QEMU as the test oracle: runs qemu-img and qemu-io, builds images with known content, and builds
-// the deterministic image zoo (../shared/reference/baselines.md §3.2). Tests that need QEMU ask
-// requireQemu(): without it they skip loudly, and where CI is set they fail instead (design §7).
+// the deterministic image zoo (every qemu-img create option this library reads). Tests that need
+// QEMU ask requireQemu(): without it they skip loudly, and where CI is set they fail instead.
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -283,7 +283,7 @@ export interface ZooImage {
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-// baselines.md §3.2, with small writes added to the images it leaves empty (so every image has
+// The zoo's images, with small writes added to the images it leaves empty (so every image has
 // content to read back) and a three-layer chain qcow2 -> qcow2 -> raw.
 const V3_OPS: readonly ImageOp[] = [
   { op: 'write', offset: 0, length: 64 * KiB, pattern: 0xab },
