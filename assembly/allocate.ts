@@ -17,6 +17,7 @@ import {
   clusterBits, hasExtendedL2, hasExternalData, l1EntryCount, l1IndexOf, l2CoverageBits, l2IndexOf, l2EntryBits,
   sliceBits, sliceIndexBits, subclusterBits,
 } from './geometry';
+import { markNewTable } from './new-tables';
 import { L2Access, l1EntryAddress, l1EntryValue, l2EntryAddress, l2EntrySlot, lookupL2Entry, readL1Entry } from './l2-entry';
 import { CacheId, installZeroSlice, markSlotDirty, slotCount, isSlotDirty, slotKey } from './cache';
 import { needWriteback } from './need';
@@ -135,6 +136,7 @@ function locateEntry(guestOffset: u64, mayAllocate: bool): Status {
     // A table allocated past the old end of the file reads as zeros until written; its slices
     // are installed zeroed and dirty as they are used.
     setL1Entry(l1IndexOf(guestOffset), allocatedHost | QCOW_OFLAG_COPIED);
+    markNewTable(l1IndexOf(guestOffset));
     const sliceOffset = (<u64>(l2IndexOf(guestOffset) >> sliceIndexBits())) << sliceBits;
     if (installZeroSlice(CacheId.L2, allocatedHost + sliceOffset) < 0) return needWriteback(CacheId.L2);
     status = lookupL2Entry(guestOffset, L2Access.WRITE);

@@ -3,7 +3,7 @@
 // memory, found by host offset through an open-addressing hash, evicted least recently used,
 // with a dirty flag and a generation per slot for write-back. Sans I/O: a miss picks a clean
 // victim and TypeScript reads the slice into it (or the core installs a zeroed slice for a table
-// it just allocated); dirty slices are written by TypeScript (bindings/qcow2-writeback.ts).
+// it just allocated); dirty slices are written by TypeScript (bindings/qcow2/qcow2-writeback.ts).
 
 import { sliceBits } from './geometry';
 

@@ -2,7 +2,7 @@
 // Image consistency check and in-place repair, as `qemu-img check` (QEMU 7.2) does them: rebuilds
 // the refcount every host cluster should have, compares it with the stored refcounts, checks
 // OFLAG_COPIED, and fixes refcounts and flags inside table chunks. Sans I/O: TypeScript
-// (bindings/qcow2-check.ts) reads one table chunk at a time into CHECK_TABLE. It never allocates
+// (bindings/qcow2/qcow2-check.ts) reads one table chunk at a time into CHECK_TABLE. It never allocates
 // clusters, grows a table or changes an L2 entry other than its OFLAG_COPIED bit.
 //
 // The check runs in a core instance of its own; configureCheck places its regions from `start`

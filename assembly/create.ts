@@ -23,16 +23,12 @@ import { Region, regionOffset, regionBytes } from './layout';
 import { Status } from './status';
 import { renderFeatureNameTable } from './header-render';
 import {
-  QCOW_MAGIC, HDR_VERSION, HDR_BACKING_FILE_OFFSET, HDR_BACKING_FILE_SIZE, HDR_CLUSTER_BITS,
-  HDR_SIZE, HDR_L1_SIZE, HDR_L1_TABLE_OFFSET, HDR_REFCOUNT_TABLE_OFFSET,
-  HDR_REFCOUNT_TABLE_CLUSTERS, HDR_INCOMPATIBLE_FEATURES, HDR_COMPATIBLE_FEATURES,
-  HDR_REFCOUNT_ORDER, HDR_HEADER_LENGTH, HDR_COMPRESSION_TYPE, V2_HEADER_BYTES, V3_HEADER_BYTES,
-  INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, COMPAT_LAZY_REFCOUNTS, COMPRESSION_ZSTD,
-  EXT_HEADER_BYTES, EXT_BACKING_FORMAT,
-  L1E_BYTES, L2E_BYTES, L2E_EXTENDED_BYTES, REFTABLE_ENTRY_BYTES, QCOW_OFLAG_COPIED,
-  MIN_CLUSTER_BITS, MAX_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER,
-  MAX_L1_BYTES, MAX_REFTABLE_BYTES, MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES,
-  MAX_EXACT_POSITION, storeBE32, storeBE64,
+  HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_HEADER_BYTES, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2,
+  COMPAT_LAZY_REFCOUNTS, CompressionType, EXT_HEADER_BYTES, EXT_BACKING_FORMAT,
+  L1E_BYTES,
+  L2E_BYTES, L2E_EXTENDED_BYTES, REFTABLE_ENTRY_BYTES, QCOW_OFLAG_COPIED, MIN_CLUSTER_BITS, MAX_CLUSTER_BITS,
+  MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER, MAX_L1_BYTES, MAX_REFTABLE_BYTES,
+  MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES, MAX_EXACT_POSITION, storeBE32, storeBE64,
 } from './format';
 
 /** Bits of planCreate's `flags`. */
@@ -50,7 +46,7 @@ const KNOWN_FLAGS: i32 = 15;
 
 /**
  * Why planCreate refused the options (createErrorReason), with stable numbers. TypeScript words
- * each like qemu-img 7.2 words the same refusal (bindings/qcow2-create.ts). "Detail" is what
+ * each like qemu-img 7.2 words the same refusal (bindings/qcow2/qcow2-create.ts). "Detail" is what
  * createErrorDetail() returns with it.
  */
 export enum CreateError {
@@ -235,8 +231,8 @@ export function planCreate(virtualSize: f64, clusterSize: f64, version: i32, ref
     fileBytes = (l1StartCluster() << clusterBits) + l1EntryCount * L1E_BYTES;
     headExtentBytes = fileBytes;
   }
-  storeBE64(headerImage + HDR_L1_TABLE_OFFSET, l1EntryCount == 0 ? 0 : l1StartCluster() << clusterBits);
-  storeBE32(headerImage + HDR_REFCOUNT_TABLE_CLUSTERS, <u32>reftableClusterCount);
+  storeBE64(headerImage + HeaderField.L1_TABLE_OFFSET, l1EntryCount == 0 ? 0 : l1StartCluster() << clusterBits);
+  storeBE32(headerImage + HeaderField.REFCOUNT_TABLE_CLUSTERS, <u32>reftableClusterCount);
   return Status.OK;
 }
 
@@ -247,21 +243,21 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
   const at = headerImage;
   memory.fill(at, 0, HEADER_IMAGE_CAPACITY);
   storeBE32(at, QCOW_MAGIC);
-  storeBE32(at + HDR_VERSION, <u32>version);
-  storeBE32(at + HDR_CLUSTER_BITS, clusterBits);
-  storeBE64(at + HDR_SIZE, sizeBytes);
-  storeBE32(at + HDR_L1_SIZE, <u32>l1EntryCount);
-  storeBE64(at + HDR_REFCOUNT_TABLE_OFFSET, <u64>1 << clusterBits);
+  storeBE32(at + HeaderField.VERSION, <u32>version);
+  storeBE32(at + HeaderField.CLUSTER_BITS, clusterBits);
+  storeBE64(at + HeaderField.SIZE, sizeBytes);
+  storeBE32(at + HeaderField.L1_SIZE, <u32>l1EntryCount);
+  storeBE64(at + HeaderField.REFCOUNT_TABLE_OFFSET, <u64>1 << clusterBits);
   let end: u32 = V2_HEADER_BYTES;
   if (version == 3) {
     let incompatible: u64 = 0;
     if (flags & CreateFlag.ZSTD) incompatible |= INCOMPAT_COMPRESSION;
     if (flags & CreateFlag.EXTENDED_L2) incompatible |= INCOMPAT_EXTL2;
-    storeBE64(at + HDR_INCOMPATIBLE_FEATURES, incompatible);
-    storeBE64(at + HDR_COMPATIBLE_FEATURES, (flags & CreateFlag.LAZY_REFCOUNTS) != 0 ? COMPAT_LAZY_REFCOUNTS : 0);
-    storeBE32(at + HDR_REFCOUNT_ORDER, refcountBitsLog);
-    storeBE32(at + HDR_HEADER_LENGTH, V3_HEADER_BYTES);
-    store<u8>(at + HDR_COMPRESSION_TYPE, (flags & CreateFlag.ZSTD) != 0 ? <u8>COMPRESSION_ZSTD : 0);
+    storeBE64(at + HeaderField.INCOMPATIBLE_FEATURES, incompatible);
+    storeBE64(at + HeaderField.COMPATIBLE_FEATURES, (flags & CreateFlag.LAZY_REFCOUNTS) != 0 ? COMPAT_LAZY_REFCOUNTS : 0);
+    storeBE32(at + HeaderField.REFCOUNT_ORDER, refcountBitsLog);
+    storeBE32(at + HeaderField.HEADER_LENGTH, V3_HEADER_BYTES);
+    store<u8>(at + HeaderField.COMPRESSION_TYPE, (flags & CreateFlag.ZSTD) != 0 ? <u8>CompressionType.ZSTD : 0);
     end = V3_HEADER_BYTES;
   }
   // Extensions in qemu-img's order: backing format, feature name table, end marker.
@@ -275,8 +271,8 @@ function buildHeaderImage(version: i32, sizeBytes: u64, flags: i32, nameBytes: i
   if (version == 3 && clusterBits >= FEATURE_TABLE_MIN_CLUSTER_BITS) end += renderFeatureNameTable(at + end);
   end += EXT_HEADER_BYTES; // the end-of-extensions marker: eight zero bytes
   if (nameBytes > 0) {
-    storeBE64(at + HDR_BACKING_FILE_OFFSET, <u64>end);
-    storeBE32(at + HDR_BACKING_FILE_SIZE, <u32>nameBytes);
+    storeBE64(at + HeaderField.BACKING_FILE_OFFSET, <u64>end);
+    storeBE32(at + HeaderField.BACKING_FILE_SIZE, <u32>nameBytes);
     if (end + <u32>nameBytes <= <u32>HEADER_IMAGE_CAPACITY) memory.copy(at + end, names, <usize>nameBytes);
     end += <u32>nameBytes;
   }

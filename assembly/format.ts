@@ -10,27 +10,33 @@
 /** "QFI\xfb", the first four bytes of every qcow2 image (big-endian u32). */
 export const QCOW_MAGIC: u32 = 0x514649fb;
 
-export const HDR_MAGIC: u32 = 0; // u32
-export const HDR_VERSION: u32 = 4; // u32: 2 or 3
-export const HDR_BACKING_FILE_OFFSET: u32 = 8; // u64: host offset of the name, 0 = none
-export const HDR_BACKING_FILE_SIZE: u32 = 16; // u32: name length in bytes, no NUL
-export const HDR_CLUSTER_BITS: u32 = 20; // u32
-export const HDR_SIZE: u32 = 24; // u64: virtual disk size in bytes
-export const HDR_CRYPT_METHOD: u32 = 32; // u32: CRYPT_*
-export const HDR_L1_SIZE: u32 = 36; // u32: active L1 entries
-export const HDR_L1_TABLE_OFFSET: u32 = 40; // u64: host offset, cluster-aligned
-export const HDR_REFCOUNT_TABLE_OFFSET: u32 = 48; // u64: host offset, cluster-aligned
-export const HDR_REFCOUNT_TABLE_CLUSTERS: u32 = 56; // u32
-export const HDR_NB_SNAPSHOTS: u32 = 60; // u32
-export const HDR_SNAPSHOTS_OFFSET: u32 = 64; // u64: host offset, cluster-aligned
-// Version 3 only (a version 2 header ends at byte 72):
-export const HDR_INCOMPATIBLE_FEATURES: u32 = 72; // u64
-export const HDR_COMPATIBLE_FEATURES: u32 = 80; // u64
-export const HDR_AUTOCLEAR_FEATURES: u32 = 88; // u64
-export const HDR_REFCOUNT_ORDER: u32 = 96; // u32: refcount_bits = 1 << order
-export const HDR_HEADER_LENGTH: u32 = 100; // u32
-// Optional (present when header_length > the field's offset; an explicit 0 means absent):
-export const HDR_COMPRESSION_TYPE: u32 = 104; // u8: COMPRESSION_*
+/**
+ * Byte offsets of the header fields from the start of the file, exported so every TypeScript
+ * file that patches a header field names it from here.
+ */
+export enum HeaderField {
+  MAGIC = 0, // u32
+  VERSION = 4, // u32: 2 or 3
+  BACKING_FILE_OFFSET = 8, // u64: host offset of the name, 0 = none
+  BACKING_FILE_SIZE = 16, // u32: name length in bytes, no NUL
+  CLUSTER_BITS = 20, // u32
+  SIZE = 24, // u64: virtual disk size in bytes
+  CRYPT_METHOD = 32, // u32: CRYPT_*
+  L1_SIZE = 36, // u32: active L1 entries
+  L1_TABLE_OFFSET = 40, // u64: host offset, cluster-aligned
+  REFCOUNT_TABLE_OFFSET = 48, // u64: host offset, cluster-aligned
+  REFCOUNT_TABLE_CLUSTERS = 56, // u32
+  NB_SNAPSHOTS = 60, // u32
+  SNAPSHOTS_OFFSET = 64, // u64: host offset, cluster-aligned
+  // Version 3 only (a version 2 header ends at byte 72):
+  INCOMPATIBLE_FEATURES = 72, // u64
+  COMPATIBLE_FEATURES = 80, // u64
+  AUTOCLEAR_FEATURES = 88, // u64
+  REFCOUNT_ORDER = 96, // u32: refcount_bits = 1 << order
+  HEADER_LENGTH = 100, // u32
+  // Optional (present when header_length > the field's offset; an explicit 0 means absent):
+  COMPRESSION_TYPE = 104, // u8: COMPRESSION_*
+}
 
 /** Bytes of a version 2 header; its extensions start right after. */
 export const V2_HEADER_BYTES: u32 = 72;
@@ -68,9 +74,12 @@ export const CRYPT_NONE: u32 = 0;
 export const CRYPT_AES: u32 = 1;
 export const CRYPT_LUKS: u32 = 2;
 
-/** Raw deflate with a 4 KiB window (QEMU calls it zlib). */
-export const COMPRESSION_ZLIB: u32 = 0;
-export const COMPRESSION_ZSTD: u32 = 1;
+/** The header's compression_type values. */
+export enum CompressionType {
+  /** Raw deflate with a 4 KiB window (QEMU calls it zlib). */
+  ZLIB = 0,
+  ZSTD = 1,
+}
 
 // ---------------------------------------------------------------------------------------------
 // Header extensions (qcow2 spec, "Header extensions"): u32 type, u32 length, data, padding to 8.
@@ -87,9 +96,12 @@ export const EXT_DATA_FILE: u32 = 0x44415441; // "DATA"
 /** Feature name table entry: u8 type, u8 bit number, 46 bytes of name padded with zeros. */
 export const FEATURE_ENTRY_BYTES: u32 = 48;
 export const FEATURE_NAME_BYTES: u32 = 46;
-export const FEATURE_TYPE_INCOMPATIBLE: u32 = 0;
-export const FEATURE_TYPE_COMPATIBLE: u32 = 1;
-export const FEATURE_TYPE_AUTOCLEAR: u32 = 2;
+/** The type byte of a feature name table entry: which feature bits its bit number names. */
+export enum FeatureType {
+  INCOMPATIBLE = 0,
+  COMPATIBLE = 1,
+  AUTOCLEAR = 2,
+}
 
 /** Bitmaps extension: u32 nb_bitmaps, u32 reserved, u64 directory size, u64 directory offset. */
 export const BITMAPS_EXT_BYTES: u32 = 24;

@@ -6,13 +6,10 @@
 // and the backing file name. A patch records the byte range it changed, which TypeScript writes.
 
 import {
-  AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, EXT_FEATURE_TABLE, EXT_HEADER_BYTES, FEATURE_ENTRY_BYTES,
-  FEATURE_TYPE_AUTOCLEAR, FEATURE_TYPE_COMPATIBLE, FEATURE_TYPE_INCOMPATIBLE, HDR_AUTOCLEAR_FEATURES,
-  HDR_BACKING_FILE_OFFSET, HDR_BACKING_FILE_SIZE, HDR_CLUSTER_BITS, HDR_COMPATIBLE_FEATURES, HDR_COMPRESSION_TYPE,
-  HDR_HEADER_LENGTH, HDR_INCOMPATIBLE_FEATURES, HDR_L1_SIZE, HDR_L1_TABLE_OFFSET, HDR_NB_SNAPSHOTS,
-  HDR_REFCOUNT_ORDER, HDR_REFCOUNT_TABLE_CLUSTERS, HDR_REFCOUNT_TABLE_OFFSET, HDR_SIZE, HDR_SNAPSHOTS_OFFSET,
-  HDR_VERSION, INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY, INCOMPAT_EXTL2,
-  AUTOCLEAR_BITMAPS, QCOW_MAGIC, V2_HEADER_BYTES, V3_HEADER_BYTES, storeBE32, storeBE64, loadBE64,
+  FeatureType, HeaderField, AUTOCLEAR_DATA_FILE_RAW, COMPAT_LAZY_REFCOUNTS, EXT_FEATURE_TABLE, EXT_HEADER_BYTES,
+  FEATURE_ENTRY_BYTES, INCOMPAT_COMPRESSION, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_DIRTY,
+  INCOMPAT_EXTL2, AUTOCLEAR_BITMAPS, QCOW_MAGIC, V2_HEADER_BYTES, V3_HEADER_BYTES, storeBE32, storeBE64,
+  loadBE64,
 } from './format';
 import { HEADER_REGION_BYTES, Region, regionOffset } from './layout';
 import { Status } from './status';
@@ -54,14 +51,14 @@ export function headerPatchEnd(): i32 { return patchEnd; }
 export function patchHeaderTables(virtualSize: f64, l1Entries: i32, l1TableOffset: f64, reftableOffset: f64,
                                   reftableClusters: i32, snapshotCount: i32, snapshotsOffset: f64): void {
   const at = window();
-  storeBE64(at + HDR_SIZE, <u64>virtualSize);
-  storeBE32(at + HDR_L1_SIZE, <u32>l1Entries);
-  storeBE64(at + HDR_L1_TABLE_OFFSET, <u64>l1TableOffset);
-  storeBE64(at + HDR_REFCOUNT_TABLE_OFFSET, <u64>reftableOffset);
-  storeBE32(at + HDR_REFCOUNT_TABLE_CLUSTERS, <u32>reftableClusters);
-  storeBE32(at + HDR_NB_SNAPSHOTS, <u32>snapshotCount);
-  storeBE64(at + HDR_SNAPSHOTS_OFFSET, <u64>snapshotsOffset);
-  recordPatch(HDR_SIZE, HDR_SNAPSHOTS_OFFSET + 8);
+  storeBE64(at + HeaderField.SIZE, <u64>virtualSize);
+  storeBE32(at + HeaderField.L1_SIZE, <u32>l1Entries);
+  storeBE64(at + HeaderField.L1_TABLE_OFFSET, <u64>l1TableOffset);
+  storeBE64(at + HeaderField.REFCOUNT_TABLE_OFFSET, <u64>reftableOffset);
+  storeBE32(at + HeaderField.REFCOUNT_TABLE_CLUSTERS, <u32>reftableClusters);
+  storeBE32(at + HeaderField.NB_SNAPSHOTS, <u32>snapshotCount);
+  storeBE64(at + HeaderField.SNAPSHOTS_OFFSET, <u64>snapshotsOffset);
+  recordPatch(HeaderField.SIZE, HeaderField.SNAPSHOTS_OFFSET + 8);
 }
 
 /**
@@ -69,12 +66,12 @@ export function patchHeaderTables(virtualSize: f64, l1Entries: i32, l1TableOffse
  * version 3 header's incompatible features. Returns 1 when a bit was set, else 0 (nothing patched).
  */
 export function patchHeaderClearFlags(dirty: i32, corrupt: i32): i32 {
-  const at = window() + HDR_INCOMPATIBLE_FEATURES;
+  const at = window() + HeaderField.INCOMPATIBLE_FEATURES;
   const clear = (dirty != 0 ? INCOMPAT_DIRTY : 0) | (corrupt != 0 ? INCOMPAT_CORRUPT : 0);
   const features = loadBE64(at);
   if ((features & clear) == 0) return 0;
   storeBE64(at, features & ~clear);
-  recordPatch(HDR_INCOMPATIBLE_FEATURES, HDR_INCOMPATIBLE_FEATURES + 8);
+  recordPatch(HeaderField.INCOMPATIBLE_FEATURES, HeaderField.INCOMPATIBLE_FEATURES + 8);
   return 1;
 }
 
@@ -92,15 +89,15 @@ export function renderHeader(version: i32, clusterBits: i32, refcountOrder: i32,
   const fixed = version == 3 ? V3_HEADER_BYTES : V2_HEADER_BYTES;
   memory.fill(at, 0, fixed);
   storeBE32(at, QCOW_MAGIC);
-  storeBE32(at + HDR_VERSION, <u32>version);
-  storeBE32(at + HDR_CLUSTER_BITS, <u32>clusterBits);
+  storeBE32(at + HeaderField.VERSION, <u32>version);
+  storeBE32(at + HeaderField.CLUSTER_BITS, <u32>clusterBits);
   if (version == 3) {
-    storeBE64(at + HDR_INCOMPATIBLE_FEATURES, (<u64>incompatibleHigh << 32) | <u64>incompatibleLow);
-    storeBE64(at + HDR_COMPATIBLE_FEATURES, (<u64>compatibleHigh << 32) | <u64>compatibleLow);
-    storeBE64(at + HDR_AUTOCLEAR_FEATURES, (<u64>autoclearHigh << 32) | <u64>autoclearLow);
-    storeBE32(at + HDR_REFCOUNT_ORDER, <u32>refcountOrder);
-    storeBE32(at + HDR_HEADER_LENGTH, V3_HEADER_BYTES);
-    store<u8>(at + HDR_COMPRESSION_TYPE, <u8>compressionType);
+    storeBE64(at + HeaderField.INCOMPATIBLE_FEATURES, (<u64>incompatibleHigh << 32) | <u64>incompatibleLow);
+    storeBE64(at + HeaderField.COMPATIBLE_FEATURES, (<u64>compatibleHigh << 32) | <u64>compatibleLow);
+    storeBE64(at + HeaderField.AUTOCLEAR_FEATURES, (<u64>autoclearHigh << 32) | <u64>autoclearLow);
+    storeBE32(at + HeaderField.REFCOUNT_ORDER, <u32>refcountOrder);
+    storeBE32(at + HeaderField.HEADER_LENGTH, V3_HEADER_BYTES);
+    store<u8>(at + HeaderField.COMPRESSION_TYPE, <u8>compressionType);
   }
   renderCursor = fixed;
   return <i32>fixed;
@@ -142,14 +139,14 @@ export function renderFeatureNameTable(at: usize): u32 {
   storeBE32(at, EXT_FEATURE_TABLE);
   storeBE32(at + 4, FEATURE_NAME_COUNT * FEATURE_ENTRY_BYTES);
   let entry = at + EXT_HEADER_BYTES;
-  entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_DIRTY, 'dirty bit');
-  entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_CORRUPT, 'corrupt bit');
-  entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_DATA_FILE, 'external data file');
-  entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_COMPRESSION, 'compression type');
-  entry = featureName(entry, FEATURE_TYPE_INCOMPATIBLE, INCOMPAT_EXTL2, 'extended L2 entries');
-  entry = featureName(entry, FEATURE_TYPE_COMPATIBLE, COMPAT_LAZY_REFCOUNTS, 'lazy refcounts');
-  entry = featureName(entry, FEATURE_TYPE_AUTOCLEAR, AUTOCLEAR_BITMAPS, 'bitmaps');
-  featureName(entry, FEATURE_TYPE_AUTOCLEAR, AUTOCLEAR_DATA_FILE_RAW, 'raw external data');
+  entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, INCOMPAT_DIRTY, 'dirty bit');
+  entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, INCOMPAT_CORRUPT, 'corrupt bit');
+  entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, INCOMPAT_DATA_FILE, 'external data file');
+  entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, INCOMPAT_COMPRESSION, 'compression type');
+  entry = featureName(entry, <u32>FeatureType.INCOMPATIBLE, INCOMPAT_EXTL2, 'extended L2 entries');
+  entry = featureName(entry, <u32>FeatureType.COMPATIBLE, COMPAT_LAZY_REFCOUNTS, 'lazy refcounts');
+  entry = featureName(entry, <u32>FeatureType.AUTOCLEAR, AUTOCLEAR_BITMAPS, 'bitmaps');
+  featureName(entry, <u32>FeatureType.AUTOCLEAR, AUTOCLEAR_DATA_FILE_RAW, 'raw external data');
   return EXT_HEADER_BYTES + FEATURE_NAME_COUNT * FEATURE_ENTRY_BYTES;
 }
 
@@ -174,8 +171,8 @@ export function finishHeader(backingNameBytes: i32): i32 {
   const at = window();
   memory.fill(at + renderCursor, 0, EXT_HEADER_BYTES);
   const nameAt = renderCursor + EXT_HEADER_BYTES;
-  storeBE64(at + HDR_BACKING_FILE_OFFSET, backingNameBytes > 0 ? <u64>nameAt : 0);
-  storeBE32(at + HDR_BACKING_FILE_SIZE, <u32>backingNameBytes);
+  storeBE64(at + HeaderField.BACKING_FILE_OFFSET, backingNameBytes > 0 ? <u64>nameAt : 0);
+  storeBE32(at + HeaderField.BACKING_FILE_SIZE, <u32>backingNameBytes);
   renderCursor = nameAt;
   return <i32>nameAt;
 }

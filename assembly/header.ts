@@ -7,123 +7,20 @@
 
 import { Region, regionOffset, regionBytes } from './layout';
 import { Status } from './status';
+import { HeaderError, fail, resetHeaderError } from './header-error';
 import {
-  QCOW_MAGIC, HDR_VERSION, HDR_BACKING_FILE_OFFSET, HDR_BACKING_FILE_SIZE, HDR_CLUSTER_BITS,
-  HDR_SIZE, HDR_CRYPT_METHOD, HDR_L1_SIZE, HDR_L1_TABLE_OFFSET, HDR_REFCOUNT_TABLE_OFFSET,
-  HDR_REFCOUNT_TABLE_CLUSTERS, HDR_NB_SNAPSHOTS, HDR_SNAPSHOTS_OFFSET, HDR_INCOMPATIBLE_FEATURES,
-  HDR_COMPATIBLE_FEATURES, HDR_AUTOCLEAR_FEATURES, HDR_REFCOUNT_ORDER, HDR_HEADER_LENGTH,
-  HDR_COMPRESSION_TYPE, V2_HEADER_BYTES, V3_MIN_HEADER_BYTES,
-  INCOMPAT_DIRTY, INCOMPAT_CORRUPT, INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2,
-  INCOMPAT_KNOWN_MASK, COMPAT_LAZY_REFCOUNTS, AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW,
-  CRYPT_NONE, CRYPT_LUKS, COMPRESSION_ZLIB, COMPRESSION_ZSTD,
-  EXT_HEADER_BYTES, EXT_END, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS,
-  EXT_CRYPTO_HEADER, EXT_DATA_FILE, FEATURE_ENTRY_BYTES, FEATURE_NAME_BYTES,
-  BITMAPS_EXT_BYTES, MAX_BITMAPS, MAX_BITMAP_DIRECTORY_BYTES,
-  L1E_BYTES, SNAPSHOT_HEADER_BYTES, SUBCLUSTERS_PER_CLUSTER,
-  MIN_CLUSTER_BITS, MAX_CLUSTER_BITS, MAX_SPEC_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS,
-  MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER, MAX_L1_BYTES, MAX_REFTABLE_BYTES, MAX_SNAPSHOTS,
-  MAX_BACKING_FILE_NAME_BYTES, MAX_BACKING_FORMAT_NAME_BYTES, MAX_L1_VM_STATE_INDEX,
-  MAX_TABLE_END, MAX_EXACT_POSITION, loadBE32, loadBE64,
+  HeaderField, QCOW_MAGIC, V2_HEADER_BYTES, V3_MIN_HEADER_BYTES, INCOMPAT_DIRTY, INCOMPAT_CORRUPT,
+  INCOMPAT_DATA_FILE, INCOMPAT_COMPRESSION, INCOMPAT_EXTL2, INCOMPAT_KNOWN_MASK, COMPAT_LAZY_REFCOUNTS,
+  AUTOCLEAR_BITMAPS, AUTOCLEAR_DATA_FILE_RAW, CRYPT_NONE, CRYPT_LUKS, CompressionType,
+  EXT_HEADER_BYTES, EXT_END, EXT_BACKING_FORMAT, EXT_FEATURE_TABLE, EXT_BITMAPS, EXT_CRYPTO_HEADER,
+  EXT_DATA_FILE, FEATURE_ENTRY_BYTES, FEATURE_NAME_BYTES, BITMAPS_EXT_BYTES, MAX_BITMAPS,
+  MAX_BITMAP_DIRECTORY_BYTES, L1E_BYTES, SNAPSHOT_HEADER_BYTES, SUBCLUSTERS_PER_CLUSTER, MIN_CLUSTER_BITS,
+  MAX_CLUSTER_BITS, MAX_SPEC_CLUSTER_BITS, MIN_EXTL2_CLUSTER_BITS, MAX_REFCOUNT_ORDER, V2_REFCOUNT_ORDER,
+  MAX_L1_BYTES, MAX_REFTABLE_BYTES, MAX_SNAPSHOTS, MAX_BACKING_FILE_NAME_BYTES,
+  MAX_BACKING_FORMAT_NAME_BYTES, MAX_L1_VM_STATE_INDEX, MAX_TABLE_END, MAX_EXACT_POSITION, loadBE32,
+  loadBE64,
 } from './format';
 
-/**
- * Why parseHeader rejected an image: one member per check, with stable numbers. TypeScript turns
- * each into a message mirroring QEMU's (bindings/qcow2-header.ts). The status each one comes with
- * is in brackets; "detail" is what headerErrorDetail() returns with it.
- */
-export enum HeaderError {
-  NONE = 0,
-  /** [CORRUPT] The first four bytes are not the qcow2 magic, or the file is shorter. */
-  BAD_MAGIC = 1,
-  /** [CORRUPT] The file ends inside the header, an extension or the backing file name. Detail: bytes needed. */
-  TRUNCATED = 2,
-  /** [UNSUPPORTED] version is not 2 or 3. Detail: version. */
-  UNSUPPORTED_VERSION = 3,
-  /** [CORRUPT] cluster_bits < 9, or too large to address a second cluster. Detail: cluster_bits. */
-  CLUSTER_BITS_INVALID = 4,
-  /** [UNSUPPORTED] cluster_bits 22..55: valid, but QEMU's (and our) limit is 2 MiB. Detail: cluster_bits. */
-  CLUSTER_BITS_UNSUPPORTED = 5,
-  /** [CORRUPT] A version 3 header_length below 104. Detail: header_length. */
-  HEADER_TOO_SHORT = 6,
-  /** [CORRUPT] header_length is not a multiple of 8 (the spec requires it; QEMU does not check). Detail: header_length. */
-  HEADER_LENGTH_UNALIGNED = 7,
-  /** [CORRUPT] header_length exceeds the cluster size. Detail: header_length. */
-  HEADER_EXCEEDS_CLUSTER = 8,
-  /** [UNSUPPORTED] header_length exceeds the HEADER region (clusters above 64 KiB). Detail: header_length. */
-  HEADER_PAST_REGION = 9,
-  /** [CORRUPT] backing_file_offset lies beyond the first cluster. Detail: the offset. */
-  BACKING_OFFSET_INVALID = 10,
-  /** [UNSUPPORTED] compression_type is neither zlib (0) nor zstd (1). Detail: the type. */
-  COMPRESSION_TYPE_UNKNOWN = 11,
-  /** [CORRUPT] compression_type is not zlib but incompatible bit 3 is clear. Detail: the type. */
-  COMPRESSION_BIT_MISSING = 12,
-  /** [CORRUPT] compression_type is zlib but incompatible bit 3 is set. */
-  COMPRESSION_BIT_UNEXPECTED = 13,
-  /** [UNSUPPORTED] Incompatible bits the spec does not define are set: see headerUnknownIncompatible*. */
-  UNKNOWN_INCOMPATIBLE = 14,
-  /** [CORRUPT] refcount_order > 6. Detail: refcount_order. */
-  REFCOUNT_ORDER_TOO_LARGE = 15,
-  /** [CORRUPT] crypt_method > 2. Detail: crypt_method. */
-  ENCRYPTION_METHOD_INVALID = 16,
-  /** [UNSUPPORTED] The image is encrypted (AES or LUKS). Detail: crypt_method. */
-  ENCRYPTED = 17,
-  /** [CORRUPT] Extended L2 with subclusters below 512 bytes (cluster_bits < 14). Detail: subcluster bytes. */
-  SUBCLUSTER_TOO_SMALL = 18,
-  /** [CORRUPT] refcount_table_clusters is 0. */
-  NO_REFCOUNT_TABLE = 19,
-  /** [CORRUPT] The refcount table is larger than 8 MiB. Detail: refcount_table_clusters. */
-  REFCOUNT_TABLE_TOO_LARGE = 20,
-  /** [CORRUPT] The refcount table offset is misaligned or the table ends past INT64_MAX. Detail: the offset. */
-  REFCOUNT_TABLE_OFFSET_INVALID = 21,
-  /** [CORRUPT] More than 65536 snapshots. Detail: nb_snapshots. */
-  SNAPSHOT_TABLE_TOO_LARGE = 22,
-  /** [CORRUPT] The snapshot table offset is misaligned or the table ends past INT64_MAX. Detail: the offset. */
-  SNAPSHOT_TABLE_OFFSET_INVALID = 23,
-  /** [CORRUPT] The active L1 table is larger than 32 MiB. Detail: l1_size. */
-  L1_TOO_LARGE = 24,
-  /** [CORRUPT] The L1 table offset is misaligned or the table ends past INT64_MAX. Detail: the offset. */
-  L1_OFFSET_INVALID = 25,
-  /** [CORRUPT] The L1 index of the end of the disk exceeds INT_MAX. Detail: the virtual size. */
-  IMAGE_TOO_BIG = 26,
-  /** [CORRUPT] l1_size cannot map the virtual size. Detail: entries needed. */
-  L1_TOO_SMALL = 27,
-  /** [UNSUPPORTED] The virtual size exceeds 2^53 bytes. Detail: the virtual size. */
-  VIRTUAL_SIZE_UNSUPPORTED = 28,
-  /** [UNSUPPORTED] The L1, refcount or snapshot table reaches past 2^53 bytes. Detail: its offset. */
-  TABLE_BEYOND_2_53 = 29,
-  /** [CORRUPT] An extension's data runs past the extension area. Detail: its type. */
-  EXTENSION_TOO_LARGE = 30,
-  /** [CORRUPT] An extension type appears twice (the spec allows each at most once). Detail: its type. */
-  EXTENSION_DUPLICATE = 31,
-  /** [UNSUPPORTED] The extension area continues past the HEADER region (clusters above 64 KiB). Detail: bytes needed. */
-  EXTENSIONS_PAST_REGION = 32,
-  /** [UNSUPPORTED] More unknown extensions than MAX_UNKNOWN_EXTENSIONS. Detail: that limit. */
-  TOO_MANY_EXTENSIONS = 33,
-  /** [CORRUPT] The backing format name is 16 bytes or longer. Detail: its length. */
-  BACKING_FORMAT_TOO_LONG = 34,
-  /** [CORRUPT] A full-disk-encryption extension in an image not encrypted with LUKS. */
-  CRYPTO_EXT_WITHOUT_LUKS = 35,
-  /** [CORRUPT] The bitmaps extension is not 24 bytes. Detail: its length. */
-  BITMAPS_EXT_LENGTH = 36,
-  /** [CORRUPT] The bitmaps extension's reserved field is not zero. */
-  BITMAPS_EXT_RESERVED = 37,
-  /** [CORRUPT] More than 65535 bitmaps. Detail: nb_bitmaps. */
-  BITMAPS_TOO_MANY = 38,
-  /** [CORRUPT] A bitmaps extension with zero bitmaps. */
-  BITMAPS_NONE = 39,
-  /** [CORRUPT] The bitmap directory offset is not cluster-aligned. Detail: the offset. */
-  BITMAPS_DIRECTORY_OFFSET = 40,
-  /** [CORRUPT] The bitmap directory is larger than 1024 * 65535 bytes. Detail: its size. */
-  BITMAPS_DIRECTORY_TOO_LARGE = 41,
-  /** [CORRUPT] The bitmap directory size is zero. */
-  BITMAPS_DIRECTORY_EMPTY = 42,
-  /** [CORRUPT] Autoclear bit data-file-raw without the external data file bit. */
-  DATA_FILE_RAW_WITHOUT_DATA_FILE = 43,
-  /** [CORRUPT] The backing file name is longer than 1023 bytes or leaves the first cluster. Detail: its length. */
-  BACKING_NAME_TOO_LONG = 44,
-  /** [UNSUPPORTED] The backing file name lies past the HEADER region. Detail: bytes needed. */
-  BACKING_NAME_PAST_REGION = 45,
-}
 
 /** Most extensions parseHeader keeps for writing back (beyond it: TOO_MANY_EXTENSIONS). */
 export const MAX_UNKNOWN_EXTENSIONS: i32 = 256;
@@ -173,8 +70,6 @@ let featureCount: u32 = 0;
 let unknownExtensionCount: i32 = 0;
 let seenExtensions: u32 = 0;
 let unknownIncompatible: u64 = 0;
-let errorReason: HeaderError = HeaderError.NONE;
-let errorDetail: u64 = 0;
 let walkDetail: u64 = 0;
 
 /**
@@ -218,18 +113,18 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   if (availableBytes < 4 || loadBE32(regionPtr) != QCOW_MAGIC) return fail(HeaderError.BAD_MAGIC, 0);
   let missing = missingBytes(V2_HEADER_BYTES, HeaderError.HEADER_PAST_REGION);
   if (missing != HeaderError.NONE) return fail(missing, V2_HEADER_BYTES);
-  version = loadBE32(regionPtr + HDR_VERSION);
-  backingFileOffset = loadBE64(regionPtr + HDR_BACKING_FILE_OFFSET);
-  backingFileBytes = loadBE32(regionPtr + HDR_BACKING_FILE_SIZE);
-  clusterBits = loadBE32(regionPtr + HDR_CLUSTER_BITS);
-  virtualSize = loadBE64(regionPtr + HDR_SIZE);
-  cryptMethod = loadBE32(regionPtr + HDR_CRYPT_METHOD);
-  l1Size = loadBE32(regionPtr + HDR_L1_SIZE);
-  l1TableOffset = loadBE64(regionPtr + HDR_L1_TABLE_OFFSET);
-  refcountTableOffset = loadBE64(regionPtr + HDR_REFCOUNT_TABLE_OFFSET);
-  refcountTableClusters = loadBE32(regionPtr + HDR_REFCOUNT_TABLE_CLUSTERS);
-  snapshotCount = loadBE32(regionPtr + HDR_NB_SNAPSHOTS);
-  snapshotsOffset = loadBE64(regionPtr + HDR_SNAPSHOTS_OFFSET);
+  version = loadBE32(regionPtr + HeaderField.VERSION);
+  backingFileOffset = loadBE64(regionPtr + HeaderField.BACKING_FILE_OFFSET);
+  backingFileBytes = loadBE32(regionPtr + HeaderField.BACKING_FILE_SIZE);
+  clusterBits = loadBE32(regionPtr + HeaderField.CLUSTER_BITS);
+  virtualSize = loadBE64(regionPtr + HeaderField.SIZE);
+  cryptMethod = loadBE32(regionPtr + HeaderField.CRYPT_METHOD);
+  l1Size = loadBE32(regionPtr + HeaderField.L1_SIZE);
+  l1TableOffset = loadBE64(regionPtr + HeaderField.L1_TABLE_OFFSET);
+  refcountTableOffset = loadBE64(regionPtr + HeaderField.REFCOUNT_TABLE_OFFSET);
+  refcountTableClusters = loadBE32(regionPtr + HeaderField.REFCOUNT_TABLE_CLUSTERS);
+  snapshotCount = loadBE32(regionPtr + HeaderField.NB_SNAPSHOTS);
+  snapshotsOffset = loadBE64(regionPtr + HeaderField.SNAPSHOTS_OFFSET);
   if (version != 2 && version != 3) return fail(HeaderError.UNSUPPORTED_VERSION, version);
 
   // 2. Cluster size. Beyond 55 bits no second cluster is addressable, so the value is nonsense.
@@ -243,11 +138,11 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   if (version == 3) {
     missing = missingBytes(V3_MIN_HEADER_BYTES, HeaderError.HEADER_PAST_REGION);
     if (missing != HeaderError.NONE) return fail(missing, V3_MIN_HEADER_BYTES);
-    incompatibleFeatures = loadBE64(regionPtr + HDR_INCOMPATIBLE_FEATURES);
-    compatibleFeatures = loadBE64(regionPtr + HDR_COMPATIBLE_FEATURES);
-    autoclearFeatures = loadBE64(regionPtr + HDR_AUTOCLEAR_FEATURES);
-    refcountOrder = loadBE32(regionPtr + HDR_REFCOUNT_ORDER);
-    headerLength = loadBE32(regionPtr + HDR_HEADER_LENGTH);
+    incompatibleFeatures = loadBE64(regionPtr + HeaderField.INCOMPATIBLE_FEATURES);
+    compatibleFeatures = loadBE64(regionPtr + HeaderField.COMPATIBLE_FEATURES);
+    autoclearFeatures = loadBE64(regionPtr + HeaderField.AUTOCLEAR_FEATURES);
+    refcountOrder = loadBE32(regionPtr + HeaderField.REFCOUNT_ORDER);
+    headerLength = loadBE32(regionPtr + HeaderField.HEADER_LENGTH);
     if (headerLength < V3_MIN_HEADER_BYTES) return fail(HeaderError.HEADER_TOO_SHORT, headerLength);
     if ((headerLength & 7) != 0) return fail(HeaderError.HEADER_LENGTH_UNALIGNED, headerLength);
   } else {
@@ -260,7 +155,7 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
 
   // 4. The extension area ends where the backing file name starts, else at the end of cluster 0.
   if (backingFileOffset > clusterBytes) return fail(HeaderError.BACKING_OFFSET_INVALID, backingFileOffset);
-  if (headerLength > HDR_COMPRESSION_TYPE) compressionType = <u32>load<u8>(regionPtr + HDR_COMPRESSION_TYPE);
+  if (headerLength > <u32>HeaderField.COMPRESSION_TYPE) compressionType = <u32>load<u8>(regionPtr + HeaderField.COMPRESSION_TYPE);
 
   // 5. Walk the extensions now: the unknown-feature report below needs the feature name table.
   // Like QEMU, report a fault found in the walk only after the table checks (step 11).
@@ -268,12 +163,12 @@ export function parseHeader(byteCount: i32, fileSize: f64): i32 {
   const walkError = walkExtensions(<u64>headerLength, extensionsEnd);
 
   // 6. Compression type, which must agree with incompatible bit 3.
-  if (compressionType != COMPRESSION_ZLIB && compressionType != COMPRESSION_ZSTD) {
+  if (compressionType != <u32>CompressionType.ZLIB && compressionType != <u32>CompressionType.ZSTD) {
     return fail(HeaderError.COMPRESSION_TYPE_UNKNOWN, compressionType);
   }
   const hasCompressionBit = (incompatibleFeatures & INCOMPAT_COMPRESSION) != 0;
-  if (compressionType == COMPRESSION_ZLIB && hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_UNEXPECTED, 0);
-  if (compressionType != COMPRESSION_ZLIB && !hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_MISSING, compressionType);
+  if (compressionType == <u32>CompressionType.ZLIB && hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_UNEXPECTED, 0);
+  if (compressionType != <u32>CompressionType.ZLIB && !hasCompressionBit) return fail(HeaderError.COMPRESSION_BIT_MISSING, compressionType);
 
   // 7. Feature bits and encodings this reader must understand.
   unknownIncompatible = incompatibleFeatures & ~INCOMPAT_KNOWN_MASK;
@@ -352,30 +247,10 @@ function resetFields(): void {
   backingFileOffset = 0; backingFileBytes = 0; backingFormatOffset = 0; backingFormatBytes = 0;
   dataFileOffset = 0; dataFileBytes = 0; featureTableOffset = 0; featureCount = 0;
   unknownExtensionCount = 0; seenExtensions = 0; unknownIncompatible = 0;
-  errorReason = HeaderError.NONE; errorDetail = 0; walkDetail = 0;
+  walkDetail = 0;
+  resetHeaderError();
 }
 
-/** Records a failed check and returns the status that goes with it. */
-function fail(reason: HeaderError, detail: u64): i32 {
-  errorReason = reason;
-  errorDetail = detail;
-  switch (reason) {
-    case HeaderError.UNSUPPORTED_VERSION:
-    case HeaderError.CLUSTER_BITS_UNSUPPORTED:
-    case HeaderError.HEADER_PAST_REGION:
-    case HeaderError.COMPRESSION_TYPE_UNKNOWN:
-    case HeaderError.UNKNOWN_INCOMPATIBLE:
-    case HeaderError.ENCRYPTED:
-    case HeaderError.VIRTUAL_SIZE_UNSUPPORTED:
-    case HeaderError.TABLE_BEYOND_2_53:
-    case HeaderError.EXTENSIONS_PAST_REGION:
-    case HeaderError.TOO_MANY_EXTENSIONS:
-    case HeaderError.BACKING_NAME_PAST_REGION:
-      return Status.UNSUPPORTED;
-    default:
-      return Status.CORRUPT;
-  }
-}
 
 /**
  * NONE when the file bytes [0, end) are in the region; otherwise TRUNCATED when the file ends
@@ -529,13 +404,6 @@ function checkBitmapsExtension(dataOffset: u32, dataBytes: u32): HeaderError {
 // inside cluster 0, which are also byte offsets into the HEADER region.
 // ---------------------------------------------------------------------------------------------
 
-/** Which check failed (HeaderError.NONE after success). */
-export function headerErrorReason(): i32 { return errorReason; }
-/** The number the failed check's message needs (see HeaderError); 0 when it needs none. */
-export function headerErrorDetail(): f64 { return <f64>errorDetail; }
-/** The low and high 32 bits of the detail, for messages that print a 64-bit value exactly. */
-export function headerErrorDetailLow(): u32 { return <u32>errorDetail; }
-export function headerErrorDetailHigh(): u32 { return <u32>(errorDetail >> 32); }
 
 /** 2 or 3. */
 export function headerVersion(): u32 { return version; }

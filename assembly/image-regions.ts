@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: MIT
-// Sizes and places one image's size-dependent regions (the L1 table, the refcount table and the
-// L2 and refcount slice caches) after the fixed regions, and sets the image geometry. TypeScript
-// asks requiredMemoryBytes on a probe instance, creates the image's instance with that much
-// memory, then calls configureImage and reads the two tables into their regions.
+// Sizes and places one image's size-dependent regions (the L1 table, the refcount table, the
+// bookkeeping of new and referenced tables, and the L2 and refcount slice caches) after the fixed
+// regions, and sets the image geometry. TypeScript asks requiredMemoryBytes on a probe instance,
+// creates the image's instance with that much memory, then calls configureImage and reads the
+// two tables into their regions.
 
 import { Region, place, fixedRegionsEnd } from './layout';
 import { Status } from './status';
@@ -11,6 +12,8 @@ import { setGeometry } from './geometry';
 import { CacheId, cacheBookkeepingBytes, placeCache } from './cache';
 import { setRefcountGeometry } from './refcount';
 import { setAllocationStart } from './allocate';
+import { newTablesBytes } from './new-tables';
+import { resetTableIndex, tableIndexBytes } from './table-index';
 
 // 2^53: the largest byte position a double holds exactly.
 const MAX_EXACT_POSITION: f64 = 9007199254740992.0;
@@ -52,7 +55,9 @@ export function requiredMemoryBytes(clusterBits: i32, l1Entries: f64, reftableBy
   if (!(l1Entries >= 0) || l1Entries * 8 > <f64>MAX_L1_BYTES) return -1;
   if (!(reftableBytes >= 0) || reftableBytes > <f64>MAX_REFTABLE_BYTES) return -1;
   const bits = <u32>clusterBits;
-  return <f64>fixedRegionsEnd() + l1Entries * 8 + 16 + reftableCapacityFor(reftableBytes) + 16 +
+  const reftableCapacity = reftableCapacityFor(reftableBytes);
+  return <f64>fixedRegionsEnd() + l1Entries * 8 + 16 + reftableCapacity + 16 +
+    <f64>newTablesBytes(<u64>l1Entries) + 16 + <f64>tableIndexBytes(<u64>l1Entries, <u64>reftableCapacity) + 16 +
     cacheBytesFor(bits, sliceCountFor(bits, cacheBytes)) + cacheBytesFor(bits, sliceCountFor(bits, cacheBytes / 4));
 }
 
@@ -82,6 +87,12 @@ export function configureImage(clusterBits: i32, extendedL2: i32, externalData: 
   const reftableCapacity = <usize>reftableCapacityFor(reftableBytes);
   at = place(Region.REFTABLE, at, reftableCapacity);
   memory.fill(reftableStart, 0, reftableCapacity);
+  const newTablesStart = at;
+  const newTablesRegionBytes = <usize>newTablesBytes(<u64>l1Entries);
+  at = place(Region.NEW_TABLES, at, newTablesRegionBytes);
+  memory.fill(newTablesStart, 0, newTablesRegionBytes);
+  at = place(Region.TABLE_INDEX, at, <usize>tableIndexBytes(<u64>l1Entries, <u64>reftableCapacity));
+  resetTableIndex();
   at = placeCache(CacheId.L2, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes));
   placeCache(CacheId.REFCOUNT, (at + 15) & ~<usize>15, sliceCountFor(bits, cacheBytes / 4));
   setRefcountGeometry(<u32>refcountOrder, <u64>reftableBytes >> 3);

@@ -10,7 +10,8 @@ import { Status } from './status';
 import { MergeMode, GAP_REQUEST as GAP } from './merge';
 import { GapPolicy } from './gap';
 
-export { initLayout, regionOffset, regionBytes, fixedRegionsEnd } from './layout';
+export { initLayout, regionOffset, regionBytes, fixedRegionsEnd, Region } from './layout';
+export { Status } from './status';
 export { mergeWrites } from './merge';
 export { setGapPolicy } from './gap';
 
@@ -33,10 +34,10 @@ export const GAP_POLICY_NEVER: i32 = GapPolicy.NEVER;
 export const GAP_POLICY_WITHIN_BLOCK: i32 = GapPolicy.WITHIN_BLOCK;
 export const GAP_POLICY_WITHIN_FRESH_CLUSTER: i32 = GapPolicy.WITHIN_FRESH_CLUSTER;
 
-// qcow2 header parsing (assembly/header.ts). HeaderError members export as globals named
-// "HeaderError.<MEMBER>", read by bindings/qcow2-header.ts.
+// qcow2 header parsing (assembly/header.ts, header-error.ts). HeaderError members export as globals named
+// "HeaderError.<MEMBER>", read by bindings/qcow2/qcow2-header.ts.
 export {
-  parseHeader, HeaderError, MAX_UNKNOWN_EXTENSIONS, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh,
+  parseHeader, MAX_UNKNOWN_EXTENSIONS,
   headerVersion, headerClusterBits, headerVirtualSize, headerL1Size, headerL1TableOffset,
   headerRefcountTableOffset, headerRefcountTableClusters, headerRefcountOrder,
   headerSnapshotCount, headerSnapshotsOffset, headerLengthBytes, headerCompressionType,
@@ -53,7 +54,9 @@ export {
   headerUnknownExtensionCount, headerUnknownExtensionType, headerUnknownExtensionOffset,
   headerUnknownExtensionBytes,
 } from './header';
+export { HeaderError, headerErrorReason, headerErrorDetail, headerErrorDetailLow, headerErrorDetailHigh } from './header-error';
 export { HEADER_REGION_BYTES } from './layout';
+export { HeaderField, CompressionType, FeatureType } from './format';
 export const REGION_HEADER: i32 = Region.HEADER;
 export const STATUS_CORRUPT: i32 = Status.CORRUPT;
 export const STATUS_UNSUPPORTED: i32 = Status.UNSUPPORTED;
@@ -74,19 +77,19 @@ export {
 } from './allocate';
 // The write plan record and the per-cluster write states. PlanKind, PlanField, CopyField,
 // CopySource and WriteState members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-core.ts.
+// bindings/qcow2/qcow2-core.ts.
 export { setBackingBytes, describeContent, CopySource, PlanField, CopyField, PLAN_FIELDS, COPY_FIELDS } from './write-plan';
 export { classifyClusters, inPlaceHostOffset, WriteState } from './write-state';
 export {
   releaseCluster, reftableDirty, reftableChangeCount, markReftableClean, reftableEntryCount,
   growReftable, grownTableHostOffset, grownTableClusterCount,
 } from './refcount';
+export { tableOverlap, MetadataOverlap } from './table-index';
+export { newTableFrom, l1TableHostOffset, markTableWritten } from './new-tables';
 export const REGION_RUNS: i32 = Region.RUNS;
 export const REGION_L1_TABLE: i32 = Region.L1_TABLE;
 export const REGION_REFTABLE: i32 = Region.REFTABLE;
 export const REGION_FREED: i32 = Region.FREED;
-export const REGION_PLAN: i32 = Region.PLAN;
-export const REGION_CLUSTER_STATES: i32 = Region.CLUSTER_STATES;
 export const RUN_STRIDE: i32 = RUNS_STRIDE;
 export const STATUS_NEED_TABLE: i32 = Status.NEED_TABLE;
 export const STATUS_NEED_WRITEBACK: i32 = Status.NEED_WRITEBACK;
@@ -95,7 +98,7 @@ export const STATUS_NEED_GROWTH: i32 = Status.NEED_GROWTH;
 export const STATUS_NEED_TABLE_COPY: i32 = Status.NEED_TABLE_COPY;
 
 // Image creation (assembly/create.ts). CreateError and CreateFlag members export as globals
-// named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2-create.ts.
+// named "CreateError.<MEMBER>" / "CreateFlag.<MEMBER>", read by bindings/qcow2/qcow2-create.ts.
 export {
   planCreate, renderCreate, CreateError, CreateFlag, createErrorReason, createErrorDetail,
   createFileBytes, createClusterCount, createExtentCount, createExtentStart, createExtentBytes,
@@ -103,7 +106,7 @@ export {
 
 // Consistency check and repair (assembly/check*.ts). CheckRegion, WalkMode, RepairMode, CheckCount,
 // CheckEvent and RepairBlocker members export as globals named "<Enum>.<MEMBER>", read by
-// bindings/qcow2-check-session.ts.
+// bindings/qcow2/qcow2-check-session.ts.
 export { configureCheck, checkBegin } from './check';
 export {
   checkRegionsBytes, checkRegionOffset, checkRegionBytes, checkCount, checkEventCount, checkEventsDropped,

@@ -33,6 +33,9 @@ let foundSlot: i32 = -1;
 /** Linear-memory address of L1 entry `index` (big-endian u64). */
 @inline export function l1EntryAddress(index: u64): usize { return regionOffset(Region.L1_TABLE) + (<usize>index << 3); }
 
+/** Host offset of the L2 table L1 entry `index` points at (0: none), unchecked (bookkeeping only). */
+@inline export function l1TableAt(index: u64): u64 { return loadBE64(l1EntryAddress(index)) & L1E_OFFSET_MASK; }
+
 let foundL1Entry: u64 = 0;
 
 /**

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The linear-memory region map, defined once here and read by TypeScript at init
-// (bindings/wasm.ts). Memory is imported, fixed in size, and never grows: views built once
+// (bindings/core/wasm.ts). Memory is imported, fixed in size, and never grows: views built once
 // stay valid across awaits. Regions are laid out upwards from __heap_base:
 //
 //   region            record                                   count
@@ -21,6 +21,9 @@
 //   ---- end of the fixed regions; configureImage (image-regions.ts) places the rest: ----
 //   L1_TABLE          u64 big-endian L1 entries, as on disk     the image's l1_size
 //   REFTABLE          u64 big-endian refcount table entries     refcount_table_clusters
+//   NEW_TABLES        1 bit per L1 entry: its table is new      the image's l1_size
+//   TABLE_INDEX       u64 sorted L2 table and refcount block    l1_size + refcount table
+//                     cluster indices (table-index.ts)          capacity entries
 //   L2 cache          slice slots and their bookkeeping         cacheBytes / slice bytes
 //   refcount cache    slice slots and their bookkeeping         a quarter of the L2 cache
 //
@@ -64,8 +67,10 @@ export enum Region {
   FREED = 9,
   PLAN = 10,
   CLUSTER_STATES = 11,
+  NEW_TABLES = 12,
+  TABLE_INDEX = 13,
 }
-const REGION_COUNT: i32 = 12;
+const REGION_COUNT: i32 = 14;
 
 // Scratch for merge: u64 start and end keys, u32 sort order, u32 merge-sort buffer, u32 heap,
 // u64 packed sort keys and their merge-sort buffer.

@@ -2,8 +2,8 @@
 // The NEED record: what a sans-I/O call wants done before it is called again. TABLE: read one
 // slice of a metadata table into a cache (cache.ts beginSliceLoad, then commitSliceLoad);
 // WRITEBACK: a cache holds only dirty slices, so write metadata back first
-// (bindings/qcow2-writeback.ts); TABLE_COPY: copy the shared L2 table of one L1 entry
-// (bindings/qcow2-table-copy.ts).
+// (bindings/qcow2/qcow2-writeback.ts); TABLE_COPY: copy the shared L2 table of one L1 entry
+// (bindings/qcow2/qcow2-table-copy.ts).
 
 import { CacheId } from './cache';
 import { Status } from './status';

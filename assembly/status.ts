@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // Status codes every exported wasm entry point returns. The core never throws across the
-// boundary; TypeScript maps these to typed errors (bindings/wasm.ts).
+// boundary; TypeScript maps these to typed errors (bindings/core/wasm.ts).
 
 /** Result of a wasm call. Negative return values of count-returning calls are `-Status`. */
 export enum Status {

@@ -7,8 +7,8 @@
 import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { BlockImage } from '../bindings/image.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { openImageFile } from '../bindings/node.js';
 import { makeRandom, median } from './harness.js';

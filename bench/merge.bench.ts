@@ -6,8 +6,8 @@
 
 import { readFile } from 'node:fs/promises';
 import { Bench } from 'tinybench';
-import { MergeCore, type MergeMode } from '../bindings/merge-core.js';
-import { init, instantiateCore } from '../bindings/wasm.js';
+import { MergeCore, type MergeMode } from '../bindings/core/merge-core.js';
+import { init, instantiateCore } from '../bindings/core/wasm.js';
 import { machineInfo, machineLine, makeRandom, median, printResult, printTable } from './harness.js';
 import { referenceMerge, type MergeRequest, type ReferenceMergeOutput } from './reference-merge.js';
 

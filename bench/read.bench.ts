@@ -8,10 +8,10 @@ import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { Bench } from 'tinybench';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { RawImage } from '../bindings/raw-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import type { BlockImage } from '../bindings/image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
 import { machineLine, median, printResult, printTable, withTempDir, makeRandom } from './harness.js';
 
 const MIB = 1024 * 1024;

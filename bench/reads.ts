@@ -11,8 +11,8 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import type { BlockImage } from '../bindings/image.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { openImageFile } from '../bindings/node.js';
 import { fillPattern, median } from './harness.js';
 

@@ -2,7 +2,7 @@
 // The merge algorithm of assembly/merge.ts written as plain, idiomatic TypeScript (objects, arrays,
 // Array.prototype.sort, a small binary heap): the baseline the wasm core has to beat.
 
-import type { MergeMode } from '../bindings/merge-core.js';
+import type { MergeMode } from '../bindings/core/merge-core.js';
 
 /** A write request as the dispatcher holds it: guest byte offset and byte length. */
 export interface MergeRequest {

@@ -24,8 +24,8 @@ import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
 import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import { SPLIT_MANIFEST_NAME } from '../bindings/split-manifest.js';
-import { writeSplitImage } from '../bindings/split-writer.js';
+import { SPLIT_MANIFEST_NAME } from '../bindings/backends/split-manifest.js';
+import { writeSplitImage } from '../bindings/tools/split-writer.js';
 import { machineInfo, machineLine, median, printResult, printTable } from './harness.js';
 import { CHROMIUM, CHROMIUM_ARGS, packageRootWith } from './chromium.js';
 

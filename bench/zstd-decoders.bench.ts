@@ -6,9 +6,9 @@
 // streaming decompressChunk into one cluster, the only call of it that bounds its output). 64 KiB clusters, each one frame at QEMU's level, of
 // 256-byte chunks: every fourth fillPattern data, the others the chunk before with one byte changed. CPU time of this process, which a shared machine disturbs less than wall time.
 
-import { decodeCluster, inflateCluster, setNativeZstdDecoder } from '../bindings/decompress.js';
-import { loadWasmZstdDecoder } from '../bindings/zstd-wasm.js';
-import { loadZstd, zstdFrame } from '../bindings/compress.js';
+import { decodeCluster, inflateCluster, setNativeZstdDecoder } from '../bindings/qcow2/decompress.js';
+import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
+import { loadZstd, zstdFrame } from '../bindings/qcow2/compress.js';
 import { fillPattern, machineLine, median, printTable } from './harness.js';
 
 const CLUSTER_BYTES = 64 * 1024;

@@ -12,5 +12,5 @@ export { openHttpBackend, type HttpBackendOptions } from './backends/http-range.
 export { openIndexedDbBackend, deleteIndexedDbImage, type IndexedDbBackendOptions } from './backends/indexeddb.js';
 export { type LockedPolicy } from './backends/image-lock.js';
 export { openSplitBackend, type SplitBackend, type SplitBackendOptions } from './backends/split-parts.js';
-export { writeSplitImage, type SplitWriteOptions } from './split-writer.js';
-export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './split-manifest.js';
+export { writeSplitImage, type SplitWriteOptions } from './tools/split-writer.js';
+export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './backends/split-manifest.js';

@@ -2,14 +2,14 @@
 // Deno entry point `qcow2-wasm/deno`: everything of the neutral entry plus the Deno file backend
 // and helpers that open image files by path. Nothing here imports node: modules.
 
-import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
-import type { Qcow2Image } from './qcow2-image.js';
+import type { BlockImage, CreateOptions, OpenOptions } from './dispatch/image.js';
+import type { Qcow2Image } from './qcow2/qcow2-image.js';
 import { openDenoBackend } from './backends/deno.js';
-import { createImageWith, openImageWith, type FileOpenOptions, type ImageFiles } from './open-image.js';
+import { createImageWith, openImageWith, type FileOpenOptions, type ImageFiles } from './files/open-image.js';
 
 export * from './index.js';
 export { openDenoBackend, type DenoBackendOptions } from './backends/deno.js';
-export type { FileOpenOptions } from './open-image.js';
+export type { FileOpenOptions } from './files/open-image.js';
 
 /** The part of the Deno namespace the path rules use (declared: bindings/ compiles without Deno's types). */
 interface DenoPaths {

@@ -2,14 +2,14 @@
 // Node entry point `qcow2-wasm/node`: everything of the neutral entry plus the Node file backend
 // and helpers that open image files by path.
 
-import type { BlockImage, CreateOptions, OpenOptions } from './image.js';
-import type { Qcow2Image } from './qcow2-image.js';
-import { nodeFiles } from './node-files.js';
-import { createImageWith, openImageWith, type FileOpenOptions } from './open-image.js';
-import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './decompress.js';
-import { nodeDeflateDecoder } from './inflate-node.js';
-import { loadWasmZstdDecoder } from './zstd-wasm.js';
-import { createWorkerDeflateDecoder } from './decode-workers-node.js';
+import type { BlockImage, CreateOptions, OpenOptions } from './dispatch/image.js';
+import type { Qcow2Image } from './qcow2/qcow2-image.js';
+import { nodeFiles } from './files/node-files.js';
+import { createImageWith, openImageWith, type FileOpenOptions } from './files/open-image.js';
+import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
+import { nodeDeflateDecoder } from './qcow2/inflate-node.js';
+import { loadWasmZstdDecoder } from './qcow2/zstd-wasm.js';
+import { createWorkerDeflateDecoder } from './qcow2/decode-workers-node.js';
 
 export * from './index.js';
 
@@ -20,9 +20,9 @@ setNativeDeflateDecoder(nodeDeflateDecoder);
 setNativeZstdDecoder(loadWasmZstdDecoder);
 setDeflateBatchDecoder(createWorkerDeflateDecoder());
 export { openNodeBackend } from './backends/node.js';
-export { createWorkerCompressor } from './compress-node.js';
+export { createWorkerCompressor } from './qcow2/compress-node.js';
 
-export type { FileOpenOptions } from './open-image.js';
+export type { FileOpenOptions } from './files/open-image.js';
 
 /**
  * Opens the image file at `path`, writable unless `options.readOnly` (backing files always open

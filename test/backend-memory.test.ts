@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { BackendError } from '../bindings/errors.js';
+import { BackendError } from '../bindings/base/errors.js';
 import { backendConformanceSuite } from './backend-suite.js';
 import { expectBytes, expectFilled } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';

@@ -6,9 +6,9 @@ import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend, BackendLimits } from '../bindings/backend.js';
+import type { Backend, BackendLimits } from '../bindings/backends/backend.js';
 import { openNodeBackend, transferAll, type VectoredCall } from '../bindings/backends/node.js';
-import { BackendError } from '../bindings/errors.js';
+import { BackendError } from '../bindings/base/errors.js';
 import { backendConformanceSuite } from './backend-suite.js';
 import { expectBytes, expectFilled } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';

@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: MIT
 // The backend conformance suite: vitest blocks that check every clause of the Backend contract
-// (bindings/backend.ts) against one backend factory, gated by the backend's capabilities.
+// (bindings/backends/backend.ts) against one backend factory, gated by the backend's capabilities.
 
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Backend } from '../bindings/backend.js';
-import { BackendError, type ErrorCode } from '../bindings/errors.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import { BackendError, type ErrorCode } from '../bindings/base/errors.js';
 import { expectBytes, expectFilled } from './helpers/bytes.js';
 import { makePrng, type Prng } from './helpers/prng.js';
 

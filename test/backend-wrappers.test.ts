@@ -4,7 +4,7 @@
 
 import { describe, expect, it } from 'vitest';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { BackendError } from '../bindings/errors.js';
+import { BackendError } from '../bindings/base/errors.js';
 import { backendConformanceSuite } from './backend-suite.js';
 import { expectBytes } from './helpers/bytes.js';
 import { wrapFaultyBackend, wrapReorderingBackend } from './helpers/faulty-backend.js';

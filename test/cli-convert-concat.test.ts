@@ -9,10 +9,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runOurCli, runQemuImg, type CliRun } from './helpers/cli-runs.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo } from './helpers/qemu.js';
-import { ConcatenatedImage } from '../bindings/concatenated-image.js';
-import { RawImage } from '../bindings/raw-image.js';
+import { ConcatenatedImage } from '../bindings/tools/concatenated-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { classifySource, SourceStatus } from '../bindings/convert-plan.js';
+import { classifySource, SourceStatus } from '../bindings/tools/convert-plan.js';
 
 let dir: string;
 const ours = (args: string[]): Promise<CliRun> => runOurCli(dir, args);

@@ -6,7 +6,7 @@ import { afterAll, beforeAll, expect, it } from 'vitest';
 import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { main } from '../bindings/cli.js';
+import { main } from '../bindings/cli/main.js';
 import { convertToRaw, describeWithQemu, makeImage, qemuCheck, qemuImg } from './helpers/qemu.js';
 
 interface CliRun { code: number; stdout: string; stderr: string }

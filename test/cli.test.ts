@@ -9,10 +9,11 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { main, parseSize, formatSize } from '../bindings/cli.js';
+import { main } from '../bindings/cli/main.js';
+import { parseSize, formatSize } from '../bindings/cli/sizes.js';
 import { openImageFile } from '../bindings/node.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import type { BlockImage } from '../bindings/image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
 import { describeWithQemu, zoo, qemuImg, qemuIo, qemuCheck, type ZooImage, type QemuMapEntry } from './helpers/qemu.js';
 import { expectBytes } from './helpers/bytes.js';
 
@@ -74,8 +75,8 @@ describe('qcow2-wasm CLI without QEMU', () => {
 
   it('runs through the bin launcher (when dist/ is built)', () => {
     const root = fileURLToPath(new URL('..', import.meta.url));
-    if (!existsSync(join(root, 'dist/bindings/cli.js'))) {
-      console.warn('dist/bindings/cli.js is missing (run npm run build): the launcher test only checks the file exists');
+    if (!existsSync(join(root, 'dist/bindings/cli/main.js'))) {
+      console.warn('dist/bindings/cli/main.js is missing (run npm run build): the launcher test only checks the file exists');
       expect(existsSync(join(root, 'bin/qcow2-wasm.js'))).toBe(true);
       return;
     }

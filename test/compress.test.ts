@@ -6,11 +6,11 @@
 
 import { describe, expect, it } from 'vitest';
 import { inflateRawSync } from 'node:zlib';
-import { createInlineCompressor, type ClusterCompressor } from '../bindings/compress.js';
-import { createWorkerCompressor } from '../bindings/compress-node.js';
-import { inflateCluster } from '../bindings/decompress.js';
-import { convertToQcow2 } from '../bindings/convert.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { createInlineCompressor, type ClusterCompressor } from '../bindings/qcow2/compress.js';
+import { createWorkerCompressor } from '../bindings/qcow2/compress-node.js';
+import { inflateCluster } from '../bindings/qcow2/decompress.js';
+import { convertToQcow2 } from '../bindings/tools/convert.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { createCrashBackend } from './helpers/crash-backend.js';
 import { makePrng } from './helpers/prng.js';

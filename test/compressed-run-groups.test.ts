@@ -4,8 +4,8 @@
 // 4 MiB of host bytes or past 4 MiB of guest bytes; a lone compressed run stays on its own.
 
 import { describe, expect, it } from 'vitest';
-import { groupCompressedRuns, isRunGroup } from '../bindings/compressed-run-groups.js';
-import { RunKind, type MappedRun } from '../bindings/qcow2-core.js';
+import { groupCompressedRuns, isRunGroup } from '../bindings/qcow2/compressed-run-groups.js';
+import { RunKind, type MappedRun } from '../bindings/qcow2/qcow2-core.js';
 
 const CLUSTER = 65536;
 const compressed = (index: number, hostOffset: number, compressedBytes = 3000): MappedRun =>

@@ -4,7 +4,7 @@
 // skipped, everything else is written, runs in order, neighbours of one kind merged.
 
 import { expect, it } from 'vitest';
-import { sparseRuns } from '../bindings/convert-plan.js';
+import { sparseRuns } from '../bindings/tools/convert-plan.js';
 import { makePrng } from './helpers/prng.js';
 
 type Run = [offset: number, length: number, data: boolean];

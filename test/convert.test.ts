@@ -8,12 +8,12 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openImageFile, openNodeBackend } from '../bindings/node.js';
-import { convertInto, convertToQcow2, convertToRaw, convertToRawStream, type ConvertToQcow2Options } from '../bindings/convert.js';
-import { createInlineCompressor } from '../bindings/compress.js';
-import { createWorkerCompressor } from '../bindings/compress-node.js';
+import { convertInto, convertToQcow2, convertToRaw, convertToRawStream, type ConvertToQcow2Options } from '../bindings/tools/convert.js';
+import { createInlineCompressor } from '../bindings/qcow2/compress.js';
+import { createWorkerCompressor } from '../bindings/qcow2/compress-node.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { RawImage } from '../bindings/raw-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo, qemuMap } from './helpers/qemu.js';
 
 const MiB = 1 << 20;

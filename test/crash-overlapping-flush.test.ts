@@ -15,9 +15,9 @@
 // Reproduce a failure: QCOW2_WASM_SEED=<seed printed>.
 
 import { it, expect } from 'vitest';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { checkQcow2 } from '../bindings/qcow2-check.js';
+import { checkQcow2 } from '../bindings/qcow2/qcow2-check.js';
 import { derivedPrng } from './helpers/crash-workload.js';
 import { guaranteedWrites, runFlushOverlapWorkload, type FlushWorkloadSetting } from './helpers/crash-flush-workload.js';
 import type { CrashState } from './helpers/crash-backend.js';

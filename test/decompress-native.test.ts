@@ -7,12 +7,12 @@
 // clusters, cluster by cluster.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deflateRawSync } from 'node:zlib';
-import { decodeCluster, decodeClusters, setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from '../bindings/decompress.js';
-import { nodeDeflateDecoder } from '../bindings/inflate-node.js';
-import { loadWasmZstdDecoder } from '../bindings/zstd-wasm.js';
-import { createWorkerDeflateDecoder } from '../bindings/decode-workers-node.js';
-import { loadZstd, zstdFrame } from '../bindings/compress.js';
-import { ImageError } from '../bindings/errors.js';
+import { decodeCluster, decodeClusters, setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from '../bindings/qcow2/decompress.js';
+import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
+import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
+import { createWorkerDeflateDecoder } from '../bindings/qcow2/decode-workers-node.js';
+import { loadZstd, zstdFrame } from '../bindings/qcow2/compress.js';
+import { ImageError } from '../bindings/base/errors.js';
 
 const CLUSTER_BYTES = 65536;
 

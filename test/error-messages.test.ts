@@ -6,10 +6,10 @@ import { describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileIoError } from '../bindings/backend.js';
+import { fileIoError } from '../bindings/backends/backend.js';
 import { openImageFile, openNodeBackend } from '../bindings/node.js';
 import { Qcow2Image, RawImage, createMemoryBackend } from '../bindings/index.js';
-import { exactNumber } from '../bindings/errors.js';
+import { exactNumber } from '../bindings/base/errors.js';
 
 const failure = async (promise: Promise<unknown>): Promise<{ code?: string; message: string }> =>
   promise.then(() => { throw new Error('expected a rejection'); }, (error: { code?: string; message: string }) => error);

@@ -17,10 +17,10 @@ import { applyMutations, randomCase, type FuzzCase } from './helpers/fuzz-mutate
 import { makePrng, type Prng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';
 import { expectBytes } from './helpers/bytes.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { CreateOptions } from '../bindings/image.js';
-import { Qcow2WasmError } from '../bindings/errors.js';
+import type { CreateOptions } from '../bindings/dispatch/image.js';
+import { Qcow2WasmError } from '../bindings/base/errors.js';
 import { convertToRaw, describeWithQemu, qemuCheck, qemuImg, qemuIo, requireQemu } from './helpers/qemu.js';
 import { keepOpen } from './helpers/backend-contents.js';
 

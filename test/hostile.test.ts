@@ -8,9 +8,9 @@
 import { describe, it, expect, beforeAll } from 'vitest';
 import { backendBytes, buildBaseImage, exercise, getU64, headBytes, HDR, parseLayout, patternOf, OutcomeTally, type ExerciseResult } from './helpers/hostile-images.js';
 import { HOSTILE_CASES, withBacking, type Bases, type HostileCase } from './helpers/hostile-corpus.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { Qcow2WasmError } from '../bindings/errors.js';
+import { Qcow2WasmError } from '../bindings/base/errors.js';
 
 /** Resource bounds per case (not performance targets). */
 const TIME_BOUND_MS = 2000;

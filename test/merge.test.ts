@@ -2,7 +2,7 @@
 // Table-driven tests of the wasm merge core (assembly/merge.ts) through its TypeScript face.
 
 import { describe, it, expect, beforeAll } from 'vitest';
-import type { MergeCore } from '../bindings/merge-core.js';
+import type { MergeCore } from '../bindings/core/merge-core.js';
 import { newMergeCore, runMerge, type DecodedMerge } from './helpers/merge-decode.js';
 
 let core: MergeCore;

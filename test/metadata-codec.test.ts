@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // The table bytes of the metadata tools, written and read by the wasm core through a 64 KiB
-// window (bindings/qcow2-metadata-codec.ts): checked entry by entry against a reference decoder
+// window (bindings/qcow2/qcow2-metadata-codec.ts): checked entry by entry against a reference decoder
 // written here from the qcow2 spec, on tables larger than the window; and the tools themselves
 // (snapshot with VM state, shrink cutting a compressed last cluster, grow, refcount width changes,
 // compat downgrade) on images whose tables span several windows, with QEMU as the oracle.
@@ -9,12 +9,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { TableCodec, type L2Geometry } from '../bindings/qcow2-metadata-codec.js';
+import { TableCodec, type L2Geometry } from '../bindings/qcow2/qcow2-metadata-codec.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import type { Backend } from '../bindings/backend.js';
-import { createSnapshot, readSnapshotVmState } from '../bindings/qcow2-snapshot-ops.js';
-import { resizeQcow2 } from '../bindings/resize.js';
-import { amendQcow2 } from '../bindings/amend.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import { createSnapshot, readSnapshotVmState } from '../bindings/qcow2/qcow2-snapshot-ops.js';
+import { resizeQcow2 } from '../bindings/tools/resize.js';
+import { amendQcow2 } from '../bindings/tools/amend.js';
 import { convertToRaw, describeWithQemu, makeImage, qemuCheck, qemuImg } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 import { expectBytes, expectFilled } from './helpers/bytes.js';

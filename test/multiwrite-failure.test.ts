@@ -5,10 +5,10 @@
 // others resolve, and no sibling's failure settles a request early.
 
 import { describe, it, expect } from 'vitest';
-import { RawImage } from '../bindings/raw-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { BackendError } from '../bindings/errors.js';
-import type { WriteRequest } from '../bindings/image.js';
+import { BackendError } from '../bindings/base/errors.js';
+import type { WriteRequest } from '../bindings/dispatch/image.js';
 import { wrapFaultyBackend, type FaultPlan } from './helpers/faulty-backend.js';
 import { makePrng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';

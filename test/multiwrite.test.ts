@@ -3,9 +3,9 @@
 // read-after-submitted-write, per-request errors, statistics.
 
 import { describe, it, expect } from 'vitest';
-import { RawImage } from '../bindings/raw-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { Backend } from '../bindings/backend.js';
+import type { Backend } from '../bindings/backends/backend.js';
 import { expectBytes, expectFilled } from './helpers/bytes.js';
 
 const filled = (length: number, value: number) => new Uint8Array(length).fill(value);

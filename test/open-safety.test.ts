@@ -12,12 +12,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createImageFile, openImageFile, openNodeBackend } from '../bindings/node.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { RawImage } from '../bindings/raw-image.js';
-import { Qcow2WasmError } from '../bindings/errors.js';
-import { probeSectorFormat } from '../bindings/format-probe.js';
-import { createQcow2 } from '../bindings/qcow2-create.js';
-import { chainRevisits } from '../bindings/chain-names.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
+import { Qcow2WasmError } from '../bindings/base/errors.js';
+import { probeSectorFormat } from '../bindings/raw/format-probe.js';
+import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
+import { chainRevisits } from '../bindings/qcow2/chain-names.js';
 import { describeWithQemu, qemuCheck, qemuImg, qemuIo, convertToRaw } from './helpers/qemu.js';
 
 const MiB = 1024 * 1024;
@@ -280,7 +280,7 @@ describeWithQemu('names resolve where QEMU resolves them', () => {
       }
       // The CLI resolves the same way: compare against the flat reference.
       writeFileSync(join(dir, 'flat.raw'), expected);
-      const { main } = await import('../bindings/cli.js');
+      const { main } = await import('../bindings/cli/main.js');
       const out: string[] = [];
       const code = await main(['compare', '-F', 'raw', 'sub/top.qcow2', 'flat.raw'], { cwd: dir, stdout: (t) => out.push(t), stderr: (t) => out.push(t) });
       expect(out.join(''), out.join('')).toContain('Images are identical.');
@@ -353,7 +353,7 @@ describeWithQemu('CLI create never destroys', () => {
   it('refuses a backing file that resolves to the image with qemu-img message and exit code, the file byte for byte', async () => {
     const dir = tempDir();
     try {
-      const { main } = await import('../bindings/cli.js');
+      const { main } = await import('../bindings/cli/main.js');
       expect(qemuImg(['create', '-q', '-f', 'qcow2', 'disk.qcow2', '8M'], dir).code).toBe(0);
       expect(qemuIo(['-c', 'write -P 0x5a 0 1M', 'disk.qcow2'], dir).code).toBe(0);
       const before = readFileSync(join(dir, 'disk.qcow2'));

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// qcow2 check and repair (bindings/qcow2-check.ts) against `qemu-img check` (QEMU 7.2): every zoo
+// qcow2 check and repair (bindings/qcow2/qcow2-check.ts) against `qemu-img check` (QEMU 7.2): every zoo
 // image gets the same report; hand-damaged copies (a leak, a refcount too low, entries past the
 // end of the file or unaligned, a wrong OFLAG_COPIED, bad refcount structures, a crashed lazy-
 // refcounts image) get the same counts and messages; after a repair qemu-img finds them clean.
@@ -10,8 +10,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { checkExitCode, checkQcow2, qemuCheckJson, type Qcow2CheckOptions, type Qcow2CheckReport } from '../bindings/qcow2-check.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { checkExitCode, checkQcow2, qemuCheckJson, type Qcow2CheckOptions, type Qcow2CheckReport } from '../bindings/qcow2/qcow2-check.js';
 import { describeWithQemu, makeImage, qemuCheck, qemuImg, qemuInfo, qemuIo, zoo, type QemuCheckReport, type ZooImage } from './helpers/qemu.js';
 import { makePrng, type Prng } from './helpers/prng.js';
 

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: MIT
-// The allocating-write machinery of qcow2 (issue "Allocating writes without waste"): the merge
+// The allocating-write machinery of qcow2 (allocating writes without waste): the merge
 // hook that bridges gaps inside new clusters, deferred copy-on-write and each way it is forced
 // (read, flush, timer, cap, a hole, a gap, writeZeroes), a power cut while a cluster is pending,
 // and concurrent allocating writes into one cluster.
 
 import { describe, expect, it } from 'vitest';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { checkQcow2 } from '../bindings/qcow2-check.js';
-import { createQcow2 } from '../bindings/qcow2-create.js';
-import type { Backend } from '../bindings/backend.js';
-import type { OpenOptions } from '../bindings/image.js';
+import { checkQcow2 } from '../bindings/qcow2/qcow2-check.js';
+import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import type { OpenOptions } from '../bindings/dispatch/image.js';
 import { expectBytes } from './helpers/bytes.js';
 import { wrapFaultyBackend, wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { makePrng } from './helpers/prng.js';

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { describeWithQemu, qemuImg, qemuIo, qemuCheck, qemuInfo, convertToRaw } from './helpers/qemu.js';
 
 describeWithQemu('dirty images (lazy refcounts after a crash)', () => {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// qcow2 header parsing (assembly/header.ts via bindings/qcow2-header.ts): every zoo image parses
+// qcow2 header parsing (assembly/header.ts via bindings/qcow2/qcow2-header.ts): every zoo image parses
 // and agrees with `qemu-img info`; hand-built bad headers each fail the right check, with QEMU's
 // message where QEMU has one (checked against qemu-io itself); hostile input stays bounded.
 
@@ -7,9 +7,9 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, openSync, readSync, c
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
-import { instantiateCore, type CoreInstance } from '../bindings/wasm.js';
-import { parseQcow2Header, qcow2HeaderBytesNeeded, Qcow2HeaderError, type Qcow2Header, type HeaderErrorReason } from '../bindings/qcow2-header.js';
-import type { ErrorCode } from '../bindings/errors.js';
+import { instantiateCore, type CoreInstance } from '../bindings/core/wasm.js';
+import { parseQcow2Header, qcow2HeaderBytesNeeded, Qcow2HeaderError, type Qcow2Header, type HeaderErrorReason } from '../bindings/qcow2/qcow2-header.js';
+import type { ErrorCode } from '../bindings/base/errors.js';
 import { describeWithQemu, zoo, qemuInfo, qemuIo, type ZooImage } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 

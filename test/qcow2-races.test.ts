@@ -8,13 +8,13 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { RawImage } from '../bindings/raw-image.js';
-import { createQcow2 } from '../bindings/qcow2-create.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
+import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { Backend } from '../bindings/backend.js';
-import type { CreateOptions, OpenOptions } from '../bindings/image.js';
-import { Qcow2WasmError } from '../bindings/errors.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import type { CreateOptions, OpenOptions } from '../bindings/dispatch/image.js';
+import { Qcow2WasmError } from '../bindings/base/errors.js';
 import { convertToRaw, describeWithQemu, qemuCheck } from './helpers/qemu.js';
 import { expectBytes } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';
@@ -62,19 +62,20 @@ async function judge(s: Subject, name: string): Promise<void> {
   expectBytes(convertToRaw(path), s.model, `${name}: content by qemu-img convert`);
 }
 
-/** Lets parked calls accumulate: resolves once `count` calls of preadv are parked. */
-async function untilParked(file: ScriptedBackend, count: number): Promise<void> {
-  for (let spins = 0; file.parked('preadv') < count; spins++) {
-    if (spins > 1000) throw new Error(`only ${file.parked('preadv')} of ${count} reads were parked`);
+/** Lets parked calls accumulate: resolves once `count` calls of `op` are parked. */
+async function untilParked(file: ScriptedBackend, count: number, op: 'preadv' | 'flush' = 'preadv'): Promise<void> {
+  for (let spins = 0; file.parked(op) < count; spins++) {
+    if (spins > 1000) throw new Error(`only ${file.parked(op)} of ${count} ${op} calls were parked`);
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
 
 describeWithQemu('metadata changes against a running write-back', () => {
   // The exact interleaving: a zeroing parks on the slice load of an existing L2 table; a flush's
-  // write-back starts and copies the L1 table; the zeroing resumes and allocates the next L2
-  // table; the write-back then wrote that table's slice (marking it clean) with an L1 copy that
-  // lacked it, and the next write-back took the table for new and zero-filled over the slice.
+  // write-back starts, copies the L1 table and parks on its first barrier; the zeroing resumes and
+  // allocates the next L2 table while the write-back runs. The table must be written whole (and
+  // its slice after that) by the next write-back: once wrongly written as a slice of the running
+  // write-back, with an L1 copy that lacked it, and then zero-filled over by the next.
   it('keeps a zeroed range whose new L2 table appears while a write-back runs (512 B clusters)', async () => {
     const size = 1 * MIB;
     const base = pattern(size);
@@ -94,12 +95,16 @@ describeWithQemu('metadata changes against a running write-back', () => {
     await image.writeZeroes(0, 512);
     model.fill(0, 0, 512);
     file.hold('preadv');
+    file.hold('flush');
     const flushed = image.flush();
     const zeroed = image.writeZeroes(63 * KIB, 2 * KIB);
     model.fill(0, 63 * KIB, 65 * KIB);
-    await untilParked(file, 2);
+    await untilParked(file, 1, 'preadv');
+    await untilParked(file, 1, 'flush');
     file.release('preadv');
-    await Promise.all([flushed, zeroed]);
+    await zeroed;
+    file.release('flush');
+    await flushed;
     expectBytes(await image.read(0, size), model, 'read back before close');
     await judge({ image, file, base, model }, 'zero-new-table');
   });

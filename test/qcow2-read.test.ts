@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { describeWithQemu, zoo, convertToRaw, qemuImg, type ZooImage } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';

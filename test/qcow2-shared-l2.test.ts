@@ -15,11 +15,11 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync, copyFileSync, statSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { openImageFile, openNodeBackend } from '../bindings/node.js';
-import type { BlockImage, OpenOptions } from '../bindings/image.js';
-import type { Backend } from '../bindings/backend.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import type { BlockImage, OpenOptions } from '../bindings/dispatch/image.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { checkQcow2 } from '../bindings/qcow2-check.js';
+import { checkQcow2 } from '../bindings/qcow2/qcow2-check.js';
 import { describeWithQemu, qemuImg, qemuCheck, convertToRaw } from './helpers/qemu.js';
 import { expectBytes } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, copyFileSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { openImageFile, createImageFile } from '../bindings/node.js';
-import type { BlockImage, WriteRequest } from '../bindings/image.js';
+import type { BlockImage, WriteRequest } from '../bindings/dispatch/image.js';
 import { describeWithQemu, zoo, convertToRaw, qemuCheck, qemuIo, qemuImg, type ZooImage } from './helpers/qemu.js';
 import { makePrng, type Prng } from './helpers/prng.js';
 import { ModelDisk } from './helpers/model.js';

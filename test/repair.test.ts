@@ -11,10 +11,10 @@ import { it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import { checkQcow2, type Qcow2RepairMode } from '../bindings/qcow2-check.js';
+import { checkQcow2, type Qcow2RepairMode } from '../bindings/qcow2/qcow2-check.js';
 import { describeWithQemu, qemuCheck, qemuImg } from './helpers/qemu.js';
 import { derivedPrng, runWorkload } from './helpers/crash-workload.js';
 

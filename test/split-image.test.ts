@@ -8,12 +8,12 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { main } from '../bindings/cli.js';
+import { main } from '../bindings/cli/main.js';
 import { openSplitBackend } from '../bindings/backends/split-parts.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { writeSplitImage } from '../bindings/split-writer.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { BackendError } from '../bindings/errors.js';
+import { writeSplitImage } from '../bindings/tools/split-writer.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { BackendError } from '../bindings/base/errors.js';
 import { convertToRaw, makeImage, requireQemu } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
 import { expectBytes } from './helpers/bytes.js';

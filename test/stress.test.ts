@@ -14,9 +14,9 @@ import { it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { WriteRequest } from '../bindings/image.js';
+import type { WriteRequest } from '../bindings/dispatch/image.js';
 import { wrapReorderingBackend } from './helpers/faulty-backend.js';
 import { describeWithQemu, qemuCheck, convertToRaw } from './helpers/qemu.js';
 import { makePrng } from './helpers/prng.js';
@@ -140,7 +140,7 @@ describeWithQemu('concurrency stress on an out-of-order backend', () => {
 });
 
 it('many requests on a minimal metadata cache over a backend that answers at once all complete', async () => {
-  // Before the slice-load fix in bindings/qcow2-core.ts, more callers than cache slots evicted
+  // Before the slice-load fix in bindings/qcow2/qcow2-core.ts, more callers than cache slots evicted
   // each other's slices forever without ever yielding to a timer: the process hung (this
   // workload, seed 5, at its 19th operation). A cap on backend reads turns a livelock into a failure.
   const record = await runWorkload({

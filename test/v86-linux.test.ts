@@ -16,7 +16,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createImageFile } from '../bindings/node.js';
 import { toV86Disk } from '../bindings/v86.js';
-import type { BlockImage } from '../bindings/image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
 import { guestOptions, waitForGuestLine, type GuestReport } from '../scripts/v86-linux/guest-serial.js';
 import { describeRequiring } from './helpers/describe-requiring.js';
 import {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// saveState / restoreState (bindings/v86-state.ts): machine state and disk in one qcow2 file, as
+// saveState / restoreState (bindings/emulators/v86-state.ts): machine state and disk in one qcow2 file, as
 // an internal snapshot with VM state. First against a stand-in emulator that records its calls,
 // then with the real v86 running SeaBIOS over the disk.
 
@@ -8,12 +8,12 @@ import { createRequire } from 'node:module';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
-import { RawImage } from '../bindings/raw-image.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
 import { toV86Disk, saveState, restoreState, type V86StateEmulator } from '../bindings/v86.js';
-import { SnapshotNotFoundError } from '../bindings/qcow2-snapshot-ops.js';
+import { SnapshotNotFoundError } from '../bindings/qcow2/qcow2-snapshot-ops.js';
 import { hasQemuImg, qemuCheck, qemuImg } from './helpers/qemu.js';
 
 const MiB = 1024 * 1024;

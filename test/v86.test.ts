@@ -11,15 +11,16 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { BlockImage } from '../bindings/image.js';
+import type { BlockImage } from '../bindings/dispatch/image.js';
 import { toV86Disk, V86Disk, type V86DiskOperation } from '../bindings/v86.js';
 import { createImageFile, openImageFile } from '../bindings/node.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { RawImage } from '../bindings/raw-image.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import { ImageError } from '../bindings/errors.js';
+import { RawImage } from '../bindings/raw/raw-image.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import { ImageError } from '../bindings/base/errors.js';
 import { wrapFaultyBackend, type FaultCallInfo } from './helpers/faulty-backend.js';
 import { convertToRaw, hasQemuImg, qemuCheck, qemuImg } from './helpers/qemu.js';
+import { describeRequiring } from './helpers/describe-requiring.js';
 
 const KiB = 1024;
 const MiB = 1024 * 1024;
@@ -341,31 +342,11 @@ const FIXTURES = fileURLToPath(new URL('fixtures/v86-guest/', import.meta.url));
 const DISK_BYTES = 8 * MiB;
 const BOOT_TIMEOUT_MS = 45_000; // below the test timeout, so a hang reports the serial output so far
 
-function isCi(): boolean {
-  const ci = process.env.CI;
-  return ci !== undefined && ci !== '' && ci !== '0' && ci.toLowerCase() !== 'false';
-}
-
 /** What the v86 tests need and is missing on this machine, if anything. */
 function missingForV86(): string | undefined {
   if (!existsSync(BIOS_PATH)) return `${BIOS_PATH} not found (install Debian's seabios package)`;
   if (!hasQemuImg()) return 'qemu-img/qemu-io not found on PATH (install qemu-utils)';
   return undefined;
-}
-
-/** `describe` for the v86 boots: skips loudly without SeaBIOS or QEMU, fails instead where CI is set. */
-function describeWithV86(name: string, body: () => void): void {
-  const missing = missingForV86();
-  if (missing === undefined) {
-    describe(name, body);
-  } else if (isCi()) {
-    describe(name, () => {
-      it('has SeaBIOS and qemu-img (required where CI is set)', () => { throw new Error(`${name}: ${missing}`); });
-    });
-  } else {
-    console.warn(`\n*** SKIPPING ${name}: ${missing}. These boot the real v86 emulator. ***\n`);
-    describe.skip(name, body);
-  }
 }
 
 /** One 512-byte sector of the guest's pattern: 32 records of tag (8 ASCII bytes), LBA, index. */
@@ -472,7 +453,7 @@ function backingModel(withBootProgram: Uint8Array | undefined): Uint8Array {
   return model;
 }
 
-describeWithV86('v86 boots SeaBIOS from qcow2 images through toV86Disk', () => {
+describeRequiring('v86 boots SeaBIOS from qcow2 images through toV86Disk', missingForV86(), () => {
   const guestHda = new Uint8Array(readFileSync(join(FIXTURES, 'guest-hda.bin')));
   const guestHdb = new Uint8Array(readFileSync(join(FIXTURES, 'guest-hdb.bin')));
   let dir = '';

@@ -10,9 +10,9 @@ import { readFileSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import type { Backend } from '../bindings/backend.js';
-import { Qcow2Image } from '../bindings/qcow2-image.js';
-import type { Qcow2Core, WritePlan } from '../bindings/qcow2-core.js';
+import type { Backend } from '../bindings/backends/backend.js';
+import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
+import type { Qcow2Core, WritePlan } from '../bindings/qcow2/qcow2-core.js';
 import { describeWithQemu, makeImage, qemuImg, qemuMap, qemuCheck, type MakeImageOptions } from './helpers/qemu.js';
 
 const KiB = 1024;

@@ -2,8 +2,8 @@
 // The read-only Blob backend (a `File` from an <input>, a drag and drop, or any Blob), and the
 // Blob range reader the OPFS main-thread backend shares with it.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 
 /** Most bytes one Blob slice read moves; longer reads are cut into slices of this size. */
 const BLOB_READ_BYTES = 16 * 1024 * 1024;

@@ -3,8 +3,8 @@
 // one seek, then whole transfers (short ones looped), short buffers of a vectored call staged
 // together so a many-buffer call costs few platform calls; asynchronous and synchronous forms.
 
-import { totalLength } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { totalLength } from './backend.js';
+import { BackendError } from '../base/errors.js';
 
 /**
  * The part of a Deno.FsFile this backend uses (declared here: bindings/ compiles without Deno's

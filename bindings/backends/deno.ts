@@ -4,8 +4,8 @@
 // never share a cursor, and up to `handles` of them run in parallel. The transfers themselves
 // (seek, whole reads and writes, staging of short buffers) are in deno-file-io.ts.
 
-import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError, ImageError } from '../errors.js';
+import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError, ImageError } from '../base/errors.js';
 import { MAX_TRANSFER, readRuns, STAGING_BYTES, transferSync, writeRuns, type DenoFileLike, type Slot } from './deno-file-io.js';
 
 export type { DenoFileLike } from './deno-file-io.js';

@@ -2,8 +2,8 @@
 // The read-only HTTP backend: byte ranges of one URL fetched with strictly checked Range
 // requests; reads issued together that touch or overlap go out as one request.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 import { ReadAheadCache } from './read-ahead.js';
 
 /** Options of openHttpBackend. */

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // One writer per image across tabs and workers of an origin, through the Web Locks API.
 
-import { BackendError, ImageError } from '../errors.js';
+import { BackendError, ImageError } from '../base/errors.js';
 
 /** What a writable open does when another holder has the image open for writing. */
 export type LockedPolicy = 'fail' | 'read-only';

@@ -2,8 +2,8 @@
 // The IndexedDB backend: one image kept as fixed-size records of one database, for browsers
 // where OPFS is missing or unusable (some private windows, older engines).
 
-import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { OperationGate, checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 import { acquireImageLock, type LockedPolicy } from './image-lock.js';
 import { gatherInto, scatterFrom } from './vector-copy.js';
 

@@ -2,8 +2,8 @@
 // The in-memory backend: a sparse, paged byte store behind the Backend contract. Only pages that
 // were written hold memory, so a logical size of 2^52 bytes costs nothing until it is used.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 
 /** Bytes per page. Pages are allocated on first write and never on read. */
 const PAGE_BYTES = 65536;

@@ -4,8 +4,8 @@
 
 import { constants, readvSync, writevSync } from 'node:fs';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
-import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 
 /** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
 const MAX_IOV = 1024;

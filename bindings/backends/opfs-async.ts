@@ -2,8 +2,8 @@
 // The OPFS backend for the main thread (and any context without sync access handles): reads
 // through File snapshots, writes through writable streams, writes serialized against all calls.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities } from './backend.js';
+import { BackendError } from '../base/errors.js';
 import { BLOB_LIMITS, readBlobInto } from './blob.js';
 
 /** How long after the last write an open writable stream is committed without a flush or read. */

@@ -2,10 +2,10 @@
 // The OPFS backend for dedicated workers: a FileSystemSyncAccessHandle driven with positional
 // reads and writes, vectors gathered into one platform call.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 import { gatherInto, scatterFrom } from './vector-copy.js';
-import { splitVector } from '../iovec.js';
+import { splitVector } from '../base/iovec.js';
 
 /**
  * The part of FileSystemSyncAccessHandle this backend uses (TypeScript's DOM library does not

@@ -3,7 +3,7 @@
 // file with a sync access handle and runs each Backend call the page sends, answering with the
 // result or the error's name, code and message. Loaded by URL; exports nothing.
 
-import type { Backend } from '../backend.js';
+import type { Backend } from './backend.js';
 import { openOpfsBackend } from './opfs.js';
 import type { WorkerBackendRequest, WorkerBackendResponse } from './opfs-worker-protocol.js';
 

@@ -2,8 +2,8 @@
 // OPFS on a main thread that cannot write files itself (no createWritable, as in Safari before
 // 26): a dedicated worker holds a sync access handle and the page's Backend calls go to it.
 
-import { OperationGate, checkRange, totalLength, type Backend } from '../backend.js';
-import { BackendError, ImageError, type ErrorCode } from '../errors.js';
+import { OperationGate, checkRange, totalLength, type Backend } from './backend.js';
+import { BackendError, ImageError, type ErrorCode } from '../base/errors.js';
 import type { LockedPolicy } from './image-lock.js';
 import type { WorkerBackendDescription, WorkerBackendRequest, WorkerBackendResponse } from './opfs-worker-protocol.js';
 import { gatherInto, scatterFrom } from './vector-copy.js';

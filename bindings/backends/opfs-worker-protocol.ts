@@ -2,7 +2,7 @@
 // The messages between the 'worker' OPFS mode's page side (opfs-worker-host.ts) and its worker
 // (opfs-worker-entry.ts). Buffers travel gathered: one per call, transferred.
 
-import type { BackendCapabilities, BackendLimits } from '../backend.js';
+import type { BackendCapabilities, BackendLimits } from './backend.js';
 import type { LockedPolicy } from './image-lock.js';
 
 /** One call from the page. */

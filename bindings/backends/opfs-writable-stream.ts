@@ -2,8 +2,8 @@
 // A write-only backend over one FileSystemWritableFileStream: the target of an export into a file
 // the user picked (showSaveFilePicker) or an OPFS file, written in one stream and committed once.
 
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
 
 /** A Backend that writes into a writable file stream; `abort` drops the writes instead of committing them. */
 export interface WritableStreamBackend extends Backend {

@@ -2,8 +2,8 @@
 // Opening files of the Origin Private File System (OPFS) as backends: path resolution and the
 // choice between the worker backend (sync access handles) and the main-thread one.
 
-import type { Backend } from '../backend.js';
-import { BackendError, ImageError } from '../errors.js';
+import type { Backend } from './backend.js';
+import { BackendError, ImageError } from '../base/errors.js';
 import { acquireImageLock, type ImageLock, type LockedPolicy } from './image-lock.js';
 import { asyncOpfsBackend } from './opfs-async.js';
 import { openOpfsViaWorker } from './opfs-worker-host.js';

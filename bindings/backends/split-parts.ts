@@ -4,9 +4,9 @@
 // ahead.
 
 import { decompress } from 'fzstd';
-import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from '../backend.js';
-import { BackendError } from '../errors.js';
-import { SPLIT_MANIFEST_NAME, splitPartBytes, splitPartName, validateSplitManifest, type SplitManifest } from '../split-manifest.js';
+import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { BackendError } from '../base/errors.js';
+import { SPLIT_MANIFEST_NAME, splitPartBytes, splitPartName, validateSplitManifest, type SplitManifest } from './split-manifest.js';
 import { ReadAheadCache } from './read-ahead.js';
 
 /** Options of openSplitBackend. */

@@ -2,9 +2,9 @@
 // `qcow2-wasm amend [-f fmt] [-q] -o options filename`: qemu-img amend's options and messages,
 // over amendQcow2.
 
-import { probeFormat } from '../qcow2-image.js';
-import { amendQcow2, type AmendOptions } from '../amend.js';
-import { help } from '../cli.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import { amendQcow2, type AmendOptions } from '../tools/amend.js';
+import { help } from './main.js';
 import { CliError, describe, print, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

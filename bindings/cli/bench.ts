@@ -2,11 +2,11 @@
 // `qcow2-wasm bench`, speaking like `qemu-img bench` 7.2: -c -d -f -n -i -o -q -s -S -t -w -U,
 // --pattern, --flush-interval, --no-drain; the same "Sending ..." and "Run completed in N seconds."
 // lines, so runs compare like for like. -n, -i and -t are accepted and have no effect (this
-// package has one I/O path per platform). bindings/image-bench.ts runs the requests.
+// package has one I/O path per platform). bindings/tools/image-bench.ts runs the requests.
 
 import { resolve } from 'node:path';
 import { openImageFile } from '../node.js';
-import { runImageBench, type ImageBenchOptions } from '../image-bench.js';
+import { runImageBench, type ImageBenchOptions } from '../tools/image-bench.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, lastOption, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

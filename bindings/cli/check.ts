@@ -3,11 +3,11 @@
 // check's summary, JSON and exit codes, over checkQcow2.
 
 import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
+import type { Backend } from '../backends/backend.js';
 import { openNodeBackend } from '../backends/node.js';
-import { probeFormat } from '../qcow2-image.js';
-import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from '../qcow2-check.js';
-import { help } from '../cli.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import { checkQcow2, checkExitCode, qemuCheckJson, type Qcow2CheckReport } from '../qcow2/qcow2-check.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, outputFormat, parseArgs } from './args.js';
 

@@ -4,17 +4,21 @@
 // options, progress lines and messages, over commitImage and copyBackingDifferences.
 
 import { dirname, resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import type { BlockImage } from '../image.js';
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage } from '../dispatch/image.js';
 import { openNodeBackend } from '../backends/node.js';
-import { RawImage } from '../raw-image.js';
-import { Qcow2Image, probeFormat } from '../qcow2-image.js';
-import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { resizeQcow2 } from '../resize.js';
-import { commitImage } from '../commit.js';
-import { copyBackingDifferences, writeBackingFileName } from '../rebase.js';
-import { CliError, describe, hasOption, help, imageFormat, lastOption, parseArgs, pathCombine, usageError, type CliIo } from '../cli.js';
-import { openFailure, PROBED_RAW_WARNING } from './snapshot.js';
+import { RawImage } from '../raw/raw-image.js';
+import { Qcow2Image, probeFormat } from '../qcow2/qcow2-image.js';
+import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
+import { resizeQcow2 } from '../tools/resize.js';
+import { commitImage } from '../tools/commit.js';
+import { copyBackingDifferences } from '../tools/rebase.js';
+import { writeBackingFileName } from '../qcow2/qcow2-backing-name.js';
+import { help } from './main.js';
+import { CliError, describe, usageError, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { openFailure, pathCombine } from './files.js';
+import { PROBED_RAW_WARNING } from './snapshot.js';
 
 /** qemu-img's progress line ("    (12.34/100%)" then a carriage return), printed when the value moves. */
 function progressPrinter(io: CliIo, enabled: boolean): { update: (done: number, total: number) => void; end: () => void } {

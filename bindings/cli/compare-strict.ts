@@ -3,7 +3,7 @@
 // compared as qemu-img compares it: run by run from both maps, advancing by the shorter run, the
 // status flags (allocated, zero, data, offset known, reaching the end) equal at every step.
 
-import type { MapEntry } from '../qcow2-map.js';
+import type { MapEntry } from '../tools/qcow2-map.js';
 
 /** The block status flags of a map entry that qemu-img compare -s compares. */
 function statusFlags(entry: MapEntry, imageEnd: number): string {

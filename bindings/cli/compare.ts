@@ -3,9 +3,9 @@
 // messages and exit codes (0 identical, 1 different, 2 error); ranges both maps show as zeros are
 // not read.
 
-import type { BlockImage } from '../image.js';
-import { mapImage, type MapEntry } from '../qcow2-map.js';
-import { help } from '../cli.js';
+import type { BlockImage } from '../dispatch/image.js';
+import { mapImage, type MapEntry } from '../tools/qcow2-map.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { forceShare, hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { openImage } from './files.js';

@@ -1,24 +1,25 @@
 // SPDX-License-Identifier: MIT
 // `qcow2-wasm convert`, speaking like `qemu-img convert` 7.2: -f -O -o -c -B -F -n -S -p -q -m -W
 // -U, the same messages and exit codes; several source images are concatenated as qemu-img does.
-// It parses, opens and prints; the library's convert functions (bindings/convert.ts) do the work.
+// It parses, opens and prints; the library's convert functions (bindings/tools/convert.ts) do the work.
 
 import { access } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import type { BlockImage, CreateOptions } from '../image.js';
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { openNodeBackend } from '../backends/node.js';
 import { createMemoryBackend } from '../backends/memory.js';
-import { createQcow2 } from '../qcow2-create.js';
-import { Qcow2Image } from '../qcow2-image.js';
+import { createQcow2 } from '../qcow2/qcow2-create.js';
+import { Qcow2Image } from '../qcow2/qcow2-image.js';
 import { openImageFile } from '../node.js';
-import { convertInto, convertToQcow2, convertToRaw } from '../convert.js';
-import { createWorkerCompressor } from '../compress-node.js';
-import { ConcatenatedImage } from '../concatenated-image.js';
-import {
-  CliError, describe, hasOption, imageFormat, lastOption, openImage, parseArgs, parseCreateOptions, parseSize, pathCombine,
-  type CliIo,
-} from '../cli.js';
+import { convertInto, convertToQcow2, convertToRaw } from '../tools/convert.js';
+import { createWorkerCompressor } from '../qcow2/compress-node.js';
+import { ConcatenatedImage } from '../tools/concatenated-image.js';
+import { CliError, describe, type CliIo } from './io.js';
+import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
+import { openImage, pathCombine } from './files.js';
+import { parseSize } from './sizes.js';
+import { parseCreateOptions } from './create.js';
 
 /** Largest -S value qemu-img takes: 32768 sectors. */
 const MAX_SPARSE_BYTES = 16 << 20;

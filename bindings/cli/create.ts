@@ -3,13 +3,13 @@
 // qemu-img create's options, "Formatting ..." line and messages, over createQcow2.
 
 import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import type { BlockImage, CreateOptions } from '../image.js';
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { openNodeBackend } from '../backends/node.js';
-import { nodeFiles } from '../node-files.js';
-import { refuseBackingLoop } from '../open-image.js';
-import { createQcow2 } from '../qcow2-create.js';
-import { help } from '../cli.js';
+import { nodeFiles } from '../files/node-files.js';
+import { refuseBackingLoop } from '../files/open-image.js';
+import { createQcow2 } from '../qcow2/qcow2-create.js';
+import { help } from './main.js';
 import { CliError, describe, PROGRAM, print, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

@@ -3,12 +3,12 @@
 // opened read-only with their chain, headers read alone.
 
 import { isAbsolute, resolve } from 'node:path';
-import type { Backend } from '../backend.js';
-import type { BlockImage } from '../image.js';
-import { nodeFiles } from '../node-files.js';
-import { openImageWith } from '../open-image.js';
-import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from '../qcow2-header.js';
-import { instantiateCore } from '../wasm.js';
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage } from '../dispatch/image.js';
+import { nodeFiles } from '../files/node-files.js';
+import { openImageWith } from '../files/open-image.js';
+import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from '../qcow2/qcow2-header.js';
+import { instantiateCore } from '../core/wasm.js';
 import { openNodeBackend } from '../backends/node.js';
 import { CliError, describe, type CliIo } from './io.js';
 

@@ -5,8 +5,8 @@
 
 import { resolve } from 'node:path';
 import { openNodeBackend } from '../backends/node.js';
-import { probeFormat } from '../qcow2-image.js';
-import { readQcow2Header } from '../qcow2-shadow-update.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
 import { CliError, type CliIo } from './io.js';
 import { lastOption, parseArgs } from './args.js';
 import { pathCombine } from './files.js';

@@ -4,12 +4,12 @@
 
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
-import type { Backend } from '../backend.js';
+import type { Backend } from '../backends/backend.js';
 import { openNodeBackend } from '../backends/node.js';
-import { probeFormat } from '../qcow2-image.js';
-import type { Qcow2Header } from '../qcow2-header.js';
-import { listSnapshots, type Qcow2Snapshot } from '../qcow2-snapshots.js';
-import { help } from '../cli.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import type { Qcow2Header } from '../qcow2/qcow2-header.js';
+import { listSnapshots, type Qcow2Snapshot } from '../qcow2/qcow2-snapshots.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, outputFormat, parseArgs } from './args.js';
 import { formatSize } from './sizes.js';

@@ -2,10 +2,10 @@
 // `qcow2-wasm map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename`:
 // qemu-img map's table and JSON, over mapImage.
 
-import type { BlockImage } from '../image.js';
-import { Qcow2Image } from '../qcow2-image.js';
-import { mapImage, type MapEntry } from '../qcow2-map.js';
-import { help } from '../cli.js';
+import type { BlockImage } from '../dispatch/image.js';
+import { Qcow2Image } from '../qcow2/qcow2-image.js';
+import { mapImage, type MapEntry } from '../tools/qcow2-map.js';
+import { help } from './main.js';
 import { CliError, usageError, type CliIo } from './io.js';
 import { forceShare, hasOption, imageFormat, lastOption, outputFormat, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

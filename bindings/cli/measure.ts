@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: MIT
 // `qcow2-wasm measure`, speaking like `qemu-img measure` 7.2: --size or one image, -O qcow2 or raw
 // (default raw), -o creation options, --output human or json; the same numbers, texts and exit
-// codes. bindings/measure.ts computes.
+// codes. bindings/tools/measure.ts computes.
 
-import { measureImage, type MeasureTarget } from '../measure.js';
+import { measureImage, type MeasureTarget } from '../tools/measure.js';
 import { CliError, describe, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

@@ -2,10 +2,10 @@
 // `qcow2-wasm resize [-f fmt] [--shrink] [-q] filename [+ | -]size`: qemu-img resize's options,
 // messages and exit codes, over resizeQcow2 (qcow2) or a truncate (raw).
 
-import { probeFormat } from '../qcow2-image.js';
-import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { resizeQcow2 } from '../resize.js';
-import { help } from '../cli.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
+import { resizeQcow2 } from '../tools/resize.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
 import { parseSize } from './sizes.js';

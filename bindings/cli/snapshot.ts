@@ -1,18 +1,17 @@
 // SPDX-License-Identifier: MIT
 // `qcow2-wasm snapshot -l | -a | -c | -d`: qemu-img snapshot's options, output and messages.
 
-import { probeFormat } from '../qcow2-image.js';
-import { listSnapshots } from '../qcow2-snapshots.js';
-import { applySnapshot, createSnapshot, deleteSnapshot, SnapshotNotFoundError } from '../qcow2-snapshot-ops.js';
-import { readQcow2Header } from '../qcow2-shadow-update.js';
-import { help } from '../cli.js';
+import { probeFormat } from '../qcow2/qcow2-image.js';
+import { listSnapshots } from '../qcow2/qcow2-snapshots.js';
+import { applySnapshot, createSnapshot, deleteSnapshot, SnapshotNotFoundError } from '../qcow2/qcow2-snapshot-ops.js';
+import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
+import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
 import { hasOption, parseArgs } from './args.js';
 import { snapshotLines } from './info.js';
 import { openFileBackend } from './files.js';
 
 // Where the other commands have imported it from.
-export { openFailure } from './files.js';
 
 type Action = 'l' | 'a' | 'c' | 'd';
 

@@ -8,7 +8,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { isAbsolute, join, resolve } from 'node:path';
 import * as zlib from 'node:zlib';
 import { openNodeBackend } from '../backends/node.js';
-import { writeSplitImage } from '../split-writer.js';
+import { writeSplitImage } from '../tools/split-writer.js';
 import type { CliIo } from './io.js';
 import { parseSize } from './sizes.js';
 

@@ -4,7 +4,7 @@
 // the caller's buffer boundaries kept), results are copied back into the caller's buffers, and
 // errors come back as BackendErrors with the worker's code. Calls reach the worker in call order.
 
-import type { Backend } from '../../bindings/backend.js';
+import type { Backend } from '../../bindings/backends/backend.js';
 import { BackendError, type ErrorCode, type OpfsBackendOptions } from '../../bindings/browser.js';
 import type { OpenedBackend, WorkerRequest, WorkerResponse } from './opfs-worker.js';
 

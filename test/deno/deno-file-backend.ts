@@ -5,9 +5,9 @@
 // errors), and the `qcow2-wasm/deno` entry point opening image files by path.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../bindings/backend.js';
+import type { Backend } from '../../bindings/backends/backend.js';
 import { denoFileBackend, type DenoFileLike } from '../../bindings/backends/deno.js';
-import { BackendError, Qcow2WasmError } from '../../bindings/errors.js';
+import { BackendError, Qcow2WasmError } from '../../bindings/base/errors.js';
 import { createImageFile, createMemoryBackend, openDenoBackend, openImageFile, Qcow2Image, RawImage } from '../../bindings/deno.js';
 import { backendConformanceSuite } from '../backend-suite.js';
 import { expectBytes, expectFilled } from '../helpers/bytes.js';

@@ -6,7 +6,7 @@ import { it, expect, beforeAll, afterAll } from 'vitest';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
 import { convertToRaw, describeWithQemu, qemuCheck } from '../helpers/qemu.js';
 import { wrapDelayingBackend } from '../helpers/delaying-backend.js';

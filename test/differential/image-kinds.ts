@@ -5,9 +5,9 @@
 
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
-import type { CreateOptions } from '../../bindings/image.js';
+import type { CreateOptions } from '../../bindings/dispatch/image.js';
 import { createOptions, qemuImg } from '../helpers/qemu.js';
 import type { Prng } from '../helpers/prng.js';
 

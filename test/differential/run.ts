@@ -13,13 +13,13 @@
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
 import { openNodeBackend } from '../../bindings/backends/node.js';
-import type { Backend } from '../../bindings/backend.js';
-import type { OpenOptions, WriteRequest } from '../../bindings/image.js';
-import type { MergeMode } from '../../bindings/merge-core.js';
-import { Qcow2WasmError } from '../../bindings/errors.js';
+import type { Backend } from '../../bindings/backends/backend.js';
+import type { OpenOptions, WriteRequest } from '../../bindings/dispatch/image.js';
+import type { MergeMode } from '../../bindings/core/merge-core.js';
+import { Qcow2WasmError } from '../../bindings/base/errors.js';
 import { convertToRaw, qemuCheck } from '../helpers/qemu.js';
 import { makePrng, type Prng } from '../helpers/prng.js';
 import { wrapDelayingBackend, type DelayingBackend } from '../helpers/delaying-backend.js';

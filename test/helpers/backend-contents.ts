@@ -2,7 +2,7 @@
 // Reading a test's file after the image on it closed: a backend whose close() leaves it open, and
 // the whole contents of a backend.
 
-import type { Backend } from '../../bindings/backend.js';
+import type { Backend } from '../../bindings/backends/backend.js';
 
 /**
  * `backend` with close() turned into a no-op, so the test can read the file after the image

@@ -2,7 +2,7 @@
 // Running this package's CLI and qemu-img side by side in a test's directory, to compare their
 // output and exit codes, and judging an image with qemu-img check.
 import { expect } from 'vitest';
-import { main } from '../../bindings/cli.js';
+import { main } from '../../bindings/cli/main.js';
 import { qemuCheck, qemuImg } from './qemu.js';
 
 /** What one CLI run printed and returned. */

@@ -4,9 +4,9 @@
 // failed at any point: what flushes made durable, plus any subset of the writes after them
 // (unordered, some torn at 512-byte sectors).
 
-import type { Backend } from '../../bindings/backend.js';
-import { totalLength } from '../../bindings/backend.js';
-import { BackendError } from '../../bindings/errors.js';
+import type { Backend } from '../../bindings/backends/backend.js';
+import { totalLength } from '../../bindings/backends/backend.js';
+import { BackendError } from '../../bindings/base/errors.js';
 import type { Prng } from './prng.js';
 
 /** Bytes of one sector: the unit a torn write keeps or loses. */

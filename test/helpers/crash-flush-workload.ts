@@ -5,8 +5,8 @@
 // writes, several in one tick; on a backend whose flushes are slow. What must survive a power cut
 // at any point: every write acknowledged before a flush was called, once that flush resolved.
 
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
-import type { OpenOptions } from '../../bindings/image.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
+import type { OpenOptions } from '../../bindings/dispatch/image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
 import { createCrashBackend, type CrashBackend } from './crash-backend.js';
 import { makePrng } from './prng.js';

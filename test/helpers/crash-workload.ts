@@ -3,10 +3,10 @@
 // cut: for every guest byte, the set of values it may read as at a given point of the history
 // (what the last completed flush guarantees, or any value written to it after that flush began).
 
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
-import type { Backend } from '../../bindings/backend.js';
-import type { CreateOptions, WriteRequest } from '../../bindings/image.js';
+import type { Backend } from '../../bindings/backends/backend.js';
+import type { CreateOptions, WriteRequest } from '../../bindings/dispatch/image.js';
 import { createCrashBackend, type CrashBackend } from './crash-backend.js';
 import { makePrng, type Prng } from './prng.js';
 

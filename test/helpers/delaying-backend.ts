@@ -13,9 +13,9 @@
 // - optional small `limits` (maxIov, maxTransfer) that merged writes must respect (larger calls
 //   still work, as the contract allows, but are counted).
 
-import type { Backend, BackendLimits } from '../../bindings/backend.js';
-import { totalLength } from '../../bindings/backend.js';
-import { BackendError } from '../../bindings/errors.js';
+import type { Backend, BackendLimits } from '../../bindings/backends/backend.js';
+import { totalLength } from '../../bindings/backends/backend.js';
+import { BackendError } from '../../bindings/base/errors.js';
 import type { Prng } from './prng.js';
 
 /** A caller's breach of the backend contract, as the wrapper saw it. */

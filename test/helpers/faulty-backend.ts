@@ -2,9 +2,9 @@
 // Backend wrappers for failure and ordering tests: one injects failures, delays and manual holds
 // and records every call on a sequence clock; the other completes calls out of order.
 
-import type { Backend } from '../../bindings/backend.js';
-import { totalLength } from '../../bindings/backend.js';
-import { BackendError } from '../../bindings/errors.js';
+import type { Backend } from '../../bindings/backends/backend.js';
+import { totalLength } from '../../bindings/backends/backend.js';
+import { BackendError } from '../../bindings/base/errors.js';
 import { makePrng } from './prng.js';
 
 /** The recorded operations (getSize and close pass through unrecorded). */

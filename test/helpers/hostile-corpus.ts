@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// The hostile-image corpus: every item of the bad-input checklist (reference notes §5.3) as an
+// The hostile-image corpus: every item of the bad-input checklist ("Hostile images" in docs/reliability.md) as an
 // image built here from a valid one (nothing downloaded), with what must happen to it.
 
 import { deflateRawSync } from 'node:zlib';

@@ -5,13 +5,13 @@
 // write, and one "exercise" routine that opens an image read-only and writable, reads, writes,
 // flushes and checks it, classifying every outcome as success, a typed error, or a crash.
 
-import type { Backend } from '../../bindings/backend.js';
-import type { ErrorCode } from '../../bindings/errors.js';
-import type { CreateOptions, OpenOptions } from '../../bindings/image.js';
-import { Qcow2WasmError } from '../../bindings/errors.js';
+import type { Backend } from '../../bindings/backends/backend.js';
+import type { ErrorCode } from '../../bindings/base/errors.js';
+import type { CreateOptions, OpenOptions } from '../../bindings/dispatch/image.js';
+import { Qcow2WasmError } from '../../bindings/base/errors.js';
 import { createMemoryBackend } from '../../bindings/backends/memory.js';
-import { Qcow2Image } from '../../bindings/qcow2-image.js';
-import { checkQcow2 } from '../../bindings/qcow2-check.js';
+import { Qcow2Image } from '../../bindings/qcow2/qcow2-image.js';
+import { checkQcow2 } from '../../bindings/qcow2/qcow2-check.js';
 import { makePrng } from './prng.js';
 import { backendBytes } from './backend-contents.js';
 

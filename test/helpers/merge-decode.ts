@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Test helper: runs the wasm merge core on plain request lists and decodes its records.
 
-import { MergeCore, type MergeMode } from '../../bindings/merge-core.js';
-import { instantiateCore } from '../../bindings/wasm.js';
+import { MergeCore, type MergeMode } from '../../bindings/core/merge-core.js';
+import { instantiateCore } from '../../bindings/core/wasm.js';
 
 export interface DecodedExtent {
   offset: number;

@@ -1,14 +1,14 @@
 // SPDX-License-Identifier: MIT
 // QEMU as the test oracle: runs qemu-img and qemu-io, builds images with known content, and builds
-// the deterministic image zoo (../shared/reference/baselines.md §3.2). Tests that need QEMU ask
-// requireQemu(): without it they skip loudly, and where CI is set they fail instead (design §7).
+// the deterministic image zoo (every qemu-img create option this library reads). Tests that need
+// QEMU ask requireQemu(): without it they skip loudly, and where CI is set they fail instead.
 
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { describe, it } from 'vitest';
-import type { MapEntry } from '../../bindings/qcow2-map.js';
+import type { MapEntry } from '../../bindings/tools/qcow2-map.js';
 
 /** What a QEMU tool printed and how it exited. */
 export interface CommandResult {
@@ -217,7 +217,7 @@ export function qemuCheck(path: string): QemuCheckReport {
   return { ...(JSON.parse(result.stdout) as Omit<QemuCheckReport, 'exitCode'>), exitCode: result.code };
 }
 
-/** One entry of `qemu-img map --output=json` (the shape bindings/qcow2-map.ts produces too). */
+/** One entry of `qemu-img map --output=json` (the shape bindings/tools/qcow2-map.ts produces too). */
 export type QemuMapEntry = MapEntry;
 
 /** `qemu-img map --output=json`, parsed. */
@@ -283,7 +283,7 @@ export interface ZooImage {
 const KiB = 1024;
 const MiB = 1024 * 1024;
 
-// baselines.md §3.2, with small writes added to the images it leaves empty (so every image has
+// The zoo's images, with small writes added to the images it leaves empty (so every image has
 // content to read back) and a three-layer chain qcow2 -> qcow2 -> raw.
 const V3_OPS: readonly ImageOp[] = [
   { op: 'write', offset: 0, length: 64 * KiB, pattern: 0xab },

@@ -5,8 +5,8 @@
 // a test can hand them to QEMU. A call made after close() was called is recorded as a violation
 // and rejected with BACKEND_CLOSED, as a closed backend would.
 
-import type { Backend, BackendLimits } from '../../bindings/backend.js';
-import { BackendError } from '../../bindings/errors.js';
+import type { Backend, BackendLimits } from '../../bindings/backends/backend.js';
+import { BackendError } from '../../bindings/base/errors.js';
 import { makePrng } from './prng.js';
 
 type Op = 'getSize' | 'preadv' | 'pwritev' | 'flush' | 'truncate' | 'discard';

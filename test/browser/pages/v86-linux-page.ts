@@ -7,7 +7,7 @@
 
 import { V86 } from 'v86';
 import { openHttpBackend, openOpfsBackend, Qcow2Image } from '../../../bindings/browser.js';
-import type { ImageStats } from '../../../bindings/image.js';
+import type { ImageStats } from '../../../bindings/dispatch/image.js';
 import { toV86Disk } from '../../../bindings/v86.js';
 import { guestFilesAt, guestOptions, waitForGuestLine } from '../../../scripts/v86-linux/guest-serial.js';
 

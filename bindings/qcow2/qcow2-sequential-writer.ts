@@ -1,0 +1,381 @@
+// SPDX-License-Identifier: MIT
+// Writes a new qcow2 image front to back, for convert: guest clusters arrive in increasing
+// order and land at increasing host offsets (data clusters, compressed clusters packed at byte
+// granularity as QEMU packs them, each L2 table right after the last cluster it maps); refcount
+// blocks and table follow the data, then the L1 table and finally the header are written into the
+// clusters reserved for them at the start. The image is valid only once finish() resolves: until
+// the header is written, cluster 0 holds no qcow2 magic.
+
+import type { Backend } from '../backends/backend.js';
+import type { CreateOptions } from '../dispatch/image.js';
+import type { CompressionType } from './decompress.js';
+import { ImageError } from '../base/errors.js';
+import { createQcow2, CREATE_DEFAULTS } from './qcow2-create.js';
+import { createMemoryBackend } from '../backends/memory.js';
+
+/** What a finished image holds, in clusters of the image's cluster size. */
+export interface SequentialWriteResult {
+  /** Bytes of the new file. */
+  fileBytes: number;
+  dataClusters: number;
+  compressedClusters: number;
+  zeroClusters: number;
+}
+
+const COPIED_HIGH = 0x8000_0000; // bit 63 of an L1/L2 entry, in the high 32-bit half
+const COMPRESSED_HIGH = 0x4000_0000; // bit 62
+const ZERO_LOW = 1; // bit 0: the cluster reads as zeros
+const TWO_32 = 2 ** 32;
+
+/** Host bytes gathered into one backend write before it is issued. */
+const WRITE_BATCH_BYTES = 2 << 20;
+/** Backend writes in flight at once. */
+const WRITES_IN_FLIGHT = 8;
+
+/**
+ * A qcow2 image being written front to back. Create with Qcow2SequentialWriter.start; feed guest
+ * clusters in strictly increasing guest order with writeData, writeCompressed and writeZero; then
+ * finish(). Guest ranges never written stay unallocated (they read as zeros, or from the backing
+ * file named in the options). Buffers handed in belong to the writer until finish() resolves.
+ */
+export class Qcow2SequentialWriter {
+  readonly clusterBytes: number;
+  readonly virtualSize: number;
+  readonly compressionType: CompressionType;
+  /** False for compat 0.10 images, which have no zero flag: write zeros as data there. */
+  readonly zeroFlagSupported: boolean;
+  private readonly clusterBits: number;
+  private readonly l2EntryBytes: number;
+  private readonly l2Entries: number;
+  private readonly l1: Float64Array;
+  private readonly l1Bytes: number;
+  /** Host clusters holding compressed data, and how many descriptors reference each. */
+  private readonly compressedRefcounts = new Map<number, number>();
+  private readonly maxRefcount: number;
+  /** Next free host cluster-aligned byte offset. */
+  private cursorHostOffset: number;
+  /** Where the next compressed cluster may start, and the end of the clusters allocated for packing. */
+  private packHostOffset = 0;
+  private packEndHostOffset = 0;
+  /** Guest cluster index the next call must be above. */
+  private lastGuestCluster = -1;
+  private l2Index = -1;
+  private l2Table: DataView | undefined;
+  private pendingStart = 0;
+  private pendingBuffers: Uint8Array[] = [];
+  private pendingBytes = 0;
+  private readonly inFlight = new Set<Promise<void>>();
+  private failure: unknown;
+  private finished = false;
+  private readonly counts = { dataClusters: 0, compressedClusters: 0, zeroClusters: 0 };
+
+  private constructor(private readonly backend: Backend, private readonly headerCluster: Uint8Array, options: CreateOptions,
+    private readonly refcountBits: number) {
+    this.clusterBytes = headerCluster.byteLength;
+    this.clusterBits = Math.log2(this.clusterBytes);
+    this.virtualSize = options.virtualSize;
+    this.compressionType = options.compressionType ?? CREATE_DEFAULTS.compressionType;
+    this.zeroFlagSupported = (options.compat ?? CREATE_DEFAULTS.compat) !== '0.10';
+    this.l2EntryBytes = options.extendedL2 ? 16 : 8;
+    this.l2Entries = this.clusterBytes / this.l2EntryBytes;
+    const l1Size = new DataView(headerCluster.buffer, headerCluster.byteOffset).getUint32(36);
+    this.l1 = new Float64Array(l1Size);
+    this.l1Bytes = Math.ceil((l1Size * 8) / this.clusterBytes) * this.clusterBytes;
+    this.cursorHostOffset = this.clusterBytes + this.l1Bytes;
+    this.maxRefcount = refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits - 1;
+  }
+
+  /**
+   * Checks `options` as createQcow2 does (same errors) and prepares to write the image into
+   * `backend`, which is truncated to empty. `preallocation` must be 'off'. Throws
+   * Qcow2CreateError for invalid options, BACKEND_READ_ONLY, backend errors.
+   */
+  static async start(backend: Backend, options: CreateOptions): Promise<Qcow2SequentialWriter> {
+    if (options.preallocation !== undefined && options.preallocation !== 'off') {
+      throw new ImageError('INVALID_ARGUMENT', `a sequentially written image cannot be preallocated (preallocation '${options.preallocation}')`);
+    }
+    // The header (with its extensions and backing name) is createQcow2's, rendered in memory;
+    // only the table offsets change.
+    const scratch = createMemoryBackend();
+    const created = await createQcow2(scratch, options);
+    const headerCluster = new Uint8Array(created.clusterSize);
+    await scratch.preadv(0, [headerCluster]);
+    await scratch.close();
+    if (!backend.capabilities.writable) throw new ImageError('INVALID_ARGUMENT', 'cannot write an image to a read-only backend');
+    if ((await backend.getSize()) > 0) {
+      if (!backend.truncate) throw new ImageError('INVALID_ARGUMENT', 'the target backend is not empty and cannot be truncated');
+      await backend.truncate(0);
+    }
+    return new Qcow2SequentialWriter(backend, headerCluster, options, options.refcountBits ?? CREATE_DEFAULTS.refcountBits);
+  }
+
+  /**
+   * Stores whole guest clusters from cluster-aligned `guestOffset`: `data` is a multiple of the
+   * cluster size, or ends at the virtual size. Rejects with the first backend write error.
+   */
+  async writeData(guestOffset: number, data: Uint8Array): Promise<void> {
+    const first = this.claimClusters(guestOffset, data.byteLength);
+    const count = Math.ceil(data.byteLength / this.clusterBytes);
+    // Host-contiguous stretches of the run go out as one buffer each; a new L2 table breaks them.
+    let stretchStart = 0;
+    let stretchHostOffset = -1;
+    for (let i = 0; i < count; i++) {
+      this.enterL2Table(first + i);
+      const hostOffset = this.allocateClusters(1);
+      this.setL2Entry(first + i, hostOffset / TWO_32 | COPIED_HIGH, hostOffset >>> 0, 0xffff_ffff);
+      if (hostOffset !== stretchHostOffset + (i - stretchStart) * this.clusterBytes) {
+        if (i > 0) this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
+        stretchStart = i;
+        stretchHostOffset = hostOffset;
+      }
+    }
+    this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes));
+    this.counts.dataClusters += count;
+    await this.backpressure();
+  }
+
+  /**
+   * Stores one guest cluster at cluster-aligned `guestOffset` as `compressed` (the image's
+   * compression type, shorter than a cluster), packed after the previous compressed cluster.
+   */
+  async writeCompressed(guestOffset: number, compressed: Uint8Array): Promise<void> {
+    if (compressed.byteLength === 0 || compressed.byteLength >= this.clusterBytes) {
+      throw new ImageError('INVALID_ARGUMENT', `compressed cluster data must be 1 to ${this.clusterBytes - 1} bytes, got ${compressed.byteLength}`);
+    }
+    const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
+    this.enterL2Table(guestCluster);
+    const hostOffset = this.placeCompressed(compressed.byteLength);
+    const end = hostOffset + compressed.byteLength;
+    for (let cluster = Math.floor(hostOffset / this.clusterBytes); cluster * this.clusterBytes < end; cluster++) {
+      this.compressedRefcounts.set(cluster, (this.compressedRefcounts.get(cluster) ?? 0) + 1);
+    }
+    const extraSectors = Math.floor((end - 1) / 512) - Math.floor(hostOffset / 512);
+    const sizeShift = 62 - (this.clusterBits - 8);
+    const high = Math.floor(hostOffset / TWO_32) + extraSectors * 2 ** (sizeShift - 32) + COMPRESSED_HIGH;
+    this.setL2Entry(guestCluster, high, hostOffset >>> 0, 0);
+    this.counts.compressedClusters++;
+    this.queueWrite(hostOffset, compressed);
+    await this.backpressure();
+  }
+
+  /** Marks the guest cluster at `guestOffset` as reading zeros (needs zeroFlagSupported). */
+  writeZero(guestOffset: number): void {
+    if (!this.zeroFlagSupported) throw new ImageError('INVALID_ARGUMENT', 'compat 0.10 images have no zero clusters');
+    const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
+    this.enterL2Table(guestCluster);
+    if (this.l2EntryBytes === 16) this.setL2Entry(guestCluster, 0, 0, 0, 0xffff_ffff);
+    else this.setL2Entry(guestCluster, 0, ZERO_LOW, 0);
+    this.counts.zeroClusters++;
+  }
+
+  /**
+   * Writes the last L2 table, the refcount structures, the L1 table and the header, waits for
+   * every write and flushes. The writer is unusable afterwards.
+   */
+  async finish(): Promise<SequentialWriteResult> {
+    if (this.finished) throw new ImageError('IMAGE_CLOSED', 'the image writer has already finished');
+    this.finished = true;
+    this.closeL2Table();
+    const refcountStart = this.cursorHostOffset;
+    const [blocks, tableClusters] = this.refcountLayout(refcountStart / this.clusterBytes);
+    const totalClusters = refcountStart / this.clusterBytes + blocks + tableClusters;
+    const entriesPerBlock = (this.clusterBytes * 8) / this.refcountBits;
+    const table = new DataView(new ArrayBuffer(tableClusters * this.clusterBytes));
+    for (let block = 0; block < blocks; block++) {
+      const blockBytes = new Uint8Array(this.clusterBytes);
+      const first = block * entriesPerBlock;
+      for (let cluster = first; cluster < Math.min(totalClusters, first + entriesPerBlock); cluster++) {
+        this.putRefcount(blockBytes, cluster - first, this.compressedRefcounts.get(cluster) ?? 1);
+      }
+      const blockHostOffset = refcountStart + block * this.clusterBytes;
+      table.setUint32(block * 8, blockHostOffset / TWO_32);
+      table.setUint32(block * 8 + 4, blockHostOffset >>> 0);
+      this.queueWrite(blockHostOffset, blockBytes);
+      await this.backpressure();
+    }
+    const tableHostOffset = refcountStart + blocks * this.clusterBytes;
+    this.queueWrite(tableHostOffset, new Uint8Array(table.buffer));
+    const l1 = new DataView(new ArrayBuffer(this.l1Bytes));
+    this.l1.forEach((hostOffset, index) => {
+      if (hostOffset === 0) return;
+      l1.setUint32(index * 8, hostOffset / TWO_32 | COPIED_HIGH);
+      l1.setUint32(index * 8 + 4, hostOffset >>> 0);
+    });
+    this.queueWrite(this.clusterBytes, new Uint8Array(l1.buffer));
+    await this.drain();
+    // Only once everything it points to is in place does the header make the file an image.
+    await this.backend.flush();
+    const header = new DataView(this.headerCluster.buffer, this.headerCluster.byteOffset);
+    header.setUint32(40, 0);
+    header.setUint32(44, this.clusterBytes); // L1 table at cluster 1
+    header.setUint32(48, tableHostOffset / TWO_32);
+    header.setUint32(52, tableHostOffset >>> 0);
+    header.setUint32(56, tableClusters);
+    await this.backend.pwritev(0, [this.headerCluster]);
+    await this.backend.flush();
+    return { fileBytes: totalClusters * this.clusterBytes, ...this.counts };
+  }
+
+  /**
+   * Issues every gathered write; resolves once every write issued so far is done, so the writer
+   * holds none of the buffers given before this call. Never rejects: a write error surfaces from
+   * the next write call or finish().
+   */
+  written(): Promise<void> {
+    this.issuePending();
+    return Promise.all(this.inFlight).then(() => {});
+  }
+
+  /** Waits for writes in flight after a failure elsewhere, so the backend can be closed. */
+  async abandon(): Promise<void> {
+    this.finished = true;
+    await Promise.allSettled(this.inFlight);
+  }
+
+  // Checks order and alignment; returns the first guest cluster index; switches L2 tables.
+  private claimClusters(guestOffset: number, byteLength: number): number {
+    if (this.finished) throw new ImageError('IMAGE_CLOSED', 'the image writer has already finished');
+    const first = guestOffset / this.clusterBytes;
+    const end = guestOffset + byteLength;
+    if (!Number.isInteger(first) || first <= this.lastGuestCluster || byteLength <= 0 ||
+        end > Math.ceil(this.virtualSize / this.clusterBytes) * this.clusterBytes ||
+        (end % this.clusterBytes !== 0 && end !== this.virtualSize)) {
+      throw new ImageError('INVALID_ARGUMENT',
+        `guest range [${guestOffset}, ${end}) is not whole clusters above guest cluster ${this.lastGuestCluster} within the virtual size ${this.virtualSize}`);
+    }
+    this.lastGuestCluster = Math.ceil(end / this.clusterBytes) - 1;
+    return first;
+  }
+
+  private allocateClusters(count: number): number {
+    const hostOffset = this.cursorHostOffset;
+    this.cursorHostOffset += count * this.clusterBytes;
+    return hostOffset;
+  }
+
+  // QEMU's packing: continue in the current packing clusters, extending them into the next
+  // cluster when nothing was allocated since; otherwise start packing in new clusters.
+  private placeCompressed(byteLength: number): number {
+    const fits = this.packHostOffset + byteLength <= this.packEndHostOffset;
+    const extendable = this.packEndHostOffset === this.cursorHostOffset && this.packEndHostOffset > 0;
+    if (!(fits || extendable) || !this.refcountsAllow(this.packHostOffset)) {
+      this.packHostOffset = this.cursorHostOffset;
+      this.packEndHostOffset = this.cursorHostOffset;
+    }
+    const hostOffset = this.packHostOffset;
+    const end = hostOffset + byteLength;
+    if (end > this.packEndHostOffset) {
+      const clusters = Math.ceil((end - this.packEndHostOffset) / this.clusterBytes);
+      this.allocateClusters(clusters);
+      this.packEndHostOffset += clusters * this.clusterBytes;
+    }
+    this.packHostOffset = end;
+    return hostOffset;
+  }
+
+  // Only the first host cluster a blob touches can already be referenced: the rest are new.
+  private refcountsAllow(hostOffset: number): boolean {
+    return hostOffset % this.clusterBytes === 0 ||
+      (this.compressedRefcounts.get(Math.floor(hostOffset / this.clusterBytes)) ?? 0) < this.maxRefcount;
+  }
+
+  // Makes the L2 table of `guestCluster` current. The previous one is complete (the guest order
+  // guarantees nothing maps into it again) and is appended to the host stream now, so call this
+  // before allocating the cluster's own host space.
+  private enterL2Table(guestCluster: number): void {
+    const l2Index = Math.floor(guestCluster / this.l2Entries);
+    if (l2Index === this.l2Index) return;
+    this.closeL2Table();
+    this.l2Index = l2Index;
+    this.l2Table = new DataView(new ArrayBuffer(this.clusterBytes));
+  }
+
+  private setL2Entry(guestCluster: number, high: number, low: number, bitmapLow: number, bitmapHigh = 0): void {
+    const at = (guestCluster % this.l2Entries) * this.l2EntryBytes;
+    const table = this.l2Table as DataView;
+    table.setUint32(at, high);
+    table.setUint32(at + 4, low);
+    if (this.l2EntryBytes === 16) {
+      table.setUint32(at + 8, bitmapHigh);
+      table.setUint32(at + 12, bitmapLow);
+    }
+  }
+
+  // Appends the current L2 table to the host stream and records it in the L1 table.
+  private closeL2Table(): void {
+    if (!this.l2Table) return;
+    const hostOffset = this.allocateClusters(1);
+    this.l1[this.l2Index] = hostOffset;
+    const bytes = new Uint8Array(this.l2Table.buffer);
+    this.l2Table = undefined;
+    this.queueWrite(hostOffset, bytes);
+  }
+
+  // Refcount blocks and table clusters needed to cover `dataClusters` plus themselves.
+  private refcountLayout(dataClusters: number): [number, number] {
+    const entriesPerBlock = (this.clusterBytes * 8) / this.refcountBits;
+    const blocksPerTableCluster = this.clusterBytes / 8;
+    let blocks = 1;
+    let tableClusters = 1;
+    for (;;) {
+      const total = dataClusters + blocks + tableClusters;
+      const needBlocks = Math.ceil(total / entriesPerBlock);
+      const needTable = Math.ceil(needBlocks / blocksPerTableCluster);
+      if (needBlocks <= blocks && needTable <= tableClusters) return [blocks, tableClusters];
+      blocks = Math.max(blocks, needBlocks);
+      tableClusters = Math.max(tableClusters, needTable);
+    }
+  }
+
+  private putRefcount(block: Uint8Array, index: number, value: number): void {
+    const bits = this.refcountBits;
+    if (bits < 8) {
+      const perByte = 8 / bits;
+      block[Math.floor(index / perByte)] |= value << ((index % perByte) * bits);
+      return;
+    }
+    const bytes = bits / 8;
+    let rest = value;
+    for (let at = index * bytes + bytes - 1; at >= index * bytes && rest > 0; at--) {
+      block[at] = rest % 256;
+      rest = Math.floor(rest / 256);
+    }
+  }
+
+  // Gathers host-contiguous writes into batches of WRITE_BATCH_BYTES (longer data is split), so
+  // several backend writes of a useful size run at once; a batch is issued once full or when the
+  // next write does not continue it.
+  private queueWrite(hostOffset: number, data: Uint8Array): void {
+    if (this.pendingBytes > 0 && hostOffset !== this.pendingStart + this.pendingBytes) this.issuePending();
+    for (let at = 0; at < data.byteLength;) {
+      if (this.pendingBytes === 0) this.pendingStart = hostOffset + at;
+      const take = Math.min(data.byteLength - at, WRITE_BATCH_BYTES - this.pendingBytes);
+      this.pendingBuffers.push(take === data.byteLength ? data : data.subarray(at, at + take));
+      this.pendingBytes += take;
+      at += take;
+      if (this.pendingBytes >= WRITE_BATCH_BYTES) this.issuePending();
+    }
+  }
+
+  private issuePending(): void {
+    if (this.pendingBytes === 0) return;
+    const write: Promise<void> = this.backend.pwritev(this.pendingStart, this.pendingBuffers)
+      .catch((error: unknown) => { this.failure ??= error; })
+      .finally(() => this.inFlight.delete(write));
+    this.inFlight.add(write);
+    this.pendingBuffers = [];
+    this.pendingBytes = 0;
+  }
+
+  // Resolves once fewer than WRITES_IN_FLIGHT writes are in flight; rejects after a write failed.
+  private async backpressure(): Promise<void> {
+    while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight);
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  private async drain(): Promise<void> {
+    this.issuePending();
+    await Promise.all(this.inFlight);
+    if (this.failure !== undefined) throw this.failure;
+  }
+}

@@ -1,0 +1,461 @@
+// SPDX-License-Identifier: MIT
+// convert / export: copies any BlockImage (a whole backing chain, a raw disk, an HTTP base under an
+// OPFS overlay) into a new qcow2 or raw image on any backend, into an existing image, or as a raw
+// stream to a WritableStream, as qemu-img convert does: zero and unallocated ranges are skipped
+// (-S semantics), several chunks are read (and compressed) at once and written in guest order,
+// writes are gathered into large host writes. Platform-neutral; compression runs on the thread
+// given by the compressor (bindings/qcow2/compress.ts, bindings/qcow2/compress-node.ts).
+
+import type { Backend } from '../backends/backend.js';
+import type { BlockImage, CreateOptions } from '../dispatch/image.js';
+import { ImageError } from '../base/errors.js';
+import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow2-sequential-writer.js';
+import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
+import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
+
+/** Options of every convert function. */
+export interface ConvertOptions {
+  /**
+   * Zero runs shorter than this (bytes, a multiple of 512) are written anyway; longer ones are
+   * skipped (qemu-img's -S; default 4096). 0 writes every byte the source stores as data.
+   */
+  minSparseBytes?: number;
+  /** Chunks read, compressed and written at once (qemu-img's -m; default 8, 1 to 16). */
+  requestsInFlight?: number;
+  /** Called after each chunk with the guest bytes done and the total. */
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+/** Options of convertToQcow2: the target's create options (virtualSize defaults to the source's). */
+export interface ConvertToQcow2Options extends ConvertOptions {
+  /** The new image's create options, as Qcow2Image.create takes them; default: qemu-img create's defaults. */
+  create?: Omit<CreateOptions, 'virtualSize'> & {
+    /** The new image's size in bytes; default (and minimum) the source's virtual size. */
+    virtualSize?: number;
+  };
+  /** Store clusters compressed where that saves space (qemu-img convert -c). */
+  compress?: boolean;
+  /** Compressor for `compress` (default: on the calling thread). Not closed by convert. */
+  compressor?: ClusterCompressor;
+}
+
+/** Options of convertInto. */
+export interface ConvertIntoOptions extends ConvertOptions {
+  /** Leave ranges the source's backing chain serves to the target's backing file (convert -n -B). */
+  targetHasBacking?: boolean;
+}
+
+/** What a convert wrote. */
+export interface ConvertResult {
+  /** Guest bytes the target holds: the source's virtual size. */
+  virtualSize: number;
+  /** Guest bytes written as data (compressed clusters count whole). */
+  dataBytes: number;
+  /** For qcow2 targets: the sequential writer's counts. */
+  qcow2?: SequentialWriteResult;
+}
+
+const DEFAULT_MIN_SPARSE = 4096;
+const DEFAULT_IN_FLIGHT = 8;
+/** Guest bytes per chunk (rounded up to whole target clusters). */
+const CHUNK_BYTES = 8 << 20;
+
+/** One thing to do to the target, in guest order. */
+type Action =
+  | { kind: 'data'; guestOffset: number; bytes: Uint8Array }
+  | { kind: 'compressed'; guestOffset: number; bytes: Uint8Array }
+  | { kind: 'zero'; guestOffset: number; length: number };
+
+/** What applying a chunk's actions leaves running: settles once the target is done with the chunk's buffer. */
+interface Applied {
+  /** Resolves (never rejects; failures surface through the target's next call) when the buffer may be reused. */
+  bufferFree: Promise<void>;
+}
+
+const APPLIED: Applied = { bufferFree: Promise.resolve() };
+
+interface Pipeline {
+  source: BlockImage;
+  /** Guest bytes a compressed action stands for. */
+  clusterBytes: number;
+  chunkBytes: number;
+  inFlight: number;
+  /**
+   * Reads and plans one chunk into `buffer` (chunkBytes long, contents unspecified). Its actions
+   * may refer to `buffer` until the Applied of `apply` says it is free.
+   */
+  prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
+  /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
+  pooled: boolean;
+  /** Hands `actions` to the target in guest order; resolves once they are issued. */
+  apply: (actions: Action[]) => Promise<Applied>;
+  onProgress?: (doneBytes: number, totalBytes: number) => void;
+}
+
+function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
+  const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
+  const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
+  if (!Number.isSafeInteger(minSparse) || minSparse < 0 || minSparse % 512 !== 0) {
+    throw new ImageError('INVALID_ARGUMENT', `minSparseBytes must be a non-negative multiple of 512, got ${minSparse}`);
+  }
+  if (!Number.isSafeInteger(inFlight) || inFlight < 1 || inFlight > 16) {
+    throw new ImageError('INVALID_ARGUMENT', `requestsInFlight must be an integer from 1 to 16, got ${inFlight}`);
+  }
+  return { minSparse, inFlight };
+}
+
+// Prepares up to `inFlight` chunks at once and applies their actions strictly in guest order.
+// Applying only issues the writes: the next chunk is applied while the previous one's writes run,
+// and a chunk's buffer returns to the pool when its writes are done.
+async function runPipeline(p: Pipeline): Promise<number> {
+  const total = p.source.virtualSize;
+  const queue: { actions: Promise<Action[]>; buffer: Uint8Array }[] = [];
+  const spare: Uint8Array[] = [];
+  const busy = new Set<Promise<void>>();
+  const maxBuffers = p.inFlight + 2;
+  let bufferCount = 0;
+  let nextStart = 0;
+  let done = 0;
+  let dataBytes = 0;
+  const fill = (): void => {
+    while (queue.length < p.inFlight && nextStart < total) {
+      let buffer = spare.pop();
+      if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
+        buffer = new Uint8Array(p.chunkBytes);
+        bufferCount++;
+      }
+      if (!buffer) return;
+      const length = Math.min(p.chunkBytes, total - nextStart);
+      const actions = p.prepare(nextStart, length, buffer);
+      actions.catch(() => {}); // awaited in order below
+      queue.push({ actions, buffer });
+      nextStart += length;
+    }
+  };
+  try {
+    p.onProgress?.(0, total);
+    fill();
+    while (queue.length > 0 || nextStart < total) {
+      if (queue.length === 0) {
+        await Promise.race(busy);
+        fill();
+        continue;
+      }
+      const { actions: prepared, buffer } = queue[0];
+      const actions = await prepared;
+      queue.shift();
+      fill();
+      const { bufferFree } = await p.apply(actions);
+      if (p.pooled) {
+        const release: Promise<void> = bufferFree.then(() => {
+          busy.delete(release);
+          spare.push(buffer);
+        });
+        busy.add(release);
+      }
+      for (const action of actions) if (action.kind !== 'zero') dataBytes += Math.max(action.bytes.byteLength, action.kind === 'compressed' ? p.clusterBytes : 0);
+      done = Math.min(total, done + p.chunkBytes);
+      p.onProgress?.(done, total);
+    }
+    await Promise.all(busy);
+  } finally {
+    await Promise.allSettled([...queue.map((entry) => entry.actions), ...busy]);
+  }
+  return dataBytes;
+}
+
+/** Reads guest [start, end) ranges of `source` into `target` (which starts at guest `base`). */
+async function readRanges(source: BlockImage, base: number, target: Uint8Array, ranges: readonly [number, number][]): Promise<void> {
+  await Promise.all(ranges.map(([start, end]) => source.readInto(start, target.subarray(start - base, end - base))));
+}
+
+/** Byte-granular actions for raw, stream and existing-image targets. */
+async function prepareBytes(source: BlockImage, start: number, length: number, buffer: Uint8Array, minSparse: number,
+  targetHasBacking: boolean): Promise<Action[]> {
+  const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
+  const dataRanges = segments.filter((s) => s.status === SourceStatus.DATA).map((s): [number, number] => [s.start, s.start + s.length]);
+  await readRanges(source, start, buffer, dataRanges);
+  const actions: Action[] = [];
+  for (const segment of segments) {
+    if (segment.status === SourceStatus.ZERO) actions.push({ kind: 'zero', guestOffset: segment.start, length: segment.length });
+    else if (segment.status === SourceStatus.DATA) {
+      const bytes = buffer.subarray(segment.start - start, segment.start - start + segment.length);
+      sparseRuns(segment.start, bytes, minSparse, (guestOffset, runLength, data) => {
+        actions.push(data
+          ? { kind: 'data', guestOffset, bytes: bytes.subarray(guestOffset - segment.start, guestOffset - segment.start + runLength) }
+          : { kind: 'zero', guestOffset, length: runLength });
+      });
+    }
+  }
+  return actions;
+}
+
+/** Per target cluster: does it need data, zeros, or nothing. */
+const enum ClusterNeed { NOTHING, ZERO, DATA }
+
+function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
+  const seen = new Uint8Array(clusterCount); // bit per status
+  for (const segment of segments) {
+    const first = Math.floor((segment.start - start) / clusterBytes);
+    const last = Math.floor((segment.start + segment.length - 1 - start) / clusterBytes);
+    for (let c = first; c <= last; c++) seen[c] |= 1 << segment.status;
+  }
+  const needs = new Uint8Array(clusterCount);
+  for (let c = 0; c < clusterCount; c++) {
+    const s = seen[c];
+    const data = (s & (1 << SourceStatus.DATA)) !== 0;
+    const zero = (s & (1 << SourceStatus.ZERO)) !== 0;
+    const backing = (s & (1 << SourceStatus.BACKING)) !== 0;
+    // A cluster partly zero and partly the backing file's can only be stored as data.
+    needs[c] = data || (zero && backing) ? ClusterNeed.DATA : zero ? ClusterNeed.ZERO : ClusterNeed.NOTHING;
+  }
+  return needs;
+}
+
+/**
+ * Copies `source` into a new qcow2 image written front to back into `target` (truncated first):
+ * options.create as Qcow2Image.create takes them (virtualSize defaults to the source's; a
+ * `backingFile` makes it an overlay: only what the source's own top layer holds is copied, as with
+ * qemu-img convert -B). `preallocation` is refused. Resolves once the image is complete and
+ * flushed; the backend stays open. Errors: Qcow2CreateError for create options, INVALID_ARGUMENT,
+ * source read errors, backend errors (the target is then not a valid image).
+ */
+export async function convertToQcow2(source: BlockImage, target: Backend, options: ConvertToQcow2Options = {}): Promise<ConvertResult> {
+  const { minSparse, inFlight } = checkOptions(options);
+  const create: CreateOptions = { ...options.create, virtualSize: options.create?.virtualSize ?? source.virtualSize };
+  if (create.virtualSize < source.virtualSize) {
+    throw new ImageError('INVALID_ARGUMENT', `the target's virtual size ${create.virtualSize} is below the source's ${source.virtualSize}`);
+  }
+  const writer = await Qcow2SequentialWriter.start(target, create);
+  const clusterBytes = writer.clusterBytes;
+  const targetHasBacking = create.backingFile !== undefined && create.backingFile !== '';
+  const compressor = options.compress ? options.compressor ?? createInlineCompressor() : undefined;
+  const ownCompressor = options.compress && !options.compressor;
+  const zeroAction = (guestOffset: number, end: number): Action | undefined => {
+    if (!targetHasBacking) return undefined; // a new image reads zeros already
+    return writer.zeroFlagSupported
+      ? { kind: 'zero', guestOffset, length: end - guestOffset }
+      : { kind: 'data', guestOffset, bytes: new Uint8Array(end - guestOffset) };
+  };
+
+  const prepare = async (start: number, length: number, buffer: Uint8Array): Promise<Action[]> => {
+    const clusterCount = Math.ceil(length / clusterBytes);
+    const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
+    const needs = clusterNeeds(segments, start, clusterCount, clusterBytes);
+    const reads: [number, number][] = [];
+    for (let c = 0; c < clusterCount; c++) {
+      if (needs[c] !== ClusterNeed.DATA) continue;
+      const from = start + c * clusterBytes;
+      const to = Math.min(from + clusterBytes, start + length);
+      const last = reads[reads.length - 1];
+      if (last && last[1] === from) last[1] = to;
+      else reads.push([from, to]);
+    }
+    await readRanges(source, start, buffer, reads);
+    buffer.fill(0, length, clusterCount * clusterBytes); // a last cluster past the virtual size pads with zeros
+    // Which DATA clusters hold something -S does not skip.
+    const keep = new Uint8Array(clusterCount);
+    for (const segment of segments) {
+      if (segment.status !== SourceStatus.DATA) continue;
+      const bytes = buffer.subarray(segment.start - start, segment.start - start + segment.length);
+      sparseRuns(segment.start, bytes, minSparse, (guestOffset, runLength, data) => {
+        if (!data) return;
+        for (let c = Math.floor((guestOffset - start) / clusterBytes); c * clusterBytes < guestOffset + runLength - start; c++) keep[c] = 1;
+      });
+    }
+    const actions: Action[] = [];
+    const candidates: number[] = [];
+    for (let c = 0; c < clusterCount; c++) {
+      const from = start + c * clusterBytes;
+      const to = Math.min(from + clusterBytes, start + length);
+      const bytes = buffer.subarray(c * clusterBytes, c * clusterBytes + (to - from));
+      let need = needs[c];
+      // Mixed zero/backing clusters have no DATA segment to keep them: they are data whatever they hold.
+      const mixed = need === ClusterNeed.DATA && !segments.some((s) => s.status === SourceStatus.DATA && s.start < to && s.start + s.length > from);
+      if (need === ClusterNeed.DATA && !mixed) {
+        if (compressor ? minSparse > 0 && isZero(bytes) : keep[c] === 0) need = ClusterNeed.ZERO;
+      }
+      if (need === ClusterNeed.ZERO) {
+        const zero = zeroAction(from, to);
+        if (zero) actions.push(zero);
+      } else if (need === ClusterNeed.DATA) {
+        if (compressor) candidates.push(actions.length);
+        actions.push({ kind: 'data', guestOffset: from, bytes });
+      }
+    }
+    if (compressor && candidates.length > 0) {
+      // The candidates move to the front of the chunk buffer, end to end, for the compressor
+      // (in guest order, so each moves down or stays: nothing is overwritten before it moved).
+      candidates.forEach((index, i) => {
+        const action = actions[index] as Extract<Action, { kind: 'data' }>;
+        const packedAt = i * clusterBytes;
+        if (action.bytes.byteOffset - buffer.byteOffset !== packedAt) buffer.copyWithin(packedAt, action.bytes.byteOffset - buffer.byteOffset, action.bytes.byteOffset - buffer.byteOffset + clusterBytes);
+        action.bytes = buffer.subarray(packedAt, packedAt + action.bytes.byteLength);
+      });
+      const results = await compressor.compressClusters(writer.compressionType, buffer.subarray(0, candidates.length * clusterBytes), clusterBytes);
+      candidates.forEach((index, i) => {
+        const compressed = results[i];
+        if (compressed) actions[index] = { kind: 'compressed', guestOffset: actions[index].guestOffset, bytes: compressed };
+      });
+    }
+    return actions;
+  };
+
+  const apply = async (actions: Action[]): Promise<Applied> => {
+    for (let i = 0; i < actions.length; i++) {
+      const action = actions[i];
+      if (action.kind === 'zero') {
+        for (let at = action.guestOffset; at < action.guestOffset + action.length; at += clusterBytes) writer.writeZero(at);
+      } else if (action.kind === 'compressed') {
+        await writer.writeCompressed(action.guestOffset, action.bytes);
+      } else {
+        // Neighbouring data clusters of one chunk share its buffer: write them as one run.
+        let end = i;
+        const first = action.bytes;
+        let runBytes = first.byteLength;
+        while (end + 1 < actions.length) {
+          const next = actions[end + 1];
+          if (next.kind !== 'data' || next.guestOffset !== action.guestOffset + runBytes || next.bytes.buffer !== first.buffer ||
+            next.bytes.byteOffset !== first.byteOffset + runBytes) break;
+          runBytes += next.bytes.byteLength;
+          end++;
+        }
+        await writer.writeData(action.guestOffset, new Uint8Array(first.buffer, first.byteOffset, runBytes));
+        i = end;
+      }
+    }
+    return { bufferFree: writer.written() };
+  };
+
+  try {
+    const dataBytes = await runPipeline({
+      source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
+      onProgress: options.onProgress,
+    });
+    const qcow2 = await writer.finish();
+    return { virtualSize: create.virtualSize, dataBytes, qcow2 };
+  } catch (error) {
+    await writer.abandon();
+    throw error;
+  } finally {
+    if (ownCompressor) await compressor?.close();
+  }
+}
+
+/**
+ * Copies `source` into `target` as a raw image (truncated first, then written where the source
+ * holds data, holes left elsewhere, and sized to the virtual size). Resolves once flushed; the
+ * backend stays open. Errors: INVALID_ARGUMENT, source read errors, backend errors.
+ */
+export async function convertToRaw(source: BlockImage, target: Backend, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const { minSparse, inFlight } = checkOptions(options);
+  if (!target.truncate) throw new ImageError('INVALID_ARGUMENT', 'a raw target backend must support truncate');
+  await target.truncate(0);
+  const writes = new Set<Promise<void>>();
+  let failure: unknown;
+  const apply = async (actions: Action[]): Promise<Applied> => {
+    if (failure !== undefined) throw failure;
+    const chunkWrites: Promise<void>[] = [];
+    const buffers: Uint8Array[] = [];
+    let runStart = -1;
+    let runEnd = -1;
+    const issue = (): void => {
+      if (buffers.length === 0) return;
+      const write: Promise<void> = target.pwritev(runStart, buffers.splice(0))
+        .catch((error: unknown) => { failure ??= error; })
+        .finally(() => writes.delete(write));
+      writes.add(write);
+      chunkWrites.push(write);
+    };
+    for (const action of actions) {
+      if (action.kind !== 'data') continue;
+      if (action.guestOffset !== runEnd) {
+        issue();
+        runStart = action.guestOffset;
+      }
+      buffers.push(action.bytes);
+      runEnd = action.guestOffset + action.bytes.byteLength;
+    }
+    issue();
+    return { bufferFree: Promise.all(chunkWrites).then(() => {}) };
+  };
+  try {
+    const dataBytes = await runPipeline({
+      source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
+      apply, onProgress: options.onProgress,
+    });
+    await Promise.all(writes);
+    if (failure !== undefined) throw failure;
+    await target.truncate(source.virtualSize);
+    await target.flush();
+    return { virtualSize: source.virtualSize, dataBytes };
+  } finally {
+    await Promise.allSettled(writes);
+  }
+}
+
+/**
+ * Copies `source` into the existing, writable image `target` (qemu-img convert -n): data where the
+ * source holds data, zeros written where it reads zeros (the target may hold anything), and with
+ * `targetHasBacking` ranges the source's backing chain serves left alone. The target must be at
+ * least as large as the source. Resolves after target.flush(); the target stays open.
+ */
+export async function convertInto(source: BlockImage, target: BlockImage, options: ConvertIntoOptions = {}): Promise<ConvertResult> {
+  const { minSparse, inFlight } = checkOptions(options);
+  if (target.readOnly) throw new ImageError('IMAGE_READ_ONLY', 'the target image is read-only');
+  if (target.virtualSize < source.virtualSize) {
+    throw new ImageError('INVALID_ARGUMENT', `the target's virtual size ${target.virtualSize} is below the source's ${source.virtualSize}`);
+  }
+  const apply = async (actions: Action[]): Promise<Applied> => {
+    const data = actions.filter((a): a is Extract<Action, { kind: 'data' }> => a.kind === 'data');
+    const zeros = actions.filter((a): a is Extract<Action, { kind: 'zero' }> => a.kind === 'zero');
+    await Promise.all([
+      ...target.multiwrite(data.map((a) => ({ offset: a.guestOffset, data: a.bytes }))),
+      ...zeros.map((a) => target.writeZeroes(a.guestOffset, a.length)),
+    ]);
+    return APPLIED;
+  };
+  const dataBytes = await runPipeline({
+    source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
+    prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, options.targetHasBacking === true),
+    pooled: true,
+    apply, onProgress: options.onProgress,
+  });
+  await target.flush();
+  return { virtualSize: source.virtualSize, dataBytes };
+}
+
+/**
+ * Streams `source` as a raw image (every byte, zeros included, in order) into `stream`, for
+ * downloads: memory stays at a few chunks whatever the image size, and the stream's backpressure
+ * is respected. Closes the stream when done; aborts it on failure and rethrows.
+ */
+export async function convertToRawStream(source: BlockImage, stream: WritableStream<Uint8Array>, options: ConvertOptions = {}): Promise<ConvertResult> {
+  const { inFlight } = checkOptions(options);
+  const writer = stream.getWriter();
+  const zeros = new Uint8Array(CHUNK_BYTES);
+  let position = 0;
+  const apply = async (actions: Action[]): Promise<Applied> => {
+    for (const action of actions) {
+      if (action.guestOffset > position) await writer.write(zeros.subarray(0, action.guestOffset - position));
+      if (action.kind === 'zero') await writer.write(zeros.subarray(0, action.length));
+      else await writer.write(action.bytes);
+      position = action.guestOffset + (action.kind === 'zero' ? action.length : action.bytes.byteLength);
+    }
+    return APPLIED;
+  };
+  try {
+    const dataBytes = await runPipeline({
+      source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, 0, false), pooled: false,
+      apply, onProgress: options.onProgress,
+    });
+    if (position < source.virtualSize) await writer.write(new Uint8Array(source.virtualSize - position));
+    await writer.close();
+    return { virtualSize: source.virtualSize, dataBytes };
+  } catch (error) {
+    await writer.abort(error).catch(() => {});
+    throw error;
+  }
+}
