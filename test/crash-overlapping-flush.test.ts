@@ -84,6 +84,6 @@ it('3 seeds: writes acknowledged before a resolved flush survive a power cut at 
 }, 300_000);
 
 it('4 seeds, slow host writes and a 1 ms loss window: no corruption and no lost flushed write at any cut', async () => {
-  const setting: FlushWorkloadSetting = { ...BASE, writeDelayMs: 8, openOptions: { writebackDelayMs: 1 } };
+  const setting: FlushWorkloadSetting = { ...BASE, writeDelayMs: 2, openOptions: { writebackDelayMs: 1 } };
   await checkSetting('slow host writes, 1 ms loss window', setting, { seeds: 4, randomEvery: 1, checkEvery: 1 });
 }, 300_000);

@@ -55,8 +55,8 @@ export interface CrashBackendOptions {
    */
   flushDelayMs?: number;
   /**
-   * Makes some writes slow: one in four takes up to this many milliseconds (chosen by `jitter`)
-   * to complete, so that flushes are called while writes are still in flight.
+   * Makes writes slow: each takes up to this many milliseconds (chosen by `jitter`, or exactly
+   * this long without it) to complete, so that flushes are called while writes are in flight.
    */
   writeDelayMs?: number;
 }
@@ -249,7 +249,7 @@ export function createCrashBackend(initial: Uint8Array, options: CrashBackendOpt
       live.write(position, data);
       await settle();
       const slowest = options.writeDelayMs ?? 0;
-      if (slowest > 0 && options.jitter && options.jitter.int(4) === 0) await sleep(options.jitter.int(slowest + 1));
+      if (slowest > 0) await sleep(options.jitter ? options.jitter.int(slowest + 1) : slowest);
       inFlight.delete(write);
       write.completedAt = ++clock;
     },
