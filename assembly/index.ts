@@ -139,6 +139,7 @@ export {
 } from './table-entries';
 export { renderSnapshotEntry, setSnapshotEntryL1Offset } from './snapshot';
 export {
-  headerPatchSourceBytes, headerPatchBegin, headerPatchStart, headerPatchEnd, patchHeaderTables, patchHeaderClearFlags,
+  headerPatchSourceBytes, headerPatchBegin, headerPatchStart, headerPatchEnd, patchHeaderTables, patchHeaderReftable,
+  patchHeaderSetCorrupt, patchHeaderClearFlags, patchHeaderClearAutoclear,
   renderHeader, headerExtensionDataAt, appendHeaderExtension, appendFeatureNameTable, finishHeader,
 } from './header-render';

@@ -9,7 +9,8 @@ import type { Backend } from '../backends/backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from '../dispatch/image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from '../base/errors.js';
-import { sharedCore, HeaderField } from '../core/wasm.js';
+import { sharedCore } from '../core/wasm.js';
+import { clearHeaderAutoclear, markHeaderClean } from './qcow2-header-write.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun } from './qcow2-core.js';
 import { Qcow2WritePath } from './qcow2-write-path.js';
@@ -34,9 +35,6 @@ import { Qcow2Background } from './qcow2-background.js';
 import { allSettledOrThrow } from '../base/settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 import { openBackingImage, openDataFile, type ChainContext } from './qcow2-chain-open.js';
-
-/** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
-const AUTOCLEAR_FEATURES_OFFSET = HeaderField.AUTOCLEAR_FEATURES;
 
 /** A qcow2 image. Open with Qcow2Image.open. */
 export class Qcow2Image extends DispatchedImage {
@@ -132,7 +130,7 @@ export class Qcow2Image extends DispatchedImage {
     if (wantsWrite && header.flags.dirty) {
       // Lazy refcounts after an unclean shutdown: rebuild the refcounts before the first write
       // (as QEMU does on a read-write open), then clear the dirty bit and parse again.
-      await repairDirtyImage(backend, header);
+      await repairDirtyImage(backend);
       return Qcow2Image.openInChain(backend, options, chain);
     }
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
@@ -145,8 +143,7 @@ export class Qcow2Image extends DispatchedImage {
       if (!readOnly && header.autoclearFeatures !== 0n) {
         // Autoclear bits this engine does not maintain (bitmaps, raw data file) are cleared
         // before the first write, as the spec requires of writers that do not know them.
-        await backend.pwritev(AUTOCLEAR_FEATURES_OFFSET, [new Uint8Array(8)]);
-        await backend.flush();
+        if (await clearHeaderAutoclear(backend)) await backend.flush();
       }
       return new Qcow2Image(backend, dataBackend, header, core, new MergeCore(core.instance), backing, readOnly, options);
     } catch (error) {
@@ -420,19 +417,13 @@ export class Qcow2Image extends DispatchedImage {
   }
 }
 
-/** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = HeaderField.INCOMPATIBLE_FEATURES;
-const INCOMPATIBLE_DIRTY = 1n;
-
-async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<void> {
+async function repairDirtyImage(backend: Backend): Promise<void> {
   const report = await checkQcow2(backend, { repair: 'all' });
   if (report.corruptions > 0 || report.checkErrors > 0) {
     throw new ImageError('QCOW2_CORRUPT',
       `the dirty image could not be repaired: ${report.corruptions} corruptions and ${report.checkErrors} check errors remain`);
   }
-  const features = new Uint8Array(8);
-  new DataView(features.buffer).setBigUint64(0, header.incompatibleFeatures & ~INCOMPATIBLE_DIRTY);
-  await backend.pwritev(INCOMPATIBLE_FEATURES_OFFSET, [features]);
+  await markHeaderClean(backend, true);
   await backend.flush();
 }
 
