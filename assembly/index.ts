@@ -135,6 +135,7 @@ export {
 export {
   entryHostOffset, setEntryHostOffset, setEntryCopied, l2EntryIsCompressed, l2EntryHasZeroFlag, l2EntryReadsAsZeros,
   compressedDataOffset, compressedRunStart, compressedRunBytes, relocateL2Entry, setL2DataEntry,
+  setL2CompressedEntry, setL2ZeroEntry,
   reftableEntryOffset, setReftableEntry, refcountAt, setRefcountAt,
 } from './table-entries';
 export { renderSnapshotEntry, setSnapshotEntryL1Offset } from './snapshot';

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Writing qcow2 headers, with the wasm core rendering every byte (assembly/header-render.ts):
 // switching an image to new tables (and clearing its dirty bit) with one write inside the first
-// sector, pointing it at a grown refcount table, setting the corrupt bit, clearing the autoclear bits, clearing the dirty and
+// sector, filling in the table fields of a header held in memory, pointing an image at a grown
+// refcount table, setting the corrupt bit, clearing the autoclear bits, clearing the dirty and
 // corrupt bits after a repair, and serializing a whole header as
 // QEMU 7.2 rewrites one (qcow2_update_header): the fixed fields (72 bytes for version 2, 112 for
 // version 3), then the backing format extension, the feature name table (version 3 only), any
@@ -87,6 +88,20 @@ export function reftablePointerPatch(core: CoreInstance, hostOffset: number, clu
   x.patchHeaderReftable(hostOffset, clusters);
   const start = x.headerPatchStart();
   return { headerOffset: start, bytes: window.slice(start, x.headerPatchEnd()) };
+}
+
+/**
+ * Writes the table fields `tables` into `header`, the first bytes of an image held in memory
+ * (at least headerPatchSourceBytes long), through the shared core.
+ */
+export async function setHeaderTables(header: Uint8Array, tables: HeaderTables): Promise<void> {
+  const { x, window } = headerWindow(await sharedCore());
+  const sourceBytes = x.headerPatchSourceBytes();
+  window.set(header.subarray(0, sourceBytes));
+  x.headerPatchBegin();
+  x.patchHeaderTables(tables.virtualSize, tables.l1Entries, tables.l1TableOffset, tables.refcountTableOffset,
+    tables.refcountTableClusters, tables.snapshotCount, tables.snapshotsOffset);
+  header.set(window.subarray(x.headerPatchStart(), x.headerPatchEnd()), x.headerPatchStart());
 }
 
 /**
