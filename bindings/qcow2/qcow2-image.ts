@@ -23,8 +23,8 @@ import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './qcow2-backing-name.js';
-import { decodeCluster, decodeClusters } from './decompress.js';
-import { groupCompressedRuns, isRunGroup, type CompressedRunGroup } from './compressed-run-groups.js';
+import { groupCompressedRuns, isRunGroup } from './compressed-run-groups.js';
+import { Qcow2CompressedReader } from './qcow2-compressed-read.js';
 import { checkMergeOption } from '../raw/raw-image.js';
 import { MergeCore } from '../core/merge-core.js';
 import { DispatchedImage } from '../dispatch/dispatched-image.js';
@@ -53,7 +53,7 @@ export class Qcow2Image extends DispatchedImage {
   private readonly writes: Qcow2WritePath;
   /** writeZeroes and discard (bindings/qcow2/qcow2-zeroing.ts). */
   private readonly zeroing: Qcow2Zeroing;
-  private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  private readonly compressed: Qcow2CompressedReader;
   /** Forced copy-on-writes and timed write-backs (undefined read-only; close waits for them). */
   private readonly background: Qcow2Background | undefined;
 
@@ -66,6 +66,7 @@ export class Qcow2Image extends DispatchedImage {
     this.header = header;
     this.core = core;
     this.backing = backing;
+    this.compressed = new Qcow2CompressedReader(backend, header, this.counters);
     this.overlap = new Qcow2OverlapGuard(core, backend, header);
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
@@ -81,7 +82,7 @@ export class Qcow2Image extends DispatchedImage {
       counters: this.counters,
       readMapped: (guestOffset, target) => this.readMapped(guestOffset, target),
       readBacking: (guestOffset, target) => this.readBacking(guestOffset, target),
-      inflated: (hostOffset, compressedBytes) => this.inflated({ kind: RunKind.COMPRESSED, guestOffset: 0, length: 0, hostOffset, compressedBytes }),
+      inflated: (hostOffset, compressedBytes) => this.compressed.inflated(hostOffset, compressedBytes),
       writeToBackend: (target, position, buffers) => this.writeToBackend(target, position, buffers),
     });
     this.zeroing = new Qcow2Zeroing(core, backend, header, this.writeback, this.writes, {
@@ -210,7 +211,7 @@ export class Qcow2Image extends DispatchedImage {
       try {
         result = await rewrite();
       } finally {
-        this.lastInflated = undefined;
+        this.compressed.forget();
         await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
         this.overlap.forget();
       }
@@ -256,7 +257,7 @@ export class Qcow2Image extends DispatchedImage {
       const runs = await this.core.map(position, end - position, this.backend);
       const targetOf = (run: MappedRun) => target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length);
       await allSettledOrThrow(groupCompressedRuns(runs).map((item) =>
-        isRunGroup(item) ? this.readCompressedGroup(item, targetOf) : this.readRun(item, targetOf(item))));
+        isRunGroup(item) ? this.compressed.readGroup(item, targetOf) : this.readRun(item, targetOf(item))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;
     }
@@ -274,7 +275,7 @@ export class Qcow2Image extends DispatchedImage {
         this.counters.hostReadBytes += target.byteLength;
         return this.dataBackend.preadv(run.hostOffset, [target]);
       case RunKind.COMPRESSED: {
-        const cluster = await this.inflated(run);
+        const cluster = await this.compressed.inflated(run.hostOffset, run.compressedBytes);
         const inCluster = run.guestOffset % this.header.clusterSize;
         target.set(cluster.subarray(inCluster, inCluster + target.byteLength));
         return;
@@ -287,44 +288,6 @@ export class Qcow2Image extends DispatchedImage {
     const inBacking = backing ? Math.max(0, Math.min(target.byteLength, backing.virtualSize - guestOffset)) : 0;
     target.fill(0, inBacking);
     if (inBacking > 0) await backing!.readInto(guestOffset, target.subarray(0, inBacking));
-  }
-
-  // Reads the compressed bytes of a group of clusters with one host read, then decodes them all at
-  // once (decodeClusters): whole clusters straight into the target, partial ones through a
-  // cluster buffer (the last kept as the last inflated cluster).
-  private async readCompressedGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
-    const compressed = new Uint8Array(group.hostEnd - group.hostStart);
-    this.counters.hostReadCalls++;
-    this.counters.hostReadBytes += compressed.byteLength;
-    await this.backend.preadv(group.hostStart, [compressed]);
-    const clusterBytes = this.header.clusterSize;
-    const partial: { run: MappedRun; cluster: Uint8Array }[] = [];
-    const pieces = group.runs.map((run) => {
-      const start = run.hostOffset - group.hostStart;
-      const whole = run.guestOffset % clusterBytes === 0 && run.length === clusterBytes;
-      const cluster = whole ? targetOf(run) : new Uint8Array(clusterBytes);
-      if (!whole) partial.push({ run, cluster });
-      return { start, end: start + run.compressedBytes, hostOffset: run.hostOffset, cluster };
-    });
-    await decodeClusters(this.header.compressionType, compressed, pieces);
-    for (const { run, cluster } of partial) {
-      const inCluster = run.guestOffset % clusterBytes;
-      targetOf(run).set(cluster.subarray(inCluster, inCluster + run.length));
-      this.lastInflated = { hostOffset: run.hostOffset, cluster };
-    }
-  }
-
-  private async inflated(run: MappedRun): Promise<Uint8Array> {
-    const cached = this.lastInflated;
-    if (cached && cached.hostOffset === run.hostOffset) return cached.cluster;
-    const compressed = new Uint8Array(run.compressedBytes);
-    this.counters.hostReadCalls++;
-    this.counters.hostReadBytes += compressed.byteLength;
-    await this.backend.preadv(run.hostOffset, [compressed]);
-    const cluster = new Uint8Array(this.header.clusterSize);
-    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
-    this.lastInflated = { hostOffset: run.hostOffset, cluster };
-    return cluster;
   }
 
   // Writes one merged extent (it is ordered behind every earlier overlapping read and write): the
