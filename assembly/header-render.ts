@@ -62,6 +62,42 @@ export function patchHeaderTables(virtualSize: f64, l1Entries: i32, l1TableOffse
 }
 
 /**
+ * Stores where the refcount table is (host offset, clusters): the two adjacent fields a
+ * refcount-table growth switches, inside the first 512-byte sector.
+ */
+export function patchHeaderReftable(reftableOffset: f64, reftableClusters: i32): void {
+  const at = window();
+  storeBE64(at + HeaderField.REFCOUNT_TABLE_OFFSET, <u64>reftableOffset);
+  storeBE32(at + HeaderField.REFCOUNT_TABLE_CLUSTERS, <u32>reftableClusters);
+  recordPatch(HeaderField.REFCOUNT_TABLE_OFFSET, HeaderField.REFCOUNT_TABLE_CLUSTERS + 4);
+}
+
+/**
+ * Sets the corrupt bit of a version 3 header's incompatible features (QEMU's
+ * qcow2_mark_corrupt). Returns 1 when it was clear, else 0 (nothing patched).
+ */
+export function patchHeaderSetCorrupt(): i32 {
+  const at = window() + HeaderField.INCOMPATIBLE_FEATURES;
+  const features = loadBE64(at);
+  if ((features & INCOMPAT_CORRUPT) != 0) return 0;
+  storeBE64(at, features | INCOMPAT_CORRUPT);
+  recordPatch(HeaderField.INCOMPATIBLE_FEATURES, HeaderField.INCOMPATIBLE_FEATURES + 8);
+  return 1;
+}
+
+/**
+ * Clears every autoclear feature bit of a version 3 header, as the spec requires of a writer
+ * that does not maintain them. Returns 1 when one was set, else 0 (nothing patched).
+ */
+export function patchHeaderClearAutoclear(): i32 {
+  const at = window() + HeaderField.AUTOCLEAR_FEATURES;
+  if (loadBE64(at) == 0) return 0;
+  storeBE64(at, 0);
+  recordPatch(HeaderField.AUTOCLEAR_FEATURES, HeaderField.AUTOCLEAR_FEATURES + 8);
+  return 1;
+}
+
+/**
  * Clears the dirty bit (when `dirty` is nonzero) and the corrupt bit (when `corrupt` is) of a
  * version 3 header's incompatible features. Returns 1 when a bit was set, else 0 (nothing patched).
  */

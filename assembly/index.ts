@@ -135,10 +135,12 @@ export {
 export {
   entryHostOffset, setEntryHostOffset, setEntryCopied, l2EntryIsCompressed, l2EntryHasZeroFlag, l2EntryReadsAsZeros,
   compressedDataOffset, compressedRunStart, compressedRunBytes, relocateL2Entry, setL2DataEntry,
+  setL2CompressedEntry, setL2ZeroEntry,
   reftableEntryOffset, setReftableEntry, refcountAt, setRefcountAt,
 } from './table-entries';
 export { renderSnapshotEntry, setSnapshotEntryL1Offset } from './snapshot';
 export {
-  headerPatchSourceBytes, headerPatchBegin, headerPatchStart, headerPatchEnd, patchHeaderTables, patchHeaderClearFlags,
+  headerPatchSourceBytes, headerPatchBegin, headerPatchStart, headerPatchEnd, patchHeaderTables, patchHeaderReftable,
+  patchHeaderSetCorrupt, patchHeaderClearFlags, patchHeaderClearAutoclear,
   renderHeader, headerExtensionDataAt, appendHeaderExtension, appendFeatureNameTable, finishHeader,
 } from './header-render';

@@ -133,6 +133,37 @@ export function setL2DataEntry(at: i32, hostOffset: f64, copied: i32, extendedL2
   if (extendedL2 != 0) storeBE64(address + 8, L2_BITMAP_ALLOC_MASK);
 }
 
+/**
+ * Writes the L2 entry at window byte `at` as `compressedBytes` bytes (1 to a cluster less one) of
+ * compressed data at host byte `hostOffset`: the descriptor holds the offset and the 512-byte
+ * sectors after the first one that the data reaches, as QEMU writes it. With `extendedL2` the
+ * bitmap half is zero (compressed clusters have no subclusters).
+ */
+export function setL2CompressedEntry(at: i32, hostOffset: f64, compressedBytes: i32, clusterBits: i32, extendedL2: i32): void {
+  const address = windowAddress(at, extendedL2 != 0 ? <i32>L2E_EXTENDED_BYTES : 8);
+  if (address == 0 || compressedBytes <= 0 || clusterBits < 9 || clusterBits > 21) return;
+  const start = <u64>hostOffset;
+  const extraSectors = ((start + <u64>compressedBytes - 1) >> 9) - (start >> 9);
+  const sizeShift = <u64>(62 - (clusterBits - 8));
+  storeBE64(address, QCOW_OFLAG_COMPRESSED | (extraSectors << sizeShift) | (start & ((<u64>1 << sizeShift) - 1)));
+  if (extendedL2 != 0) storeBE64(address + 8, 0);
+}
+
+/**
+ * Writes the L2 entry at window byte `at` as reading zeros without a host cluster: the zero flag
+ * of a standard entry, or with `extendedL2` every subcluster marked zero. Version 3 images only.
+ */
+export function setL2ZeroEntry(at: i32, extendedL2: i32): void {
+  const address = windowAddress(at, extendedL2 != 0 ? <i32>L2E_EXTENDED_BYTES : 8);
+  if (address == 0) return;
+  if (extendedL2 != 0) {
+    storeBE64(address, 0);
+    storeBE64(address + 8, L2_BITMAP_ZERO_MASK);
+    return;
+  }
+  storeBE64(address, QCOW_OFLAG_ZERO);
+}
+
 /** Host offset of the refcount block in the refcount table entry at window byte `at` (0: none). */
 export function reftableEntryOffset(at: i32): f64 {
   const address = windowAddress(at, 8);

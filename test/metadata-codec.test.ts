@@ -140,6 +140,41 @@ describe('metadata table codec (wasm) on tables larger than its window', () => {
       expect(entryAt(data, 2 * stride)).toBe(0n);
     }
   });
+
+  it('encodes data, compressed and zero L2 entries as the spec lays them out', async () => {
+    const codec = await TableCodec.load();
+    for (const geometry of [
+      { clusterBits: 21, extendedL2: false, version: 3 }, { clusterBits: 18, extendedL2: true, version: 3 }, { clusterBits: 9, extendedL2: false, version: 3 },
+    ] satisfies L2Geometry[]) {
+      const clusterSize = 2 ** geometry.clusterBits;
+      const stride = geometry.extendedL2 ? 16 : 8;
+      const table = new Uint8Array(clusterSize);
+      const last = clusterSize / stride - 1;
+      // Stale bytes everywhere: each encoder must write its whole entry.
+      table.fill(0xa5);
+      codec.setDataL2Entry(table, geometry, 0, 7 * clusterSize);
+      expect(entryAt(table, 0)).toBe(7n * BigInt(clusterSize) | COPIED);
+      if (geometry.extendedL2) expect(entryAt(table, 8)).toBe(0xffffffffn);
+
+      // Compressed data starting 300 bytes into a sector and crossing into the third one after it.
+      const hostOffset = 3 * 2 ** 20 + 300;
+      const compressedBytes = Math.min(clusterSize - 1, 3 * 512 - 299);
+      codec.setCompressedL2Entry(table, geometry, last, hostOffset, compressedBytes);
+      const x = BigInt(62 - (geometry.clusterBits - 8));
+      const extraSectors = BigInt(Math.floor((hostOffset + compressedBytes - 1) / 512) - Math.floor(hostOffset / 512));
+      expect(entryAt(table, last * stride)).toBe(COMPRESSED | (extraSectors << x) | BigInt(hostOffset));
+      if (geometry.extendedL2) expect(entryAt(table, last * stride + 8)).toBe(0n);
+      expect(codec.compressedRun(table, geometry, last)).toEqual({
+        hostOffset, runStart: hostOffset - 300, runBytes: Number(extraSectors + 1n) * 512,
+      });
+
+      codec.setZeroL2Entry(table, geometry, 1);
+      expect(entryAt(table, stride)).toBe(geometry.extendedL2 ? 0n : 1n);
+      if (geometry.extendedL2) expect(entryAt(table, stride + 8)).toBe(0xffffffff00000000n);
+      expect(codec.l2Entry(table, geometry, 1)).toEqual({ compressed: false, hostOffset: 0, readsAsZeros: true });
+      expect(table[2 * stride], 'the entry after is untouched').toBe(0xa5);
+    }
+  });
 });
 
 describeWithQemu('metadata tools on tables spanning several windows', () => {

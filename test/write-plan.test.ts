@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import type { Backend } from '../bindings/backends/backend.js';
 import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
-import type { Qcow2Core, WritePlan } from '../bindings/qcow2/qcow2-core.js';
+import type { Qcow2Core } from '../bindings/qcow2/qcow2-core.js';
+import type { WritePlan } from '../bindings/qcow2/qcow2-write-plan-record.js';
 import { describeWithQemu, makeImage, qemuImg, qemuMap, qemuCheck, type MakeImageOptions } from './helpers/qemu.js';
 
 const KiB = 1024;

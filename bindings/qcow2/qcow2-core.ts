@@ -1,19 +1,26 @@
 // SPDX-License-Identifier: MIT
-// TypeScript face of one qcow2 image's wasm core: configures it from the header, loads the L1
-// and refcount tables, satisfies its NEED records (slice loads, write-back), and wraps mapping,
-// write planning and commit. One slice load at a time; the caller orders everything else.
+// TypeScript face of one qcow2 image's wasm core, the part the read and write paths call:
+// mapping guest ranges, write planning (the core's write plan record), commit and abort, zeroing,
+// table copies and cluster release. Its bases hold the rest: the tables and the write-back's
+// accessors (qcow2-core-tables.ts) and the loop that satisfies NEED records (qcow2-core-needs.ts).
+// One slice load at a time; the caller orders everything else.
 
 import type { Backend } from '../backends/backend.js';
 import {
-  byteRegion, float64Region, instantiateCore, regionBounds, type CoreExports, type CoreInstance, CORE_CONSTANTS, CacheId,
-  CopyField, CopySource as CopyCode, MappingCorruption, PlanField, PlanKind as PlanCode, Region, RunKind, Status,
+  byteRegion, float64Region, instantiateCore, type CoreInstance, CORE_CONSTANTS, CacheId, PlanField, Region, RunKind, Status,
   WriteState as WriteCode,
 } from '../core/wasm.js';
 import { ImageError } from '../base/errors.js';
 import type { Qcow2Header } from './qcow2-header.js';
+import { DEFAULT_CACHE_BYTES, Qcow2CoreTables } from './qcow2-core-tables.js';
+import {
+  checkCopyRange, checkImageHostRange, readCopyPlan, readWritePlan, type CommitRange, type CopyPlan, type WritePlan,
+} from './qcow2-write-plan-record.js';
 
 /** What a run of guest bytes reads as (assembly/mapping.ts RunKind). */
 export { RunKind };
+/** A dirty metadata slice copied out for write-back (Qcow2Core.dirtySlices). */
+export type { DirtySlice } from './qcow2-core-tables.js';
 
 // The run record copyRuns reads: five f64 (a type error when assembly/layout.ts changes it).
 CORE_CONSTANTS.RUN_STRIDE satisfies 40;
@@ -29,150 +36,27 @@ export interface MappedRun {
   compressedBytes: number;
 }
 
-/** What a planned run does (assembly/allocate.ts PlanKind). */
-export type PlanKind = 'in-place' | 'allocate' | 'allocate-subclusters' | 'fill-subclusters';
-const PLAN_KINDS: Readonly<Record<number, PlanKind>> = {
-  [PlanCode.IN_PLACE]: 'in-place', [PlanCode.ALLOCATE]: 'allocate', [PlanCode.ALLOCATE_SUBCLUSTERS]: 'allocate-subclusters',
-  [PlanCode.FILL_SUBCLUSTERS]: 'fill-subclusters',
-} satisfies Record<PlanCode, PlanKind>;
-
-/**
- * Where the bytes of a copy come from (assembly/write-plan.ts CopySource): 'none' (nothing to
- * write), 'zeros' (write zeros), 'backing' (the backing file at the same guest range), 'data'
- * (image host bytes from hostOffset), 'compressed' (part of the compressed cluster at
- * hostOffset) or 'mapped' (mixed: read the guest range through the mapping).
- */
-export type CopySource = 'none' | 'zeros' | 'backing' | 'data' | 'compressed' | 'mapped';
-const COPY_SOURCES: Readonly<Record<number, CopySource>> = {
-  [CopyCode.NONE]: 'none', [CopyCode.ZEROS]: 'zeros', [CopyCode.BACKING]: 'backing', [CopyCode.DATA]: 'data',
-  [CopyCode.COMPRESSED]: 'compressed', [CopyCode.MAPPED]: 'mapped',
-} satisfies Record<CopyCode, CopySource>;
-
-/**
- * One copy the core asks for: guest bytes [guestOffset, guestOffset + bytes) as they read now,
- * from `source`; only the first sourceBytes come from it (the rest, past the virtual size, are
- * zeros).
- */
-export interface CopyPlan {
-  source: CopySource;
-  guestOffset: number;
-  bytes: number;
-  sourceBytes: number;
-  /** 'data': host offset of the first byte; 'compressed': host offset of the compressed data. */
-  hostOffset: number;
-  /** 'compressed': bytes to read at hostOffset. */
-  compressedBytes: number;
-}
-
-/**
- * One planned write run (the core's write plan record): guest bytes [guestStart, guestEnd) go to
- * host bytes from hostStart. 'in-place' covers exactly the written bytes; the other kinds cover
- * whole clusters ('allocate') or whole subclusters, whose bytes around the written ones are the
- * head and tail copies, and need commit() afterwards, or abort() when the write failed.
- */
-export interface WritePlan {
-  kind: PlanKind;
-  guestStart: number;
-  guestEnd: number;
-  hostStart: number;
-  /** Host offset of the first cluster allocated for the plan (when takenClusters > 0). */
-  takenHost: number;
-  /** Host clusters allocated for the plan: commit() points entries at them, abort() releases them. */
-  takenClusters: number;
-  /** Whether the tail may stay pending (deferred copy-on-write) instead of being copied now. */
-  tailDeferrable: boolean;
-  /** The bytes from guestStart to the written data. */
-  head: CopyPlan;
-  /** The bytes from the written data to guestEnd. */
-  tail: CopyPlan;
-}
-
-
-/**
- * Throws QCOW2_CORRUPT unless the host range [hostOffset, hostOffset + bytes), taken from the
- * image's metadata, can be addressed (JavaScript numbers address files up to 2^53 bytes).
- */
-function checkImageHostRange(hostOffset: number, bytes: number, what: string): void {
-  if (Number.isSafeInteger(hostOffset) && Number.isSafeInteger(hostOffset + bytes)) return;
-  throw new ImageError('QCOW2_CORRUPT', `${what}: the image points at host offset 0x${BigInt(Math.trunc(hostOffset)).toString(16)}, ` +
-    'past 2^53 bytes, which no file reaches: the image is corrupt (qemu-img check -r all may repair it)');
-}
-
-/** Throws QCOW2_CORRUPT unless the host bytes a copy reads can be addressed. */
-function checkCopyRange(copy: CopyPlan): void {
-  if (copy.source === 'data') checkImageHostRange(copy.hostOffset, copy.sourceBytes, `copying guest offset ${copy.guestOffset}`);
-  if (copy.source === 'compressed') checkImageHostRange(copy.hostOffset, copy.compressedBytes, `copying guest offset ${copy.guestOffset}`);
-}
-
-/** The guest run and host start of a written plan, what commit() records. */
-export type CommitRange = Pick<WritePlan, 'kind' | 'guestStart' | 'guestEnd' | 'hostStart'>;
-
-/** A dirty metadata slice copied out for write-back. */
-export interface DirtySlice { cache: number; slot: number; hostOffset: number; generation: number; bytes: Uint8Array }
-
 /** A copy of a shared L2 table in progress: from the shared table to the new cluster (host offsets). */
 export interface TableCopy { l1Index: number; sourceHost: number; targetHost: number }
 
-const CORRUPTION_NAMES: Readonly<Record<number, string>> = {
-  [MappingCorruption.L1_RESERVED_BITS]: 'reserved bits set in an L1 entry',
-  [MappingCorruption.L2_TABLE_UNALIGNED]: 'L2 table offset not cluster-aligned',
-  [MappingCorruption.L2_RESERVED_BITS]: 'reserved bits set in an L2 entry',
-  [MappingCorruption.DATA_CLUSTER_UNALIGNED]: 'data cluster offset not cluster-aligned',
-  [MappingCorruption.COMPRESSED_OFFSET_TOO_LARGE]: 'compressed cluster offset too large',
-  [MappingCorruption.SUBCLUSTER_ALLOC_AND_ZERO]: 'subcluster both allocated and zero',
-  [MappingCorruption.SUBCLUSTER_ALLOC_WITHOUT_CLUSTER]: 'subcluster allocated in an unallocated cluster',
-  [MappingCorruption.EXTENDED_ENTRY_ZERO_FLAG]: 'zero flag set in an extended L2 entry',
-} satisfies Record<Exclude<MappingCorruption, typeof MappingCorruption.NONE>, string>;
-
-/** Default L2 cache size: 1 MiB, which maps 8 GiB of guest space with 64 KiB clusters. */
-export const DEFAULT_CACHE_BYTES = 1 << 20;
-
 /** The image's core: tables, caches, mapping and planning. */
-export class Qcow2Core {
+export class Qcow2Core extends Qcow2CoreTables {
   /** The refcount and L2 cache ids (assembly/cache.ts CacheId). */
   static readonly CACHE_L2 = CacheId.L2;
   static readonly CACHE_REFCOUNT = CacheId.REFCOUNT;
-  readonly memory: WebAssembly.Memory;
-  /** The wasm instance (the image's merge core runs in it too, so gap merges can see the L2 cache). */
-  readonly instance: CoreInstance;
-  private readonly x: CoreExports;
   private readonly runs: Float64Array;
   private readonly freed: Float64Array;
   /** The write plan record (assembly/write-plan.ts). */
   private readonly planRecord: Float64Array;
   /** One u8 write state per cluster (assembly/write-state.ts classifyClusters). */
   private readonly clusterStates: Uint8Array;
-  private l1Offset = 0;
-  private reftableOffset = 0;
-  private reftableCapacity = 0;
-  private readonly header: Qcow2Header;
-  private cacheBytes = DEFAULT_CACHE_BYTES;
-  private sliceLoad: Promise<void> | undefined;
-  /** Called when the refcount table is full: must grow it (Qcow2Writeback.growReftable). */
-  onGrowthNeeded: () => Promise<void> = () => Promise.reject(new ImageError('QCOW2_NO_SPACE', 'the refcount table is full'));
-  /** Called when a cache holds only dirty slices: must write metadata back. */
-  onWritebackNeeded: () => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'metadata cache full on a read-only image'));
-  /**
-   * Called when an L2 entry must change in a table shared with a snapshot (its L1 entry
-   * `l1Index` lacks COPIED): must copy the table (allocateTableCopy ... switchToTableCopy).
-   */
-  onTableCopyNeeded: (l1Index: number) => Promise<void> = () => Promise.reject(new ImageError('WASM_INTERNAL', 'an L2 table copy on a read-only image'));
 
   private constructor(core: CoreInstance, header: Qcow2Header) {
-    this.memory = core.memory;
-    this.instance = core;
-    this.header = header;
-    this.x = core.exports;
+    super(core, header);
     this.runs = float64Region(core, Region.RUNS);
     this.freed = float64Region(core, Region.FREED);
     this.planRecord = float64Region(core, Region.PLAN);
     this.clusterStates = byteRegion(core, Region.CLUSTER_STATES);
-  }
-
-  // The table regions exist once configureImage has placed them.
-  private locateTables(): void {
-    this.l1Offset = regionBounds(this.instance, Region.L1_TABLE).offset;
-    ({ offset: this.reftableOffset, bytes: this.reftableCapacity } = regionBounds(this.instance, Region.REFTABLE));
   }
 
   /**
@@ -190,110 +74,6 @@ export class Qcow2Core {
     core.cacheBytes = cacheBytes;
     await core.configure(header, backend, fileSize);
     return core;
-  }
-
-  // Places the tables for `header` (dropping every cached slice) and reads the L1 and refcount tables.
-  private async configure(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
-    const reftableBytes = header.refcountTableClusters * header.clusterSize;
-    if (!this.fitsTables(header.l1Size, header.refcountTableClusters)) {
-      throw new ImageError('QCOW2_UNSUPPORTED_FEATURE', `the tables grew past this open image's memory (L1 ${header.l1Size} entries, refcount table ${reftableBytes} bytes): reopen the image`);
-    }
-    const status = this.x.configureImage(header.clusterBits, header.flags.extendedL2 ? 1 : 0, header.flags.externalDataFile ? 1 : 0,
-      header.virtualSize, header.l1Size, header.refcountOrder, reftableBytes, this.cacheBytes, fileSize);
-    if (status !== 0) throw new ImageError('WASM_INTERNAL', `configureImage failed with status ${status}`);
-    this.locateTables();
-    const reads: Promise<void>[] = [];
-    if (header.l1Size > 0) reads.push(backend.preadv(header.l1TableOffset, [this.view(this.l1Offset, header.l1Size * 8)]));
-    if (reftableBytes > 0) reads.push(backend.preadv(header.refcountTableOffset, [this.view(this.reftableOffset, reftableBytes)]));
-    await Promise.all(reads);
-  }
-
-  /** Whether this core's memory holds an L1 table of `l1Entries` and a refcount table of `reftableClusters` (reload). */
-  fitsTables(l1Entries: number, reftableClusters: number): boolean {
-    const bytes = this.x.requiredMemoryBytes(this.header.clusterBits, l1Entries, reftableClusters * this.header.clusterSize, this.cacheBytes);
-    return bytes >= 0 && bytes <= this.memory.buffer.byteLength;
-  }
-
-  /**
-   * After the image's metadata was rewritten outside this core (snapshot operations): takes the
-   * fields of `header` (the new header, parsed) into the header this core and its image share,
-   * drops every cached slice and reads the tables again. Call only with nothing dirty and no
-   * call in flight (after a flush, inside an exclusive section).
-   */
-  async reload(header: Qcow2Header, backend: Backend, fileSize: number): Promise<void> {
-    if (this.sliceLoad) throw new ImageError('WASM_INTERNAL', 'metadata reloaded while a slice load was in flight');
-    Object.assign(this.header, header);
-    await this.configure(this.header, backend, fileSize);
-  }
-
-  private view(offset: number, length: number): Uint8Array {
-    return new Uint8Array(this.memory.buffer, offset, length);
-  }
-
-  // Runs a core call (returning a Status) until it stops asking for I/O: loads slices (one at a
-  // time per image) and writes metadata back when a cache is full of dirty slices. Returns the
-  // final Status. Results in linear memory must be copied inside `call`: other calls may run
-  // during any await.
-  private async satisfy(call: () => number, tables: Backend): Promise<number> {
-    let status = call();
-    for (;;) {
-      if (status === Status.NEED_TABLE) status = (await this.loadNeededSlice(tables, call)) ?? call();
-      else if (status === Status.NEED_WRITEBACK) {
-        await this.onWritebackNeeded();
-        status = call();
-      } else if (status === Status.NEED_GROWTH) {
-        await this.onGrowthNeeded();
-        status = call();
-      } else if (status === Status.NEED_TABLE_COPY) {
-        await this.onTableCopyNeeded(this.x.needL1Index());
-        status = call();
-      } else return status;
-    }
-  }
-
-  // Loads the slice the last NEED_TABLE named and retries `call` (again while it needs slices)
-  // before any other caller may load, and so evict, a slice: with more callers than cache slots,
-  // each would otherwise evict the others' slices before they used them, forever. Returns the
-  // retry's status, or undefined when a load was already running (then it waits for it, and the
-  // caller retries). The need is read at once, before any other call can replace it.
-  private async loadNeededSlice(tables: Backend, call: () => number): Promise<number | undefined> {
-    if (this.sliceLoad) {
-      await this.sliceLoad;
-      return undefined;
-    }
-    let status: number = Status.NEED_TABLE;
-    this.sliceLoad = (async () => {
-      while (status === Status.NEED_TABLE) {
-        const cache = this.x.needCacheId();
-        const hostOffset = this.x.needHostOffset();
-        checkImageHostRange(hostOffset, this.x.sliceBytes() >>> 0, 'loading a metadata table');
-        const slot = this.x.beginSliceLoad(cache);
-        if (slot < 0) {
-          await this.onWritebackNeeded();
-          status = call();
-          continue;
-        }
-        try {
-          await tables.preadv(hostOffset, [this.view(this.x.slotAddress(cache, slot) >>> 0, this.x.sliceBytes() >>> 0)]);
-        } catch (error) {
-          this.x.abandonSliceLoad(cache, slot);
-          throw error;
-        }
-        this.x.commitSliceLoad(cache, slot, hostOffset);
-        status = call();
-      }
-    })().finally(() => { this.sliceLoad = undefined; });
-    await this.sliceLoad;
-    return status;
-  }
-
-  private statusError(status: number, what: string): ImageError {
-    if (status === Status.CORRUPT) {
-      const reason = CORRUPTION_NAMES[this.x.corruptReason()] ?? 'an invalid table entry';
-      return new ImageError('QCOW2_CORRUPT', `${what}: ${reason} (guest offset ${this.x.corruptGuestOffset()})`);
-    }
-    if (status === Status.NO_SPACE) return new ImageError('QCOW2_NO_SPACE', `${what}: the refcount table is full (growing it is not implemented yet)`);
-    return new ImageError('WASM_INTERNAL', `${what} failed with status ${status}`);
   }
 
   /**
@@ -379,7 +159,7 @@ export class Qcow2Core {
     let plan: WritePlan | undefined;
     const status = await this.satisfy(() => {
       const result = this.x.planWrite(guestOffset, length);
-      if (result === 0) plan = this.readPlan();
+      if (result === 0) plan = readWritePlan(this.planRecord);
       return result;
     }, tables);
     if (status !== 0 || !plan) throw this.statusError(status, `planning a write at guest offset ${guestOffset}`);
@@ -394,26 +174,6 @@ export class Qcow2Core {
     return plan;
   }
 
-  // The plan record as the last planWrite left it.
-  private readPlan(): WritePlan {
-    const r = this.planRecord;
-    return {
-      kind: PLAN_KINDS[r[PlanField.KIND]], guestStart: r[PlanField.GUEST_START], guestEnd: r[PlanField.GUEST_END],
-      hostStart: r[PlanField.HOST_START], takenHost: r[PlanField.TAKEN_HOST], takenClusters: r[PlanField.TAKEN_CLUSTERS],
-      tailDeferrable: r[PlanField.TAIL_DEFERRABLE] !== 0, head: this.readCopy(PlanField.HEAD), tail: this.readCopy(PlanField.TAIL),
-    };
-  }
-
-  // The copy record at field `at` of the plan record.
-  private readCopy(at: number): CopyPlan {
-    const r = this.planRecord;
-    return {
-      source: COPY_SOURCES[r[at + CopyField.SOURCE]], guestOffset: r[at + CopyField.GUEST_OFFSET], bytes: r[at + CopyField.BYTES],
-      sourceBytes: r[at + CopyField.SOURCE_BYTES], hostOffset: r[at + CopyField.HOST_OFFSET],
-      compressedBytes: r[at + CopyField.COMPRESSED_BYTES],
-    };
-  }
-
   /**
    * Where guest [guestOffset, guestOffset + bytes) (inside one cluster) reads from now, to copy
    * it to a cluster that reads as zeros by itself (`targetFresh`: zeros then need nothing) or
@@ -423,7 +183,7 @@ export class Qcow2Core {
     let copy: CopyPlan | undefined;
     const status = await this.satisfy(() => {
       const result = this.x.describeContent(guestOffset, bytes, targetFresh ? 1 : 0);
-      if (result === 0) copy = this.readCopy(PlanField.CONTENT);
+      if (result === 0) copy = readCopyPlan(this.planRecord, PlanField.CONTENT);
       return result;
     }, tables);
     if (status !== 0 || !copy) throw this.statusError(status, `reading what guest offset ${guestOffset} holds`);
@@ -534,68 +294,5 @@ export class Qcow2Core {
     if (status !== 0) throw this.statusError(status, `releasing host cluster ${hostOffset}`);
   }
 
-  /** Copies of the dirty slices of `cache`, with what markClean needs. */
-  dirtySlices(cache: number): DirtySlice[] {
-    const out: DirtySlice[] = [];
-    const bytes = this.x.sliceBytes() >>> 0;
-    const count = this.x.slotCount(cache);
-    for (let slot = 0; slot < count; slot++) {
-      if (!this.x.isSlotDirty(cache, slot)) continue;
-      out.push({
-        cache, slot, hostOffset: this.x.slotHostOffset(cache, slot), generation: this.x.slotGeneration(cache, slot) >>> 0,
-        bytes: this.view(this.x.slotAddress(cache, slot) >>> 0, bytes).slice(),
-      });
-    }
-    return out;
-  }
 
-  /** Marks a written slice clean unless it changed since it was copied. */
-  markClean(slice: DirtySlice): void {
-    this.x.markSlotClean(slice.cache, slice.slot, slice.generation);
-  }
-
-  /** A copy of the dirty part of the L1 table, or undefined: [first entry index, bytes, generation]. */
-  dirtyL1(): { firstIndex: number; bytes: Uint8Array; generation: number } | undefined {
-    const first = this.x.l1DirtyFirstOf();
-    if (first < 0) return undefined;
-    const end = this.x.l1DirtyEndOf();
-    return { firstIndex: first, bytes: this.view(this.l1Offset + first * 8, (end - first) * 8).slice(), generation: this.x.l1ChangeCount() >>> 0 };
-  }
-
-  /** Marks the L1 table written unless it changed since `generation`. */
-  markL1Clean(generation: number): void {
-    this.x.markL1Clean(generation);
-  }
-
-  /** A copy of the refcount table when it has unwritten changes. */
-  dirtyReftable(): { bytes: Uint8Array; generation: number } | undefined {
-    if (!this.x.reftableDirty()) return undefined;
-    const bytes = this.header.refcountTableClusters * this.header.clusterSize;
-    return { bytes: this.view(this.reftableOffset, bytes).slice(), generation: this.x.reftableChangeCount() >>> 0 };
-  }
-
-  /**
-   * Grows the refcount table into a refcount area at the next fresh cluster (assembly/refcount.ts
-   * growReftable) and moves allocation past it. Returns where the new table is and the in-memory
-   * table's bytes to write there, with the table's change counter at the copy (for
-   * markReftableClean), or undefined when the refcount cache lacks clean slots for the new
-   * blocks (nothing changed: write back and retry). Throws QCOW2_NO_SPACE when the table cannot
-   * grow further.
-   */
-  growReftable(): { hostOffset: number; clusters: number; bytes: Uint8Array; generation: number } | undefined {
-    const areaEnd = this.x.growReftable(this.x.allocationHintCluster(), this.reftableCapacity);
-    if (areaEnd === -1) throw new ImageError('QCOW2_NO_SPACE', 'the refcount table cannot grow further (8 MiB, or the space reserved for it)');
-    if (areaEnd < 0) return undefined;
-    this.x.skipAllocationTo(areaEnd);
-    const clusters = this.x.grownTableClusterCount();
-    return {
-      hostOffset: this.x.grownTableHostOffset(), clusters, generation: this.x.reftableChangeCount() >>> 0,
-      bytes: this.view(this.reftableOffset, clusters * this.header.clusterSize).slice(),
-    };
-  }
-
-  /** Marks the refcount table written unless it changed since `generation`. */
-  markReftableClean(generation: number): void {
-    this.x.markReftableClean(generation);
-  }
 }

@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: MIT
 // Writing qcow2 headers, with the wasm core rendering every byte (assembly/header-render.ts):
 // switching an image to new tables (and clearing its dirty bit) with one write inside the first
-// sector, clearing the dirty and corrupt bits after a repair, and serializing a whole header as
+// sector, filling in the table fields of a header held in memory, pointing an image at a grown
+// refcount table, setting the corrupt bit, clearing the autoclear bits, clearing the dirty and
+// corrupt bits after a repair, and serializing a whole header as
 // QEMU 7.2 rewrites one (qcow2_update_header): the fixed fields (72 bytes for version 2, 112 for
 // version 3), then the backing format extension, the feature name table (version 3 only), any
 // extensions kept from the old header, the end marker, and the backing file name. The whole
@@ -69,6 +71,39 @@ async function patchHeader(backend: Backend, patch: (x: CoreExports) => void): P
   return true;
 }
 
+/** Header bytes a patch changed: where they go in the file, and the bytes. */
+export interface HeaderPatch {
+  headerOffset: number;
+  bytes: Uint8Array;
+}
+
+/**
+ * The header bytes that point an image at the refcount table at `hostOffset` (`clusters`
+ * clusters), rendered in `core`'s HEADER region (which this overwrites): one write inside the
+ * first sector.
+ */
+export function reftablePointerPatch(core: CoreInstance, hostOffset: number, clusters: number): HeaderPatch {
+  const { x, window } = headerWindow(core);
+  x.headerPatchBegin();
+  x.patchHeaderReftable(hostOffset, clusters);
+  const start = x.headerPatchStart();
+  return { headerOffset: start, bytes: window.slice(start, x.headerPatchEnd()) };
+}
+
+/**
+ * Writes the table fields `tables` into `header`, the first bytes of an image held in memory
+ * (at least headerPatchSourceBytes long), through the shared core.
+ */
+export async function setHeaderTables(header: Uint8Array, tables: HeaderTables): Promise<void> {
+  const { x, window } = headerWindow(await sharedCore());
+  const sourceBytes = x.headerPatchSourceBytes();
+  window.set(header.subarray(0, sourceBytes));
+  x.headerPatchBegin();
+  x.patchHeaderTables(tables.virtualSize, tables.l1Entries, tables.l1TableOffset, tables.refcountTableOffset,
+    tables.refcountTableClusters, tables.snapshotCount, tables.snapshotsOffset);
+  header.set(window.subarray(x.headerPatchStart(), x.headerPatchEnd()), x.headerPatchStart());
+}
+
 /**
  * Switches the image in `backend` to the tables `tables` says with one write inside the first
  * 512-byte sector (atomic), clearing the dirty bit in the same write when `clearDirty`.
@@ -83,10 +118,28 @@ export async function switchHeaderTables(backend: Backend, tables: HeaderTables,
 
 /**
  * Clears the dirty and corrupt bits of the (version 3) header of the image in `backend`, as
- * QEMU's mark_clean / mark_consistent after a repair. Returns false when neither was set.
+ * QEMU's mark_clean / mark_consistent after a repair (only the dirty bit when `dirtyOnly`).
+ * Returns false when none of them was set (nothing written).
  */
-export function markHeaderClean(backend: Backend): Promise<boolean> {
-  return patchHeader(backend, (x) => { x.patchHeaderClearFlags(1, 1); });
+export function markHeaderClean(backend: Backend, dirtyOnly = false): Promise<boolean> {
+  return patchHeader(backend, (x) => { x.patchHeaderClearFlags(1, dirtyOnly ? 0 : 1); });
+}
+
+/**
+ * Clears the autoclear feature bits of the (version 3) header of the image in `backend`, as a
+ * writer that does not maintain them must before its first write. Returns false when none was
+ * set (nothing written).
+ */
+export function clearHeaderAutoclear(backend: Backend): Promise<boolean> {
+  return patchHeader(backend, (x) => { x.patchHeaderClearAutoclear(); });
+}
+
+/**
+ * Sets the corrupt bit of the (version 3) header of the image in `backend`, as QEMU's
+ * qcow2_mark_corrupt. Returns false when it was already set (nothing written).
+ */
+export function markHeaderCorrupt(backend: Backend): Promise<boolean> {
+  return patchHeader(backend, (x) => { x.patchHeaderSetCorrupt(); });
 }
 
 /**

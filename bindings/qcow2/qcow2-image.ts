@@ -9,7 +9,8 @@ import type { Backend } from '../backends/backend.js';
 import type { BlockImage, CreateOptions, OpenOptions } from '../dispatch/image.js';
 import { createQcow2 } from './qcow2-create.js';
 import { ImageError } from '../base/errors.js';
-import { sharedCore, HeaderField } from '../core/wasm.js';
+import { sharedCore } from '../core/wasm.js';
+import { clearHeaderAutoclear, markHeaderClean } from './qcow2-header-write.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, RunKind, type MappedRun } from './qcow2-core.js';
 import { Qcow2WritePath } from './qcow2-write-path.js';
@@ -22,8 +23,8 @@ import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './qcow2-backing-name.js';
-import { decodeCluster, decodeClusters } from './decompress.js';
-import { groupCompressedRuns, isRunGroup, type CompressedRunGroup } from './compressed-run-groups.js';
+import { groupCompressedRuns, isRunGroup } from './compressed-run-groups.js';
+import { Qcow2CompressedReader } from './qcow2-compressed-read.js';
 import { checkMergeOption } from '../raw/raw-image.js';
 import { MergeCore } from '../core/merge-core.js';
 import { DispatchedImage } from '../dispatch/dispatched-image.js';
@@ -34,9 +35,6 @@ import { Qcow2Background } from './qcow2-background.js';
 import { allSettledOrThrow } from '../base/settle.js';
 import { checkQcow2, type Qcow2CheckOptions, type Qcow2CheckReport } from './qcow2-check.js';
 import { openBackingImage, openDataFile, type ChainContext } from './qcow2-chain-open.js';
-
-/** Header byte offset of the autoclear feature bits (qcow2 spec, "Header"). */
-const AUTOCLEAR_FEATURES_OFFSET = HeaderField.AUTOCLEAR_FEATURES;
 
 /** A qcow2 image. Open with Qcow2Image.open. */
 export class Qcow2Image extends DispatchedImage {
@@ -55,7 +53,7 @@ export class Qcow2Image extends DispatchedImage {
   private readonly writes: Qcow2WritePath;
   /** writeZeroes and discard (bindings/qcow2/qcow2-zeroing.ts). */
   private readonly zeroing: Qcow2Zeroing;
-  private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  private readonly compressed: Qcow2CompressedReader;
   /** Forced copy-on-writes and timed write-backs (undefined read-only; close waits for them). */
   private readonly background: Qcow2Background | undefined;
 
@@ -68,6 +66,7 @@ export class Qcow2Image extends DispatchedImage {
     this.header = header;
     this.core = core;
     this.backing = backing;
+    this.compressed = new Qcow2CompressedReader(backend, header, this.counters);
     this.overlap = new Qcow2OverlapGuard(core, backend, header);
     this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
@@ -83,7 +82,7 @@ export class Qcow2Image extends DispatchedImage {
       counters: this.counters,
       readMapped: (guestOffset, target) => this.readMapped(guestOffset, target),
       readBacking: (guestOffset, target) => this.readBacking(guestOffset, target),
-      inflated: (hostOffset, compressedBytes) => this.inflated({ kind: RunKind.COMPRESSED, guestOffset: 0, length: 0, hostOffset, compressedBytes }),
+      inflated: (hostOffset, compressedBytes) => this.compressed.inflated(hostOffset, compressedBytes),
       writeToBackend: (target, position, buffers) => this.writeToBackend(target, position, buffers),
     });
     this.zeroing = new Qcow2Zeroing(core, backend, header, this.writeback, this.writes, {
@@ -132,7 +131,7 @@ export class Qcow2Image extends DispatchedImage {
     if (wantsWrite && header.flags.dirty) {
       // Lazy refcounts after an unclean shutdown: rebuild the refcounts before the first write
       // (as QEMU does on a read-write open), then clear the dirty bit and parse again.
-      await repairDirtyImage(backend, header);
+      await repairDirtyImage(backend);
       return Qcow2Image.openInChain(backend, options, chain);
     }
     const core = await Qcow2Core.create(probe, header, backend, fileSize, options.cacheBytes);
@@ -145,8 +144,7 @@ export class Qcow2Image extends DispatchedImage {
       if (!readOnly && header.autoclearFeatures !== 0n) {
         // Autoclear bits this engine does not maintain (bitmaps, raw data file) are cleared
         // before the first write, as the spec requires of writers that do not know them.
-        await backend.pwritev(AUTOCLEAR_FEATURES_OFFSET, [new Uint8Array(8)]);
-        await backend.flush();
+        if (await clearHeaderAutoclear(backend)) await backend.flush();
       }
       return new Qcow2Image(backend, dataBackend, header, core, new MergeCore(core.instance), backing, readOnly, options);
     } catch (error) {
@@ -213,7 +211,7 @@ export class Qcow2Image extends DispatchedImage {
       try {
         result = await rewrite();
       } finally {
-        this.lastInflated = undefined;
+        this.compressed.forget();
         await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
         this.overlap.forget();
       }
@@ -259,7 +257,7 @@ export class Qcow2Image extends DispatchedImage {
       const runs = await this.core.map(position, end - position, this.backend);
       const targetOf = (run: MappedRun) => target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length);
       await allSettledOrThrow(groupCompressedRuns(runs).map((item) =>
-        isRunGroup(item) ? this.readCompressedGroup(item, targetOf) : this.readRun(item, targetOf(item))));
+        isRunGroup(item) ? this.compressed.readGroup(item, targetOf) : this.readRun(item, targetOf(item))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;
     }
@@ -277,7 +275,7 @@ export class Qcow2Image extends DispatchedImage {
         this.counters.hostReadBytes += target.byteLength;
         return this.dataBackend.preadv(run.hostOffset, [target]);
       case RunKind.COMPRESSED: {
-        const cluster = await this.inflated(run);
+        const cluster = await this.compressed.inflated(run.hostOffset, run.compressedBytes);
         const inCluster = run.guestOffset % this.header.clusterSize;
         target.set(cluster.subarray(inCluster, inCluster + target.byteLength));
         return;
@@ -290,44 +288,6 @@ export class Qcow2Image extends DispatchedImage {
     const inBacking = backing ? Math.max(0, Math.min(target.byteLength, backing.virtualSize - guestOffset)) : 0;
     target.fill(0, inBacking);
     if (inBacking > 0) await backing!.readInto(guestOffset, target.subarray(0, inBacking));
-  }
-
-  // Reads the compressed bytes of a group of clusters with one host read, then decodes them all at
-  // once (decodeClusters): whole clusters straight into the target, partial ones through a
-  // cluster buffer (the last kept as the last inflated cluster).
-  private async readCompressedGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
-    const compressed = new Uint8Array(group.hostEnd - group.hostStart);
-    this.counters.hostReadCalls++;
-    this.counters.hostReadBytes += compressed.byteLength;
-    await this.backend.preadv(group.hostStart, [compressed]);
-    const clusterBytes = this.header.clusterSize;
-    const partial: { run: MappedRun; cluster: Uint8Array }[] = [];
-    const pieces = group.runs.map((run) => {
-      const start = run.hostOffset - group.hostStart;
-      const whole = run.guestOffset % clusterBytes === 0 && run.length === clusterBytes;
-      const cluster = whole ? targetOf(run) : new Uint8Array(clusterBytes);
-      if (!whole) partial.push({ run, cluster });
-      return { start, end: start + run.compressedBytes, hostOffset: run.hostOffset, cluster };
-    });
-    await decodeClusters(this.header.compressionType, compressed, pieces);
-    for (const { run, cluster } of partial) {
-      const inCluster = run.guestOffset % clusterBytes;
-      targetOf(run).set(cluster.subarray(inCluster, inCluster + run.length));
-      this.lastInflated = { hostOffset: run.hostOffset, cluster };
-    }
-  }
-
-  private async inflated(run: MappedRun): Promise<Uint8Array> {
-    const cached = this.lastInflated;
-    if (cached && cached.hostOffset === run.hostOffset) return cached.cluster;
-    const compressed = new Uint8Array(run.compressedBytes);
-    this.counters.hostReadCalls++;
-    this.counters.hostReadBytes += compressed.byteLength;
-    await this.backend.preadv(run.hostOffset, [compressed]);
-    const cluster = new Uint8Array(this.header.clusterSize);
-    await decodeCluster(this.header.compressionType, compressed, cluster, run.hostOffset);
-    this.lastInflated = { hostOffset: run.hostOffset, cluster };
-    return cluster;
   }
 
   // Writes one merged extent (it is ordered behind every earlier overlapping read and write): the
@@ -420,19 +380,13 @@ export class Qcow2Image extends DispatchedImage {
   }
 }
 
-/** Header byte offset of the incompatible feature bits (qcow2 spec, "Header"). */
-const INCOMPATIBLE_FEATURES_OFFSET = HeaderField.INCOMPATIBLE_FEATURES;
-const INCOMPATIBLE_DIRTY = 1n;
-
-async function repairDirtyImage(backend: Backend, header: Qcow2Header): Promise<void> {
+async function repairDirtyImage(backend: Backend): Promise<void> {
   const report = await checkQcow2(backend, { repair: 'all' });
   if (report.corruptions > 0 || report.checkErrors > 0) {
     throw new ImageError('QCOW2_CORRUPT',
       `the dirty image could not be repaired: ${report.corruptions} corruptions and ${report.checkErrors} check errors remain`);
   }
-  const features = new Uint8Array(8);
-  new DataView(features.buffer).setBigUint64(0, header.incompatibleFeatures & ~INCOMPATIBLE_DIRTY);
-  await backend.pwritev(INCOMPATIBLE_FEATURES_OFFSET, [features]);
+  await markHeaderClean(backend, true);
   await backend.flush();
 }
 

@@ -189,11 +189,7 @@ export class TableCodec {
    * standard entry with every subcluster allocated.
    */
   relocateL2Entry(table: Uint8Array, geometry: L2Geometry, index: number, hostOffset: number): void {
-    const stride = TableCodec.l2EntryBytes(geometry);
-    this.entries(table, stride, index * stride, (index + 1) * stride, (at) => {
-      this.x.relocateL2Entry(at, hostOffset, geometry.extendedL2 ? 1 : 0);
-      return true;
-    });
+    this.changeL2Entry(table, geometry, index, (at, extendedL2) => this.x.relocateL2Entry(at, hostOffset, extendedL2));
   }
 
   /**
@@ -208,6 +204,34 @@ export class TableCodec {
       return true;
     });
     return table;
+  }
+
+  // Lets `change` write L2 entry `index` of `table` at its window position.
+  private changeL2Entry(table: Uint8Array, geometry: L2Geometry, index: number, change: (at: number, extendedL2: number) => void): void {
+    const stride = TableCodec.l2EntryBytes(geometry);
+    this.entries(table, stride, index * stride, (index + 1) * stride, (at) => {
+      change(at, geometry.extendedL2 ? 1 : 0);
+      return true;
+    });
+  }
+
+  /** Writes L2 entry `index` of `table` as a whole data cluster at `hostOffset`, with COPIED and every subcluster allocated. */
+  setDataL2Entry(table: Uint8Array, geometry: L2Geometry, index: number, hostOffset: number): void {
+    this.changeL2Entry(table, geometry, index, (at, extendedL2) => this.x.setL2DataEntry(at, hostOffset, 1, extendedL2));
+  }
+
+  /**
+   * Writes L2 entry `index` of `table` as `compressedBytes` bytes (1 to a cluster less one) of
+   * compressed data at host byte `hostOffset`.
+   */
+  setCompressedL2Entry(table: Uint8Array, geometry: L2Geometry, index: number, hostOffset: number, compressedBytes: number): void {
+    this.changeL2Entry(table, geometry, index,
+      (at, extendedL2) => this.x.setL2CompressedEntry(at, hostOffset, compressedBytes, geometry.clusterBits, extendedL2));
+  }
+
+  /** Writes L2 entry `index` of `table` as reading zeros without a host cluster (version 3 images only). */
+  setZeroL2Entry(table: Uint8Array, geometry: L2Geometry, index: number): void {
+    this.changeL2Entry(table, geometry, index, (at, extendedL2) => this.x.setL2ZeroEntry(at, extendedL2));
   }
 
   /** The refcount block offsets in a refcount table (0: none). */

@@ -11,7 +11,8 @@ import type { Qcow2Header } from './qcow2-header.js';
 import type { Qcow2Core } from './qcow2-core.js';
 import { ImageError } from '../base/errors.js';
 import { readSnapshotTable } from './qcow2-snapshots.js';
-import { HeaderField, MetadataOverlap } from '../core/wasm.js';
+import { MetadataOverlap } from '../core/wasm.js';
+import { markHeaderCorrupt } from './qcow2-header-write.js';
 
 /** What a host write to the image file carries; it may overlap only its own kind of structure. */
 export type HostWriteKind = 'data' | 'header' | 'l1' | 'l2' | 'refcount-table' | 'refcount-block';
@@ -147,12 +148,7 @@ export class Qcow2OverlapGuard {
     this.corruptReason = reason;
     if (this.header.version !== 3) return;
     try {
-      const field = new Uint8Array(8);
-      await this.backend.preadv(HeaderField.INCOMPATIBLE_FEATURES, [field]);
-      const view = new DataView(field.buffer);
-      view.setBigUint64(0, view.getBigUint64(0) | INCOMPATIBLE_CORRUPT);
-      await this.backend.pwritev(HeaderField.INCOMPATIBLE_FEATURES, [field]);
-      await this.backend.flush();
+      if (await markHeaderCorrupt(this.backend)) await this.backend.flush();
       this.header.incompatibleFeatures |= INCOMPATIBLE_CORRUPT;
       this.header.flags.corrupt = true;
     } catch {

@@ -10,8 +10,12 @@ import type { Backend } from '../backends/backend.js';
 import type { CreateOptions } from '../dispatch/image.js';
 import type { CompressionType } from './decompress.js';
 import { ImageError } from '../base/errors.js';
-import { createQcow2, CREATE_DEFAULTS } from './qcow2-create.js';
+import { createQcow2 } from './qcow2-create.js';
 import { createMemoryBackend } from '../backends/memory.js';
+import type { Qcow2Header } from './qcow2-header.js';
+import { readQcow2Header } from './qcow2-shadow-update.js';
+import { setHeaderTables } from './qcow2-header-write.js';
+import { TableCodec, type L2Geometry } from './qcow2-metadata-codec.js';
 
 /** What a finished image holds, in clusters of the image's cluster size. */
 export interface SequentialWriteResult {
@@ -21,11 +25,6 @@ export interface SequentialWriteResult {
   compressedClusters: number;
   zeroClusters: number;
 }
-
-const COPIED_HIGH = 0x8000_0000; // bit 63 of an L1/L2 entry, in the high 32-bit half
-const COMPRESSED_HIGH = 0x4000_0000; // bit 62
-const ZERO_LOW = 1; // bit 0: the cluster reads as zeros
-const TWO_32 = 2 ** 32;
 
 /** Host bytes gathered into one backend write before it is issued. */
 const WRITE_BATCH_BYTES = 2 << 20;
@@ -44,8 +43,8 @@ export class Qcow2SequentialWriter {
   readonly compressionType: CompressionType;
   /** False for compat 0.10 images, which have no zero flag: write zeros as data there. */
   readonly zeroFlagSupported: boolean;
-  private readonly clusterBits: number;
-  private readonly l2EntryBytes: number;
+  private readonly geometry: L2Geometry;
+  private readonly refcountOrder: number;
   private readonly l2Entries: number;
   private readonly l1: Float64Array;
   private readonly l1Bytes: number;
@@ -60,7 +59,7 @@ export class Qcow2SequentialWriter {
   /** Guest cluster index the next call must be above. */
   private lastGuestCluster = -1;
   private l2Index = -1;
-  private l2Table: DataView | undefined;
+  private l2Table: Uint8Array | undefined;
   private pendingStart = 0;
   private pendingBuffers: Uint8Array[] = [];
   private pendingBytes = 0;
@@ -69,19 +68,19 @@ export class Qcow2SequentialWriter {
   private finished = false;
   private readonly counts = { dataClusters: 0, compressedClusters: 0, zeroClusters: 0 };
 
-  private constructor(private readonly backend: Backend, private readonly headerCluster: Uint8Array, options: CreateOptions,
-    private readonly refcountBits: number) {
-    this.clusterBytes = headerCluster.byteLength;
-    this.clusterBits = Math.log2(this.clusterBytes);
-    this.virtualSize = options.virtualSize;
-    this.compressionType = options.compressionType ?? CREATE_DEFAULTS.compressionType;
-    this.zeroFlagSupported = (options.compat ?? CREATE_DEFAULTS.compat) !== '0.10';
-    this.l2EntryBytes = options.extendedL2 ? 16 : 8;
-    this.l2Entries = this.clusterBytes / this.l2EntryBytes;
-    const l1Size = new DataView(headerCluster.buffer, headerCluster.byteOffset).getUint32(36);
-    this.l1 = new Float64Array(l1Size);
-    this.l1Bytes = Math.ceil((l1Size * 8) / this.clusterBytes) * this.clusterBytes;
+  private constructor(private readonly backend: Backend, private readonly codec: TableCodec,
+    private readonly headerCluster: Uint8Array, private readonly header: Qcow2Header) {
+    this.clusterBytes = header.clusterSize;
+    this.virtualSize = header.virtualSize;
+    this.compressionType = header.compressionType;
+    this.zeroFlagSupported = header.version === 3;
+    this.geometry = { clusterBits: header.clusterBits, extendedL2: header.flags.extendedL2, version: header.version };
+    this.refcountOrder = header.refcountOrder;
+    this.l2Entries = this.clusterBytes / TableCodec.l2EntryBytes(this.geometry);
+    this.l1 = new Float64Array(header.l1Size);
+    this.l1Bytes = Math.ceil(TableCodec.pointerTableBytes(header.l1Size) / this.clusterBytes) * this.clusterBytes;
     this.cursorHostOffset = this.clusterBytes + this.l1Bytes;
+    const refcountBits = 2 ** header.refcountOrder;
     this.maxRefcount = refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits - 1;
   }
 
@@ -100,13 +99,14 @@ export class Qcow2SequentialWriter {
     const created = await createQcow2(scratch, options);
     const headerCluster = new Uint8Array(created.clusterSize);
     await scratch.preadv(0, [headerCluster]);
+    const header = await readQcow2Header(scratch);
     await scratch.close();
     if (!backend.capabilities.writable) throw new ImageError('INVALID_ARGUMENT', 'cannot write an image to a read-only backend');
     if ((await backend.getSize()) > 0) {
       if (!backend.truncate) throw new ImageError('INVALID_ARGUMENT', 'the target backend is not empty and cannot be truncated');
       await backend.truncate(0);
     }
-    return new Qcow2SequentialWriter(backend, headerCluster, options, options.refcountBits ?? CREATE_DEFAULTS.refcountBits);
+    return new Qcow2SequentialWriter(backend, await TableCodec.load(), headerCluster, header);
   }
 
   /**
@@ -120,9 +120,9 @@ export class Qcow2SequentialWriter {
     let stretchStart = 0;
     let stretchHostOffset = -1;
     for (let i = 0; i < count; i++) {
-      this.enterL2Table(first + i);
+      const l2Table = this.enterL2Table(first + i);
       const hostOffset = this.allocateClusters(1);
-      this.setL2Entry(first + i, hostOffset / TWO_32 | COPIED_HIGH, hostOffset >>> 0, 0xffff_ffff);
+      this.codec.setDataL2Entry(l2Table, this.geometry, (first + i) % this.l2Entries, hostOffset);
       if (hostOffset !== stretchHostOffset + (i - stretchStart) * this.clusterBytes) {
         if (i > 0) this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
         stretchStart = i;
@@ -143,16 +143,13 @@ export class Qcow2SequentialWriter {
       throw new ImageError('INVALID_ARGUMENT', `compressed cluster data must be 1 to ${this.clusterBytes - 1} bytes, got ${compressed.byteLength}`);
     }
     const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
-    this.enterL2Table(guestCluster);
+    const l2Table = this.enterL2Table(guestCluster);
     const hostOffset = this.placeCompressed(compressed.byteLength);
     const end = hostOffset + compressed.byteLength;
     for (let cluster = Math.floor(hostOffset / this.clusterBytes); cluster * this.clusterBytes < end; cluster++) {
       this.compressedRefcounts.set(cluster, (this.compressedRefcounts.get(cluster) ?? 0) + 1);
     }
-    const extraSectors = Math.floor((end - 1) / 512) - Math.floor(hostOffset / 512);
-    const sizeShift = 62 - (this.clusterBits - 8);
-    const high = Math.floor(hostOffset / TWO_32) + extraSectors * 2 ** (sizeShift - 32) + COMPRESSED_HIGH;
-    this.setL2Entry(guestCluster, high, hostOffset >>> 0, 0);
+    this.codec.setCompressedL2Entry(l2Table, this.geometry, guestCluster % this.l2Entries, hostOffset, compressed.byteLength);
     this.counts.compressedClusters++;
     this.queueWrite(hostOffset, compressed);
     await this.backpressure();
@@ -162,9 +159,8 @@ export class Qcow2SequentialWriter {
   writeZero(guestOffset: number): void {
     if (!this.zeroFlagSupported) throw new ImageError('INVALID_ARGUMENT', 'compat 0.10 images have no zero clusters');
     const guestCluster = this.claimClusters(guestOffset, this.clusterBytes);
-    this.enterL2Table(guestCluster);
-    if (this.l2EntryBytes === 16) this.setL2Entry(guestCluster, 0, 0, 0, 0xffff_ffff);
-    else this.setL2Entry(guestCluster, 0, ZERO_LOW, 0);
+    const l2Table = this.enterL2Table(guestCluster);
+    this.codec.setZeroL2Entry(l2Table, this.geometry, guestCluster % this.l2Entries);
     this.counts.zeroClusters++;
   }
 
@@ -179,38 +175,29 @@ export class Qcow2SequentialWriter {
     const refcountStart = this.cursorHostOffset;
     const [blocks, tableClusters] = this.refcountLayout(refcountStart / this.clusterBytes);
     const totalClusters = refcountStart / this.clusterBytes + blocks + tableClusters;
-    const entriesPerBlock = (this.clusterBytes * 8) / this.refcountBits;
-    const table = new DataView(new ArrayBuffer(tableClusters * this.clusterBytes));
+    const entriesPerBlock = (this.clusterBytes * 8) / 2 ** this.refcountOrder;
+    const blockHostOffsets = new Map<number, number>();
     for (let block = 0; block < blocks; block++) {
-      const blockBytes = new Uint8Array(this.clusterBytes);
       const first = block * entriesPerBlock;
-      for (let cluster = first; cluster < Math.min(totalClusters, first + entriesPerBlock); cluster++) {
-        this.putRefcount(blockBytes, cluster - first, this.compressedRefcounts.get(cluster) ?? 1);
-      }
+      const blockBytes = this.codec.refcountBlock(this.clusterBytes, this.refcountOrder,
+        (index) => first + index < totalClusters ? this.compressedRefcounts.get(first + index) ?? 1 : 0);
       const blockHostOffset = refcountStart + block * this.clusterBytes;
-      table.setUint32(block * 8, blockHostOffset / TWO_32);
-      table.setUint32(block * 8 + 4, blockHostOffset >>> 0);
+      blockHostOffsets.set(block, blockHostOffset);
       this.queueWrite(blockHostOffset, blockBytes);
       await this.backpressure();
     }
     const tableHostOffset = refcountStart + blocks * this.clusterBytes;
-    this.queueWrite(tableHostOffset, new Uint8Array(table.buffer));
-    const l1 = new DataView(new ArrayBuffer(this.l1Bytes));
-    this.l1.forEach((hostOffset, index) => {
-      if (hostOffset === 0) return;
-      l1.setUint32(index * 8, hostOffset / TWO_32 | COPIED_HIGH);
-      l1.setUint32(index * 8 + 4, hostOffset >>> 0);
-    });
-    this.queueWrite(this.clusterBytes, new Uint8Array(l1.buffer));
+    this.queueWrite(tableHostOffset, this.codec.reftable(this.clusterBytes, tableClusters, blockHostOffsets));
+    const l1 = new Uint8Array(this.l1Bytes);
+    this.codec.setL1Offsets(l1, 0, Array.from(this.l1), true);
+    this.queueWrite(this.clusterBytes, l1);
     await this.drain();
     // Only once everything it points to is in place does the header make the file an image.
     await this.backend.flush();
-    const header = new DataView(this.headerCluster.buffer, this.headerCluster.byteOffset);
-    header.setUint32(40, 0);
-    header.setUint32(44, this.clusterBytes); // L1 table at cluster 1
-    header.setUint32(48, tableHostOffset / TWO_32);
-    header.setUint32(52, tableHostOffset >>> 0);
-    header.setUint32(56, tableClusters);
+    await setHeaderTables(this.headerCluster, {
+      virtualSize: this.header.virtualSize, l1Entries: this.header.l1Size, l1TableOffset: this.clusterBytes,
+      refcountTableOffset: tableHostOffset, refcountTableClusters: tableClusters, snapshotCount: 0, snapshotsOffset: 0,
+    });
     await this.backend.pwritev(0, [this.headerCluster]);
     await this.backend.flush();
     return { fileBytes: totalClusters * this.clusterBytes, ...this.counts };
@@ -279,26 +266,16 @@ export class Qcow2SequentialWriter {
       (this.compressedRefcounts.get(Math.floor(hostOffset / this.clusterBytes)) ?? 0) < this.maxRefcount;
   }
 
-  // Makes the L2 table of `guestCluster` current. The previous one is complete (the guest order
+  // Makes the L2 table of `guestCluster` current and returns it. The previous one is complete (the guest order
   // guarantees nothing maps into it again) and is appended to the host stream now, so call this
   // before allocating the cluster's own host space.
-  private enterL2Table(guestCluster: number): void {
+  private enterL2Table(guestCluster: number): Uint8Array {
     const l2Index = Math.floor(guestCluster / this.l2Entries);
-    if (l2Index === this.l2Index) return;
+    if (l2Index === this.l2Index && this.l2Table) return this.l2Table;
     this.closeL2Table();
     this.l2Index = l2Index;
-    this.l2Table = new DataView(new ArrayBuffer(this.clusterBytes));
-  }
-
-  private setL2Entry(guestCluster: number, high: number, low: number, bitmapLow: number, bitmapHigh = 0): void {
-    const at = (guestCluster % this.l2Entries) * this.l2EntryBytes;
-    const table = this.l2Table as DataView;
-    table.setUint32(at, high);
-    table.setUint32(at + 4, low);
-    if (this.l2EntryBytes === 16) {
-      table.setUint32(at + 8, bitmapHigh);
-      table.setUint32(at + 12, bitmapLow);
-    }
+    this.l2Table = new Uint8Array(this.clusterBytes);
+    return this.l2Table;
   }
 
   // Appends the current L2 table to the host stream and records it in the L1 table.
@@ -306,14 +283,14 @@ export class Qcow2SequentialWriter {
     if (!this.l2Table) return;
     const hostOffset = this.allocateClusters(1);
     this.l1[this.l2Index] = hostOffset;
-    const bytes = new Uint8Array(this.l2Table.buffer);
+    const bytes = this.l2Table;
     this.l2Table = undefined;
     this.queueWrite(hostOffset, bytes);
   }
 
   // Refcount blocks and table clusters needed to cover `dataClusters` plus themselves.
   private refcountLayout(dataClusters: number): [number, number] {
-    const entriesPerBlock = (this.clusterBytes * 8) / this.refcountBits;
+    const entriesPerBlock = (this.clusterBytes * 8) / 2 ** this.refcountOrder;
     const blocksPerTableCluster = this.clusterBytes / 8;
     let blocks = 1;
     let tableClusters = 1;
@@ -324,21 +301,6 @@ export class Qcow2SequentialWriter {
       if (needBlocks <= blocks && needTable <= tableClusters) return [blocks, tableClusters];
       blocks = Math.max(blocks, needBlocks);
       tableClusters = Math.max(tableClusters, needTable);
-    }
-  }
-
-  private putRefcount(block: Uint8Array, index: number, value: number): void {
-    const bits = this.refcountBits;
-    if (bits < 8) {
-      const perByte = 8 / bits;
-      block[Math.floor(index / perByte)] |= value << ((index % perByte) * bits);
-      return;
-    }
-    const bytes = bits / 8;
-    let rest = value;
-    for (let at = index * bytes + bytes - 1; at >= index * bytes && rest > 0; at--) {
-      block[at] = rest % 256;
-      rest = Math.floor(rest / 256);
     }
   }
 

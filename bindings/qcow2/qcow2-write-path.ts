@@ -10,7 +10,8 @@
 import type { Backend } from '../backends/backend.js';
 import type { ImageStats } from '../dispatch/image.js';
 import type { Qcow2Header } from './qcow2-header.js';
-import type { Qcow2Core, CommitRange, CopyPlan, WritePlan } from './qcow2-core.js';
+import type { Qcow2Core } from './qcow2-core.js';
+import type { CommitRange, CopyPlan, WritePlan } from './qcow2-write-plan-record.js';
 import type { Qcow2OverlapGuard } from './qcow2-overlap.js';
 import type { Qcow2Writeback } from './qcow2-writeback.js';
 import type { GapRange } from '../dispatch/multiwrite.js';

@@ -26,7 +26,7 @@ import type { Qcow2Header } from './qcow2-header.js';
 import { Qcow2Core, type DirtySlice } from './qcow2-core.js';
 import { allSettledOrThrow } from '../base/settle.js';
 import type { HostWriteKind, Qcow2OverlapGuard } from './qcow2-overlap.js';
-import { HeaderField } from '../core/wasm.js';
+import { reftablePointerPatch } from './qcow2-header-write.js';
 
 /** Write-backs growReftable runs to free refcount cache slots before it gives up. */
 const MAX_GROWTH_ATTEMPTS = 16;
@@ -138,11 +138,8 @@ export class Qcow2Writeback {
     await this.writeSlices(this.core.dirtySlices(Qcow2Core.CACHE_REFCOUNT));
     await this.write(table.hostOffset, table.bytes, 'refcount-table');
     await this.barrier();
-    const pointer = new Uint8Array(12);
-    const view = new DataView(pointer.buffer);
-    view.setBigUint64(0, BigInt(table.hostOffset));
-    view.setUint32(8, table.clusters);
-    await this.write(HeaderField.REFCOUNT_TABLE_OFFSET, pointer, 'header');
+    const pointer = reftablePointerPatch(this.core.instance, table.hostOffset, table.clusters);
+    await this.write(pointer.headerOffset, pointer.bytes, 'header');
     await this.barrier();
     const old = { offset: this.header.refcountTableOffset, clusters: this.header.refcountTableClusters };
     this.header.refcountTableOffset = table.hostOffset;

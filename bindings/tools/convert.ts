@@ -11,6 +11,7 @@ import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
 import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow2-sequential-writer.js';
 import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
+import { APPLIED, prepareBytes, readRanges, runPipeline, type Action, type Applied } from './convert-pipeline.js';
 import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
 
 /** Options of every convert function. */
@@ -60,38 +61,6 @@ const DEFAULT_IN_FLIGHT = 8;
 /** Guest bytes per chunk (rounded up to whole target clusters). */
 const CHUNK_BYTES = 8 << 20;
 
-/** One thing to do to the target, in guest order. */
-type Action =
-  | { kind: 'data'; guestOffset: number; bytes: Uint8Array }
-  | { kind: 'compressed'; guestOffset: number; bytes: Uint8Array }
-  | { kind: 'zero'; guestOffset: number; length: number };
-
-/** What applying a chunk's actions leaves running: settles once the target is done with the chunk's buffer. */
-interface Applied {
-  /** Resolves (never rejects; failures surface through the target's next call) when the buffer may be reused. */
-  bufferFree: Promise<void>;
-}
-
-const APPLIED: Applied = { bufferFree: Promise.resolve() };
-
-interface Pipeline {
-  source: BlockImage;
-  /** Guest bytes a compressed action stands for. */
-  clusterBytes: number;
-  chunkBytes: number;
-  inFlight: number;
-  /**
-   * Reads and plans one chunk into `buffer` (chunkBytes long, contents unspecified). Its actions
-   * may refer to `buffer` until the Applied of `apply` says it is free.
-   */
-  prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
-  /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
-  pooled: boolean;
-  /** Hands `actions` to the target in guest order; resolves once they are issued. */
-  apply: (actions: Action[]) => Promise<Applied>;
-  onProgress?: (doneBytes: number, totalBytes: number) => void;
-}
-
 function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
   const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
   const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
@@ -102,92 +71,6 @@ function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: n
     throw new ImageError('INVALID_ARGUMENT', `requestsInFlight must be an integer from 1 to 16, got ${inFlight}`);
   }
   return { minSparse, inFlight };
-}
-
-// Prepares up to `inFlight` chunks at once and applies their actions strictly in guest order.
-// Applying only issues the writes: the next chunk is applied while the previous one's writes run,
-// and a chunk's buffer returns to the pool when its writes are done.
-async function runPipeline(p: Pipeline): Promise<number> {
-  const total = p.source.virtualSize;
-  const queue: { actions: Promise<Action[]>; buffer: Uint8Array }[] = [];
-  const spare: Uint8Array[] = [];
-  const busy = new Set<Promise<void>>();
-  const maxBuffers = p.inFlight + 2;
-  let bufferCount = 0;
-  let nextStart = 0;
-  let done = 0;
-  let dataBytes = 0;
-  const fill = (): void => {
-    while (queue.length < p.inFlight && nextStart < total) {
-      let buffer = spare.pop();
-      if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
-        buffer = new Uint8Array(p.chunkBytes);
-        bufferCount++;
-      }
-      if (!buffer) return;
-      const length = Math.min(p.chunkBytes, total - nextStart);
-      const actions = p.prepare(nextStart, length, buffer);
-      actions.catch(() => {}); // awaited in order below
-      queue.push({ actions, buffer });
-      nextStart += length;
-    }
-  };
-  try {
-    p.onProgress?.(0, total);
-    fill();
-    while (queue.length > 0 || nextStart < total) {
-      if (queue.length === 0) {
-        await Promise.race(busy);
-        fill();
-        continue;
-      }
-      const { actions: prepared, buffer } = queue[0];
-      const actions = await prepared;
-      queue.shift();
-      fill();
-      const { bufferFree } = await p.apply(actions);
-      if (p.pooled) {
-        const release: Promise<void> = bufferFree.then(() => {
-          busy.delete(release);
-          spare.push(buffer);
-        });
-        busy.add(release);
-      }
-      for (const action of actions) if (action.kind !== 'zero') dataBytes += Math.max(action.bytes.byteLength, action.kind === 'compressed' ? p.clusterBytes : 0);
-      done = Math.min(total, done + p.chunkBytes);
-      p.onProgress?.(done, total);
-    }
-    await Promise.all(busy);
-  } finally {
-    await Promise.allSettled([...queue.map((entry) => entry.actions), ...busy]);
-  }
-  return dataBytes;
-}
-
-/** Reads guest [start, end) ranges of `source` into `target` (which starts at guest `base`). */
-async function readRanges(source: BlockImage, base: number, target: Uint8Array, ranges: readonly [number, number][]): Promise<void> {
-  await Promise.all(ranges.map(([start, end]) => source.readInto(start, target.subarray(start - base, end - base))));
-}
-
-/** Byte-granular actions for raw, stream and existing-image targets. */
-async function prepareBytes(source: BlockImage, start: number, length: number, buffer: Uint8Array, minSparse: number,
-  targetHasBacking: boolean): Promise<Action[]> {
-  const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
-  const dataRanges = segments.filter((s) => s.status === SourceStatus.DATA).map((s): [number, number] => [s.start, s.start + s.length]);
-  await readRanges(source, start, buffer, dataRanges);
-  const actions: Action[] = [];
-  for (const segment of segments) {
-    if (segment.status === SourceStatus.ZERO) actions.push({ kind: 'zero', guestOffset: segment.start, length: segment.length });
-    else if (segment.status === SourceStatus.DATA) {
-      const bytes = buffer.subarray(segment.start - start, segment.start - start + segment.length);
-      sparseRuns(segment.start, bytes, minSparse, (guestOffset, runLength, data) => {
-        actions.push(data
-          ? { kind: 'data', guestOffset, bytes: bytes.subarray(guestOffset - segment.start, guestOffset - segment.start + runLength) }
-          : { kind: 'zero', guestOffset, length: runLength });
-      });
-    }
-  }
-  return actions;
 }
 
 /** Per target cluster: does it need data, zeros, or nothing. */

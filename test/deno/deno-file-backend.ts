@@ -584,7 +584,7 @@ describe('qcow2-wasm/deno: image files by path', () => {
       }
     }
     expect(seen.size, 'modules reached').toBeGreaterThan(10);
-    expect(seen.has('backends/deno.ts') && seen.has('open-image.ts') && seen.has('index.ts')).toBe(true);
+    expect(seen.has('backends/deno.ts') && seen.has('files/open-image.ts') && seen.has('index.ts')).toBe(true);
     expect(nodeImports).toEqual([]);
   });
 
