@@ -47,7 +47,7 @@ export interface FlushWorkloadSetting {
   writes: number;
   /** Longest backend flush, in milliseconds. */
   flushDelayMs: number;
-  /** Longest delay of a slow host write, in milliseconds (default 0: writes complete within a 0 ms timer). */
+  /** Longest host write, in milliseconds (default 0: writes complete within a 0 ms timer). */
   writeDelayMs?: number;
   /** Options for opening the image under test (beyond its 4 KiB metadata cache). */
   openOptions?: OpenOptions;
