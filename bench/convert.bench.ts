@@ -16,7 +16,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createImageFile } from '../bindings/node.js';
-import { fillPattern, machineInfo, machineLine, median, printResult, printTable, withTempDir } from './harness.js';
+import { fillPattern, machineInfo, machineLine, median, printResult, printTable, runProvenance, withTempDir } from './harness.js';
 
 const MIB = 1024 * 1024;
 const QUICK = process.argv.includes('--quick');
@@ -109,17 +109,9 @@ function runCase(dir: string, source: string, args: readonly string[], runnerArg
   return result;
 }
 
-/** The checked-out revision, with "-dirty" when a tracked file other than a benchmark result differs from it. */
-function revision(): string {
-  const commit = execFileSync('git', ['rev-parse', '--short=12', 'HEAD'], { encoding: 'utf8' }).trim();
-  const changed = execFileSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results'], { encoding: 'utf8' });
-  const dirty = changed.trim() !== '';
-  return dirty ? `${commit}-dirty` : commit;
-}
-
 async function main(): Promise<void> {
   const qemuVersion = execFileSync('qemu-img', ['--version'], { encoding: 'utf8' }).split('\n')[0];
-  const rev = revision();
+  const rev = runProvenance().revision;
   console.log(`convert: ${CHAIN_BYTES / MIB} MiB qcow2 chain, ${TEXT_BYTES / MIB} MiB text for -c, median of ${ROUNDS}, output on disk for every tool`);
   console.log(`revision ${rev}; ${machineLine()}; ${qemuVersion}`);
   const loadBefore = loadavg()[0];

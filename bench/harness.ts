@@ -92,7 +92,10 @@ export function fillPattern(target: Uint8Array, streamOffsetBytes: number, seed 
   }
 }
 
-/** Where a committed results file came from: revision (with "-dirty" for uncommitted changes), machine, runtimes, date. */
+/**
+ * Where a committed results file came from: revision (with "-dirty" when a tracked file other than
+ * a benchmark result differs from it), machine, runtimes, date.
+ */
 export interface RunProvenance { revision: string; machine: MachineInfo; qemu: string | undefined; date: string }
 
 /** Describes this run for a results file: git revision of the working tree, machine, Node and qemu-img versions. */
@@ -105,7 +108,7 @@ export function runProvenance(): RunProvenance {
     }
   };
   const commit = quiet('git', ['rev-parse', '--short=12', 'HEAD']);
-  const dirty = quiet('git', ['status', '--porcelain', '--untracked-files=no']);
+  const dirty = quiet('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)bench/results']);
   return {
     revision: commit === undefined ? 'unknown (not a git checkout)' : `${commit}${dirty ? '-dirty' : ''}`,
     machine: machineInfo(),
