@@ -109,12 +109,18 @@ function bootFileServer(files: Map<string, Uint8Array>): Plugin {
   };
 }
 
-/** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
-async function prepareFiles(root: string, scratch: string): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
+/** The guest build's directory under `root`; throws saying how to build it when a file is missing. */
+function requireGuestBuild(root: string): string {
   const guestDir = join(root, 'build', 'v86-linux');
   for (const file of ['bzImage', 'initramfs.cpio.gz', 'guest.json', 'rootfs']) {
     if (!existsSync(join(guestDir, file))) throw new Error(`${join(guestDir, file)} not found: run scripts/v86-linux/download.sh and scripts/v86-linux/build.sh first`);
   }
+  return guestDir;
+}
+
+/** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
+async function prepareFiles(root: string, scratch: string): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
+  const guestDir = join(root, 'build', 'v86-linux');
   if (!existsSync(BIOS_PATH)) throw new Error(`${BIOS_PATH} not found (apt-get install seabios)`);
   const rawPath = join(scratch, 'disk.raw');
   const qcow2Path = join(scratch, 'disk.qcow2');
@@ -158,7 +164,7 @@ async function main(): Promise<void> {
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
   const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
-  const guest = JSON.parse(readFileSync(join(root, 'build', 'v86-linux', 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
+  const guest = JSON.parse(readFileSync(join(requireGuestBuild(root), 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
   try {
     const { files, qcow2Bytes } = await prepareFiles(root, scratch);
