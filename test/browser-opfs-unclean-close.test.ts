@@ -6,15 +6,14 @@
 // the images and compares every byte with the model; the files are exported for qemu-img check
 // and compare.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type BrowserContext, type Page } from 'playwright';
 import type { ViteDevServer } from 'vite';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { CHROMIUM, CHROMIUM_ARGS, describeWithChromium, startPageServer } from './helpers/chromium-pages.js';
-import { qemuImg, requireQemu } from './helpers/qemu.js';
-import { reloadModel } from './browser/pages/workload.js';
+import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
 
 const SEED = 0x0c105e;
 const IMAGES = { worker: 'unclean-test/worker.qcow2', page: 'unclean-test/page.qcow2' } as const;
@@ -74,19 +73,8 @@ describeWithChromium('OPFS images survive closing the page without close() (Chro
           firstMismatch: -1,
         });
       }
-      if (!requireQemu('OPFS unclean-close test: qemu-img check and compare of the exported images')) return;
-      const raw = join(profile, 'model.raw');
-      writeFileSync(raw, reloadModel(SEED));
-      for (const where of ['worker', 'page'] as const) {
-        const base64 = await reader.evaluate(
-          (path) => (window as unknown as { qcow2Unclean: UncleanApi }).qcow2Unclean.exportFile(path), IMAGES[where]);
-        const file = join(profile, `${where}.qcow2`);
-        writeFileSync(file, Buffer.from(base64, 'base64'));
-        const check = qemuImg(['check', file]);
-        expect(check.code, `qemu-img check of the ${where} image: ${check.stdout}${check.stderr}`).toBe(0);
-        const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', file, raw]);
-        expect(compare.code, `qemu-img compare of the ${where} image with the model: ${compare.stdout}${compare.stderr}`).toBe(0);
-      }
+      await expectImagesMatchReloadModel('OPFS unclean-close test', ['worker', 'page'],
+        (where) => reader.evaluate((path) => (window as unknown as { qcow2Unclean: UncleanApi }).qcow2Unclean.exportFile(path), IMAGES[where as Where]), SEED, profile);
     } finally {
       await context.close();
     }
