@@ -64,7 +64,7 @@ const STORES = ['page', 'worker', 'indexeddb'] as const;
 const ENGINES: Engine[] = [
   { name: 'chromium', binary: CHROMIUM, install: 'apt-get install chromium', launch: launchChromium, workerKind: 'opfs-sync' },
   { name: 'firefox', binary: FIREFOX_PATH, install: 'apt-get install firefox-esr', launch: launchFirefox, workerKind: 'opfs-sync' },
-  { name: 'webkit', binary: WEBKIT_BROWSER_PATH, install: 'apt-get install webkit2gtk-driver xvfb', launch: launchWebKit, workerKind: 'opfs-async' },
+  { name: 'webkit', binary: WEBKIT_BROWSER_PATH, install: 'apt-get install libwebkit2gtk-4.1-0 xvfb', launch: launchWebKit, workerKind: 'opfs-async' },
 ];
 
 let server: ViteDevServer | undefined;

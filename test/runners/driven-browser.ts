@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // What the browser tests need from a browser they drive from Node: pages to open, script to
 // evaluate in them, reloads. Implemented for Firefox over WebDriver BiDi (firefox-bidi.ts) and
-// for WebKitGTK over classic WebDriver (webkit-webdriver.ts); Chromium uses Playwright.
+// for WebKitGTK's MiniBrowser over its remote inspector (webkit-inspector.ts); Chromium uses Playwright.
 
 /** One tab of a driven browser. */
 export interface DrivenPage {

@@ -123,9 +123,11 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
       closing ??= (async () => {
         await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
         socket.close();
-        if (child.exitCode === null) child.kill('SIGTERM');
+        // A restart on the same profile must not meet this Firefox still holding the profile.
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-        if (child.exitCode === null) child.kill('SIGKILL');
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
       })();
       return closing;

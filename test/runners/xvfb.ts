@@ -7,7 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** The MiniBrowser of Debian's libwebkit2gtk-4.1 (webkit2gtk-driver pulls it in); WEBKIT_BROWSER_PATH overrides. */
+/** The MiniBrowser of Debian's libwebkit2gtk-4.1-0; WEBKIT_BROWSER_PATH overrides. */
 export const WEBKIT_BROWSER_PATH = process.env.WEBKIT_BROWSER_PATH ?? '/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser';
 /** The X server (package xvfb); XVFB_PATH overrides. */
 export const XVFB_PATH = process.env.XVFB_PATH ?? '/usr/bin/Xvfb';
