@@ -2,8 +2,9 @@
 // Driven from Node in each engine (Chromium through Playwright, Firefox over WebDriver BiDi,
 // WebKitGTK's MiniBrowser over its remote inspector; test/runners/): two tabs of one browser
 // contend for one image in OPFS and in IndexedDB (the second gets IMAGE_LOCKED, or a read-only
-// open when it asks, and the image once the first lets go), and images written with multiwrite
-// (OPFS from the page, OPFS from a worker in mode 'auto', IndexedDB) survive a reload and a
+// open when it asks, and the image once the first lets go); an overlay in OPFS and in IndexedDB
+// whose write fails with an (injected) quota error fails typed and opens intact after a reload;
+// and images written with multiwrite (OPFS from the page, OPFS from a worker in mode 'auto', IndexedDB) survive a reload and a
 // restart on the same profile; the OPFS files then pass qemu-img check and compare against the
 // model. In WebKitGTK the worker's OPFS image is written without sync access handles (the engine
 // has none that work), through the async backend.
@@ -113,6 +114,30 @@ for (const engine of ENGINES) {
           expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'read-only')`)), store).toMatchObject({ writable: false, firstByte: 0x42 });
           await first.evaluate(api('release()'));
           expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), `${store} after release`).toMatchObject({ writable: true, firstByte: 0x42 });
+        }
+      } finally {
+        await browser.close();
+      }
+    }, 240_000);
+
+    it(`${engine.name}: a quota error fails an overlay's write typed; after a reload the overlay opens intact (OPFS, IndexedDB)`, async () => {
+      if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
+      const browser = await engine.launch();
+      try {
+        const page = await openTestPage(browser);
+        const prefix = (store: string) => `engines-${engine.name}/quota-${store}-${Date.now()}`;
+        const prefixes = { opfs: prefix('opfs'), indexeddb: prefix('indexeddb') };
+        for (const store of ['opfs', 'indexeddb'] as const) {
+          const failed = await page.evaluate<{ code: string; causedByQuota: boolean; closeCode: string }>(api(`failWithQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`));
+          expect(failed.code, `${store}: the write or the flush after it failed typed`).toMatch(/^[A-Z][A-Z_]+$/);
+          expect(failed.causedByQuota, `${store}: caused by QuotaExceededError`).toBe(true);
+          expect(failed.closeCode, `${store}: close() closes or fails typed`).toMatch(/^([A-Z][A-Z_]+)?$/);
+        }
+        await page.reload();
+        await waitForApi(page);
+        for (const store of ['opfs', 'indexeddb'] as const) {
+          expect(await page.evaluate(api(`reopenAfterQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`)), `${store} after a reload`)
+            .toEqual({ corruptions: 0, flushedIntact: true, baseIntact: true });
         }
       } finally {
         await browser.close();
