@@ -40,6 +40,9 @@ async function listPages(base: string): Promise<ListedPage[]> {
   return pages;
 }
 
+/** A call cut off because its target went away (a navigation into a new web process). */
+class TargetGone extends Error {}
+
 interface InspectorReply {
   result?: { result?: { type: string; value?: unknown; objectId?: string; description?: string }; wasThrown?: boolean };
   error?: { message: string };
@@ -58,12 +61,16 @@ class InspectorPage {
   constructor(private readonly socket: WebSocket) {
     socket.on('message', (data) => this.receive(JSON.parse(String(data)) as { method?: string; params?: Record<string, unknown> }));
     socket.on('close', () => this.failAll(undefined, 'the inspector connection closed'));
+    socket.on('error', (err) => this.failAll(undefined, `the inspector connection failed: ${err.message}`));
   }
 
   static async connect(url: string): Promise<InspectorPage> {
     const socket = new WebSocket(url);
     const page = new InspectorPage(socket);
-    await new Promise<void>((resolve, reject) => { socket.once('open', () => resolve()); socket.once('error', reject); });
+    await new Promise<void>((resolve, reject) => {
+      socket.once('open', () => resolve());
+      socket.once('close', () => reject(new Error(`the inspector connection to ${url} closed before it opened`)));
+    });
     return page;
   }
 
@@ -80,7 +87,7 @@ class InspectorPage {
         break;
       case 'Target.targetDestroyed':
         if (this.target === params.targetId) this.target = undefined;
-        this.failAll(params.targetId as string, 'the page navigated away while it was evaluating');
+        this.failAll(params.targetId as string, 'the page navigated away while it was evaluating', true);
         break;
       case 'Target.dispatchMessageFromTarget': {
         const reply = JSON.parse(params.message as string) as InspectorReply & { id?: number };
@@ -99,11 +106,11 @@ class InspectorPage {
     for (const wake of this.targetChanged) wake();
   }
 
-  private failAll(target: string | undefined, why: string): void {
+  private failAll(target: string | undefined, why: string, gone = false): void {
     for (const [id, waiter] of this.waiting) {
       if (target !== undefined && waiter.target !== target) continue;
       this.waiting.delete(id);
-      waiter.reject(new Error(why));
+      waiter.reject(gone ? new TargetGone(why) : new Error(why));
     }
   }
 
@@ -154,7 +161,8 @@ class InspectorPage {
 async function navigating(page: InspectorPage, start: () => Promise<unknown>, expectedUrl?: string): Promise<void> {
   const mark = `qw-${Math.random().toString(36).slice(2)}`;
   await page.peek(`window.__qwDocument = ${JSON.stringify(mark)}`);
-  await start();
+  // A navigation that moves the page into a new web process ends the target the command went to.
+  await start().catch((err: unknown) => { if (!(err instanceof TargetGone)) throw err; });
   const loaded = `document.readyState === 'complete' && window.__qwDocument !== ${JSON.stringify(mark)}${expectedUrl === undefined ? '' : ` && location.href === ${JSON.stringify(expectedUrl)}`}`;
   await waitUntil(`the page to load${expectedUrl === undefined ? '' : ` ${expectedUrl}`}`, async () => (await page.peek(loaded)) === true, 120_000);
 }
