@@ -9,90 +9,21 @@
 // model. In WebKitGTK the worker's OPFS image is written without sync access handles (the engine
 // has none that work), through the async backend.
 
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright';
-import type { ViteDevServer } from 'vite';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonExpression, waitUntil, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './runners/driven-browser.js';
-import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
-import { launchWebKit } from './runners/webkit-inspector.js';
-import { WEBKIT_BROWSER_PATH } from './runners/xvfb.js';
+import { describe, expect, it } from 'vitest';
+import type { DrivenPage } from './runners/driven-browser.js';
+import { ENGINES } from './runners/engines.js';
 import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
-import { CHROMIUM, CHROMIUM_ARGS, startPageServer } from './helpers/chromium-pages.js';
+import { serveDrivenTestPage } from './helpers/driven-test-page.js';
 import { isCi } from './helpers/describe-requiring.js';
 
 const SEED = 0x7ab5;
 
-/** Chromium through Playwright, as a DrivenBrowser. */
-async function launchChromium(options: LaunchOptions = {}): Promise<DrivenBrowser> {
-  const profile = options.profileDir ?? mkdtempSync(join(tmpdir(), 'qcow2-wasm-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-  let first = context.pages()[0];
-  return {
-    engine: 'chromium' as DrivenBrowser['engine'],
-    async openPage(url): Promise<DrivenPage> {
-      const page = first ?? (await context.newPage());
-      first = undefined;
-      const driven: DrivenPage = {
-        goto: async (to) => { await page.goto(to); },
-        reload: async () => { await page.reload(); },
-        evaluate: async <T>(expression: string) => JSON.parse(await page.evaluate(jsonExpression(expression)) as string) as T,
-      };
-      await driven.goto(url);
-      return driven;
-    },
-    async close() {
-      await context.close();
-      if (options.profileDir === undefined) rmSync(profile, { recursive: true, force: true });
-    },
-  };
-}
-
-interface Engine {
-  name: 'chromium' | 'firefox' | 'webkit';
-  binary: string;
-  install: string;
-  launch: (options?: LaunchOptions) => Promise<DrivenBrowser>;
-  /** The backend kind the worker's OPFS image gets (mode 'auto'). */
-  workerKind: 'opfs-sync' | 'opfs-async';
-}
-
 /** Where the reload test keeps its images: OPFS from the page, OPFS from a worker, IndexedDB. */
 const STORES = ['page', 'worker', 'indexeddb'] as const;
 
-const ENGINES: Engine[] = [
-  { name: 'chromium', binary: CHROMIUM, install: 'apt-get install chromium', launch: launchChromium, workerKind: 'opfs-sync' },
-  { name: 'firefox', binary: FIREFOX_PATH, install: 'apt-get install firefox-esr', launch: launchFirefox, workerKind: 'opfs-sync' },
-  { name: 'webkit', binary: WEBKIT_BROWSER_PATH, install: 'apt-get install libwebkit2gtk-4.1-0 xvfb', launch: launchWebKit, workerKind: 'opfs-async' },
-];
-
-let server: ViteDevServer | undefined;
-let pageUrl = '';
-let scratch = '';
-
-beforeAll(async () => {
-  scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-engines-'));
-  ({ server, pageUrl } = await startPageServer(scratch, 'reload.html'));
-}, 120_000);
-
-afterAll(async () => {
-  await server?.close();
-  if (scratch !== '') rmSync(scratch, { recursive: true, force: true });
-});
-
-/** Opens the test page in a new tab and waits for its API. */
-async function openTestPage(browser: DrivenBrowser): Promise<DrivenPage> {
-  const page = await browser.openPage(pageUrl);
-  await waitForApi(page);
-  return page;
-}
-
-/** Waits until the page (after a load or reload) has set up its API. */
-async function waitForApi(page: DrivenPage): Promise<void> {
-  await waitUntil('the test page to set up window.qcow2Reload', () => page.evaluate<boolean>(`'qcow2Reload' in window`), 60_000);
-}
+const testPage = serveDrivenTestPage('reload.html', 'qcow2Reload');
 
 const api = (call: string) => `window.qcow2Reload.${call}`;
 
@@ -105,8 +36,8 @@ for (const engine of ENGINES) {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
       const browser = await engine.launch();
       try {
-        const first = await openTestPage(browser);
-        const second = await openTestPage(browser);
+        const first = await testPage.open(browser);
+        const second = await testPage.open(browser);
         for (const store of ['opfs', 'indexeddb'] as const) {
           const name = `tabs-${engine.name}-${store}-${Date.now()}`;
           expect(await first.evaluate(api(`hold(${JSON.stringify(store)}, ${JSON.stringify(name)})`)), `${store}: the first tab holds it`).toMatchObject({ writable: true });
@@ -124,7 +55,7 @@ for (const engine of ENGINES) {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
       const browser = await engine.launch();
       try {
-        const page = await openTestPage(browser);
+        const page = await testPage.open(browser);
         const prefix = (store: string) => `engines-${engine.name}/quota-${store}-${Date.now()}`;
         const prefixes = { opfs: prefix('opfs'), indexeddb: prefix('indexeddb') };
         for (const store of ['opfs', 'indexeddb'] as const) {
@@ -134,7 +65,7 @@ for (const engine of ENGINES) {
           expect(failed.closeCode, `${store}: close() closes or fails typed`).toMatch(/^([A-Z][A-Z_]+)?$/);
         }
         await page.reload();
-        await waitForApi(page);
+        await testPage.ready(page);
         for (const store of ['opfs', 'indexeddb'] as const) {
           expect(await page.evaluate(api(`reopenAfterQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`)), `${store} after a reload`)
             .toEqual({ corruptions: 0, flushedIntact: true, baseIntact: true });
@@ -146,7 +77,7 @@ for (const engine of ENGINES) {
 
     it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const profileDir = mkdtempSync(join(scratch, `${engine.name}-profile-`));
+      const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
       const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
       const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
       const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
@@ -156,17 +87,17 @@ for (const engine of ENGINES) {
       };
       let browser = await engine.launch({ profileDir });
       try {
-        const page = await openTestPage(browser);
+        const page = await testPage.open(browser);
         for (const where of STORES) expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 });
         await page.reload();
-        await waitForApi(page);
+        await testPage.ready(page);
         await expectIntact(page, 'after a reload');
       } finally {
         await browser.close();
       }
       browser = await engine.launch({ profileDir });
       try {
-        const page = await openTestPage(browser);
+        const page = await testPage.open(browser);
         await expectIntact(page, 'after a restart');
         await expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
           (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir);

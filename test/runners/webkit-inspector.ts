@@ -9,7 +9,7 @@
 import { createServer } from 'node:net';
 import WebSocket from 'ws';
 import { spawnMiniBrowser, startXvfb, stop } from './xvfb.js';
-import { jsonExpression, waitUntil, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './driven-browser.js';
+import { jsonExpression, waitUntil, type DrivenBrowser, type LaunchOptions } from './driven-browser.js';
 
 /** A free TCP port on 127.0.0.1. */
 function freePort(): Promise<number> {
@@ -170,7 +170,7 @@ async function navigating(page: InspectorPage, start: () => Promise<unknown>, ex
 /**
  * Launches MiniBrowser on a private Xvfb with its inspector server, keeping website data (OPFS,
  * IndexedDB) below `profileDir` (a temporary directory when omitted) so that a later launch on
- * the same directory finds it. Pages after the first are opened by window.open from the first.
+ * the same directory finds it. Each page is a window that the first one (about:blank) opened.
  */
 export async function launchWebKit(options: LaunchOptions = {}): Promise<DrivenBrowser> {
   const xvfb = await startXvfb();
@@ -193,46 +193,45 @@ export async function launchWebKit(options: LaunchOptions = {}): Promise<DrivenB
     connections.push(connection);
     return connection;
   };
-  let first: InspectorPage;
+  // The window MiniBrowser starts with only opens the others (a window a script opened is one a
+  // script may close).
+  let opener: InspectorPage;
   try {
     let listed: ListedPage[] = [];
     await waitUntil('MiniBrowser to list its first page', async () => {
       listed = await listPages(base).catch(() => []);
       return listed.length > 0;
     }, 60_000);
-    first = await attach(listed[0]!);
+    opener = await attach(listed[0]!);
   } catch (err) {
     await close();
     throw new Error(`${(err as Error).message}\n${browser.log().slice(-2000)}`);
   }
-  let firstUsed = false;
-
-  const driven = (connection: InspectorPage): DrivenPage => ({
-    goto: (url) => navigating(connection, () => connection.send('Page.navigate', { url }), url),
-    reload: () => navigating(connection, () => connection.send('Page.reload', {})),
-    evaluate: (expression) => connection.evaluate(expression),
-  });
 
   return {
     engine: 'webkit',
     async openPage(url) {
-      if (!firstUsed) {
-        firstUsed = true;
-        const page = driven(first);
-        await page.goto(url);
-        return page;
-      }
       const known = new Set((await listPages(base)).map((listed) => listed.socketPath));
-      await first.evaluate(`void window.open(${JSON.stringify(url)})`);
+      await opener.evaluate(`void window.open(${JSON.stringify(url)})`);
       let opened: ListedPage | undefined;
       await waitUntil(`MiniBrowser to list the window opened for ${url}`, async () => {
         opened = (await listPages(base)).find((listed) => !known.has(listed.socketPath));
         return opened !== undefined;
       }, 60_000);
+      const { socketPath } = opened!;
       const connection = await attach(opened!);
       const loaded = `document.readyState === 'complete' && location.href === ${JSON.stringify(url)}`;
       await waitUntil(`the window to load ${url}`, async () => (await connection.peek(loaded)) === true, 120_000);
-      return driven(connection);
+      return {
+        goto: (to) => navigating(connection, () => connection.send('Page.navigate', { url: to }), to),
+        reload: () => navigating(connection, () => connection.send('Page.reload', {})),
+        evaluate: (expression) => connection.evaluate(expression),
+        async close() {
+          await connection.peek('void window.close()');
+          await waitUntil(`MiniBrowser to close the window of ${url}`, async () => !(await listPages(base)).some((listed) => listed.socketPath === socketPath), 60_000);
+          connection.close();
+        },
+      };
     },
     close,
   };

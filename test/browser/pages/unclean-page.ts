@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
-// The unclean-close test page: exposes `window.qcow2Unclean`, which the Node side (Playwright)
-// calls to write the reload workload into a new OPFS qcow2 image and leave it open (no flush, no
-// close; in the page with async OPFS, or in a worker with sync access that stays alive), and,
+// The unclean-close test page: exposes `window.qcow2Unclean`, which the Node side (each engine's
+// driver) calls to write the reload workload into a new OPFS qcow2 image and leave it open (no
+// flush, no close; in the page with async OPFS, or in a worker, OPFS mode 'auto', that stays
+// alive), and,
 // in a later page, to read it back and to export the file for qemu-img.
 
 import { openOpfsBackend, Qcow2Image } from '../../../bindings/browser.js';
