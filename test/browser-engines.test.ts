@@ -7,16 +7,18 @@
 // and images written with multiwrite (OPFS from the page, OPFS from a worker in mode 'auto', IndexedDB) survive a reload and a
 // restart on the same profile; the OPFS files then pass qemu-img check and compare against the
 // model. In WebKitGTK the worker's OPFS image is written without sync access handles (the engine
-// has none that work), through the async backend.
+// has none that work), through the async backend; and a private WebKit window, which has no
+// usable OPFS, gets BACKEND_NOT_SUPPORTED from it and keeps the image in IndexedDB instead.
 
 import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DrivenPage } from './runners/driven-browser.js';
 import { ENGINES } from './runners/engines.js';
+import { launchWebKit } from './runners/webkit-inspector.js';
 import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
 import { serveDrivenTestPage } from './helpers/driven-test-page.js';
-import { isCi } from './helpers/describe-requiring.js';
+import { describeRequiring, isCi } from './helpers/describe-requiring.js';
 
 const SEED = 0x7ab5;
 
@@ -107,3 +109,21 @@ for (const engine of ENGINES) {
     }, 600_000);
   });
 }
+
+const webkit = ENGINES.find((engine) => engine.name === 'webkit')!;
+describeRequiring('webkit: a private window', existsSync(webkit.binary) ? undefined : `${webkit.binary} not found (${webkit.install})`, () => {
+  it('webkit: in a private window (ephemeral website data) OPFS fails with BACKEND_NOT_SUPPORTED and IndexedDB takes the image', async () => {
+    const browser = await launchWebKit({ privateBrowsing: true });
+    try {
+      const page = await testPage.open(browser);
+      const name = `private-${Date.now()}`;
+      const opfs = await page.evaluate<{ code?: string; message?: string }>(`${api(`hold('opfs', ${JSON.stringify(name)})`)}.then(() => ({}), (e) => ({ code: e.code, message: e.message }))`);
+      expect(opfs.code, opfs.message).toBe('BACKEND_NOT_SUPPORTED');
+      expect(opfs.message).toMatch(/getDirectory: UnknownError/);
+      expect(await page.evaluate(api(`hold('indexeddb', ${JSON.stringify(name)})`))).toEqual({ kind: 'indexeddb', writable: true });
+      await page.evaluate(api('release()'));
+    } finally {
+      await browser.close();
+    }
+  }, 120_000);
+});

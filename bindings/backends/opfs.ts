@@ -70,8 +70,14 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
   if (typeof navigator === 'undefined' || typeof navigator.storage?.getDirectory !== 'function') {
     throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this platform has no Origin Private File System`);
   }
+  let directory: FileSystemDirectoryHandle;
   try {
-    let directory = await navigator.storage.getDirectory();
+    directory = await navigator.storage.getDirectory();
+  } catch (err) {
+    // A private window of WebKit refuses the root (UnknownError): its website data store has no folder.
+    throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this window has no usable Origin Private File System (getDirectory: ${describe(err)}), as in private browsing; use openIndexedDbBackend`, { cause: err });
+  }
+  try {
     for (const name of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(name, { create });
     return await directory.getFileHandle(parts[parts.length - 1]!, { create });
   } catch (err) {
@@ -108,7 +114,8 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
  * reads of the file as last committed).
  *
  * Fails with INVALID_ARGUMENT for an empty path, '.' or '..' in it, or create without writable;
- * BACKEND_NOT_SUPPORTED without OPFS (or sync access where it is missing); BACKEND_IO_ERROR with
+ * BACKEND_NOT_SUPPORTED without OPFS, where the window cannot use it (navigator.storage.getDirectory()
+ * rejects, as in private browsing), or without sync access where a mode needs it; BACKEND_IO_ERROR with
  * the platform error as `cause` otherwise (e.g. NotFoundError for a missing file).
  */
 export async function openOpfsBackend(path: string, options: OpfsBackendOptions = {}): Promise<Backend> {

@@ -167,16 +167,24 @@ async function navigating(page: InspectorPage, start: () => Promise<unknown>, ex
   await waitUntil(`the page to load${expectedUrl === undefined ? '' : ` ${expectedUrl}`}`, async () => (await page.peek(loaded)) === true, 120_000);
 }
 
+/** Options of launchWebKit. */
+export interface WebKitLaunchOptions extends LaunchOptions {
+  /** A private window (MiniBrowser --private): website data in an ephemeral store, as WebDriver has it. */
+  privateBrowsing?: boolean;
+}
+
 /**
  * Launches MiniBrowser on a private Xvfb with its inspector server, keeping website data (OPFS,
  * IndexedDB) below `profileDir` (a temporary directory when omitted) so that a later launch on
  * the same directory finds it. Each page is a window that the first one (about:blank) opened.
  */
-export async function launchWebKit(options: LaunchOptions = {}): Promise<DrivenBrowser> {
+export async function launchWebKit(options: WebKitLaunchOptions = {}): Promise<DrivenBrowser> {
   const xvfb = await startXvfb();
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const browser = spawnMiniBrowser('about:blank', { display: xvfb.display, dataDir: options.profileDir, inspectorAddress: `127.0.0.1:${port}` });
+  const browser = spawnMiniBrowser('about:blank', {
+    display: xvfb.display, dataDir: options.profileDir, inspectorAddress: `127.0.0.1:${port}`, privateBrowsing: options.privateBrowsing,
+  });
   const connections: InspectorPage[] = [];
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> => {

@@ -56,6 +56,8 @@ export interface MiniBrowserOptions {
   dataDir?: string;
   /** host:port for the inspector's HTTP server (WEBKIT_INSPECTOR_HTTP_SERVER); none when omitted. */
   inspectorAddress?: string;
+  /** Private browsing (MiniBrowser --private): website data in an ephemeral store. */
+  privateBrowsing?: boolean;
 }
 
 /** A running MiniBrowser. */
@@ -74,7 +76,7 @@ export interface RunningMiniBrowser {
 export function spawnMiniBrowser(url: string, options: MiniBrowserOptions): RunningMiniBrowser {
   const temporary = options.dataDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-webkit-')) : undefined;
   const home = options.dataDir ?? temporary!;
-  const args = [`--features=${WEBKIT_FEATURES}`];
+  const args = [`--features=${WEBKIT_FEATURES}`, ...(options.privateBrowsing === true ? ['--private'] : [])];
   const env: NodeJS.ProcessEnv = {
     ...process.env, DISPLAY: options.display, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache'), XDG_CONFIG_HOME: join(home, 'config'),
   };
