@@ -7,7 +7,7 @@
 import type { Backend } from './backend.js';
 
 /** Bytes completed between two flushes started by a WritebackFlusher (by default). */
-export const WRITEBACK_INTERVAL_BYTES = 64 << 20;
+export const WRITEBACK_INTERVAL_BYTES = 128 << 20;
 
 /**
  * Starts `backend.flush()` each time another `intervalBytes` of writes have completed, one flush
