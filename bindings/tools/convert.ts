@@ -213,7 +213,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
-      onProgress: options.onProgress,
+      allocate: compressor?.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
     const qcow2 = await writer.finish();
     return { virtualSize: create.virtualSize, dataBytes, qcow2 };
