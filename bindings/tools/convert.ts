@@ -59,9 +59,10 @@ export interface ConvertResult {
 const DEFAULT_MIN_SPARSE = 4096;
 const DEFAULT_IN_FLIGHT = 8;
 /** Guest bytes per chunk (rounded up to whole target clusters). */
-const CHUNK_BYTES = 8 << 20;
+export const CHUNK_BYTES = 8 << 20;
 
-function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
+/** Checks the options every convert takes; returns -S and -m with their defaults. Throws INVALID_ARGUMENT. */
+export function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
   const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
   const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
   if (!Number.isSafeInteger(minSparse) || minSparse < 0 || minSparse % 512 !== 0) {
