@@ -75,9 +75,10 @@ export function checkOptions(options: ConvertOptions): { minSparse: number; inFl
 }
 
 /** Per target cluster: does it need data, zeros, or nothing. */
-const enum ClusterNeed { NOTHING, ZERO, DATA }
+export const enum ClusterNeed { NOTHING, ZERO, DATA }
 
-function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
+/** ClusterNeed of each of `clusterCount` target clusters from guest `start`, from the source's segments over it. */
+export function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
   const seen = new Uint8Array(clusterCount); // bit per status
   for (const segment of segments) {
     const first = Math.floor((segment.start - start) / clusterBytes);
