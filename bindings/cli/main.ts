@@ -39,7 +39,7 @@ const COMMANDS: Record<string, Command> = {
   info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
   measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
-  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] [-c] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
   snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
   split: { synopsis: SPLIT_SYNOPSIS, run: splitCommand },
