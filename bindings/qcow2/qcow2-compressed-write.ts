@@ -58,42 +58,49 @@ export async function writeCompressedClusters(backend: Backend, writes: readonly
     if (entry && (entry.compressed || entry.hostOffset !== 0)) throw new CompressedOverwriteError(guestOffset);
   }
 
-  // Byte positions from the start of one new run of clusters.
+  // Host positions, packed back to back in clusters taken one at a time (so the clusters the last
+  // update freed are filled first); a blob continues into the next cluster only when that one
+  // is contiguous, and starts a new cluster when its first one is shared by maxRefcount blobs.
   const refcountBits = 2 ** update.refcountOrder;
   const maxRefcount = refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits - 1;
   const sharing = new Map<number, number>();
-  const positions: number[] = [];
+  const hostOffsets: number[] = [];
   let cursor = 0;
+  let clustersEnd = 0;
   for (const { compressed } of sorted) {
     const firstCluster = Math.floor(cursor / clusterSize);
     if (cursor % clusterSize !== 0 && (sharing.get(firstCluster) ?? 0) >= maxRefcount) cursor = (firstCluster + 1) * clusterSize;
+    while (cursor + compressed.byteLength > clustersEnd) {
+      const next = update.allocate(1);
+      if (next !== clustersEnd) cursor = next;
+      clustersEnd = next + clusterSize;
+    }
     const end = cursor + compressed.byteLength;
     for (let c = Math.floor(cursor / clusterSize); c * clusterSize < end; c++) sharing.set(c, (sharing.get(c) ?? 0) + 1);
-    positions.push(cursor);
+    hostOffsets.push(cursor);
     cursor = end;
   }
-  const runHostOffset = update.allocate(Math.ceil(cursor / clusterSize));
 
   // The data first (into clusters nothing references yet), in host-contiguous writes.
   let pending: Uint8Array[] = [];
   let pendingStart = 0;
   let pendingEnd = 0;
   for (let i = 0; i <= sorted.length; i++) {
-    if (pending.length > 0 && (i === sorted.length || positions[i] !== pendingEnd)) {
-      await backend.pwritev(runHostOffset + pendingStart, pending);
+    if (pending.length > 0 && (i === sorted.length || hostOffsets[i] !== pendingEnd)) {
+      await backend.pwritev(pendingStart, pending);
       pending = [];
     }
     if (i === sorted.length) break;
-    if (pending.length === 0) pendingStart = positions[i];
+    if (pending.length === 0) pendingStart = hostOffsets[i];
     pending.push(sorted[i].compressed);
-    pendingEnd = positions[i] + sorted[i].compressed.byteLength;
+    pendingEnd = hostOffsets[i] + sorted[i].compressed.byteLength;
   }
 
   for (let i = 0; i < sorted.length; i++) {
     const guestCluster = sorted[i].guestOffset / clusterSize;
     const l1Index = Math.floor(guestCluster / l2Entries);
     const table = (await update.activeTable(l1Index)) ?? new Uint8Array(clusterSize);
-    codec.setCompressedL2Entry(table, geometry, guestCluster % l2Entries, runHostOffset + positions[i], sorted[i].compressed.byteLength);
+    codec.setCompressedL2Entry(table, geometry, guestCluster % l2Entries, hostOffsets[i], sorted[i].compressed.byteLength);
     update.setActiveTable(l1Index, table);
   }
   await update.commit();

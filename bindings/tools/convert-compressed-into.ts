@@ -15,6 +15,9 @@ import { classifySource, isZero } from './convert-plan.js';
 import { APPLIED, runPipeline, type Action, type Applied } from './convert-pipeline.js';
 import { checkOptions, clusterNeeds, ClusterNeed, CHUNK_BYTES, type ConvertIntoOptions, type ConvertResult } from './convert.js';
 
+/** Guest bytes of compressed clusters gathered before they are stored together. */
+const COMPRESSED_BATCH_BYTES = 64 << 20;
+
 /** Options of convertIntoCompressed. */
 export interface ConvertIntoCompressedOptions extends ConvertIntoOptions {
   /** Compressor (default: on the calling thread). Not closed by convert. */
@@ -25,8 +28,9 @@ export interface ConvertIntoCompressedOptions extends ConvertIntoOptions {
  * Copies `source` into the existing, writable qcow2 image `target` (at least as large) with
  * compressed clusters, in the target's compression type and cluster size; resolves after
  * target.flush(). Throws IMAGE_READ_ONLY, INVALID_ARGUMENT, CompressedOverwriteError when a
- * cluster that compresses lands on one the target has a host cluster for (what is done before
- * stays), and the source's and target's errors.
+ * cluster that compresses lands on one the target has a host cluster for (the batch of
+ * compressed clusters it is in is not stored; other writes may have been done, as with
+ * qemu-img, whose writes before the failing one stay), and the source's and target's errors.
  */
 export async function convertIntoCompressed(source: BlockImage, target: Qcow2Image, options: ConvertIntoCompressedOptions = {}): Promise<ConvertResult> {
   const { minSparse, inFlight } = checkOptions(options);
@@ -85,23 +89,23 @@ export async function convertIntoCompressed(source: BlockImage, target: Qcow2Ima
     });
   };
 
-  // The chunk's compressed clusters are one atomic batch; the writes before the first go first
-  // and the ones after it only once it succeeded, so a refused batch leaves the rest undone.
+  // Compressed clusters are stored in batches (each one crash-safe metadata switch) of several
+  // chunks, copied out of the chunk buffers; the other writes go out at once.
+  let batch: CompressedClusterWrite[] = [];
+  const storeBatch = async (): Promise<void> => {
+    const writes = batch;
+    batch = [];
+    await target.writeCompressedClusters(writes);
+  };
   const apply = async (actions: Action[]): Promise<Applied> => {
-    const compressed: CompressedClusterWrite[] = [];
-    const before: Promise<void>[] = [];
-    const after: Action[] = [];
-    const issue = (action: Action): Promise<void> => action.kind === 'zero'
-      ? target.writeZeroes(action.guestOffset, action.length)
-      : target.write(action.guestOffset, action.bytes);
+    const writes: Promise<void>[] = [];
     for (const action of actions) {
-      if (action.kind === 'compressed') compressed.push({ guestOffset: action.guestOffset, compressed: action.bytes });
-      else if (compressed.length === 0) before.push(issue(action));
-      else after.push(action);
+      if (action.kind === 'compressed') batch.push({ guestOffset: action.guestOffset, compressed: action.bytes.slice() });
+      else if (action.kind === 'zero') writes.push(target.writeZeroes(action.guestOffset, action.length));
+      else writes.push(target.write(action.guestOffset, action.bytes));
     }
-    await Promise.all(before);
-    await target.writeCompressedClusters(compressed);
-    await Promise.all(after.map(issue));
+    await Promise.all(writes);
+    if (batch.length * clusterBytes >= COMPRESSED_BATCH_BYTES) await storeBatch();
     return APPLIED;
   };
 
@@ -110,6 +114,7 @@ export async function convertIntoCompressed(source: BlockImage, target: Qcow2Ima
       source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
       allocate: compressor.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
+    await storeBatch();
     await target.flush();
     return { virtualSize: source.virtualSize, dataBytes };
   } finally {
