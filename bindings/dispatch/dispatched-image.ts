@@ -7,7 +7,7 @@ import type { BlockImage, ImageStats, WriteRequest } from './image.js';
 import type { Backend, BackendLimits } from '../backends/backend.js';
 import { splitVector, zeroVector } from '../base/iovec.js';
 import { allSettledOrThrow } from '../base/settle.js';
-import { checkGuestRange, emptyStats, requestLength } from './image.js';
+import { checkGuestRange, checkReadTarget, emptyStats, readIntoNewBuffer, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from '../core/merge-core.js';
 import { Completion, WriteDispatcher, ioFailure, type GapRange, type QueuedWrite } from './multiwrite.js';
@@ -69,17 +69,13 @@ export abstract class DispatchedImage implements BlockImage {
   /** Reads `length` bytes at guest `offset` into a new buffer. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.checkOpen();
-    checkGuestRange(offset, length, this.virtualSize);
-    const target = new Uint8Array(length);
-    await this.readInto(offset, target);
-    return target;
+    return readIntoNewBuffer(offset, length, this.virtualSize, (at, target) => this.readInto(at, target));
   }
 
   /** Reads guest bytes at `offset` into `target`, after any overlapping write submitted earlier. */
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     this.checkOpen();
-    if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
-    checkGuestRange(offset, target.byteLength, this.virtualSize);
+    checkReadTarget(offset, target, this.virtualSize);
     this.counters.guestReadRequests++;
     this.counters.guestReadBytes += target.byteLength;
     if (target.byteLength === 0) return;

@@ -69,7 +69,7 @@ export class Qcow2Image extends DispatchedImage {
     this.backing = backing;
     this.compressed = new Qcow2CompressedReader(backend, header, this.counters);
     this.overlap = new Qcow2OverlapGuard(core, backend, header);
-    this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
+    this.writeback = new Qcow2Writeback(core, backend, dataBackend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
     const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);

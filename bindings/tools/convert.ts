@@ -9,6 +9,7 @@
 import type { Backend } from '../backends/backend.js';
 import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
+import { WriteQueue } from '../backends/write-queue.js';
 import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow2-sequential-writer.js';
 import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
 import { APPLIED, prepareBytes, readRanges, runPipeline, type Action, type Applied } from './convert-pipeline.js';
@@ -236,33 +237,14 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
   const { minSparse, inFlight } = checkOptions(options);
   if (!target.truncate) throw new ImageError('INVALID_ARGUMENT', 'a raw target backend must support truncate');
   await target.truncate(0);
-  const writes = new Set<Promise<void>>();
-  let failure: unknown;
+  const writes = new WriteQueue(target);
   const apply = async (actions: Action[]): Promise<Applied> => {
-    if (failure !== undefined) throw failure;
-    const chunkWrites: Promise<void>[] = [];
-    const buffers: Uint8Array[] = [];
-    let runStart = -1;
-    let runEnd = -1;
-    const issue = (): void => {
-      if (buffers.length === 0) return;
-      const write: Promise<void> = target.pwritev(runStart, buffers.splice(0))
-        .catch((error: unknown) => { failure ??= error; })
-        .finally(() => writes.delete(write));
-      writes.add(write);
-      chunkWrites.push(write);
-    };
     for (const action of actions) {
       if (action.kind !== 'data') continue;
-      if (action.guestOffset !== runEnd) {
-        issue();
-        runStart = action.guestOffset;
-      }
-      buffers.push(action.bytes);
-      runEnd = action.guestOffset + action.bytes.byteLength;
+      writes.write(action.guestOffset, action.bytes);
+      await writes.backpressure();
     }
-    issue();
-    return { bufferFree: Promise.all(chunkWrites).then(() => {}) };
+    return { bufferFree: writes.written() };
   };
   try {
     const dataBytes = await runPipeline({
@@ -270,13 +252,13 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
       apply, onProgress: options.onProgress,
     });
-    await Promise.all(writes);
-    if (failure !== undefined) throw failure;
+    await writes.drain();
     await target.truncate(source.virtualSize);
     await target.flush();
     return { virtualSize: source.virtualSize, dataBytes };
-  } finally {
-    await Promise.allSettled(writes);
+  } catch (error) {
+    await writes.abandon();
+    throw error;
   }
 }
 
