@@ -35,7 +35,7 @@ const COMMANDS: Record<string, Command> = {
   info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', load: loadInfo },
   measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', load: async () => (await import('./measure.js')).measureCommand },
   map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', load: async () => (await import('./map.js')).mapCommand },
-  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', load: async () => (await import('./commit.js')).rebaseCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] [-c] -b backing_file [-F backing_fmt] filename', load: async () => (await import('./commit.js')).rebaseCommand },
   resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', load: async () => (await import('./resize.js')).resizeCommand },
   snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', load: async () => (await import('./snapshot.js')).snapshotCommand },
   split: { synopsis: '[--part-size=size] [--zstd] [-q] filename outdir', load: async () => (await import('./split.js')).splitCommand },

@@ -23,6 +23,7 @@ import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './qcow2-backing-name.js';
+import { writeCompressedClusters, type CompressedClusterWrite } from './qcow2-compressed-write.js';
 import { groupCompressedRuns, isRunGroup } from './compressed-run-groups.js';
 import { Qcow2CompressedReader } from './qcow2-compressed-read.js';
 import { checkMergeOption } from '../raw/raw-image.js';
@@ -194,6 +195,11 @@ export class Qcow2Image extends DispatchedImage {
    */
   setBackingFile(backingFile: string | undefined, backingFormat?: string): Promise<void> {
     return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat, this.tableCapacity));
+  }
+
+  /** Stores guest clusters compressed with header.compressionType (writeCompressedClusters, bindings/qcow2/qcow2-compressed-write.ts). */
+  writeCompressedClusters(writes: readonly CompressedClusterWrite[]): Promise<void> {
+    return this.rewriteMetadata(() => writeCompressedClusters(this.backend, writes, this.tableCapacity));
   }
 
   // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.

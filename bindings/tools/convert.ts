@@ -60,9 +60,10 @@ export interface ConvertResult {
 const DEFAULT_MIN_SPARSE = 4096;
 const DEFAULT_IN_FLIGHT = 8;
 /** Guest bytes per chunk (rounded up to whole target clusters). */
-const CHUNK_BYTES = 8 << 20;
+export const CHUNK_BYTES = 8 << 20;
 
-function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
+/** Checks the options every convert takes; returns -S and -m with their defaults. Throws INVALID_ARGUMENT. */
+export function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
   const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
   const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
   if (!Number.isSafeInteger(minSparse) || minSparse < 0 || minSparse % 512 !== 0) {
@@ -75,9 +76,10 @@ function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: n
 }
 
 /** Per target cluster: does it need data, zeros, or nothing. */
-const enum ClusterNeed { NOTHING, ZERO, DATA }
+export const enum ClusterNeed { NOTHING, ZERO, DATA }
 
-function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
+/** ClusterNeed of each of `clusterCount` target clusters from guest `start`, from the source's segments over it. */
+export function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
   const seen = new Uint8Array(clusterCount); // bit per status
   for (const segment of segments) {
     const first = Math.floor((segment.start - start) / clusterBytes);
@@ -214,7 +216,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
-      onProgress: options.onProgress,
+      allocate: compressor?.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
     const qcow2 = await writer.finish();
     return { virtualSize: create.virtualSize, dataBytes, qcow2 };
