@@ -4,7 +4,7 @@
 
 import { constants, readvSync, writevSync } from 'node:fs';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
-import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { COMPLETED, OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
 import { BackendError } from '../base/errors.js';
 
 /** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
@@ -203,10 +203,11 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     });
   };
 
-  // The common small transfer in one synchronous syscall, with no promise layer of its own: the
-  // settled result when that syscall moved every byte (or failed), undefined when the transfer is
-  // not for the synchronous path or came up short (the general path then redoes it whole, which
-  // is safe: no other call overlaps it).
+  // The common small transfer in one synchronous syscall, with no promise layer of its own:
+  // COMPLETED when that syscall moved every byte, a rejection when it failed, the general path's
+  // promise when it came up short (the general path redoes it whole, which is safe: no other call
+  // overlaps it), undefined when the transfer is not for the synchronous path (or the backend is
+  // closed: the general path reports that).
   const oneSyncCall = (what: 'preadv' | 'pwritev', position: number, buffers: readonly Uint8Array[],
                        call: (fd: number, iov: readonly Uint8Array[], at: number) => number,
                        general: (position: number, buffers: readonly Uint8Array[]) => Promise<void>): Promise<void> | undefined => {
@@ -217,10 +218,14 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
       length += buffer.byteLength;
     }
     if (length === 0 || length > syncLimitBytes || !Number.isSafeInteger(position) || position < 0 ||
-        position + length > Number.MAX_SAFE_INTEGER) return undefined;
-    let moved = 0;
-    const settled = gate.runSync(what, () => { moved = call(handle.fd, buffers, position); });
-    return moved === length ? settled : settled.then(() => general(position, buffers));
+        position + length > Number.MAX_SAFE_INTEGER || gate.closed) return undefined;
+    let moved: number;
+    try {
+      moved = call(handle.fd, buffers, position);
+    } catch (err) {
+      return Promise.reject(fileIoError(what, path, err));
+    }
+    return moved === length ? COMPLETED : general(position, buffers);
   };
 
   const readOnly = (what: string): BackendError =>
