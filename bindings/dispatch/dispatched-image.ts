@@ -93,11 +93,11 @@ export abstract class DispatchedImage implements BlockImage {
     if (target.byteLength === 0) return COMPLETED;
     this.dispatcher.dispatchQueued();
     const end = offset + target.byteLength;
-    if (this.inflight.hasWriteIn(offset, end)) {
+    if (this.inflight.mustWait(offset, end, false)) {
       return this.inflight.register(offset, end, false, (wait) => Promise.all(wait).then(() => this.startRead(offset, target)));
     }
     const started = this.startRead(offset, target);
-    return started === COMPLETED ? started : this.inflight.trackRead(offset, end, started);
+    return started === COMPLETED ? started : this.inflight.track(offset, end, false, started);
   }
 
   // Starts readRange: COMPLETED when it finished already, else its promise with failures typed.

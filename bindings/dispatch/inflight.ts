@@ -34,18 +34,21 @@ export class InflightRanges {
     return result;
   }
 
-  /** Whether a write in flight now overlaps [start, end) (a read there must wait for it). */
-  hasWriteIn(start: number, end: number): boolean {
-    for (const other of this.entries) if (other.isWrite && other.start < end && start < other.end) return true;
+  /**
+   * Whether an operation on [start, end) must wait for one in flight now (a read for an
+   * overlapping write, a write for any overlapping operation).
+   */
+  mustWait(start: number, end: number, isWrite: boolean): boolean {
+    for (const other of this.entries) if (other.start < end && start < other.end && (isWrite || other.isWrite)) return true;
     return false;
   }
 
   /**
-   * Registers a read of [start, end) that started already (nothing it must wait for was in
-   * flight: see hasWriteIn) as `result`; the entry is removed when that settles. Returns `result`.
+   * Registers an operation on [start, end) that started already (nothing it must wait for was
+   * in flight: see mustWait) as `result`; the entry is removed when that settles. Returns `result`.
    */
-  trackRead(start: number, end: number, result: Promise<void>): Promise<void> {
-    const entry: InflightEntry = { start, end, isWrite: false, settled: Promise.resolve(), slot: this.entries.length };
+  track(start: number, end: number, isWrite: boolean, result: Promise<void>): Promise<void> {
+    const entry: InflightEntry = { start, end, isWrite, settled: Promise.resolve(), slot: this.entries.length };
     this.entries.push(entry);
     const remove = () => this.remove(entry);
     entry.settled = result.then(remove, remove);
