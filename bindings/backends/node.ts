@@ -2,7 +2,7 @@
 // The Node.js file backend: a FileHandle driven with positional readv/writev, split to the
 // platform's iovec and byte limits and looped until every byte moved.
 
-import { constants, readvSync, writevSync } from 'node:fs';
+import { constants, readSync as readOneSync, readvSync, writeSync as writeOneSync, writevSync } from 'node:fs';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
 import { COMPLETED, OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
 import { BackendError } from '../base/errors.js';
@@ -52,6 +52,20 @@ async function isLocalRegularFile(path: string, handle: FileHandle): Promise<boo
   } catch {
     return false;
   }
+}
+
+// One synchronous positional syscall: pread/pwrite for one buffer (Node checks a vector's
+// buffers one by one, a tenth of a microsecond a call), preadv/pwritev for several.
+function preadvSync(fd: number, buffers: readonly Uint8Array[], position: number): number {
+  if (buffers.length !== 1) return readvSync(fd, buffers as Uint8Array[], position);
+  const buffer = buffers[0];
+  return readOneSync(fd, buffer, 0, buffer.byteLength, position);
+}
+
+function pwritevSync(fd: number, buffers: readonly Uint8Array[], position: number): number {
+  if (buffers.length !== 1) return writevSync(fd, buffers as Uint8Array[], position);
+  const buffer = buffers[0];
+  return writeOneSync(fd, buffer, 0, buffer.byteLength, position);
 }
 
 /**
@@ -241,11 +255,11 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     },
 
     preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return oneSyncCall('preadv', position, buffers, readvSync, readAll) ?? readAll(position, buffers);
+      return oneSyncCall('preadv', position, buffers, preadvSync, readAll) ?? readAll(position, buffers);
     },
 
     pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return (writable ? oneSyncCall('pwritev', position, buffers, writevSync, writeAll) : undefined) ?? writeAll(position, buffers);
+      return (writable ? oneSyncCall('pwritev', position, buffers, pwritevSync, writeAll) : undefined) ?? writeAll(position, buffers);
     },
 
     flush(): Promise<void> {
