@@ -41,6 +41,8 @@ parentPort.on('message', ({ id, memory, outputStart, inputStart, pieces, cluster
 
 /** Spare shared buffers kept for later batches (more in flight at once are made and dropped after). */
 const SPARE_BUFFERS = 8;
+/** Spare buffers are dropped after this long without a batch. */
+const SPARE_IDLE_MS = 2000;
 
 interface Job { resolve: () => void; reject: (error: Error) => void }
 interface PoolWorker { worker: Worker; jobs: Map<number, Job> }
@@ -51,12 +53,26 @@ interface PoolWorker { worker: Worker; jobs: Map<number, Job> }
  * A worker holds the process open only while it has batches. A worker that fails rejects its
  * batches (the caller then decodes them itself) and is replaced at the next batch. Keeps up to
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
- * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read).
+ * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read), until SPARE_IDLE_MS
+ * pass without a batch.
  */
 export function createWorkerDeflateDecoder(workerCount = Math.max(1, availableParallelism())): DeflateBatchDecoder {
   const workers: PoolWorker[] = [];
   const spare: SharedArrayBuffer[] = [];
   let nextId = 0;
+  let batchesSinceCheck = 0;
+  let idleCheck: ReturnType<typeof setTimeout> | undefined;
+  // Drops the spare buffers once a check finds no batch since the last one.
+  const checkIdle = () => {
+    idleCheck = undefined;
+    if (batchesSinceCheck === 0) spare.length = 0;
+    else armIdleCheck();
+  };
+  const armIdleCheck = () => {
+    batchesSinceCheck = 0;
+    idleCheck = setTimeout(checkIdle, SPARE_IDLE_MS);
+    idleCheck.unref();
+  };
 
   const start = (): PoolWorker => {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
@@ -91,6 +107,8 @@ export function createWorkerDeflateDecoder(workerCount = Math.max(1, availablePa
   };
   // Keeps `memory` for later batches, dropping the smallest spare when there are too many.
   const give = (memory: SharedArrayBuffer) => {
+    batchesSinceCheck++;
+    if (idleCheck === undefined) armIdleCheck();
     spare.push(memory);
     if (spare.length > SPARE_BUFFERS) {
       spare.sort((a, b) => b.byteLength - a.byteLength);
