@@ -44,11 +44,14 @@ export const DEFAULT_SYNC_MAX_BYTES = 128 * 1024;
  */
 const REMOTE_FILE_SYSTEMS: ReadonlySet<number> = new Set([0x6969, 0x517b, 0xff534d42, 0xfe534d42, 0x65735546, 0x00c36400, 0x01021997, 0x5346414f]);
 
-/** Whether `path` (open as `handle`) is a regular file on a local file system, so short synchronous calls cannot stall. */
+/**
+ * Whether `path` (open as `handle`) is a regular file on a local file system, so short synchronous
+ * calls cannot stall. Both questions go to the thread pool at once (one round trip, not two).
+ */
 async function isLocalRegularFile(path: string, handle: FileHandle): Promise<boolean> {
   try {
-    if (!(await handle.stat()).isFile()) return false;
-    return !REMOTE_FILE_SYSTEMS.has((await statfs(path)).type);
+    const [stats, fileSystem] = await Promise.all([handle.stat(), statfs(path)]);
+    return stats.isFile() && !REMOTE_FILE_SYSTEMS.has(fileSystem.type);
   } catch {
     return false;
   }
