@@ -32,12 +32,13 @@ export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes
 
 /**
  * A platform's decoder of many raw-deflate clusters at once (e.g. on worker threads): `pieces`
- * holds [start, end) pairs of `input`, each the compressed bytes of one cluster; `input` stays
- * the caller's. Resolves with one cluster per piece, undefined for each it did not decode to
- * exactly `clusterBytes`: the caller decodes those itself, so outcomes stay those of decodeCluster.
+ * holds [start, end) pairs of `input`, each the compressed bytes of one cluster, decoded into
+ * `targets` (one cluster each); `input` stays the caller's. Resolves with one flag per piece: 1
+ * when it decoded to exactly one cluster (now in its target), 0 when not (its target is left
+ * unspecified): the caller decodes those itself, so outcomes stay those of decodeCluster.
  */
 export interface DeflateBatchDecoder {
-  decodeClusters(input: Uint8Array, pieces: Uint32Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
+  decodeClusters(input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
 }
 
 let deflateBatch: DeflateBatchDecoder | undefined;
@@ -59,16 +60,12 @@ export interface ClusterPiece { start: number; end: number; hostOffset: number; 
  */
 export async function decodeClusters(type: CompressionType, input: Uint8Array, pieces: readonly ClusterPiece[]): Promise<void> {
   let left = pieces;
-  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 1) {
+  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 0) {
     const ranges = new Uint32Array(pieces.length * 2);
     pieces.forEach((piece, i) => ranges.set([piece.start, piece.end], 2 * i));
     try {
-      const clusters = await deflateBatch.decodeClusters(input, ranges, pieces[0].cluster.byteLength);
-      pieces.forEach((piece, i) => {
-        const cluster = clusters[i];
-        if (cluster !== undefined) piece.cluster.set(cluster);
-      });
-      left = pieces.filter((_, i) => clusters[i] === undefined);
+      const decoded = await deflateBatch.decodeClusters(input, ranges, pieces.map((piece) => piece.cluster));
+      left = pieces.filter((_, i) => decoded[i] !== 1);
     } catch {
       // The batch decoder failed as a whole (e.g. a worker exited): decode everything here.
     }

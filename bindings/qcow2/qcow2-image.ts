@@ -262,7 +262,7 @@ export class Qcow2Image extends DispatchedImage {
     while (position < end) {
       const runs = await this.core.map(position, end - position, this.backend);
       const targetOf = (run: MappedRun) => target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length);
-      await allSettledOrThrow(groupCompressedRuns(runs).map((item) =>
+      await allSettledOrThrow(groupCompressedRuns(runs, this.header.clusterSize).map((item) =>
         isRunGroup(item) ? this.compressed.readGroup(item, targetOf) : this.readRun(item, targetOf(item))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;
