@@ -11,6 +11,9 @@
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree)
 // and the disk bytes and requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS
 // (default 3) interleaved rounds; results in bench/results/v86-boot.json.
+// For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
+// QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
+// (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
 // Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
 // qemu-img and mke2fs.
 
@@ -161,6 +164,11 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 3);
+  const layouts = process.env.QCOW2_WASM_V86_BOOT_LAYOUTS?.split(',') ?? LAYOUTS;
+  const unknown = layouts.filter((name) => !(LAYOUTS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`QCOW2_WASM_V86_BOOT_LAYOUTS: no layout ${unknown.join(', ')} (layouts: ${LAYOUTS.join(', ')})`);
+  const profileDir = process.env.QCOW2_WASM_V86_BOOT_PROFILE;
+  const partial = profileDir !== undefined || layouts.length < LAYOUTS.length;
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
   const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
@@ -192,7 +200,7 @@ async function main(): Promise<void> {
 
       const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
       for (let round = 0; round < rounds; round++) {
-        for (const name of LAYOUTS) {
+        for (const name of layouts as LayoutName[]) {
           const page = await browser.newPage();
           try {
             await page.goto(`${origin}/bench/browser/v86-boot.html`);
@@ -204,16 +212,31 @@ async function main(): Promise<void> {
               layout: layoutFor(name, origin),
               timeoutMs: BOOT_TIMEOUT_MS,
             };
+            const profiler = profileDir === undefined ? undefined : await page.context().newCDPSession(page);
+            if (profiler !== undefined) {
+              await profiler.send('Profiler.enable');
+              await profiler.send('Profiler.start');
+            }
             const result = await page.evaluate((r) => (window as unknown as { v86Boot: { run(r: BootRequest): Promise<BootResult> } }).v86Boot.run(r), request);
+            if (profiler !== undefined) {
+              const { profile } = await profiler.send('Profiler.stop');
+              mkdirSync(profileDir!, { recursive: true });
+              writeFileSync(join(profileDir!, `${name}-${round + 1}.cpuprofile`), JSON.stringify(profile));
+            }
             const stats = await (await fetch(`${origin}/__v86boot/stats`)).json() as { diskBytes: number; diskRequests: number };
             runs[name].push({ ...result, ...stats });
-            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})`);
+            const reads = result.diskReads === undefined ? '' : `; guest reads: ${result.diskReads.count}, ${(result.diskReads.bytes / MiB).toFixed(1)} MiB, waited ${(result.diskReads.waitMs / 1000).toFixed(2)} s in all, at most ${result.diskReads.maxWaitMs.toFixed(0)} ms`;
+            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}`);
           } finally {
             await page.close();
           }
         }
       }
 
+      if (partial) {
+        console.log('\n(only some layouts, or profiled: no results written)');
+        return;
+      }
       const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
         readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
         diskBytes: median(runs[name].map((run) => run.diskBytes)),

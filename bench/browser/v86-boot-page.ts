@@ -33,6 +33,34 @@ export interface BootResult {
   readyMs: number;
   /** The READY line as the guest printed it ("READY <files> <KiB read>"). */
   ready: string;
+  /** The guest's disk reads through the qcow2 adapter (none for v86's own loader). */
+  diskReads?: DiskReadStats;
+}
+
+/** What the guest's disk reads cost: how many, their bytes, and the time from request to answer. */
+export interface DiskReadStats {
+  count: number;
+  bytes: number;
+  /** Sum over reads of the time from v86's get() to its callback. */
+  waitMs: number;
+  /** The slowest read. */
+  maxWaitMs: number;
+}
+
+/** Wraps `disk.get` to add every read's size and latency to `stats`. */
+function countReads(disk: V86Disk, stats: DiskReadStats): void {
+  const get = disk.get.bind(disk);
+  disk.get = (start, len, fn, options) => {
+    const issued = performance.now();
+    get(start, len, (data) => {
+      const waited = performance.now() - issued;
+      stats.count++;
+      stats.bytes += len;
+      stats.waitMs += waited;
+      stats.maxWaitMs = Math.max(stats.maxWaitMs, waited);
+      fn(data);
+    }, options);
+  };
 }
 
 /** The hda option for `layout`, and the adapter to close afterwards (none for v86's own loader). */
@@ -53,11 +81,13 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
 
 async function run(request: BootRequest): Promise<BootResult> {
   const { hda, disk } = await diskFor(request.layout);
+  const diskReads: DiskReadStats = { count: 0, bytes: 0, waitMs: 0, maxWaitMs: 0 };
+  if (disk !== undefined) countReads(disk, diskReads);
   const started = performance.now();
   const emulator = new V86(guestOptions(guestFilesAt(request.assets), request.cmdline, hda));
   try {
     const { matched } = await waitForGuestLine(emulator, /^READY/, request.timeoutMs);
-    return { readyMs: performance.now() - started, ready: matched };
+    return { readyMs: performance.now() - started, ready: matched, ...(disk === undefined ? {} : { diskReads }) };
   } finally {
     await emulator.destroy();
     await disk?.close();
