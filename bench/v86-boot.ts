@@ -4,7 +4,8 @@
 // server, in each layout:
 //   v86-parts    v86's own loader over the raw disk in 1 MiB parts (fixed_chunk_size, use_parts)
 //   qcow2-range  one qcow2 file with compressed clusters (qemu-img convert -c), read with Range
-//                requests through openHttpBackend, under a qcow2 overlay in memory (toV86Disk)
+//                requests through openHttpBackend (its read-ahead on), under a qcow2 overlay in memory
+//                (toV86Disk)
 //   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
 //                plain GETs through openSplitBackend, under a qcow2 overlay in memory
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
@@ -184,7 +185,7 @@ async function main(): Promise<void> {
       logLevel: 'error',
       plugins: [bootFileServer(files)],
       server: { host: '127.0.0.1', port: 0, hmr: false },
-      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86'] },
+      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86', 'zstddec'] },
     });
     await server.listen();
     const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });

@@ -14,7 +14,7 @@ import { guestFilesAt, guestOptions, waitForGuestLine } from '../../scripts/v86-
 export type BootLayout =
   /** v86's own loader: the raw disk as fixed-size parts `disk-START-END.img`. */
   | { kind: 'v86-parts'; url: string; sizeBytes: number; chunkBytes: number }
-  /** One qcow2 file read with Range requests, under a qcow2 overlay in memory. */
+  /** One qcow2 file read with Range requests (read ahead), under a qcow2 overlay in memory. */
   | { kind: 'qcow2-range'; url: string; virtualBytes: number }
   /** The same qcow2 file as split parts (openSplitBackend; `url` is the manifest), under a qcow2 overlay in memory. */
   | { kind: 'qcow2-parts'; url: string; virtualBytes: number };
@@ -68,7 +68,9 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
   if (layout.kind === 'v86-parts') {
     return { hda: { url: layout.url, size: layout.sizeBytes, async: true, fixed_chunk_size: layout.chunkBytes, use_parts: true } };
   }
-  const openBase = (name: string): Promise<Backend> => (layout.kind === 'qcow2-range' ? openHttpBackend(name) : openSplitBackend(name));
+  // Range requests through the read-ahead block cache (as a page cache would), so a guest's
+  // sequential reads cost a few large requests instead of one per read.
+  const openBase = (name: string): Promise<Backend> => (layout.kind === 'qcow2-range' ? openHttpBackend(name, { readAhead: {} }) : openSplitBackend(name));
   const overlay = await Qcow2Image.create(createMemoryBackend(0), {
     virtualSize: layout.virtualBytes,
     backingFile: layout.url,
