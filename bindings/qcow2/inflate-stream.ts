@@ -19,7 +19,9 @@ const POSTED_READS = 16;
  * that fills the cluster, so a stream that inflates far past a cluster (a bomb) costs a few MiB.
  * Several reads stay posted while a piece decodes: an engine that errors the stream at trailing
  * bytes (qcow2 cluster data is followed by up to a sector of the next cluster's bytes) keeps what
- * it handed to a read, but drops what it had queued.
+ * it handed to a read, but drops what it had queued. Engines that drop the output of the piece
+ * with the trailing bytes even so (WebKit, as the Compression Streams standard says) would fail
+ * nearly every cluster: there the decoder declines at once (found out once, at the first call).
  */
 export function streamDeflateDecoder(): NativeDeflateDecoder | undefined {
   if (typeof DecompressionStream !== 'function') return undefined;
@@ -28,7 +30,7 @@ export function streamDeflateDecoder(): NativeDeflateDecoder | undefined {
   } catch {
     return undefined; // an engine without the raw format
   }
-  return async (compressed, clusterBytes) => {
+  const decode: NativeDeflateDecoder = async (compressed, clusterBytes) => {
     // The stream takes no views of shared memory.
     const input = compressed.buffer instanceof ArrayBuffer ? compressed as Uint8Array<ArrayBuffer> : new Uint8Array(compressed);
     const stream = new DecompressionStream('deflate-raw');
@@ -68,4 +70,18 @@ export function streamDeflateDecoder(): NativeDeflateDecoder | undefined {
     void writer.abort().catch(() => undefined);
     return filled === clusterBytes ? cluster : undefined;
   };
+  let keepsOutput: Promise<boolean> | undefined;
+  return async (compressed, clusterBytes) => {
+    keepsOutput ??= keepsOutputBeforeTrailingBytes(decode);
+    return (await keepsOutput) ? decode(compressed, clusterBytes) : undefined;
+  };
+}
+
+// A stored deflate block holding "qcow", followed by a byte after the stream's end.
+const PROBE_STREAM = new Uint8Array([0x01, 0x04, 0x00, 0xfb, 0xff, 0x71, 0x63, 0x6f, 0x77, 0x00]);
+
+/** Whether `decode` returns a stream's output when bytes follow the stream's end. */
+async function keepsOutputBeforeTrailingBytes(decode: NativeDeflateDecoder): Promise<boolean> {
+  const output = await decode(PROBE_STREAM, 4);
+  return output !== undefined && new TextDecoder().decode(output) === 'qcow';
 }

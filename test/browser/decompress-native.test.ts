@@ -14,6 +14,7 @@ import { streamDeflateDecoder } from '../../bindings/qcow2/inflate-stream.js';
 import { loadWasmZstdDecoder } from '../../bindings/qcow2/zstd-wasm.js';
 import { loadZstd, zstdFrame } from '../../bindings/qcow2/compress.js';
 import { ImageError } from '../../bindings/base/errors.js';
+import { ENGINE } from './helpers.js';
 
 const CLUSTER_BYTES = 65536;
 
@@ -80,10 +81,13 @@ describe('the engine\'s raw-deflate decoder on compressed clusters', () => {
     expect(await decodeWith(true, 'zlib', cases[5][1])).toBe('QCOW2_CORRUPT');
   });
 
-  it('decodes a valid cluster with trailing bytes itself, without the portable decoder', async () => {
+  // WebKit drops a piece's output when bytes follow the stream's end (as the standard says), so
+  // there the decoder leaves every cluster to the portable decoder; the others decode natively.
+  it(`${ENGINE === 'webkit' ? 'declines' : 'decodes'} a valid cluster with trailing bytes itself in ${ENGINE}`, async () => {
     const decode = streamDeflateDecoder()!;
-    expect(await decode(cases[0][1], CLUSTER_BYTES)).toEqual(patterned(CLUSTER_BYTES));
-    expect(await decode(cases[2][1], CLUSTER_BYTES)).toEqual(new Uint8Array(CLUSTER_BYTES));
+    const expected = (cluster: Uint8Array) => (ENGINE === 'webkit' ? undefined : cluster);
+    expect(await decode(cases[0][1], CLUSTER_BYTES)).toEqual(expected(patterned(CLUSTER_BYTES)));
+    expect(await decode(cases[2][1], CLUSTER_BYTES)).toEqual(expected(new Uint8Array(CLUSTER_BYTES)));
   });
 });
 
