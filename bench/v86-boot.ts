@@ -15,6 +15,7 @@
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
 // (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
+// QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's compression_type.
 // Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
 // qemu-img and mke2fs.
 
@@ -26,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
+import type { CompressionType } from '../bindings/qcow2/decompress.js';
 import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { SPLIT_MANIFEST_NAME } from '../bindings/backends/split-manifest.js';
@@ -123,13 +125,13 @@ function requireGuestBuild(root: string): string {
 }
 
 /** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
-async function prepareFiles(root: string, scratch: string): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
+async function prepareFiles(root: string, scratch: string, compressionType: CompressionType): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
   const guestDir = join(root, 'build', 'v86-linux');
   if (!existsSync(BIOS_PATH)) throw new Error(`${BIOS_PATH} not found (apt-get install seabios)`);
   const rawPath = join(scratch, 'disk.raw');
   const qcow2Path = join(scratch, 'disk.qcow2');
   tool('mke2fs', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', '-d', join(guestDir, 'rootfs'), rawPath, `${DISK_BYTES / 1024}`]);
-  tool('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
+  tool('qemu-img', ['convert', '-c', '-o', `compression_type=${compressionType}`, '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
 
   const files = new Map<string, Uint8Array>();
   const v86Build = dirname(createRequire(import.meta.url).resolve('v86'));
@@ -169,6 +171,8 @@ async function main(): Promise<void> {
   const unknown = layouts.filter((name) => !(LAYOUTS as readonly string[]).includes(name));
   if (unknown.length > 0) throw new Error(`QCOW2_WASM_V86_BOOT_LAYOUTS: no layout ${unknown.join(', ')} (layouts: ${LAYOUTS.join(', ')})`);
   const profileDir = process.env.QCOW2_WASM_V86_BOOT_PROFILE;
+  const compressionType = process.env.QCOW2_WASM_V86_BOOT_COMPRESSION ?? 'zlib';
+  if (compressionType !== 'zlib' && compressionType !== 'zstd') throw new Error('QCOW2_WASM_V86_BOOT_COMPRESSION must be zlib or zstd');
   const partial = profileDir !== undefined || layouts.length < LAYOUTS.length;
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
@@ -176,7 +180,7 @@ async function main(): Promise<void> {
   const guest = JSON.parse(readFileSync(join(requireGuestBuild(root), 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
   try {
-    const { files, qcow2Bytes } = await prepareFiles(root, scratch);
+    const { files, qcow2Bytes } = await prepareFiles(root, scratch, compressionType);
     mkdirSync(join(scratch, 'vite-cache'));
     const server = await createServer({
       root,
@@ -197,7 +201,7 @@ async function main(): Promise<void> {
       const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
       console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless Chromium ${browser.version()}, v86 ${v86Version}, ${qemuVersion}`);
       console.log(machineLine());
-      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
+      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
 
       const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
       for (let round = 0; round < rounds; round++) {
@@ -258,6 +262,7 @@ async function main(): Promise<void> {
         diskBytes: DISK_BYTES,
         partBytes: PART_BYTES,
         qcow2FileBytes: qcow2Bytes,
+        compressionType,
         rounds,
         summary,
         runs,
