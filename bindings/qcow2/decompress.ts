@@ -3,6 +3,7 @@
 // fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike. A
 // platform entry may add native decoders (qcow2-wasm/node adds node:zlib's raw-deflate decoder,
 // which runs in the thread pool, a batch decoder of raw-deflate clusters on worker threads, and a
+// WebAssembly zstd decoder; qcow2-wasm/browser adds the engine's DecompressionStream and the same
 // WebAssembly zstd decoder); what they decline or fail on goes to the portable decoders, so every
 // platform decodes alike. The
 // compressed length is only known to 512-byte precision, so trailing bytes are expected.
@@ -16,9 +17,9 @@ export type CompressionType = 'zlib' | 'zstd';
 
 /**
  * A platform's raw-deflate decoder: resolves with the output of `compressed` (at most
- * `clusterBytes` of it; fewer when the stream is short), or undefined when it declines (the stream
- * produces more than a cluster: the portable decoder then stops at a full cluster, as QEMU does).
- * Rejects when the data does not decode.
+ * `clusterBytes` of it; fewer when the stream is short), or undefined when it declines (e.g. the
+ * stream produces more than a cluster, or the decoder cannot tell a verdict): the portable decoder
+ * then decides (it stops at a full cluster, as QEMU does). Rejects when the data does not decode.
  */
 export type NativeDeflateDecoder = (compressed: Uint8Array, clusterBytes: number) => Promise<Uint8Array | undefined>;
 
@@ -175,8 +176,11 @@ export function inflateCluster(type: CompressionType, compressed: Uint8Array, cl
   if (produced.buffer !== cluster.buffer || produced.byteOffset !== cluster.byteOffset) cluster.set(produced);
 }
 
-/** Compressed bytes first given to the deflate decoder (doubling after): bounds a bomb's work. */
-const DEFLATE_FIRST_PUSH_BYTES = 4096;
+/**
+ * Compressed bytes first given to a streaming deflate decoder (doubling after), which stops at the
+ * piece that fills the cluster: bounds a bomb's work.
+ */
+export const DEFLATE_FIRST_PUSH_BYTES = 4096;
 
 // Like QEMU (zlib stops once the output buffer is full), stop inflating once the cluster is
 // full: fflate's one-shot inflate with a fixed output buffer decodes the whole stream (a 64 MiB
