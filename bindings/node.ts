@@ -6,19 +6,12 @@ import type { BlockImage, CreateOptions, OpenOptions } from './dispatch/image.js
 import type { Qcow2Image } from './qcow2/qcow2-image.js';
 import { nodeFiles } from './files/node-files.js';
 import { createImageWith, openImageWith, type FileOpenOptions } from './files/open-image.js';
-import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
-import { nodeDeflateDecoder } from './qcow2/inflate-node.js';
-import { loadWasmZstdDecoder } from './qcow2/zstd-wasm.js';
-import { createWorkerDeflateDecoder } from './qcow2/decode-workers-node.js';
+import { installNodeDecoders } from './qcow2/node-decoders.js';
 
 export * from './index.js';
 
-// Compressed clusters decode natively: zlib with node:zlib (several clusters of one read on worker
-// threads, started at the first such read; a single cluster in the thread pool), zstd with the
-// reference decoder built to WebAssembly, instead of in JavaScript.
-setNativeDeflateDecoder(nodeDeflateDecoder);
-setNativeZstdDecoder(loadWasmZstdDecoder);
-setDeflateBatchDecoder(createWorkerDeflateDecoder());
+// Compressed clusters decode natively (node:zlib, WebAssembly zstd), not in JavaScript.
+installNodeDecoders();
 export { openNodeBackend } from './backends/node.js';
 export { createWorkerCompressor } from './qcow2/compress-node.js';
 

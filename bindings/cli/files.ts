@@ -10,7 +10,11 @@ import { openImageWith } from '../files/open-image.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from '../qcow2/qcow2-header.js';
 import { instantiateCore } from '../core/wasm.js';
 import { openNodeBackend } from '../backends/node.js';
+import { installNodeDecoders } from '../qcow2/node-decoders.js';
 import { CliError, describe, type CliIo } from './io.js';
+
+// Every verb opens its images here: compressed clusters decode natively, as with the Node entry.
+installNodeDecoders();
 
 /** QEMU's path_combine: a relative name is relative to the directory of `base` as written. */
 export function pathCombine(base: string, name: string): string {

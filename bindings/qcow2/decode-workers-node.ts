@@ -76,7 +76,6 @@ export function createWorkerDeflateDecoder(workerCount = Math.max(1, availablePa
 
   const start = (): PoolWorker => {
     const worker = new Worker(WORKER_SOURCE, { eval: true });
-    worker.unref();
     const pool: PoolWorker = { worker, jobs: new Map() };
     const fail = (error: Error) => {
       const at = workers.indexOf(pool);
@@ -93,6 +92,8 @@ export function createWorkerDeflateDecoder(workerCount = Math.max(1, availablePa
     });
     worker.on('error', (error) => fail(error));
     worker.on('exit', () => fail(new Error('the decoding worker exited')));
+    // After the listeners: adding a 'message' listener refs the worker's port again.
+    worker.unref();
     return pool;
   };
 
