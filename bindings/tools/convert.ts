@@ -61,7 +61,8 @@ const DEFAULT_IN_FLIGHT = 8;
 /** Guest bytes per chunk (rounded up to whole target clusters). */
 const CHUNK_BYTES = 8 << 20;
 
-function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
+/** Checks the options every convert takes; throws INVALID_ARGUMENT. Returns them with their defaults. */
+export function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
   const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
   const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
   if (!Number.isSafeInteger(minSparse) || minSparse < 0 || minSparse % 512 !== 0) {
@@ -74,9 +75,10 @@ function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: n
 }
 
 /** Per target cluster: does it need data, zeros, or nothing. */
-const enum ClusterNeed { NOTHING, ZERO, DATA }
+export const enum ClusterNeed { NOTHING, ZERO, DATA }
 
-function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
+/** What each of the `clusterCount` target clusters from guest `start` needs, given the source's classified `segments`. */
+export function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
   const seen = new Uint8Array(clusterCount); // bit per status
   for (const segment of segments) {
     const first = Math.floor((segment.start - start) / clusterBytes);
