@@ -14,6 +14,7 @@ import type { BlockImage } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
 import { Qcow2StreamLayout, StreamedCluster } from '../qcow2/qcow2-stream-layout.js';
 import { classifySource } from './convert-plan.js';
+import { convertChunkBytes } from './convert-chunk-size.js';
 import { readRanges, runPipeline, APPLIED, type Action, type Applied } from './convert-pipeline.js';
 import { checkOptions, ClusterNeed, clusterNeeds, type ConvertOptions, type ConvertResult, type ConvertToQcow2Options } from './convert.js';
 
@@ -25,8 +26,6 @@ export interface ConvertToQcow2StreamOptions extends ConvertOptions {
   onFileBytes?: (fileBytes: number) => void;
 }
 
-/** Guest bytes per read chunk of the data pass (whole clusters). */
-const CHUNK_BYTES = 4 << 20;
 /** Guest bytes the map pass classifies at once. */
 const MAP_BYTES = 1 << 30;
 
@@ -90,7 +89,7 @@ export async function convertToQcow2Stream(source: BlockImage, stream: WritableS
       return APPLIED;
     };
     const dataBytes = await runPipeline({
-      source, clusterBytes, chunkBytes: Math.max(1, Math.floor(CHUNK_BYTES / clusterBytes)) * clusterBytes, inFlight,
+      source, clusterBytes, chunkBytes: Math.ceil(convertChunkBytes() / clusterBytes) * clusterBytes, inFlight,
       prepare, apply, pooled: false, onProgress: options.onProgress,
     });
     await writer.close();
