@@ -127,7 +127,7 @@ describeWithQemu('convertToQcow2Stream (qemu-img as the oracle)', () => {
     expect(progress).toEqual([...progress].sort((a, b) => a - b));
   });
 
-  it('aborts the export with the stream\'s error, and refuses preallocation before writing', async () => {
+  it('aborts the export with the stream\'s error; refuses preallocation, a smaller target and a locked stream before writing', async () => {
     const source = await openImageFile(mixed, { readOnly: true });
     try {
       let writes = 0;
@@ -146,6 +146,10 @@ describeWithQemu('convertToQcow2Stream (qemu-img as the oracle)', () => {
       const untouched = new WritableStream<Uint8Array>({ write() { written++; } });
       await expect(convertToQcow2Stream(source, untouched, { create: { preallocation: 'metadata' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
       await expect(convertToQcow2Stream(source, untouched, { create: { virtualSize: MiB } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      const locked = new WritableStream<Uint8Array>();
+      const holder = locked.getWriter();
+      await expect(convertToQcow2Stream(source, locked)).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+      holder.releaseLock();
       expect(written).toBe(0);
     } finally {
       await source.close();

@@ -47,6 +47,7 @@ export async function convertToQcow2Stream(source: BlockImage, stream: WritableS
   if (virtualSize < source.virtualSize) {
     throw new ImageError('INVALID_ARGUMENT', `the target's virtual size ${virtualSize} is below the source's ${source.virtualSize}`);
   }
+  if (stream.locked) throw new ImageError('INVALID_ARGUMENT', 'the target stream is locked: another writer holds it');
   const layout = await Qcow2StreamLayout.start({ ...options.create, virtualSize });
   const writer = stream.getWriter();
   const write = async (bytes: Uint8Array): Promise<void> => {
