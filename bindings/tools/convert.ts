@@ -332,7 +332,8 @@ export async function convertToRawStream(source: BlockImage, stream: WritableStr
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes: 0, chunkBytes: convertChunkBytes(), inFlight,
-      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, 0, false), pooled: false,
+      // Zero and unallocated ranges go out from the shared zero buffer instead of being read.
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, DEFAULT_MIN_SPARSE, false), pooled: false,
       apply, onProgress: options.onProgress,
     });
     if (position < source.virtualSize) await writer.write(new Uint8Array(source.virtualSize - position));
