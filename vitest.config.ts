@@ -2,7 +2,7 @@
 // Test runner settings. Projects: "node" (everything under test/ but test/browser/), and the
 // browser test suite (test/browser/) three times: "browser" in headless Chromium through
 // Playwright, "firefox" in Debian's Firefox ESR over WebDriver BiDi, "webkit" in WebKitGTK's
-// MiniBrowser over WebKitWebDriver (test/runners/). Timeouts are generous because the machines
+// MiniBrowser on a private X server (test/runners/). Timeouts are generous because the machines
 // are shared and noisy (no test asserts timing).
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
@@ -66,7 +66,7 @@ export default defineConfig({
       },
       browserProject('browser', 'chromium', playwright({ launchOptions: { executablePath: chromiumPath, args: chromiumArgs } })),
       ...ifInstalled(browserProject('firefox', 'firefox', drivenBrowser('firefox')), [FIREFOX_PATH], 'apt-get install firefox-esr'),
-      ...ifInstalled(browserProject('webkit', 'webkit', drivenBrowser('webkit')), [WEBKIT_BROWSER_PATH, XVFB_PATH], 'apt-get install webkit2gtk-driver xvfb'),
+      ...ifInstalled(browserProject('webkit', 'webkit', drivenBrowser('webkit')), [WEBKIT_BROWSER_PATH, XVFB_PATH], 'apt-get install libwebkit2gtk-4.1-0 xvfb'),
     ],
   },
 });

@@ -8,7 +8,8 @@
 // fsync of the output file. Two figures for us: the `qcow2-wasm convert` process (Node's start
 // and module loading included), and the library call timed inside its process
 // (bench/convert-run.ts: open, convert, flush, close). `--quick`: 256 MiB chain, 64 MiB text, one
-// round. Writes bench/results/convert.json with the revision, machine, versions and load.
+// round. `--compressed-only`: only the `-c` rows (their results file is convert-compressed.json).
+// Writes bench/results/convert.json with the revision, machine, versions and load.
 
 import { execFileSync, spawnSync } from 'node:child_process';
 import { closeSync, fsyncSync, mkdirSync, openSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { fillPattern, machineInfo, machineLine, median, printResult, printTable,
 
 const MIB = 1024 * 1024;
 const QUICK = process.argv.includes('--quick');
+const COMPRESSED_ONLY = process.argv.includes('--compressed-only');
 const CHAIN_BYTES = (QUICK ? 256 : 1024) * MIB;
 const TEXT_BYTES = (QUICK ? 64 : 256) * MIB;
 const ROUNDS = QUICK ? 1 : 3;
@@ -119,11 +121,13 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {};
   const rows: string[][] = [];
   await withTempDir('qcow2-wasm-convert-bench-', async (dir) => {
-    const chain = await writeChain(dir);
+    const chain = COMPRESSED_ONLY ? '' : await writeChain(dir);
     const text = await writeText(dir);
     const cases: [string, string, string[], string[], number][] = [
-      ['chain -> qcow2', chain, ['-O', 'qcow2'], ['qcow2'], CHAIN_BYTES],
-      ['chain -> raw', chain, ['-O', 'raw'], ['raw'], CHAIN_BYTES],
+      ...(COMPRESSED_ONLY ? [] : [
+        ['chain -> qcow2', chain, ['-O', 'qcow2'], ['qcow2'], CHAIN_BYTES],
+        ['chain -> raw', chain, ['-O', 'raw'], ['raw'], CHAIN_BYTES],
+      ] as [string, string, string[], string[], number][]),
       ['-c zlib', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zlib'], ['qcow2', 'zlib'], TEXT_BYTES],
       ['-c zstd', text, ['-c', '-O', 'qcow2', '-o', 'compression_type=zstd'], ['qcow2', 'zstd'], TEXT_BYTES],
     ];
@@ -150,7 +154,7 @@ async function main(): Promise<void> {
   };
   printResult(record);
   mkdirSync(join('bench', 'results'), { recursive: true });
-  writeFileSync(join('bench', 'results', QUICK ? 'convert-quick.json' : 'convert.json'), `${JSON.stringify(record, null, 2)}\n`);
+  writeFileSync(join('bench', 'results', QUICK ? 'convert-quick.json' : COMPRESSED_ONLY ? 'convert-compressed.json' : 'convert.json'), `${JSON.stringify(record, null, 2)}\n`);
 }
 
 await main();

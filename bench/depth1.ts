@@ -2,7 +2,8 @@
 // Depth-1 latency: one 4 KiB request at a time, awaited before the next, at random aligned
 // offsets of a fully written image (every write lands in place), as an emulator's IDE controller
 // issues them. Qcow2Image and RawImage opened with openImageFile defaults, against bare
-// fs.readSync / fs.writeSync on the same raw file. Used by the main job and bench:depth1.
+// fs.readSync / fs.writeSync on the same raw file, the three taking turns every 250 requests (so
+// a burst of other load on the machine hits them alike). Used by the main job and bench:depth1.
 
 import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -58,31 +59,55 @@ function offsets(count: number): number[] {
   return Array.from({ length: count }, () => (random() % blocks) * BLOCK_BYTES);
 }
 
-/** µs per request of awaited reads then awaited writes through `image`. */
-async function libraryRun(image: BlockImage, at: readonly number[]): Promise<Depth1Row> {
-  const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
-  const read = await timed(at.length, async () => { for (const offset of at) await image.readInto(offset, buffer); });
-  const write = await timed(at.length, async () => { for (const offset of at) await image.write(offset, buffer); });
-  return { read: read.wall, write: write.wall, readCpu: read.cpu, writeCpu: write.cpu };
+/** Requests per slice: the contenders take turns slice by slice, so a burst of other load hits them alike. */
+const SLICE_REQUESTS = 250;
+
+/** One contender's timed slices: `read`/`write` run requests [from, to) of the offsets. */
+interface Contender { read: (from: number, to: number) => Promise<void> | void; write: (from: number, to: number) => Promise<void> | void }
+
+/** Time and CPU time summed over slices, in µs. */
+interface Totals { wall: number; cpu: number }
+
+/** µs per request of `contenders`' reads, then of their writes, taking turns slice by slice. */
+async function interleavedRun(contenders: readonly Contender[], count: number): Promise<Depth1Row[]> {
+  const reads: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
+  const writes: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
+  for (const [phase, totals] of [['read', reads], ['write', writes]] as const) {
+    for (let from = 0; from < count; from += SLICE_REQUESTS) {
+      const to = Math.min(count, from + SLICE_REQUESTS);
+      for (let i = 0; i < contenders.length; i++) {
+        const slice = await timed(to - from, () => contenders[i][phase](from, to));
+        totals[i].wall += slice.wall * (to - from);
+        totals[i].cpu += slice.cpu * (to - from);
+      }
+    }
+  }
+  return contenders.map((_, i) => ({ read: reads[i].wall / count, write: writes[i].wall / count, readCpu: reads[i].cpu / count, writeCpu: writes[i].cpu / count }));
 }
 
-/** µs per request of synchronous positional syscalls on the raw file. */
-async function bareRun(path: string, at: readonly number[]): Promise<Depth1Row> {
-  const fd = openSync(path, 'r+');
-  try {
-    const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
-    const read = await timed(at.length, () => { for (const offset of at) readSync(fd, buffer, 0, BLOCK_BYTES, offset); });
-    const write = await timed(at.length, () => { for (const offset of at) writeSync(fd, buffer, 0, BLOCK_BYTES, offset); });
-    return { read: read.wall, write: write.wall, readCpu: read.cpu, writeCpu: write.cpu };
-  } finally {
-    closeSync(fd);
-  }
+/** A contender of awaited reads and writes through `image`. */
+function libraryContender(image: BlockImage, at: readonly number[]): Contender {
+  const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
+  return {
+    read: async (from, to) => { for (let i = from; i < to; i++) await image.readInto(at[i], buffer); },
+    write: async (from, to) => { for (let i = from; i < to; i++) await image.write(at[i], buffer); },
+  };
+}
+
+/** A contender of synchronous positional syscalls on the file open as `fd`. */
+function bareContender(fd: number, at: readonly number[]): Contender {
+  const buffer = new Uint8Array(BLOCK_BYTES).fill(0xa5);
+  return {
+    read: (from, to) => { for (let i = from; i < to; i++) readSync(fd, buffer, 0, BLOCK_BYTES, at[i]); },
+    write: (from, to) => { for (let i = from; i < to; i++) writeSync(fd, buffer, 0, BLOCK_BYTES, at[i]); },
+  };
 }
 
 /**
- * Runs the depth-1 comparison in `dir` (which it fills with two 64 MiB files): `requests` reads
- * then `requests` writes per contender per round, `rounds` rounds interleaved after an uncounted
- * warm-up round, medians returned.
+ * Runs the depth-1 comparison in `dir` (which it fills with two 64 MiB files): per round, the
+ * images opened afresh, `requests` reads then `requests` writes per contender, the contenders
+ * taking turns every SLICE_REQUESTS requests; `rounds` rounds after an uncounted warm-up round,
+ * medians returned.
  */
 export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promise<Depth1Result> {
   const { rawPath, qcow2Path } = await makeImages(dir);
@@ -91,12 +116,18 @@ export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promi
   // Round 0 warms the JIT up and is not counted.
   for (let round = 0; round <= rounds; round++) {
     const qcow2 = await openImageFile(qcow2Path);
-    samples.qcow2.push(await libraryRun(qcow2, at));
-    await qcow2.close();
     const raw = await openImageFile(rawPath);
-    samples.raw.push(await libraryRun(raw, at));
-    await raw.close();
-    samples.bare.push(await bareRun(rawPath, at));
+    const fd = openSync(rawPath, 'r+');
+    try {
+      const [qcow2Row, rawRow, bareRow] = await interleavedRun([libraryContender(qcow2, at), libraryContender(raw, at), bareContender(fd, at)], requests);
+      samples.qcow2.push(qcow2Row);
+      samples.raw.push(rawRow);
+      samples.bare.push(bareRow);
+    } finally {
+      closeSync(fd);
+      await qcow2.close();
+      await raw.close();
+    }
   }
   const medianRow = (rows: Depth1Row[]): Depth1Row => ({
     read: median(rows.map((r) => r.read)), write: median(rows.map((r) => r.write)),

@@ -4,13 +4,18 @@
 // server, in each layout:
 //   v86-parts    v86's own loader over the raw disk in 1 MiB parts (fixed_chunk_size, use_parts)
 //   qcow2-range  one qcow2 file with compressed clusters (qemu-img convert -c), read with Range
-//                requests through openHttpBackend, under a qcow2 overlay in memory (toV86Disk)
+//                requests through openHttpBackend (its read-ahead on), under a qcow2 overlay in memory
+//                (toV86Disk)
 //   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
 //                plain GETs through openSplitBackend, under a qcow2 overlay in memory
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree)
 // and the disk bytes and requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS
 // (default 3) interleaved rounds; results in bench/results/v86-boot.json.
+// For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
+// QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
+// (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
+// QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's compression_type.
 // Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
 // qemu-img and mke2fs.
 
@@ -22,6 +27,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
+import type { CompressionType } from '../bindings/qcow2/decompress.js';
 import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { SPLIT_MANIFEST_NAME } from '../bindings/backends/split-manifest.js';
@@ -119,13 +125,13 @@ function requireGuestBuild(root: string): string {
 }
 
 /** The disk in every layout, and the other files a boot fetches, keyed by their URL path. */
-async function prepareFiles(root: string, scratch: string): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
+async function prepareFiles(root: string, scratch: string, compressionType: CompressionType): Promise<{ files: Map<string, Uint8Array>; qcow2Bytes: number }> {
   const guestDir = join(root, 'build', 'v86-linux');
   if (!existsSync(BIOS_PATH)) throw new Error(`${BIOS_PATH} not found (apt-get install seabios)`);
   const rawPath = join(scratch, 'disk.raw');
   const qcow2Path = join(scratch, 'disk.qcow2');
   tool('mke2fs', ['-q', '-F', '-t', 'ext4', '-E', 'root_owner=0:0', '-d', join(guestDir, 'rootfs'), rawPath, `${DISK_BYTES / 1024}`]);
-  tool('qemu-img', ['convert', '-c', '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
+  tool('qemu-img', ['convert', '-c', '-o', `compression_type=${compressionType}`, '-f', 'raw', '-O', 'qcow2', rawPath, qcow2Path]);
 
   const files = new Map<string, Uint8Array>();
   const v86Build = dirname(createRequire(import.meta.url).resolve('v86'));
@@ -161,13 +167,20 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
 
 async function main(): Promise<void> {
   const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 3);
+  const layouts = process.env.QCOW2_WASM_V86_BOOT_LAYOUTS?.split(',') ?? LAYOUTS;
+  const unknown = layouts.filter((name) => !(LAYOUTS as readonly string[]).includes(name));
+  if (unknown.length > 0) throw new Error(`QCOW2_WASM_V86_BOOT_LAYOUTS: no layout ${unknown.join(', ')} (layouts: ${LAYOUTS.join(', ')})`);
+  const profileDir = process.env.QCOW2_WASM_V86_BOOT_PROFILE;
+  const compressionType = process.env.QCOW2_WASM_V86_BOOT_COMPRESSION ?? 'zlib';
+  if (compressionType !== 'zlib' && compressionType !== 'zstd') throw new Error('QCOW2_WASM_V86_BOOT_COMPRESSION must be zlib or zstd');
+  const partial = profileDir !== undefined || layouts.length < LAYOUTS.length;
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
   const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
   const guest = JSON.parse(readFileSync(join(requireGuestBuild(root), 'guest.json'), 'utf8')) as { kernelRelease: string; kernelArgs: string; packages: string[] };
   const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-v86-boot-'));
   try {
-    const { files, qcow2Bytes } = await prepareFiles(root, scratch);
+    const { files, qcow2Bytes } = await prepareFiles(root, scratch, compressionType);
     mkdirSync(join(scratch, 'vite-cache'));
     const server = await createServer({
       root,
@@ -176,7 +189,7 @@ async function main(): Promise<void> {
       logLevel: 'error',
       plugins: [bootFileServer(files)],
       server: { host: '127.0.0.1', port: 0, hmr: false },
-      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86'] },
+      optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86', 'zstddec'] },
     });
     await server.listen();
     const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
@@ -188,11 +201,11 @@ async function main(): Promise<void> {
       const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
       console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless Chromium ${browser.version()}, v86 ${v86Version}, ${qemuVersion}`);
       console.log(machineLine());
-      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
+      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
 
       const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
       for (let round = 0; round < rounds; round++) {
-        for (const name of LAYOUTS) {
+        for (const name of layouts as LayoutName[]) {
           const page = await browser.newPage();
           try {
             await page.goto(`${origin}/bench/browser/v86-boot.html`);
@@ -204,16 +217,31 @@ async function main(): Promise<void> {
               layout: layoutFor(name, origin),
               timeoutMs: BOOT_TIMEOUT_MS,
             };
+            const profiler = profileDir === undefined ? undefined : await page.context().newCDPSession(page);
+            if (profiler !== undefined) {
+              await profiler.send('Profiler.enable');
+              await profiler.send('Profiler.start');
+            }
             const result = await page.evaluate((r) => (window as unknown as { v86Boot: { run(r: BootRequest): Promise<BootResult> } }).v86Boot.run(r), request);
+            if (profiler !== undefined) {
+              const { profile } = await profiler.send('Profiler.stop');
+              mkdirSync(profileDir!, { recursive: true });
+              writeFileSync(join(profileDir!, `${name}-${round + 1}.cpuprofile`), JSON.stringify(profile));
+            }
             const stats = await (await fetch(`${origin}/__v86boot/stats`)).json() as { diskBytes: number; diskRequests: number };
             runs[name].push({ ...result, ...stats });
-            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})`);
+            const reads = result.diskReads === undefined ? '' : `; guest reads: ${result.diskReads.count}, ${(result.diskReads.bytes / MiB).toFixed(1)} MiB, waited ${(result.diskReads.waitMs / 1000).toFixed(2)} s in all, at most ${result.diskReads.maxWaitMs.toFixed(0)} ms`;
+            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}`);
           } finally {
             await page.close();
           }
         }
       }
 
+      if (partial) {
+        console.log('\n(only some layouts, or profiled: no results written)');
+        return;
+      }
       const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
         readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
         diskBytes: median(runs[name].map((run) => run.diskBytes)),
@@ -234,6 +262,7 @@ async function main(): Promise<void> {
         diskBytes: DISK_BYTES,
         partBytes: PART_BYTES,
         qcow2FileBytes: qcow2Bytes,
+        compressionType,
         rounds,
         summary,
         runs,

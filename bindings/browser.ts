@@ -4,7 +4,16 @@
 // IndexedDB, Blobs and Files, HTTP Range, memory.
 // Nothing reachable from here imports a `node:` module.
 
+import { setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
+import { streamDeflateDecoder } from './qcow2/inflate-stream.js';
+
 export * from './index.js';
+
+// Compressed clusters decode natively: zlib with the engine's DecompressionStream, zstd with the
+// reference decoder built to WebAssembly (loaded at the first zstd cluster), instead of in
+// JavaScript on the thread that runs the emulator.
+setNativeDeflateDecoder(streamDeflateDecoder());
+setNativeZstdDecoder(() => import('./qcow2/zstd-wasm.js').then((module) => module.loadWasmZstdDecoder()));
 export { openOpfsBackend, type OpfsBackendOptions, type OpfsMode } from './backends/opfs.js';
 export { createWritableStreamBackend, type WritableStreamBackend } from './backends/opfs-writable-stream.js';
 export { createBlobBackend } from './backends/blob.js';

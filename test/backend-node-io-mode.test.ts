@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // Which transfers the Node backend moves with synchronous syscalls: by default ('auto') those of
 // at most syncMaxBytes on a local regular file, everything else through the thread pool. The
-// synchronous calls are counted by wrapping node:fs's readvSync/writevSync.
+// synchronous calls are counted by wrapping node:fs's readSync/readvSync/writeSync/writevSync.
 import { afterAll, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -12,7 +12,9 @@ vi.mock('node:fs', async (importOriginal) => {
   const fs = await importOriginal<typeof import('node:fs')>();
   return {
     ...fs,
+    readSync: (...args: Parameters<typeof fs.readSync>) => { syncCalls.read++; return fs.readSync(...args); },
     readvSync: (...args: Parameters<typeof fs.readvSync>) => { syncCalls.read++; return fs.readvSync(...args); },
+    writeSync: (...args: Parameters<typeof fs.writeSync>) => { syncCalls.write++; return fs.writeSync(...args); },
     writevSync: (...args: Parameters<typeof fs.writevSync>) => { syncCalls.write++; return fs.writevSync(...args); },
   };
 });

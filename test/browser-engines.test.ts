@@ -1,101 +1,31 @@
 // SPDX-License-Identifier: MIT
 // Driven from Node in each engine (Chromium through Playwright, Firefox over WebDriver BiDi,
-// WebKitGTK over WebKitWebDriver; test/runners/): two tabs of one browser contend for one image
-// (the second gets IMAGE_LOCKED, or a read-only open when it asks, and the image once the first
-// lets go), and images written with multiwrite survive a reload (Firefox also a restart on the
-// same profile: OPFS from the page and from a worker, IndexedDB; the OPFS files then pass
-// qemu-img check and compare against the model). WebKit's automation session
-// keeps website data in an ephemeral store, as a private window does, where OPFS is unusable, so
-// there the images live in IndexedDB; its OPFS backends run in the webkit test project instead.
+// WebKitGTK's MiniBrowser over its remote inspector; test/runners/): two tabs of one browser
+// contend for one image in OPFS and in IndexedDB (the second gets IMAGE_LOCKED, or a read-only
+// open when it asks, and the image once the first lets go); an overlay in OPFS and in IndexedDB
+// whose write fails with an (injected) quota error fails typed and opens intact after a reload;
+// and images written with multiwrite (OPFS from the page, OPFS from a worker in mode 'auto', IndexedDB) survive a reload and a
+// restart on the same profile; the OPFS files then pass qemu-img check and compare against the
+// model. In WebKitGTK the worker's OPFS image is written without sync access handles (the engine
+// has none that work), through the async backend; and a private WebKit window, which has no
+// usable OPFS, gets BACKEND_NOT_SUPPORTED from it and keeps the image in IndexedDB instead.
 
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium } from 'playwright';
-import type { ViteDevServer } from 'vite';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './runners/driven-browser.js';
-import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
-import { launchWebKit, WEBKIT_DRIVER_PATH } from './runners/webkit-webdriver.js';
-import { qemuImg, requireQemu } from './helpers/qemu.js';
-import { CHROMIUM, CHROMIUM_ARGS, startPageServer } from './helpers/chromium-pages.js';
-import { isCi } from './helpers/describe-requiring.js';
-import { reloadModel } from './browser/pages/workload.js';
+import { describe, expect, it } from 'vitest';
+import type { DrivenPage } from './runners/driven-browser.js';
+import { ENGINES } from './runners/engines.js';
+import { launchWebKit } from './runners/webkit-inspector.js';
+import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
+import { serveDrivenTestPage } from './helpers/driven-test-page.js';
+import { describeRequiring, isCi } from './helpers/describe-requiring.js';
 
 const SEED = 0x7ab5;
 
-/** Chromium through Playwright, as a DrivenBrowser. */
-async function launchChromium(options: LaunchOptions = {}): Promise<DrivenBrowser> {
-  const profile = options.profileDir ?? mkdtempSync(join(tmpdir(), 'qcow2-wasm-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-  let first = context.pages()[0];
-  return {
-    engine: 'chromium' as DrivenBrowser['engine'],
-    async openPage(url): Promise<DrivenPage> {
-      const page = first ?? (await context.newPage());
-      first = undefined;
-      const driven: DrivenPage = {
-        goto: async (to) => { await page.goto(to); },
-        reload: async () => { await page.reload(); },
-        evaluate: async <T>(expression: string) => JSON.parse(await page.evaluate(jsonExpression(expression)) as string) as T,
-      };
-      await driven.goto(url);
-      return driven;
-    },
-    async close() {
-      await context.close();
-      if (options.profileDir === undefined) rmSync(profile, { recursive: true, force: true });
-    },
-  };
-}
+/** Where the reload test keeps its images: OPFS from the page, OPFS from a worker, IndexedDB. */
+const STORES = ['page', 'worker', 'indexeddb'] as const;
 
-interface Engine {
-  name: 'chromium' | 'firefox' | 'webkit';
-  binary: string;
-  install: string;
-  launch: (options?: LaunchOptions) => Promise<DrivenBrowser>;
-  /** Stores whose images outlive a reload in this engine's driven session. */
-  reloadStores: Array<'page' | 'worker' | 'indexeddb'>;
-  /** Whether a restart on the same profile keeps website data. */
-  restarts: boolean;
-  /** Stores the two-tab test contends for. */
-  tabStores: Array<'opfs' | 'indexeddb'>;
-}
-
-const ENGINES: Engine[] = [
-  { name: 'chromium', binary: CHROMIUM, install: 'apt-get install chromium', launch: launchChromium, reloadStores: ['indexeddb'], restarts: true, tabStores: ['opfs', 'indexeddb'] },
-  { name: 'firefox', binary: FIREFOX_PATH, install: 'apt-get install firefox-esr', launch: launchFirefox, reloadStores: ['page', 'worker', 'indexeddb'], restarts: true, tabStores: ['opfs', 'indexeddb'] },
-  { name: 'webkit', binary: WEBKIT_DRIVER_PATH, install: 'apt-get install webkit2gtk-driver xvfb', launch: launchWebKit, reloadStores: ['indexeddb'], restarts: false, tabStores: ['indexeddb'] },
-];
-
-let server: ViteDevServer | undefined;
-let pageUrl = '';
-let scratch = '';
-
-beforeAll(async () => {
-  scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-engines-'));
-  ({ server, pageUrl } = await startPageServer(scratch, 'reload.html'));
-}, 120_000);
-
-afterAll(async () => {
-  await server?.close();
-  if (scratch !== '') rmSync(scratch, { recursive: true, force: true });
-});
-
-/** Opens the test page in a new tab and waits for its API. */
-async function openTestPage(browser: DrivenBrowser): Promise<DrivenPage> {
-  const page = await browser.openPage(pageUrl);
-  await waitForApi(page);
-  return page;
-}
-
-async function waitForApi(page: DrivenPage): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!(await page.evaluate<boolean>(`'qcow2Reload' in window`))) {
-    if (Date.now() > deadline) throw new Error('the test page did not load its API within 60 s');
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const testPage = serveDrivenTestPage('reload.html', 'qcow2Reload');
 
 const api = (call: string) => `window.qcow2Reload.${call}`;
 
@@ -108,9 +38,9 @@ for (const engine of ENGINES) {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
       const browser = await engine.launch();
       try {
-        const first = await openTestPage(browser);
-        const second = await openTestPage(browser);
-        for (const store of engine.tabStores) {
+        const first = await testPage.open(browser);
+        const second = await testPage.open(browser);
+        for (const store of ['opfs', 'indexeddb'] as const) {
           const name = `tabs-${engine.name}-${store}-${Date.now()}`;
           expect(await first.evaluate(api(`hold(${JSON.stringify(store)}, ${JSON.stringify(name)})`)), `${store}: the first tab holds it`).toMatchObject({ writable: true });
           expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), store).toEqual({ code: 'IMAGE_LOCKED' });
@@ -123,45 +53,77 @@ for (const engine of ENGINES) {
       }
     }, 240_000);
 
-    it(`${engine.name}: images written with multiwrite survive a reload${engine.restarts ? ' and a restart' : ''} (seed ${SEED})`, async () => {
+    it(`${engine.name}: a quota error fails an overlay's write typed; after a reload the overlay opens intact (OPFS, IndexedDB)`, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const profileDir = mkdtempSync(join(scratch, `${engine.name}-profile-`));
-      const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
-      const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
-        page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
-      const expectIntact = async (page: DrivenPage, when: string) => {
-        for (const where of engine.reloadStores) expect(await run(page, 'read', where), `${where} ${when}`).toMatchObject({ firstMismatch: -1 });
-      };
-      let browser = await engine.launch({ profileDir });
+      const browser = await engine.launch();
       try {
-        const page = await openTestPage(browser);
-        for (const where of engine.reloadStores) expect(await run(page, 'write', where), where).toMatchObject({ guestWriteRequests: 64 + 48 + 32 });
+        const page = await testPage.open(browser);
+        const prefix = (store: string) => `engines-${engine.name}/quota-${store}-${Date.now()}`;
+        const prefixes = { opfs: prefix('opfs'), indexeddb: prefix('indexeddb') };
+        for (const store of ['opfs', 'indexeddb'] as const) {
+          const failed = await page.evaluate<{ code: string; causedByQuota: boolean; closeCode: string }>(api(`failWithQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`));
+          expect(failed.code, `${store}: the write or the flush after it failed typed`).toMatch(/^[A-Z][A-Z_]+$/);
+          expect(failed.causedByQuota, `${store}: caused by QuotaExceededError`).toBe(true);
+          expect(failed.closeCode, `${store}: close() closes or fails typed`).toMatch(/^([A-Z][A-Z_]+)?$/);
+        }
         await page.reload();
-        await waitForApi(page);
-        await expectIntact(page, 'after a reload');
-      } finally {
-        await browser.close();
-      }
-      if (!engine.restarts) return;
-      browser = await engine.launch({ profileDir });
-      try {
-        const page = await openTestPage(browser);
-        await expectIntact(page, 'after a restart');
-        const opfsStores = engine.reloadStores.filter((where) => where !== 'indexeddb');
-        if (opfsStores.length === 0 || !requireQemu(`${engine.name} reload test: qemu-img check and compare of the exported images`)) return;
-        const raw = join(profileDir, 'model.raw');
-        writeFileSync(raw, reloadModel(SEED));
-        for (const where of opfsStores) {
-          const file = join(profileDir, `${where}.qcow2`);
-          writeFileSync(file, Buffer.from(await page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), 'base64'));
-          const check = qemuImg(['check', file]);
-          expect(check.code, `qemu-img check of the ${where} image: ${check.stdout}${check.stderr}`).toBe(0);
-          const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', file, raw]);
-          expect(compare.code, `qemu-img compare of the ${where} image with the model: ${compare.stdout}${compare.stderr}`).toBe(0);
+        await testPage.ready(page);
+        for (const store of ['opfs', 'indexeddb'] as const) {
+          expect(await page.evaluate(api(`reopenAfterQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`)), `${store} after a reload`)
+            .toEqual({ corruptions: 0, flushedIntact: true, baseIntact: true });
         }
       } finally {
         await browser.close();
       }
-    }, 300_000);
+    }, 240_000);
+
+    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, async () => {
+      if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
+      const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
+      const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
+      const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
+      const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
+        page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
+      const expectIntact = async (page: DrivenPage, when: string) => {
+        for (const where of STORES) expect(await run(page, 'read', where), `${where} ${when}`).toEqual({ kind: kind[where], firstMismatch: -1 });
+      };
+      let browser = await engine.launch({ profileDir });
+      try {
+        const page = await testPage.open(browser);
+        for (const where of STORES) expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 });
+        await page.reload();
+        await testPage.ready(page);
+        await expectIntact(page, 'after a reload');
+      } finally {
+        await browser.close();
+      }
+      browser = await engine.launch({ profileDir });
+      try {
+        const page = await testPage.open(browser);
+        await expectIntact(page, 'after a restart');
+        await expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
+          (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir);
+      } finally {
+        await browser.close();
+      }
+    }, 600_000);
   });
 }
+
+const webkit = ENGINES.find((engine) => engine.name === 'webkit')!;
+describeRequiring('webkit: a private window', existsSync(webkit.binary) ? undefined : `${webkit.binary} not found (${webkit.install})`, () => {
+  it('webkit: in a private window (ephemeral website data) OPFS fails with BACKEND_NOT_SUPPORTED and IndexedDB takes the image', async () => {
+    const browser = await launchWebKit({ privateBrowsing: true });
+    try {
+      const page = await testPage.open(browser);
+      const name = `private-${Date.now()}`;
+      const opfs = await page.evaluate<{ code?: string; message?: string }>(`${api(`hold('opfs', ${JSON.stringify(name)})`)}.then(() => ({}), (e) => ({ code: e.code, message: e.message }))`);
+      expect(opfs.code, opfs.message).toBe('BACKEND_NOT_SUPPORTED');
+      expect(opfs.message).toMatch(/getDirectory: UnknownError/);
+      expect(await page.evaluate(api(`hold('indexeddb', ${JSON.stringify(name)})`))).toEqual({ kind: 'indexeddb', writable: true });
+      await page.evaluate(api('release()'));
+    } finally {
+      await browser.close();
+    }
+  }, 120_000);
+});

@@ -1,94 +1,49 @@
 // SPDX-License-Identifier: MIT
-// The loss window in a browser, end to end in headless Chromium driven from Node with Playwright:
-// a page writes qcow2 images in OPFS with multiwrite (from a worker with sync access, and from
+// The loss window in a browser, end to end in each engine driven from Node (test/runners/): a
+// page writes qcow2 images in OPFS with multiwrite (from a worker in OPFS mode 'auto', and from
 // the page with async OPFS) and leaves them open: no flush(), no close(). 2 s after the last
-// write resolved the page is closed (the tab goes away, its worker with it). A new page reopens
-// the images and compares every byte with the model; the files are exported for qemu-img check
-// and compare.
+// write resolved the tab is closed (its worker goes with it). A new page reopens the images and
+// compares every byte with the model; the files are exported for qemu-img check and compare.
 
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright';
-import type { ViteDevServer } from 'vite';
-import { afterAll, beforeAll, expect, it } from 'vitest';
-import { CHROMIUM, CHROMIUM_ARGS, describeWithChromium, startPageServer } from './helpers/chromium-pages.js';
-import { qemuImg, requireQemu } from './helpers/qemu.js';
-import { reloadModel } from './browser/pages/workload.js';
+import { existsSync } from 'node:fs';
+import { expect, it } from 'vitest';
+import type { DrivenPage } from './runners/driven-browser.js';
+import { ENGINES } from './runners/engines.js';
+import { describeRequiring } from './helpers/describe-requiring.js';
+import { serveDrivenTestPage } from './helpers/driven-test-page.js';
+import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
 
 const SEED = 0x0c105e;
-const IMAGES = { worker: 'unclean-test/worker.qcow2', page: 'unclean-test/page.qcow2' } as const;
 /** How long after the last write resolved the page is closed. */
 const CLOSE_AFTER_MS = 2000;
 
 type Where = 'worker' | 'page';
-interface UncleanApi {
-  write(where: Where, path: string, seed: number): Promise<string>;
-  read(where: Where, path: string, seed: number): Promise<{ kind: string; firstMismatch: number }>;
-  exportFile(path: string): Promise<string>;
+
+const testPage = serveDrivenTestPage('unclean.html', 'qcow2Unclean');
+
+for (const engine of ENGINES) {
+  describeRequiring(`${engine.name}: OPFS images survive closing the page without close()`, existsSync(engine.binary) ? undefined : `${engine.binary} not found (${engine.install})`, () => {
+    it(`writes, closes the page 2 s later without close(), reopens intact (seed ${SEED})`, async () => {
+      const path = (where: Where) => `unclean-${engine.name}/${where}.qcow2`;
+      const call = (page: DrivenPage, method: string, where: Where) =>
+        page.evaluate(`window.qcow2Unclean.${method}(${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`);
+      const kind = { worker: engine.workerKind, page: 'opfs-async' } as const;
+      const browser = await engine.launch();
+      try {
+        const writer = await testPage.open(browser);
+        for (const where of ['worker', 'page'] as const) expect(await call(writer, 'write', where), where).toBe(kind[where]);
+        await new Promise((resolve) => setTimeout(resolve, CLOSE_AFTER_MS));
+        await writer.close();
+
+        const reader = await testPage.open(browser);
+        for (const where of ['worker', 'page'] as const) {
+          expect(await call(reader, 'read', where), `${where} image after the page was closed`).toEqual({ kind: kind[where], firstMismatch: -1 });
+        }
+        await expectImagesMatchReloadModel(`${engine.name} OPFS unclean-close test`, ['worker', 'page'],
+          (where) => reader.evaluate<string>(`window.qcow2Unclean.exportFile(${JSON.stringify(path(where as Where))})`), SEED, testPage.scratch());
+      } finally {
+        await browser.close();
+      }
+    }, 240_000);
+  });
 }
-
-describeWithChromium('OPFS images survive closing the page without close() (Chromium)', () => {
-  let server: ViteDevServer;
-  let profile: string;
-  let pageUrl: string;
-
-  beforeAll(async () => {
-    profile = mkdtempSync(join(tmpdir(), 'qcow2-wasm-unclean-'));
-    ({ server, pageUrl } = await startPageServer(profile, 'unclean.html'));
-  });
-
-  afterAll(async () => {
-    await server?.close();
-    if (profile !== undefined) rmSync(profile, { recursive: true, force: true });
-  });
-
-  const openPage = async (context: BrowserContext): Promise<Page> => {
-    const page = await context.newPage();
-    page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
-    await page.goto(pageUrl);
-    await page.waitForFunction(() => 'qcow2Unclean' in window, undefined, { timeout: 60_000 });
-    return page;
-  };
-
-  const writeIn = (page: Page, where: Where): Promise<string> =>
-    page.evaluate(([w, path, seed]) => (window as unknown as { qcow2Unclean: UncleanApi }).qcow2Unclean.write(w, path, seed),
-      [where, IMAGES[where], SEED] as const);
-  const readIn = (page: Page, where: Where): Promise<{ kind: string; firstMismatch: number }> =>
-    page.evaluate(([w, path, seed]) => (window as unknown as { qcow2Unclean: UncleanApi }).qcow2Unclean.read(w, path, seed),
-      [where, IMAGES[where], SEED] as const);
-
-  it(`writes, closes the page 2 s later without close(), reopens intact (seed ${SEED})`, async () => {
-    const context = await chromium.launchPersistentContext(join(profile, 'chromium'), { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-    try {
-      const writer = await openPage(context);
-      expect(await writeIn(writer, 'worker')).toBe('opfs-sync');
-      expect(await writeIn(writer, 'page')).toBe('opfs-async');
-      await new Promise((resolve) => setTimeout(resolve, CLOSE_AFTER_MS));
-      await writer.close({ runBeforeUnload: false });
-
-      const reader = await openPage(context);
-      for (const where of ['worker', 'page'] as const) {
-        expect(await readIn(reader, where), `${where} image after the page was closed`).toEqual({
-          kind: where === 'worker' ? 'opfs-sync' : 'opfs-async',
-          firstMismatch: -1,
-        });
-      }
-      if (!requireQemu('OPFS unclean-close test: qemu-img check and compare of the exported images')) return;
-      const raw = join(profile, 'model.raw');
-      writeFileSync(raw, reloadModel(SEED));
-      for (const where of ['worker', 'page'] as const) {
-        const base64 = await reader.evaluate(
-          (path) => (window as unknown as { qcow2Unclean: UncleanApi }).qcow2Unclean.exportFile(path), IMAGES[where]);
-        const file = join(profile, `${where}.qcow2`);
-        writeFileSync(file, Buffer.from(base64, 'base64'));
-        const check = qemuImg(['check', file]);
-        expect(check.code, `qemu-img check of the ${where} image: ${check.stdout}${check.stderr}`).toBe(0);
-        const compare = qemuImg(['compare', '-f', 'qcow2', '-F', 'raw', file, raw]);
-        expect(compare.code, `qemu-img compare of the ${where} image with the model: ${compare.stdout}${compare.stderr}`).toBe(0);
-      }
-    } finally {
-      await context.close();
-    }
-  }, 240_000);
-});

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // commit and rebase (library and CLI) against qemu-img: the images pass qemu-img check with no
-// errors and no leaks, the chain reads as before, the base holds what qemu-img commit puts there;
+// errors and no leaks, the chain reads as before, the base holds what qemu-img commit puts there,
+// rebase -c stores compressed the clusters qemu-img rebase copies;
 // bad input gets qemu-img's message and exit code and changes nothing; a power cut after any host
 // write of a commit (into the base, then emptying the overlay) leaves the chain reading the same.
 
@@ -14,7 +15,7 @@ import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { checkQcow2 } from '../bindings/qcow2/qcow2-check.js';
 import { commitImage } from '../bindings/tools/commit.js';
 import { createQcow2 } from '../bindings/qcow2/qcow2-create.js';
-import { convertToRaw, describeWithQemu, makeImage, qemuImg, qemuInfo, qemuMap, type ImageOp } from './helpers/qemu.js';
+import { convertToRaw, describeWithQemu, makeImage, qemuCheck, qemuImg, qemuInfo, qemuMap, type ImageOp } from './helpers/qemu.js';
 import { createCrashBackend } from './helpers/crash-backend.js';
 import { makePrng } from './helpers/prng.js';
 import { expectBytes } from './helpers/bytes.js';
@@ -144,6 +145,45 @@ describeWithQemu('rebase', () => {
     expectClean(top, 'after an unsafe rebase');
     expect(qemuInfo(top)).toMatchObject({ 'backing-filename': 'r-old.qcow2', 'backing-filename-format': 'qcow2' });
     expect(old).toBe(join(dir, 'r-old.qcow2'));
+  });
+
+  it('rebase -c stores the copied clusters compressed (zlib and zstd): the clusters qemu-img rebase copies, zeros as zero clusters', async () => {
+    for (const compressionType of ['zlib', 'zstd'] as const) {
+      const prefix = `rc-${compressionType}`;
+      // The old backing file: data, a range of zeros over data of the new one, a short last cluster.
+      makeImage(dir, `${prefix}-new.qcow2`, { size: 4 * MiB + 4 * KiB, ops: [{ op: 'write', offset: 3 * MiB, length: 256 * KiB, pattern: 6 }] });
+      makeImage(dir, `${prefix}-old.qcow2`, { size: 4 * MiB + 4 * KiB, ops: [
+        { op: 'write', offset: 0, length: 2 * MiB, pattern: 1 }, { op: 'write', offset: 4 * MiB, length: 4 * KiB, pattern: 2 },
+      ] });
+      const top = makeImage(dir, `${prefix}-top.qcow2`, {
+        size: 4 * MiB + 4 * KiB, compressionType, backingFile: `${prefix}-old.qcow2`, backingFormat: 'qcow2',
+        ops: [{ op: 'write', offset: 0, length: 64 * KiB, pattern: 9 }],
+      });
+      copyFileSync(top, join(dir, `${prefix}-plain.qcow2`));
+      const expected = convertToRaw(top);
+      expect(await ours(['rebase', '-c', '-b', `${prefix}-new.qcow2`, '-F', 'qcow2', `${prefix}-top.qcow2`])).toEqual({ code: 0, stdout: '', stderr: '' });
+      expect(theirs(['rebase', '-b', `${prefix}-new.qcow2`, '-F', 'qcow2', `${prefix}-plain.qcow2`]).code).toBe(0);
+      expectClean(top, `${compressionType}: after rebase -c`);
+      expectBytes(convertToRaw(top), expected, `${compressionType}: reads as before over the new backing file`);
+      // The clusters qemu-img rebase copies (as data) are here too: compressed where they held
+      // data, zero clusters where the old chain read zeros (3 MiB to 3.25 MiB).
+      const present = (path: string) => qemuMap(path).filter((e) => e.depth === 0).reduce<number[][]>((ranges, { start, length }) => {
+        const last = ranges[ranges.length - 1];
+        if (last && last[0] + last[1] === start) last[1] += length;
+        else ranges.push([start, length]);
+        return ranges;
+      }, []);
+      expect(present(top), compressionType).toEqual(present(join(dir, `${prefix}-plain.qcow2`)));
+      const copiedDataClusters = (2 * MiB - 64 * KiB) / (64 * KiB) + 1;
+      expect(qemuCheck(top)['compressed-clusters'], compressionType).toBe(copiedDataClusters);
+      expect(qemuMap(top).filter((e) => e.depth === 0 && e.zero).map(({ start, length }) => [start, length]), compressionType).toEqual([[3 * MiB, 256 * KiB]]);
+    }
+    // As qemu-img 8.2: -c on a raw image is refused; -c with -u only renames.
+    makeImage(dir, 'rc-raw.raw', { size: MiB, format: 'raw' });
+    expect(await ours(['rebase', '-c', '-b', 'rc-zlib-old.qcow2', '-F', 'qcow2', '-f', 'raw', 'rc-raw.raw']))
+      .toEqual({ code: 1, stdout: '', stderr: 'qcow2-wasm: Compression not supported for this file format\n' });
+    expect(await ours(['rebase', '-c', '-u', '-b', 'rc-zlib-old.qcow2', '-F', 'qcow2', 'rc-zstd-top.qcow2'])).toEqual({ code: 0, stdout: '', stderr: '' });
+    expect(qemuInfo(join(dir, 'rc-zstd-top.qcow2'))['backing-filename']).toBe('rc-zlib-old.qcow2');
   });
 
   it('bad input: qemu-img messages and exit codes, files unchanged', async () => {

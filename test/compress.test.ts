@@ -55,6 +55,33 @@ describe('cluster compressors', () => {
       }
     });
   }
+
+  it('worker threads: in a buffer from allocateBuffer, packs the compressed bytes in place and leaves an incompressible cluster where it was', async () => {
+    const compressor = createWorkerCompressor(2);
+    try {
+      const clusters = sampleClusters();
+      for (const type of ['zlib', 'zstd'] as const) {
+        // Text, random, text, zeros: the second text cluster's bytes must land after the random one.
+        const order = [0, 1, 0, 2];
+        const data = (compressor.allocateBuffer as (byteLength: number) => Uint8Array)(order.length * CLUSTER);
+        expect(data.buffer).toBeInstanceOf(SharedArrayBuffer);
+        order.forEach((source, i) => data.set(clusters.subarray(source * CLUSTER, (source + 1) * CLUSTER), i * CLUSTER));
+        const results = await compressor.compressClusters(type, data, CLUSTER);
+        expect(results[1]).toBeUndefined();
+        expect(data.subarray(CLUSTER, 2 * CLUSTER)).toEqual(clusters.subarray(CLUSTER, 2 * CLUSTER));
+        for (const index of [0, 2, 3]) {
+          const compressed = results[index] as Uint8Array;
+          expect(compressed.buffer).toBe(data.buffer);
+          const cluster = new Uint8Array(CLUSTER);
+          inflateCluster(type, compressed, cluster, 0);
+          expect(cluster).toEqual(clusters.subarray(order[index] * CLUSTER, (order[index] + 1) * CLUSTER));
+        }
+        expect((results[2] as Uint8Array).byteOffset).toBeGreaterThanOrEqual(2 * CLUSTER);
+      }
+    } finally {
+      await compressor.close();
+    }
+  });
 });
 
 describe('a compressed convert cut by a power failure', () => {

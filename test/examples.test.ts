@@ -7,9 +7,8 @@
 // Content-Security-Policy with and without 'wasm-unsafe-eval', init({ url | bytes | module }),
 // the page built and served by Vite's dev server from an installed copy of the package with no
 // config at all, and a boot in v86 with SeaBIOS whose writes show up in the overlay's map. In
-// Firefox (over WebDriver BiDi): the image over HTTP under its overlay, its map, and both Export
-// buttons. Not in WebKit: its automation session keeps website data in an ephemeral store where
-// OPFS, which the page's overlay lives in, is unusable.
+// Firefox (over WebDriver BiDi) and WebKitGTK (MiniBrowser over its remote inspector): the image
+// over HTTP under its overlay, its map, and both Export buttons.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -30,6 +29,8 @@ import { backendBytes } from './helpers/backend-contents.js';
 import { CHROMIUM, CHROMIUM_ARGS, missingChromium } from './helpers/chromium-pages.js';
 import { waitUntil, type DrivenBrowser } from './runners/driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
+import { launchWebKit } from './runners/webkit-inspector.js';
+import { WEBKIT_BROWSER_PATH } from './runners/xvfb.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -660,14 +661,18 @@ describe('the example page, built with Vite and served over HTTP', () => {
     });
   });
 
-  describeRequiring('in Firefox (WebDriver BiDi)', existsSync(FIREFOX_PATH) ? undefined : `${FIREFOX_PATH} not found (apt-get install firefox-esr)`, () => {
-    let firefox: DrivenBrowser;
+  const engines = [
+    { name: 'Firefox (WebDriver BiDi)', file: 'firefox', binary: FIREFOX_PATH, install: 'apt-get install firefox-esr', launch: launchFirefox },
+    { name: 'WebKit (MiniBrowser over its inspector)', file: 'webkit', binary: WEBKIT_BROWSER_PATH, install: 'apt-get install libwebkit2gtk-4.1-0 xvfb', launch: launchWebKit },
+  ];
+  for (const engine of engines) describeRequiring(`in ${engine.name}`, existsSync(engine.binary) ? undefined : `${engine.binary} not found (${engine.install})`, () => {
+    let browser: DrivenBrowser;
 
-    beforeAll(async () => { firefox = await launchFirefox(); }, 120_000);
-    afterAll(async () => { await firefox?.close(); });
+    beforeAll(async () => { browser = await engine.launch(); }, 120_000);
+    afterAll(async () => { await browser?.close(); });
 
     it('opens a qcow2 over HTTP under an OPFS overlay, draws its map, and exports the disk and the overlay (into OPFS, for download)', async () => {
-      const page = await firefox.openPage(`${origin}/plain/index.html?image=/images/base.qcow2`);
+      const page = await browser.openPage(`${origin}/plain/index.html?image=/images/base.qcow2`);
       const status = async (): Promise<string> => page.evaluate<string>(`document.getElementById('status').textContent`);
       const waitForStatus = async (prefix: string): Promise<string> => {
         await waitUntil(`a status starting with ${prefix}`, async () => (await status()).startsWith(prefix) || (await page.evaluate<string>('document.body.dataset.state')) === 'error');
@@ -680,9 +685,9 @@ describe('the example page, built with Vite and served over HTTP', () => {
       const files: Record<string, string> = {};
       for (const [button, kind, what] of [['export-flat', 'flattened', 'the disk'], ['export-overlay', 'overlay', 'the overlay']] as const) {
         await page.evaluate(`document.getElementById(${JSON.stringify(button)}).click()`);
-        // Firefox has no showSaveFilePicker: the export goes into OPFS and is offered as a download.
+        // Firefox and Safari have no showSaveFilePicker: the export goes into OPFS and is offered as a download.
         expect(await waitForStatus(`Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
-        files[kind] = join(scratch, `firefox-${kind}.qcow2`);
+        files[kind] = join(scratch, `${engine.file}-${kind}.qcow2`);
         const base64 = await page.evaluate<string>(callExpression(readOpfsBase64, `qcow2-wasm-example-exports/base.${kind}.qcow2`));
         writeFileSync(files[kind], Buffer.from(base64, 'base64'));
       }

@@ -61,10 +61,10 @@ const workers = createWorkerDeflateDecoder();
 /** Clusters the worker decoders decoded (the rest fell back to the main thread). */
 let decodedOnWorkers = 0;
 const countingWorkers: DeflateBatchDecoder = {
-  async decodeClusters(input, pieces, clusterBytes) {
-    const clusters = await workers.decodeClusters(input, pieces, clusterBytes);
-    decodedOnWorkers += clusters.filter((cluster) => cluster !== undefined).length;
-    return clusters;
+  async decodeClusters(input, pieces, targets) {
+    const decoded = await workers.decodeClusters(input, pieces, targets);
+    decodedOnWorkers += decoded.filter((flag) => flag === 1).length;
+    return decoded;
   },
 };
 

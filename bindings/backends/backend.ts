@@ -68,6 +68,13 @@ export interface Backend {
   close(): Promise<void>;
 }
 
+/**
+ * An already settled promise a backend may return from a call that finished before returning
+ * (e.g. a synchronous syscall that moved every byte). Callers may compare a call's result with it
+ * to skip the bookkeeping of work in flight; any other promise means nothing either way.
+ */
+export const COMPLETED: Promise<void> = Promise.resolve();
+
 /** Reads one buffer at `position` (a convenience over preadv). */
 export function pread(backend: Backend, position: number, target: Uint8Array): Promise<void> {
   return backend.preadv(position, [target]);
@@ -125,6 +132,11 @@ export class OperationGate {
   private readonly inFlight = new Set<Promise<unknown>>();
 
   constructor(private readonly path: string, private readonly wrapError: (what: string, path: string, err: unknown) => Error) {}
+
+  /** True once close() was called: run() and runSync() refuse new operations. */
+  get closed(): boolean {
+    return this.closing !== undefined;
+  }
 
   /** Runs `op` for the operation named `what`. */
   run<T>(what: string, op: () => Promise<T>): Promise<T> {

@@ -2,9 +2,9 @@
 // The Node.js file backend: a FileHandle driven with positional readv/writev, split to the
 // platform's iovec and byte limits and looped until every byte moved.
 
-import { constants, readvSync, writevSync } from 'node:fs';
+import { constants, readSync as readOneSync, readvSync, writeSync as writeOneSync, writevSync } from 'node:fs';
 import { open, statfs, type FileHandle } from 'node:fs/promises';
-import { OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
+import { COMPLETED, OperationGate, checkRange, fileIoError, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
 import { BackendError } from '../base/errors.js';
 
 /** Linux's IOV_MAX: the most buffers one readv/writev syscall takes. */
@@ -44,14 +44,31 @@ export const DEFAULT_SYNC_MAX_BYTES = 128 * 1024;
  */
 const REMOTE_FILE_SYSTEMS: ReadonlySet<number> = new Set([0x6969, 0x517b, 0xff534d42, 0xfe534d42, 0x65735546, 0x00c36400, 0x01021997, 0x5346414f]);
 
-/** Whether `path` (open as `handle`) is a regular file on a local file system, so short synchronous calls cannot stall. */
+/**
+ * Whether `path` (open as `handle`) is a regular file on a local file system, so short synchronous
+ * calls cannot stall. Both questions go to the thread pool at once (one round trip, not two).
+ */
 async function isLocalRegularFile(path: string, handle: FileHandle): Promise<boolean> {
   try {
-    if (!(await handle.stat()).isFile()) return false;
-    return !REMOTE_FILE_SYSTEMS.has((await statfs(path)).type);
+    const [stats, fileSystem] = await Promise.all([handle.stat(), statfs(path)]);
+    return stats.isFile() && !REMOTE_FILE_SYSTEMS.has(fileSystem.type);
   } catch {
     return false;
   }
+}
+
+// One synchronous positional syscall: pread/pwrite for one buffer (Node checks a vector's
+// buffers one by one, a tenth of a microsecond a call), preadv/pwritev for several.
+function preadvSync(fd: number, buffers: readonly Uint8Array[], position: number): number {
+  if (buffers.length !== 1) return readvSync(fd, buffers as Uint8Array[], position);
+  const buffer = buffers[0];
+  return readOneSync(fd, buffer, 0, buffer.byteLength, position);
+}
+
+function pwritevSync(fd: number, buffers: readonly Uint8Array[], position: number): number {
+  if (buffers.length !== 1) return writevSync(fd, buffers as Uint8Array[], position);
+  const buffer = buffers[0];
+  return writeOneSync(fd, buffer, 0, buffer.byteLength, position);
 }
 
 /**
@@ -203,10 +220,11 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     });
   };
 
-  // The common small transfer in one synchronous syscall, with no promise layer of its own: the
-  // settled result when that syscall moved every byte (or failed), undefined when the transfer is
-  // not for the synchronous path or came up short (the general path then redoes it whole, which
-  // is safe: no other call overlaps it).
+  // The common small transfer in one synchronous syscall, with no promise layer of its own:
+  // COMPLETED when that syscall moved every byte, a rejection when it failed, the general path's
+  // promise when it came up short (the general path redoes it whole, which is safe: no other call
+  // overlaps it), undefined when the transfer is not for the synchronous path (or the backend is
+  // closed: the general path reports that).
   const oneSyncCall = (what: 'preadv' | 'pwritev', position: number, buffers: readonly Uint8Array[],
                        call: (fd: number, iov: readonly Uint8Array[], at: number) => number,
                        general: (position: number, buffers: readonly Uint8Array[]) => Promise<void>): Promise<void> | undefined => {
@@ -217,10 +235,14 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
       length += buffer.byteLength;
     }
     if (length === 0 || length > syncLimitBytes || !Number.isSafeInteger(position) || position < 0 ||
-        position + length > Number.MAX_SAFE_INTEGER) return undefined;
-    let moved = 0;
-    const settled = gate.runSync(what, () => { moved = call(handle.fd, buffers, position); });
-    return moved === length ? settled : settled.then(() => general(position, buffers));
+        position + length > Number.MAX_SAFE_INTEGER || gate.closed) return undefined;
+    let moved: number;
+    try {
+      moved = call(handle.fd, buffers, position);
+    } catch (err) {
+      return Promise.reject(fileIoError(what, path, err));
+    }
+    return moved === length ? COMPLETED : general(position, buffers);
   };
 
   const readOnly = (what: string): BackendError =>
@@ -236,11 +258,11 @@ export async function openNodeBackend(path: string, o?: NodeBackendOptions): Pro
     },
 
     preadv(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return oneSyncCall('preadv', position, buffers, readvSync, readAll) ?? readAll(position, buffers);
+      return oneSyncCall('preadv', position, buffers, preadvSync, readAll) ?? readAll(position, buffers);
     },
 
     pwritev(position: number, buffers: readonly Uint8Array[]): Promise<void> {
-      return (writable ? oneSyncCall('pwritev', position, buffers, writevSync, writeAll) : undefined) ?? writeAll(position, buffers);
+      return (writable ? oneSyncCall('pwritev', position, buffers, pwritevSync, writeAll) : undefined) ?? writeAll(position, buffers);
     },
 
     flush(): Promise<void> {

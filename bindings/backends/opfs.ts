@@ -8,6 +8,7 @@ import { acquireImageLock, type ImageLock, type LockedPolicy } from './image-loc
 import { asyncOpfsBackend } from './opfs-async.js';
 import { openOpfsViaWorker } from './opfs-worker-host.js';
 import { syncAccessBackend, type SyncAccessHandle } from './opfs-sync.js';
+import { syncAccessWorks } from './opfs-sync-support.js';
 
 /** How openOpfsBackend moves data. */
 export type OpfsMode = 'auto' | 'sync-access' | 'async' | 'worker';
@@ -27,7 +28,7 @@ export interface OpfsBackendOptions {
    * main thread but copy the whole file once per run of writes between reads. 'worker': a
    * dedicated worker of this library holds a sync access handle and runs the calls (for main
    * threads without createWritable, e.g. Safari before 26). 'auto' (default): sync-access where
-   * the platform offers it; else, for a writable open where createWritable is missing, worker;
+   * the platform offers it and it works; else, for a writable open where createWritable is missing, worker;
    * else async.
    */
   mode?: OpfsMode;
@@ -69,8 +70,14 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
   if (typeof navigator === 'undefined' || typeof navigator.storage?.getDirectory !== 'function') {
     throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this platform has no Origin Private File System`);
   }
+  let directory: FileSystemDirectoryHandle;
   try {
-    let directory = await navigator.storage.getDirectory();
+    directory = await navigator.storage.getDirectory();
+  } catch (err) {
+    // A private window of WebKit refuses the root (UnknownError): its website data store has no folder.
+    throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this window has no usable Origin Private File System (getDirectory: ${describe(err)}), as in private browsing; use openIndexedDbBackend`, { cause: err });
+  }
+  try {
     for (const name of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(name, { create });
     return await directory.getFileHandle(parts[parts.length - 1]!, { create });
   } catch (err) {
@@ -94,8 +101,12 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
  *   durableFlush false.
  * - mode 'worker' (kind "opfs-worker"): anywhere a module Worker can be started; a worker of
  *   this library opens the file in 'sync-access' mode and runs every call (see openOpfsViaWorker).
- * - mode 'auto' (default): 'sync-access' where `createSyncAccessHandle` exists; else 'worker' for
- *   a writable open where createWritable is missing; else 'async'.
+ * - mode 'auto' (default): 'sync-access' where `createSyncAccessHandle` exists and works; else
+ *   'worker' for a writable open on a thread where createWritable is missing; else 'async'.
+ *
+ * Where the platform offers sync access, whether it works is found once per realm on an empty
+ * file of its own, `.qcow2-wasm/sync-access-probe` in the OPFS root (see syncAccessWorks):
+ * WebKitGTK offers it, refuses, and keeps a refused file locked for the rest of the session.
  *
  * One writer per file: a writable open takes the file's Web Lock (acquireImageLock) and holds it
  * until close(). While another tab or worker holds it, the open rejects with IMAGE_LOCKED (an
@@ -103,7 +114,8 @@ async function resolveFile(path: string, create: boolean): Promise<FileSystemFil
  * reads of the file as last committed).
  *
  * Fails with INVALID_ARGUMENT for an empty path, '.' or '..' in it, or create without writable;
- * BACKEND_NOT_SUPPORTED without OPFS (or sync access where it is missing); BACKEND_IO_ERROR with
+ * BACKEND_NOT_SUPPORTED without OPFS, where the window cannot use it (navigator.storage.getDirectory()
+ * rejects, as in private browsing), or without sync access where a mode needs it; BACKEND_IO_ERROR with
  * the platform error as `cause` otherwise (e.g. NotFoundError for a missing file).
  */
 export async function openOpfsBackend(path: string, options: OpfsBackendOptions = {}): Promise<Backend> {
@@ -127,16 +139,18 @@ export async function openOpfsBackend(path: string, options: OpfsBackendOptions 
   const lock = await acquireImageLock(`opfs:${path}`, writable, whenLocked);
   const lockedOut = writable && !lock.writable;
   if (mode === 'async' || !canSync || lockedOut) return releasingOnClose(asyncOpfsBackend(file, path, lock.writable), lock);
+  /** Where the engine's sync access handles do not work: async for 'auto' where it can write, else BACKEND_NOT_SUPPORTED. */
+  const withoutSyncAccess = async (why: string, cause?: unknown): Promise<Backend> => {
+    if (mode === 'auto' && (!writable || hasCreateWritable())) return releasingOnClose(asyncOpfsBackend(file, path, writable), lock);
+    await lock.release();
+    throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this browser's OPFS has no working sync access handles (${why}); use mode 'async' or openIndexedDbBackend`, { cause });
+  };
+  if (!(await syncAccessWorks())) return withoutSyncAccess('createSyncAccessHandle rejects with NotSupportedError');
   let access: SyncAccessHandle;
   try {
     access = await factory.createSyncAccessHandle!({ mode: writable ? 'readwrite' : 'read-only' });
   } catch (err) {
-    // Engines whose storage has no sync access handles (WebKitGTK) say NotSupportedError.
-    if (err instanceof Error && err.name === 'NotSupportedError') {
-      if (mode === 'auto' && (!writable || hasCreateWritable())) return releasingOnClose(asyncOpfsBackend(file, path, writable), lock);
-      await lock.release();
-      throw new BackendError('BACKEND_NOT_SUPPORTED', `open ${path}: this browser's OPFS has no sync access handles (${describe(err)}); use mode 'async' or openIndexedDbBackend`, { cause: err });
-    }
+    if (err instanceof Error && err.name === 'NotSupportedError') return withoutSyncAccess(describe(err), err);
     await lock.release();
     // The handle's own exclusivity: a writer elsewhere that does not take the Web Lock.
     if (writable && err instanceof Error && err.name === 'NoModificationAllowedError') {

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 // `qcow2-wasm commit [-f fmt] [-b base] [-d] [-p] [-q] filename` and
-// `qcow2-wasm rebase [-f fmt] [-p] [-u] -b backing_file [-F backing_fmt] filename`: qemu-img's
+// `qcow2-wasm rebase [-f fmt] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename`: qemu-img's
 // options, progress lines and messages, over commitImage and copyBackingDifferences.
 
 import { dirname, resolve } from 'node:path';
@@ -13,6 +13,7 @@ import { readQcow2Header } from '../qcow2/qcow2-shadow-update.js';
 import { resizeQcow2 } from '../tools/resize.js';
 import { commitImage } from '../tools/commit.js';
 import { copyBackingDifferences } from '../tools/rebase.js';
+import { createWorkerCompressor } from '../qcow2/compress-node.js';
 import { writeBackingFileName } from '../qcow2/qcow2-backing-name.js';
 import { help } from './main.js';
 import { CliError, describe, usageError, type CliIo } from './io.js';
@@ -130,7 +131,7 @@ export async function rebaseCommand(io: CliIo, args: readonly string[]): Promise
   const unsafe = hasOption(p, 'u');
   const newName = lastOption(p, 'b');
   if (newName === undefined && !unsafe) throw usageError('Must specify backing file (-b) or use unsafe mode (-u)');
-  if (hasOption(p, 'c')) throw new CliError('-c (compressed writes) is not supported by rebase');
+  const compress = hasOption(p, 'c');
   const file = p.operands[0];
   const path = resolve(io.cwd, file);
   const newFormat = imageFormat(lastOption(p, 'F'));
@@ -145,6 +146,7 @@ export async function rebaseCommand(io: CliIo, args: readonly string[]): Promise
   const forced = imageFormat(lastOption(p, 'f'));
   if ((forced ?? (await probeFormat(backend))) === 'raw') {
     await backend.close();
+    if (compress) throw new CliError('Compression not supported for this file format');
     throw new CliError(`Could not change the backing file to '${newName ?? ''}': Operation not supported`);
   }
   if (unsafe) {
@@ -186,7 +188,12 @@ export async function rebaseCommand(io: CliIo, args: readonly string[]): Promise
     }
     try {
       const progress = progressPrinter(io, hasOption(p, 'p') && !hasOption(p, 'q'));
-      await copyBackingDifferences(image, newBacking, { onProgress: progress.update });
+      const compressor = compress ? createWorkerCompressor() : undefined;
+      try {
+        await copyBackingDifferences(image, newBacking, { onProgress: progress.update, compress, compressor });
+      } finally {
+        await compressor?.close();
+      }
       progress.end();
     } finally {
       await newBacking?.close();

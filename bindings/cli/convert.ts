@@ -14,6 +14,8 @@ import { Qcow2Image } from '../qcow2/qcow2-image.js';
 import { openImageFile } from '../node.js';
 import { convertInto, convertToQcow2, convertToRaw } from '../tools/convert.js';
 import { createWorkerCompressor } from '../qcow2/compress-node.js';
+import { convertIntoCompressed } from '../tools/convert-compressed-into.js';
+import { CompressedOverwriteError } from '../qcow2/qcow2-compressed-write.js';
 import { ConcatenatedImage } from '../tools/concatenated-image.js';
 import { CliError, describe, type CliIo } from './io.js';
 import { hasOption, imageFormat, lastOption, parseArgs } from './args.js';
@@ -103,7 +105,6 @@ export async function convertCommand(io: CliIo, args: readonly string[]): Promis
     }
     if (backingFile !== undefined && backingFormat === undefined) throw new CliError('Use of backing file requires explicit backing format');
     if (compress && targetFormat === 'raw') throw new CliError('Compression not supported for this file format');
-    if (compress && skipCreate) throw new CliError('qcow2-wasm compresses only into images it creates (drop -n)');
     if (backingFile !== undefined && !skipCreate) {
       create.backingFile = backingFile;
       create.backingFormat = backingFormat === undefined ? undefined : imageFormat(backingFormat);
@@ -128,7 +129,7 @@ export async function convertCommand(io: CliIo, args: readonly string[]): Promis
     const options = { minSparseBytes, requestsInFlight, onProgress: progress?.update };
     const targetPath = resolve(io.cwd, targetName);
     if (skipCreate) {
-      await convertIntoExisting(io, source, targetName, targetFormat, { ...options, targetHasBacking: backingFile !== undefined });
+      await convertIntoExisting(io, source, targetName, targetFormat, compress, { ...options, targetHasBacking: backingFile !== undefined });
     } else {
       let target: Backend;
       try {
@@ -166,7 +167,7 @@ async function openSources(io: CliIo, names: readonly string[], format: 'qcow2' 
   return images.length === 1 ? images[0] : new ConcatenatedImage(images);
 }
 
-async function convertIntoExisting(io: CliIo, source: BlockImage, targetName: string, targetFormat: 'qcow2' | 'raw',
+async function convertIntoExisting(io: CliIo, source: BlockImage, targetName: string, targetFormat: 'qcow2' | 'raw', compress: boolean,
   options: Parameters<typeof convertInto>[2]): Promise<void> {
   let target: BlockImage;
   try {
@@ -179,7 +180,19 @@ async function convertIntoExisting(io: CliIo, source: BlockImage, targetName: st
       throw new CliError(`Could not open '${targetName}': the image is not in '${targetFormat}' format`);
     }
     if (target.virtualSize < source.virtualSize) throw new CliError('output file is smaller than input file');
-    await convertInto(source, target, options);
+    if (!compress) await convertInto(source, target, options);
+    else {
+      const compressor = createWorkerCompressor();
+      try {
+        await convertIntoCompressed(source, target as Qcow2Image, { ...options, compressor });
+      } catch (error) {
+        // QEMU refuses a compressed write over an allocated cluster with EIO.
+        if (error instanceof CompressedOverwriteError) throw new CliError(`error while writing at byte ${error.guestOffset}: Input/output error`);
+        throw error;
+      } finally {
+        await compressor.close();
+      }
+    }
   } finally {
     await target.close();
   }

@@ -3,46 +3,42 @@
 // output formats and exit codes, for the subset this package implements. This file is the
 // dispatch table, the help text and `main`; each command lives in bindings/cli/<command>.ts, and
 // what they share in bindings/cli/io.ts (output, errors), args.ts (options), sizes.ts and files.ts.
+// A command's module is loaded when it runs, so a run loads only the modules its command needs.
 
 import { readFileSync } from 'node:fs';
 import { CliError, describe, PROGRAM, usageError, type CliIo } from './io.js';
-import { createCommand } from './create.js';
-import { infoCommand } from './info.js';
-import { checkCommand } from './check.js';
-import { mapCommand } from './map.js';
-import { compareCommand } from './compare.js';
-import { snapshotCommand } from './snapshot.js';
-import { resizeCommand } from './resize.js';
-import { amendCommand } from './amend.js';
-import { commitCommand, rebaseCommand } from './commit.js';
-import { infoWithChain } from './info-chain.js';
-import { splitCommand, SPLIT_SYNOPSIS } from './split.js';
-import { convertCommand } from './convert.js';
-import { measureCommand } from './measure.js';
-import { benchCommand } from './bench.js';
+
+type Run = (io: CliIo, args: readonly string[]) => Promise<number>;
 
 interface Command {
   /** The command's line in the help text (after the name). */
   synopsis: string;
-  run: (io: CliIo, args: readonly string[]) => Promise<number>;
+  /** Imports the command's module and returns the command. */
+  load: () => Promise<Run>;
+}
+
+// `info` with and without --backing-chain.
+async function loadInfo(): Promise<Run> {
+  const [{ infoWithChain }, { infoCommand }] = await Promise.all([import('./info-chain.js'), import('./info.js')]);
+  return (io, args) => infoWithChain(io, args, infoCommand);
 }
 
 // Commands in help order. Each handles its own options, -h/--help included.
 const COMMANDS: Record<string, Command> = {
-  amend: { synopsis: '[-f fmt] [-q] -o options filename', run: amendCommand },
-  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', run: benchCommand },
-  check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', run: checkCommand },
-  commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', run: commitCommand },
-  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', run: compareCommand },
-  convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', run: convertCommand },
-  create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', run: createCommand },
-  info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', run: (io, args) => infoWithChain(io, args, infoCommand) },
-  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', run: measureCommand },
-  map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', run: mapCommand },
-  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] -b backing_file [-F backing_fmt] filename', run: rebaseCommand },
-  resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', run: resizeCommand },
-  snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', run: snapshotCommand },
-  split: { synopsis: SPLIT_SYNOPSIS, run: splitCommand },
+  amend: { synopsis: '[-f fmt] [-q] -o options filename', load: async () => (await import('./amend.js')).amendCommand },
+  bench: { synopsis: '[-c count] [-d depth] [-f fmt] [--flush-interval=flush_interval] [-n] [--no-drain] [-o offset] [--pattern=pattern] [-q] [-s buffer_size] [-S step_size] [-t cache] [-i aio] [-w] [-U] filename', load: async () => (await import('./bench.js')).benchCommand },
+  check: { synopsis: '[-f fmt] [--output=ofmt] [-r leaks | -r all] [-q] [-U] filename', load: async () => (await import('./check.js')).checkCommand },
+  commit: { synopsis: '[-f fmt] [-b base] [-d] [-p] [-q] filename', load: async () => (await import('./commit.js')).commitCommand },
+  compare: { synopsis: '[-f fmt] [-F fmt] [-q] [-s] [-U] filename1 filename2', load: async () => (await import('./compare.js')).compareCommand },
+  convert: { synopsis: '[-U] [-c] [-p] [-q] [-n] [-f fmt] [-O output_fmt] [-B backing_file -F backing_fmt] [-o options] [-S sparse_size] [-m num_coroutines] [-W] filename output_filename', load: async () => (await import('./convert.js')).convertCommand },
+  create: { synopsis: '[-q] [-f fmt] [-b backing_file -F backing_fmt] [-u] [-o options] filename [size]', load: async () => (await import('./create.js')).createCommand },
+  info: { synopsis: '[-f fmt] [--output=ofmt] [--backing-chain] [-U] filename', load: loadInfo },
+  measure: { synopsis: '[--output=ofmt] [-O output_fmt] [-o options] [--size N | [-f fmt] filename]', load: async () => (await import('./measure.js')).measureCommand },
+  map: { synopsis: '[-f fmt] [--start-offset=offset] [--max-length=len] [--output=ofmt] [-U] filename', load: async () => (await import('./map.js')).mapCommand },
+  rebase: { synopsis: '[-f fmt] [-p] [-q] [-u] [-c] -b backing_file [-F backing_fmt] filename', load: async () => (await import('./commit.js')).rebaseCommand },
+  resize: { synopsis: '[-f fmt] [--preallocation=off] [-q] [--shrink] filename [+ | -]size', load: async () => (await import('./resize.js')).resizeCommand },
+  snapshot: { synopsis: '[-q] [-l | -a snapshot | -c snapshot | -d snapshot] filename', load: async () => (await import('./snapshot.js')).snapshotCommand },
+  split: { synopsis: '[--part-size=size] [--zstd] [-q] filename outdir', load: async () => (await import('./split.js')).splitCommand },
 };
 
 function version(): string {
@@ -121,7 +117,7 @@ export async function main(args: readonly string[], ioOverrides: Partial<CliIo> 
       io.stderr(`${PROGRAM}: Command not found: ${name}\n\n${helpText()}`);
       return 1;
     }
-    return await command.run(io, rest);
+    return await (await command.load())(io, rest);
   } catch (error) {
     if (!(error instanceof CliError)) {
       io.stderr(`${PROGRAM}: ${describe(error)}\n`);

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 // Loads the wasm core: compiles the embedded bytes once (async, so browsers' main-thread limits
 // never apply), and instantiates one core per image on its own fixed-size imported memory.
-// Hot paths call the raw instance exports; @assemblyscript/loader only instantiates. The one
+// Hot paths call the raw instance exports; @assemblyscript/loader only instantiates, with its
+// synchronous call on the module already compiled (its async call probes the global Response,
+// which makes Node load its fetch implementation at every start). The one
 // place the rest of the bindings get the core from: its exports are typed by
 // wasm-core.generated.ts (generated from the compiled module), every core loaded is checked
 // against that, and enum and constant values come from there too.
 
-import { instantiate } from '@assemblyscript/loader';
+import { instantiateSync } from '@assemblyscript/loader';
 import { CORE_WASM_BASE64 } from './wasm-bytes.generated.js';
 import { CORE_CONSTANTS, CORE_ENUMS, CORE_FUNCTION_ARITY, type CoreExports, type Region } from './wasm-core.generated.js';
 import { ImageError } from '../base/errors.js';
@@ -32,7 +34,7 @@ export interface InitOptions {
 }
 
 const WASM_PAGE_BYTES = 65536;
-/** Pages of the smallest memory a core runs in (the import's declared minimum). */
+/** Pages of the smallest memory a core runs in (the minimum the module declares for its memory). */
 export const CORE_MIN_PAGES = 32;
 
 let modulePromise: Promise<WebAssembly.Module> | undefined;
@@ -72,7 +74,12 @@ export async function instantiateCore(pages: number = CORE_MIN_PAGES): Promise<C
   const module = await modulePromise!;
   const size = Math.max(CORE_MIN_PAGES, Math.ceil(pages));
   const memory = new WebAssembly.Memory({ initial: size, maximum: size });
-  const { instance } = await instantiate<Record<string, unknown>>(module, { env: { memory } });
+  let instance: WebAssembly.Instance;
+  try {
+    ({ instance } = instantiateSync<Record<string, unknown>>(module, { env: { memory } }));
+  } catch (error) {
+    throw error instanceof WebAssembly.LinkError ? mismatch(`needs imports besides its memory (${error.message})`) : error;
+  }
   const exports = instance.exports;
   checkBindings(module, exports);
   if (exports.initLayout() !== 0) {

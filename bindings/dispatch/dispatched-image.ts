@@ -4,10 +4,10 @@
 // Qcow2Image) supplies how to read a range, write a merged extent, discard, flush and close.
 
 import type { BlockImage, ImageStats, WriteRequest } from './image.js';
-import type { Backend, BackendLimits } from '../backends/backend.js';
+import { COMPLETED, type Backend, type BackendLimits } from '../backends/backend.js';
 import { splitVector, zeroVector } from '../base/iovec.js';
 import { allSettledOrThrow } from '../base/settle.js';
-import { checkGuestRange, emptyStats, requestLength } from './image.js';
+import { checkGuestRange, checkReadTarget, emptyStats, readIntoNewBuffer, requestLength } from './image.js';
 import { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from '../core/merge-core.js';
 import { Completion, WriteDispatcher, ioFailure, type GapRange, type QueuedWrite } from './multiwrite.js';
@@ -69,24 +69,42 @@ export abstract class DispatchedImage implements BlockImage {
   /** Reads `length` bytes at guest `offset` into a new buffer. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.checkOpen();
-    checkGuestRange(offset, length, this.virtualSize);
-    const target = new Uint8Array(length);
-    await this.readInto(offset, target);
-    return target;
+    return readIntoNewBuffer(offset, length, this.virtualSize, (at, target) => this.readInto(at, target));
   }
 
-  /** Reads guest bytes at `offset` into `target`, after any overlapping write submitted earlier. */
-  async readInto(offset: number, target: Uint8Array): Promise<void> {
-    this.checkOpen();
-    if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
-    checkGuestRange(offset, target.byteLength, this.virtualSize);
+  /**
+   * Reads guest bytes at `offset` into `target`, after any overlapping write submitted earlier.
+   * With no such write in flight the read starts at once; when the format finished it before
+   * returning (COMPLETED: a synchronous host read) nothing is left in flight to track.
+   */
+  readInto(offset: number, target: Uint8Array): Promise<void> {
+    try {
+      this.checkOpen();
+      checkReadTarget(offset, target, this.virtualSize);
+    } catch (error) {
+      return Promise.reject(error);
+    }
     this.counters.guestReadRequests++;
     this.counters.guestReadBytes += target.byteLength;
-    if (target.byteLength === 0) return;
+    if (target.byteLength === 0) return COMPLETED;
     this.dispatcher.dispatchQueued();
-    const read = () => this.readRange(offset, target).catch((error: unknown) => { throw ioFailure('read', error); });
-    await this.inflight.register(offset, offset + target.byteLength, false,
-      (wait) => (wait.length === 0 ? read() : Promise.all(wait).then(read)));
+    const end = offset + target.byteLength;
+    if (this.inflight.mustWait(offset, end, false)) {
+      return this.inflight.register(offset, end, false, (wait) => Promise.all(wait).then(() => this.startRead(offset, target)));
+    }
+    const started = this.startRead(offset, target);
+    return started === COMPLETED ? started : this.inflight.track(offset, end, false, started);
+  }
+
+  // Starts readRange: COMPLETED when it finished already, else its promise with failures typed.
+  private startRead(offset: number, target: Uint8Array): Promise<void> {
+    let started: Promise<void>;
+    try {
+      started = this.readRange(offset, target);
+    } catch (error) {
+      started = Promise.reject(error);
+    }
+    return started === COMPLETED ? started : started.then(undefined, readFailure);
   }
 
   /** Writes `data` at guest `offset`; writes of the same tick are merged into one batch. */
@@ -246,6 +264,10 @@ export abstract class DispatchedImage implements BlockImage {
 // becomes IMAGE_IO_ERROR.
 function typedFailure(operation: 'flush' | 'close', error: unknown): Error {
   return error instanceof Qcow2WasmError ? error : ioFailure(operation, error);
+}
+
+function readFailure(error: unknown): never {
+  throw ioFailure('read', error);
 }
 
 function closedError(): ImageError {

@@ -179,6 +179,24 @@ export function checkGuestRange(offset: number, length: number, virtualSize: num
   }
 }
 
+/**
+ * BlockImage.read in terms of readInto: checks the range (as checkGuestRange), then reads into a
+ * new buffer. The image checks that it is open first.
+ */
+export async function readIntoNewBuffer(offset: number, length: number, virtualSize: number,
+  readInto: (offset: number, target: Uint8Array) => Promise<void>): Promise<Uint8Array> {
+  checkGuestRange(offset, length, virtualSize);
+  const target = new Uint8Array(length);
+  await readInto(offset, target);
+  return target;
+}
+
+/** Checks readInto's arguments: INVALID_ARGUMENT unless `target` is a Uint8Array, then as checkGuestRange. */
+export function checkReadTarget(offset: number, target: unknown, virtualSize: number): asserts target is Uint8Array {
+  if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
+  checkGuestRange(offset, target.byteLength, virtualSize);
+}
+
 /** Byte length of a request's data (one buffer or an iovec list); throws INVALID_ARGUMENT. */
 export function requestLength(data: unknown): number {
   if (data instanceof Uint8Array) return data.byteLength;

@@ -34,6 +34,27 @@ export class InflightRanges {
     return result;
   }
 
+  /**
+   * Whether an operation on [start, end) must wait for one in flight now (a read for an
+   * overlapping write, a write for any overlapping operation).
+   */
+  mustWait(start: number, end: number, isWrite: boolean): boolean {
+    for (const other of this.entries) if (other.start < end && start < other.end && (isWrite || other.isWrite)) return true;
+    return false;
+  }
+
+  /**
+   * Registers an operation on [start, end) that started already (nothing it must wait for was
+   * in flight: see mustWait) as `result`; the entry is removed when that settles. Returns `result`.
+   */
+  track(start: number, end: number, isWrite: boolean, result: Promise<void>): Promise<void> {
+    const entry: InflightEntry = { start, end, isWrite, settled: Promise.resolve(), slot: this.entries.length };
+    this.entries.push(entry);
+    const remove = () => this.remove(entry);
+    entry.settled = result.then(remove, remove);
+    return result;
+  }
+
   /** Settled-promises of every write in flight now. */
   writesInFlight(): Promise<void>[] {
     const out: Promise<void>[] = [];

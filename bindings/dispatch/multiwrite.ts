@@ -4,7 +4,7 @@
 // still in flight, and settles each request exactly once when every extent over its bytes has.
 
 import type { ImageStats } from './image.js';
-import type { BackendLimits } from '../backends/backend.js';
+import { COMPLETED, type BackendLimits } from '../backends/backend.js';
 import type { InflightRanges } from './inflight.js';
 import type { MergeCore, MergeMode } from '../core/merge-core.js';
 import { appendSlices, zeroVector } from '../base/iovec.js';
@@ -207,14 +207,30 @@ export class WriteDispatcher {
     write.completion.release();
   }
 
+  // Writes the extent behind overlapping I/O in flight, or at once when there is none; an extent
+  // the sink finished before returning (COMPLETED) releases its requests at once and leaves
+  // nothing in flight.
   private issue(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[], requests: readonly number[], batch: QueuedWrite[]): void {
-    const write = () => this.sink.writeExtent(guestOffset, length, buffers, gaps);
-    this.inflight.register(guestOffset, guestOffset + length, true,
-      (wait) => (wait.length === 0 ? write() : Promise.all(wait).then(write)))
-      .then(
-        () => { for (const r of requests) batch[r].completion.release(); },
-        (error: unknown) => {
-          for (const r of requests) batch[r].completion.release(ioFailure('write', error));
-        });
+    const end = guestOffset + length;
+    let written: Promise<void>;
+    if (this.inflight.mustWait(guestOffset, end, true)) {
+      written = this.inflight.register(guestOffset, end, true, (wait) => Promise.all(wait).then(() => this.sink.writeExtent(guestOffset, length, buffers, gaps)));
+    } else {
+      try {
+        written = this.sink.writeExtent(guestOffset, length, buffers, gaps);
+      } catch (error) {
+        written = Promise.reject(error);
+      }
+      if (written === COMPLETED) {
+        for (const r of requests) batch[r].completion.release();
+        return;
+      }
+      this.inflight.track(guestOffset, end, true, written);
+    }
+    written.then(
+      () => { for (const r of requests) batch[r].completion.release(); },
+      (error: unknown) => {
+        for (const r of requests) batch[r].completion.release(ioFailure('write', error));
+      });
   }
 }

@@ -8,6 +8,11 @@
 export class ClusterLocks {
   private readonly tails = new Map<number, Promise<void>>();
 
+  /** True while someone holds or waits for the lock of `cluster`. */
+  isHeld(cluster: number): boolean {
+    return this.tails.has(cluster);
+  }
+
   /**
    * Runs `body` holding the locks of `clusters` (guest cluster indexes, distinct). All of them
    * are queued for at once, synchronously, so holders are served in call order on every cluster
@@ -15,7 +20,27 @@ export class ClusterLocks {
    * before another into the same cluster gets it first. `body` must not take a lock it holds.
    * Locks are released when `body` settles.
    */
-  async run<T>(clusters: readonly number[], body: () => Promise<T>): Promise<T> {
+  run<T>(clusters: readonly number[], body: () => Promise<T>): Promise<T> {
+    return clusters.length === 1 ? this.runOne(clusters[0], body) : this.runMany(clusters, body);
+  }
+
+  // run() of one cluster (the usual case), without the lists.
+  private async runOne<T>(cluster: number, body: () => Promise<T>): Promise<T> {
+    const previous = this.tails.get(cluster);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => { release = resolve; });
+    // Released only after `previous` settled, so the next holder waiting for `held` waits for both.
+    this.tails.set(cluster, held);
+    try {
+      if (previous) await previous;
+      return await body();
+    } finally {
+      release();
+      if (this.tails.get(cluster) === held) this.tails.delete(cluster);
+    }
+  }
+
+  private async runMany<T>(clusters: readonly number[], body: () => Promise<T>): Promise<T> {
     const waits: Promise<void>[] = [];
     const releases: (() => void)[] = [];
     for (const cluster of clusters) {

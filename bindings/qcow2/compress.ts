@@ -18,16 +18,24 @@ export const ZSTD_LEVEL = 3;
 
 /**
  * Compresses clusters. `compressClusters` takes `clusterCount` whole clusters laid end to end in
- * `data` (left unchanged; the caller may reuse it once the promise settles) and resolves to one
- * entry per cluster: the compressed bytes, or undefined where compressing does
- * not save at least one byte (the cluster is then stored as it is).
+ * `data` and resolves to one entry per cluster: the compressed bytes, or undefined where
+ * compressing does not save at least one byte (the cluster is then stored as it is).
  */
 export interface ClusterCompressor {
   /**
    * Compresses the whole clusters of `clusterBytes` bytes each laid end to end in `data` with
-   * `type`; one entry per cluster, undefined where compressing saves nothing.
+   * `type`; one entry per cluster, undefined where compressing saves nothing. `data` must not
+   * change until the promise settles. When `data` lies in a buffer from allocateBuffer, the
+   * compressed bytes are written into `data` itself, packed from its start (each cluster's before
+   * its own input ends, so an entry left undefined still holds its cluster's bytes), and the
+   * entries are views of it; otherwise `data` is left unchanged and the entries are independent.
    */
   compressClusters(type: CompressionType, data: Uint8Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
+  /**
+   * Optional: a zero-filled buffer of `byteLength` bytes that compressClusters works on in place
+   * (memory shared with the compressing threads: nothing is copied or allocated per call).
+   */
+  allocateBuffer?(byteLength: number): Uint8Array;
   /** How many compressClusters calls are worth having in flight at once. */
   readonly parallelism: number;
   /** Releases workers or wasm instances; idempotent. */

@@ -16,17 +16,18 @@ const MAX_GROUP_BYTES = 4 * 1024 * 1024;
 const MAX_GROUP_GUEST_BYTES = 4 * 1024 * 1024;
 
 /**
- * Splits `runs` (in guest order) into runs read on their own and groups of two or more
- * compressed runs (in guest order, other runs between them allowed) of at most
- * MAX_GROUP_GUEST_BYTES in all, whose compressed data lies within one host range of at most
- * MAX_GROUP_BYTES, each starting at or after the group's first and at most MAX_GAP_BYTES after
- * the group's end so far.
+ * Splits `runs` (in guest order) into runs read on their own and groups of compressed runs (in
+ * guest order, other runs between them allowed) of at most MAX_GROUP_GUEST_BYTES in all, whose
+ * compressed data lies within one host range of at most MAX_GROUP_BYTES, each starting at or
+ * after the group's first and at most MAX_GAP_BYTES after the group's end so far. A lone
+ * compressed run is a group when it covers its whole cluster of `clusterBytes`, else it is read on
+ * its own (its decoded cluster is kept for the next small read in it).
  */
-export function groupCompressedRuns(runs: readonly MappedRun[]): (MappedRun | CompressedRunGroup)[] {
+export function groupCompressedRuns(runs: readonly MappedRun[], clusterBytes: number): (MappedRun | CompressedRunGroup)[] {
   const items: (MappedRun | CompressedRunGroup)[] = [];
   let group: CompressedRunGroup | undefined;
   const close = () => {
-    if (group) items.push(group.runs.length === 1 ? group.runs[0] : group);
+    if (group) items.push(group.runs.length === 1 && group.runs[0].length < clusterBytes ? group.runs[0] : group);
     group = undefined;
   };
   for (const run of runs) {

@@ -3,6 +3,7 @@
 // fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike. A
 // platform entry may add native decoders (qcow2-wasm/node adds node:zlib's raw-deflate decoder,
 // which runs in the thread pool, a batch decoder of raw-deflate clusters on worker threads, and a
+// WebAssembly zstd decoder; qcow2-wasm/browser adds the engine's DecompressionStream and the same
 // WebAssembly zstd decoder); what they decline or fail on goes to the portable decoders, so every
 // platform decodes alike. The
 // compressed length is only known to 512-byte precision, so trailing bytes are expected.
@@ -16,9 +17,9 @@ export type CompressionType = 'zlib' | 'zstd';
 
 /**
  * A platform's raw-deflate decoder: resolves with the output of `compressed` (at most
- * `clusterBytes` of it; fewer when the stream is short), or undefined when it declines (the stream
- * produces more than a cluster: the portable decoder then stops at a full cluster, as QEMU does).
- * Rejects when the data does not decode.
+ * `clusterBytes` of it; fewer when the stream is short), or undefined when it declines (e.g. the
+ * stream produces more than a cluster, or the decoder cannot tell a verdict): the portable decoder
+ * then decides (it stops at a full cluster, as QEMU does). Rejects when the data does not decode.
  */
 export type NativeDeflateDecoder = (compressed: Uint8Array, clusterBytes: number) => Promise<Uint8Array | undefined>;
 
@@ -32,12 +33,13 @@ export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes
 
 /**
  * A platform's decoder of many raw-deflate clusters at once (e.g. on worker threads): `pieces`
- * holds [start, end) pairs of `input`, each the compressed bytes of one cluster; `input` stays
- * the caller's. Resolves with one cluster per piece, undefined for each it did not decode to
- * exactly `clusterBytes`: the caller decodes those itself, so outcomes stay those of decodeCluster.
+ * holds [start, end) pairs of `input`, each the compressed bytes of one cluster, decoded into
+ * `targets` (one cluster each); `input` stays the caller's. Resolves with one flag per piece: 1
+ * when it decoded to exactly one cluster (now in its target), 0 when not (its target is left
+ * unspecified): the caller decodes those itself, so outcomes stay those of decodeCluster.
  */
 export interface DeflateBatchDecoder {
-  decodeClusters(input: Uint8Array, pieces: Uint32Array, clusterBytes: number): Promise<(Uint8Array | undefined)[]>;
+  decodeClusters(input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
 }
 
 let deflateBatch: DeflateBatchDecoder | undefined;
@@ -59,16 +61,12 @@ export interface ClusterPiece { start: number; end: number; hostOffset: number; 
  */
 export async function decodeClusters(type: CompressionType, input: Uint8Array, pieces: readonly ClusterPiece[]): Promise<void> {
   let left = pieces;
-  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 1) {
+  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 0) {
     const ranges = new Uint32Array(pieces.length * 2);
     pieces.forEach((piece, i) => ranges.set([piece.start, piece.end], 2 * i));
     try {
-      const clusters = await deflateBatch.decodeClusters(input, ranges, pieces[0].cluster.byteLength);
-      pieces.forEach((piece, i) => {
-        const cluster = clusters[i];
-        if (cluster !== undefined) piece.cluster.set(cluster);
-      });
-      left = pieces.filter((_, i) => clusters[i] === undefined);
+      const decoded = await deflateBatch.decodeClusters(input, ranges, pieces.map((piece) => piece.cluster));
+      left = pieces.filter((_, i) => decoded[i] !== 1);
     } catch {
       // The batch decoder failed as a whole (e.g. a worker exited): decode everything here.
     }
@@ -178,8 +176,11 @@ export function inflateCluster(type: CompressionType, compressed: Uint8Array, cl
   if (produced.buffer !== cluster.buffer || produced.byteOffset !== cluster.byteOffset) cluster.set(produced);
 }
 
-/** Compressed bytes first given to the deflate decoder (doubling after): bounds a bomb's work. */
-const DEFLATE_FIRST_PUSH_BYTES = 4096;
+/**
+ * Compressed bytes first given to a streaming deflate decoder (doubling after), which stops at the
+ * piece that fills the cluster: bounds a bomb's work.
+ */
+export const DEFLATE_FIRST_PUSH_BYTES = 4096;
 
 // Like QEMU (zlib stops once the output buffer is full), stop inflating once the cluster is
 // full: fflate's one-shot inflate with a fixed output buffer decodes the whole stream (a 64 MiB

@@ -7,6 +7,7 @@ import type { PendingCluster, DeferredCow } from './qcow2-deferred-cow.js';
 import type { Qcow2WritePath } from './qcow2-write-path.js';
 import type { Qcow2Writeback } from './qcow2-writeback.js';
 import { LossWindow } from './qcow2-loss-window.js';
+import { COMPLETED } from '../backends/backend.js';
 
 /** Runs and tracks an image's background completions and write-backs. */
 export class Qcow2Background {
@@ -32,6 +33,10 @@ export class Qcow2Background {
   /** A guest-visible change completed (or failed) with `work`: the loss window's timer starts if it is idle. */
   changed<T>(work: Promise<T>): Promise<T> {
     if (!this.lossWindow) return work;
+    if (work === COMPLETED) {
+      this.lossWindow.changed();
+      return work;
+    }
     return work.finally(() => this.lossWindow!.changed());
   }
 

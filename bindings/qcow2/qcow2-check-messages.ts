@@ -2,7 +2,7 @@
 // The wording of the wasm check's event records, as QEMU 7.2's qemu-img check words the same
 // findings, and the capped log they go to.
 
-import { RepairBlocker } from '../core/wasm.js';
+import { RepairBlocker, type CheckEvent } from '../core/wasm.js';
 
 /** One event record's arguments a..g (CheckEvent, assembly/check.ts). */
 export type EventArgs = readonly [number, number, number, number, number, number, number];
@@ -65,7 +65,7 @@ export const EVENT_MESSAGES = {
     (BLOCKER_REASONS[blocker] ?? 'unknown reason'),
   L1_RESERVED: ([high, low]: EventArgs) => `ERROR found L1 entry with reserved bits set: ${hex(high, low)}`,
   L2_RESERVED: ([high, low]: EventArgs) => `ERROR found l2 entry with reserved bits set: ${hex(high, low)}`,
-} satisfies Record<string, (args: EventArgs, context: EventContext) => string>;
+} satisfies Record<keyof typeof CheckEvent, (args: EventArgs, context: EventContext) => string>;
 /** A CheckEvent member's name. */
 export type EventName = keyof typeof EVENT_MESSAGES;
 

@@ -5,7 +5,7 @@
 
 import type { Backend } from '../backends/backend.js';
 import { ImageError } from '../base/errors.js';
-import { coreGlobal, instantiateCore, type CoreExports, type CoreInstance } from '../core/wasm.js';
+import { CheckCount, CheckEvent, CheckRegion, CORE_CONSTANTS, WalkMode, instantiateCore, type CoreExports, type CoreInstance } from '../core/wasm.js';
 import { parseQcow2Header, qcow2HeaderBytesNeeded, type Qcow2Header } from './qcow2-header.js';
 import { EVENT_MESSAGES, MessageLog, type EventArgs, type EventContext, type EventName } from './qcow2-check-messages.js';
 import type { Qcow2RepairMode } from './qcow2-check.js';
@@ -16,19 +16,13 @@ const EXT_BITMAPS = 0x23852875;
 const WASM_PAGE_BYTES = 65536;
 /** Pages of the largest memory a wasm32 instance may have (4 GiB). */
 const MAX_WASM_PAGES = 65536;
-/** Bytes of one event record: f64 kind, then seven f64 arguments (assembly/check.ts). */
-const EVENT_STRIDE = 64;
+/** f64 slots of one event record: the kind, then seven arguments (assembly/check.ts). */
+const EVENT_SLOTS = CORE_CONSTANTS.CHECK_EVENT_STRIDE / 8;
 const utf8 = new TextDecoder('utf-8');
 
-// Enum members of assembly/check.ts, read from the core's exported globals by name.
-const COUNT_NAMES = [
-  'CORRUPTIONS', 'LEAKS', 'CHECK_ERRORS', 'ALLOCATED_CLUSTERS', 'FRAGMENTED_CLUSTERS', 'COMPRESSED_CLUSTERS',
-  'IMAGE_END_OFFSET', 'COPIED_CORRUPTIONS', 'LEAKS_PLANNED', 'CORRUPTIONS_PLANNED', 'UNREPAIRABLE', 'LEAKS_FIXED',
-  'CORRUPTIONS_FIXED', 'SNAPSHOTS_PARSED', 'SNAPSHOT_TABLE_BYTES',
-] as const;
-type CountName = (typeof COUNT_NAMES)[number];
-const MODE_NAMES = ['COUNT', 'COPIED', 'COPIED_CLEAR', 'COPIED_SET'] as const;
-type WalkModeName = (typeof MODE_NAMES)[number];
+/** The name of a CheckEvent member, by its value. */
+const EVENT_NAMES = new Map<number, EventName>(
+  (Object.keys(EVENT_MESSAGES) as EventName[]).map((name) => [CheckEvent[name], name]));
 
 /** One pass's counters. */
 export interface PassCounts { corruptions: number; leaks: number; checkErrors: number; copiedCorruptions: number;
@@ -41,9 +35,6 @@ export class CheckSession {
   private readonly list: Float64Array;
   private readonly events: Float64Array;
   private readonly reftable: Uint8Array;
-  private readonly count: Record<CountName, number>;
-  private readonly walkMode: Record<WalkModeName, number>;
-  private readonly eventNames = new Map<number, EventName>();
   private readonly clusterSize: number;
   private readonly reftableBytes: number;
   log: MessageLog;
@@ -53,23 +44,17 @@ export class CheckSession {
   private constructor(private readonly backend: Backend, private readonly fileSize: number, readonly header: Qcow2Header,
                       core: CoreInstance, maxMessages: number) {
     this.x = core.exports;
-    const value = (name: string): number => coreGlobal(core.exports, name);
-    const region = (name: string) => [this.x.checkRegionOffset(value(`CheckRegion.${name}`)) >>> 0,
-      this.x.checkRegionBytes(value(`CheckRegion.${name}`)) >>> 0] as const;
+    const region = (id: CheckRegion) => [this.x.checkRegionOffset(id) >>> 0, this.x.checkRegionBytes(id) >>> 0] as const;
     this.clusterSize = header.clusterSize;
     this.reftableBytes = header.refcountTableClusters * header.clusterSize;
-    const [tableAt, tableBytes] = region('TABLE');
+    const [tableAt, tableBytes] = region(CheckRegion.TABLE);
     this.table = new Uint8Array(core.memory.buffer, tableAt, tableBytes);
-    const [listAt, listBytes] = region('LIST');
+    const [listAt, listBytes] = region(CheckRegion.LIST);
     this.list = new Float64Array(core.memory.buffer, listAt, listBytes / 8);
-    const [eventsAt, eventsBytes] = region('EVENTS');
-    if (value('CHECK_EVENT_STRIDE') !== EVENT_STRIDE) throw new ImageError('WASM_INTERNAL', 'wasm core event stride differs from what these bindings read');
+    const [eventsAt, eventsBytes] = region(CheckRegion.EVENTS);
     this.events = new Float64Array(core.memory.buffer, eventsAt, eventsBytes / 8);
-    this.count = Object.fromEntries(COUNT_NAMES.map((name) => [name, value(`CheckCount.${name}`)])) as Record<CountName, number>;
-    this.walkMode = Object.fromEntries(MODE_NAMES.map((name) => [name, value(`WalkMode.${name}`)])) as Record<WalkModeName, number>;
-    for (const name of Object.keys(EVENT_MESSAGES) as EventName[]) this.eventNames.set(value(`CheckEvent.${name}`), name);
     this.log = new MessageLog(maxMessages);
-    const [reftableAt, reftableRegionBytes] = region('REFTABLE');
+    const [reftableAt, reftableRegionBytes] = region(CheckRegion.REFTABLE);
     if (reftableRegionBytes !== this.reftableBytes) throw new ImageError('WASM_INTERNAL', 'wasm core refcount table region has the wrong size');
     this.reftable = new Uint8Array(core.memory.buffer, reftableAt, reftableRegionBytes);
   }
@@ -141,15 +126,15 @@ export class CheckSession {
     return `${cString(text.subarray(0, idBytes))} (${cString(text.subarray(idBytes))})`;
   }
 
-  private counter(name: CountName): number { return this.x.checkCount(this.count[name]); }
+  private counter(name: keyof typeof CheckCount): number { return this.x.checkCount(CheckCount[name]); }
 
   // Turns the core's event records into messages and empties its event region.
   private drainEvents(context: EventContext = { snapshot: '' }): void {
     const count = this.x.checkEventCount();
     const e = this.events;
     for (let i = 0; i < count; i++) {
-      const at = i * (EVENT_STRIDE / 8);
-      const name = this.eventNames.get(e[at]);
+      const at = i * EVENT_SLOTS;
+      const name = EVENT_NAMES.get(e[at]);
       const args: EventArgs = [e[at + 1], e[at + 2], e[at + 3], e[at + 4], e[at + 5], e[at + 6], e[at + 7]];
       this.log.push(name ? EVENT_MESSAGES[name](args, context) : `unknown check event ${e[at]}`);
     }
@@ -161,9 +146,9 @@ export class CheckSession {
    * Walks an L1 table (the active one for -1, else snapshot `snapshot`'s) and its L2 tables in
    * `mode`, one cluster at a time; writes back what a repair mode changed.
    */
-  private async walk(snapshot: number, mode: WalkModeName): Promise<void> {
+  private async walk(snapshot: number, mode: keyof typeof WalkMode): Promise<void> {
     const x = this.x;
-    const chunks = x.l1WalkBegin(snapshot, this.walkMode[mode]);
+    const chunks = x.l1WalkBegin(snapshot, WalkMode[mode]);
     this.drainEvents(snapshot >= 0 && x.checkEventCount() > 0 ? { snapshot: await this.snapshotLabel(snapshot) } : undefined);
     for (let chunk = 0; chunk < chunks; chunk++) {
       const chunkHostOffset = x.l1ChunkHostOffset(chunk);

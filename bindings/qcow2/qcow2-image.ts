@@ -23,6 +23,7 @@ import * as snapshotOps from './qcow2-snapshot-ops.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { emptyActiveLayer } from './qcow2-make-empty.js';
 import { writeBackingFileName } from './qcow2-backing-name.js';
+import { writeCompressedClusters, type CompressedClusterWrite } from './qcow2-compressed-write.js';
 import { groupCompressedRuns, isRunGroup } from './compressed-run-groups.js';
 import { Qcow2CompressedReader } from './qcow2-compressed-read.js';
 import { checkMergeOption } from '../raw/raw-image.js';
@@ -68,7 +69,7 @@ export class Qcow2Image extends DispatchedImage {
     this.backing = backing;
     this.compressed = new Qcow2CompressedReader(backend, header, this.counters);
     this.overlap = new Qcow2OverlapGuard(core, backend, header);
-    this.writeback = new Qcow2Writeback(core, backend, header, this.counters, this.overlap);
+    this.writeback = new Qcow2Writeback(core, backend, dataBackend, header, this.counters, this.overlap);
     core.onWritebackNeeded = () => this.writeback.writeDirty();
     core.onGrowthNeeded = () => this.writeback.growReftable();
     const tableCopies = new Qcow2TableCopies(core, backend, header, this.counters, this.overlap, this.writeback);
@@ -196,6 +197,11 @@ export class Qcow2Image extends DispatchedImage {
     return this.rewriteMetadata(() => writeBackingFileName(this.backend, backingFile, backingFormat, this.tableCapacity));
   }
 
+  /** Stores guest clusters compressed with header.compressionType (writeCompressedClusters, bindings/qcow2/qcow2-compressed-write.ts). */
+  writeCompressedClusters(writes: readonly CompressedClusterWrite[]): Promise<void> {
+    return this.rewriteMetadata(() => writeCompressedClusters(this.backend, writes, this.tableCapacity));
+  }
+
   // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
   private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
@@ -256,7 +262,7 @@ export class Qcow2Image extends DispatchedImage {
     while (position < end) {
       const runs = await this.core.map(position, end - position, this.backend);
       const targetOf = (run: MappedRun) => target.subarray(run.guestOffset - offset, run.guestOffset - offset + run.length);
-      await allSettledOrThrow(groupCompressedRuns(runs).map((item) =>
+      await allSettledOrThrow(groupCompressedRuns(runs, this.header.clusterSize).map((item) =>
         isRunGroup(item) ? this.compressed.readGroup(item, targetOf) : this.readRun(item, targetOf(item))));
       const last = runs[runs.length - 1];
       position = last.guestOffset + last.length;

@@ -6,7 +6,7 @@
 // write would destroy metadata; instead it is refused with QCOW2_CORRUPT, the image is marked
 // corrupt (incompatible bit 1, on version 3 images, as QEMU does) and every later write refused.
 
-import type { Backend } from '../backends/backend.js';
+import { COMPLETED, type Backend } from '../backends/backend.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import type { Qcow2Core } from './qcow2-core.js';
 import { ImageError } from '../base/errors.js';
@@ -32,8 +32,6 @@ const INCOMPATIBLE_CORRUPT = 2n;
 /** QEMU's largest L1 table: 32 MiB of entries. */
 const MAX_L1_ENTRIES = (32 << 20) / 8;
 
-/** What check() returns when the write may go ahead at once. */
-const CLEAR: Promise<void> = Promise.resolve();
 
 /** A byte range of the image file holding one fixed structure. */
 interface FixedRange { kind: MetadataKind; start: number; end: number }
@@ -68,15 +66,20 @@ export class Qcow2OverlapGuard {
    * structure other than its own kind, or when an earlier write was refused.
    */
   check(kind: HostWriteKind, hostOffset: number, lengthBytes: number): Promise<void> {
-    if (kind === 'data' && this.header.flags.externalDataFile) return CLEAR;
-    // The usual answer (nothing hit, tables known) comes without an async step.
-    if (this.corruptReason === undefined && lengthBytes > 0 && this.snapshotList !== undefined) {
-      const clusterSize = this.header.clusterSize;
-      const start = Math.floor(hostOffset / clusterSize) * clusterSize;
-      const end = Math.ceil((hostOffset + lengthBytes) / clusterSize) * clusterSize;
-      if (this.overlappedIn(this.snapshotList, OWN_KIND[kind], start, end) === undefined) return CLEAR;
-    }
-    return this.checkWithTables(kind, hostOffset, lengthBytes);
+    return this.isClear(kind, hostOffset, lengthBytes) ? COMPLETED : this.checkWithTables(kind, hostOffset, lengthBytes);
+  }
+
+  /**
+   * True when check() would let the write go ahead at once (the usual answer: nothing hit, tables
+   * known); false when check() has to find out (or refuse).
+   */
+  isClear(kind: HostWriteKind, hostOffset: number, lengthBytes: number): boolean {
+    if (kind === 'data' && this.header.flags.externalDataFile) return true;
+    if (this.corruptReason !== undefined || lengthBytes <= 0 || this.snapshotList === undefined) return false;
+    const clusterSize = this.header.clusterSize;
+    const start = Math.floor(hostOffset / clusterSize) * clusterSize;
+    const end = Math.ceil((hostOffset + lengthBytes) / clusterSize) * clusterSize;
+    return this.overlappedIn(this.snapshotList, OWN_KIND[kind], start, end) === undefined;
   }
 
   private async checkWithTables(kind: HostWriteKind, hostOffset: number, lengthBytes: number): Promise<void> {

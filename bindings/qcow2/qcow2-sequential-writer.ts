@@ -16,6 +16,7 @@ import type { Qcow2Header } from './qcow2-header.js';
 import { readQcow2Header } from './qcow2-shadow-update.js';
 import { setHeaderTables } from './qcow2-header-write.js';
 import { TableCodec, type L2Geometry } from './qcow2-metadata-codec.js';
+import { WriteQueue } from '../backends/write-queue.js';
 
 /** What a finished image holds, in clusters of the image's cluster size. */
 export interface SequentialWriteResult {
@@ -25,11 +26,6 @@ export interface SequentialWriteResult {
   compressedClusters: number;
   zeroClusters: number;
 }
-
-/** Host bytes gathered into one backend write before it is issued. */
-const WRITE_BATCH_BYTES = 2 << 20;
-/** Backend writes in flight at once. */
-const WRITES_IN_FLIGHT = 8;
 
 /**
  * A qcow2 image being written front to back. Create with Qcow2SequentialWriter.start; feed guest
@@ -60,11 +56,8 @@ export class Qcow2SequentialWriter {
   private lastGuestCluster = -1;
   private l2Index = -1;
   private l2Table: Uint8Array | undefined;
-  private pendingStart = 0;
-  private pendingBuffers: Uint8Array[] = [];
-  private pendingBytes = 0;
-  private readonly inFlight = new Set<Promise<void>>();
-  private failure: unknown;
+  /** The host writes: gathered, a few in flight, written back early. */
+  private readonly writes: WriteQueue;
   private finished = false;
   private readonly counts = { dataClusters: 0, compressedClusters: 0, zeroClusters: 0 };
 
@@ -82,6 +75,7 @@ export class Qcow2SequentialWriter {
     this.cursorHostOffset = this.clusterBytes + this.l1Bytes;
     const refcountBits = 2 ** header.refcountOrder;
     this.maxRefcount = refcountBits >= 53 ? Number.MAX_SAFE_INTEGER : 2 ** refcountBits - 1;
+    this.writes = new WriteQueue(backend);
   }
 
   /**
@@ -124,14 +118,14 @@ export class Qcow2SequentialWriter {
       const hostOffset = this.allocateClusters(1);
       this.codec.setDataL2Entry(l2Table, this.geometry, (first + i) % this.l2Entries, hostOffset);
       if (hostOffset !== stretchHostOffset + (i - stretchStart) * this.clusterBytes) {
-        if (i > 0) this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
+        if (i > 0) this.writes.write(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
         stretchStart = i;
         stretchHostOffset = hostOffset;
       }
     }
-    this.queueWrite(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes));
+    this.writes.write(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes));
     this.counts.dataClusters += count;
-    await this.backpressure();
+    await this.writes.backpressure();
   }
 
   /**
@@ -151,8 +145,8 @@ export class Qcow2SequentialWriter {
     }
     this.codec.setCompressedL2Entry(l2Table, this.geometry, guestCluster % this.l2Entries, hostOffset, compressed.byteLength);
     this.counts.compressedClusters++;
-    this.queueWrite(hostOffset, compressed);
-    await this.backpressure();
+    this.writes.write(hostOffset, compressed);
+    await this.writes.backpressure();
   }
 
   /** Marks the guest cluster at `guestOffset` as reading zeros (needs zeroFlagSupported). */
@@ -183,15 +177,15 @@ export class Qcow2SequentialWriter {
         (index) => first + index < totalClusters ? this.compressedRefcounts.get(first + index) ?? 1 : 0);
       const blockHostOffset = refcountStart + block * this.clusterBytes;
       blockHostOffsets.set(block, blockHostOffset);
-      this.queueWrite(blockHostOffset, blockBytes);
-      await this.backpressure();
+      this.writes.write(blockHostOffset, blockBytes);
+      await this.writes.backpressure();
     }
     const tableHostOffset = refcountStart + blocks * this.clusterBytes;
-    this.queueWrite(tableHostOffset, this.codec.reftable(this.clusterBytes, tableClusters, blockHostOffsets));
+    this.writes.write(tableHostOffset, this.codec.reftable(this.clusterBytes, tableClusters, blockHostOffsets));
     const l1 = new Uint8Array(this.l1Bytes);
     this.codec.setL1Offsets(l1, 0, Array.from(this.l1), true);
-    this.queueWrite(this.clusterBytes, l1);
-    await this.drain();
+    this.writes.write(this.clusterBytes, l1);
+    await this.writes.drain();
     // Only once everything it points to is in place does the header make the file an image.
     await this.backend.flush();
     await setHeaderTables(this.headerCluster, {
@@ -209,14 +203,13 @@ export class Qcow2SequentialWriter {
    * the next write call or finish().
    */
   written(): Promise<void> {
-    this.issuePending();
-    return Promise.all(this.inFlight).then(() => {});
+    return this.writes.written();
   }
 
   /** Waits for writes in flight after a failure elsewhere, so the backend can be closed. */
   async abandon(): Promise<void> {
     this.finished = true;
-    await Promise.allSettled(this.inFlight);
+    await this.writes.abandon();
   }
 
   // Checks order and alignment; returns the first guest cluster index; switches L2 tables.
@@ -285,7 +278,7 @@ export class Qcow2SequentialWriter {
     this.l1[this.l2Index] = hostOffset;
     const bytes = this.l2Table;
     this.l2Table = undefined;
-    this.queueWrite(hostOffset, bytes);
+    this.writes.write(hostOffset, bytes);
   }
 
   // Refcount blocks and table clusters needed to cover `dataClusters` plus themselves.
@@ -302,42 +295,5 @@ export class Qcow2SequentialWriter {
       blocks = Math.max(blocks, needBlocks);
       tableClusters = Math.max(tableClusters, needTable);
     }
-  }
-
-  // Gathers host-contiguous writes into batches of WRITE_BATCH_BYTES (longer data is split), so
-  // several backend writes of a useful size run at once; a batch is issued once full or when the
-  // next write does not continue it.
-  private queueWrite(hostOffset: number, data: Uint8Array): void {
-    if (this.pendingBytes > 0 && hostOffset !== this.pendingStart + this.pendingBytes) this.issuePending();
-    for (let at = 0; at < data.byteLength;) {
-      if (this.pendingBytes === 0) this.pendingStart = hostOffset + at;
-      const take = Math.min(data.byteLength - at, WRITE_BATCH_BYTES - this.pendingBytes);
-      this.pendingBuffers.push(take === data.byteLength ? data : data.subarray(at, at + take));
-      this.pendingBytes += take;
-      at += take;
-      if (this.pendingBytes >= WRITE_BATCH_BYTES) this.issuePending();
-    }
-  }
-
-  private issuePending(): void {
-    if (this.pendingBytes === 0) return;
-    const write: Promise<void> = this.backend.pwritev(this.pendingStart, this.pendingBuffers)
-      .catch((error: unknown) => { this.failure ??= error; })
-      .finally(() => this.inFlight.delete(write));
-    this.inFlight.add(write);
-    this.pendingBuffers = [];
-    this.pendingBytes = 0;
-  }
-
-  // Resolves once fewer than WRITES_IN_FLIGHT writes are in flight; rejects after a write failed.
-  private async backpressure(): Promise<void> {
-    while (this.inFlight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inFlight);
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async drain(): Promise<void> {
-    this.issuePending();
-    await Promise.all(this.inFlight);
-    if (this.failure !== undefined) throw this.failure;
   }
 }

@@ -7,7 +7,7 @@
 // leaks. Deferred copy-on-write (qcow2-deferred-cow.ts) keeps the tail of a last new cluster
 // pending when the plan says it may. Nothing here interprets qcow2 metadata: the core decides.
 
-import type { Backend } from '../backends/backend.js';
+import { COMPLETED, type Backend } from '../backends/backend.js';
 import type { ImageStats } from '../dispatch/image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import type { Qcow2Core } from './qcow2-core.js';
@@ -75,7 +75,15 @@ export class Qcow2WritePath {
   writeExtent(guestOffset: number, length: number, buffers: Uint8Array[], gaps: readonly GapRange[]): Promise<void> {
     if (gaps.length === 0 && !this.hasPendingIn(guestOffset, guestOffset + length)) {
       const hostOffset = this.core.inPlaceHostOffset(guestOffset, length);
-      if (hostOffset >= 0) return this.overlap.check('data', hostOffset, length).then(() => this.host.writeToBackend(this.dataBackend, hostOffset, buffers));
+      if (hostOffset >= 0) {
+        return this.overlap.isClear('data', hostOffset, length)
+          ? this.host.writeToBackend(this.dataBackend, hostOffset, buffers)
+          : this.overlap.check('data', hostOffset, length).then(() => this.host.writeToBackend(this.dataBackend, hostOffset, buffers));
+      }
+    }
+    if (gaps.length === 0) {
+      const extended = this.extendPending(guestOffset, length, buffers, false);
+      if (extended) return extended;
     }
     const locked: number[] = [];
     this.core.clustersNotInPlace(guestOffset, length, locked);
@@ -88,10 +96,39 @@ export class Qcow2WritePath {
       locked.splice(0, locked.length, ...distinct);
     }
     const write = async () => {
+      // Behind a writer of the same cluster (a sequential guest's next piece): usually an extension now.
+      const extended = gaps.length === 0 ? this.extendPending(guestOffset, length, buffers, true) : undefined;
+      if (extended) return extended;
       const data = gaps.length === 0 ? buffers : await this.fillGaps(guestOffset, length, buffers, gaps);
       await this.writeRuns(guestOffset, length, data);
     };
     return locked.length === 0 ? write() : this.locks.run(locked, write);
+  }
+
+  // The next bytes of a pending cluster, short of its end (a sequential guest writing a new
+  // cluster piece by piece), written with one host write and recorded, without the general path's
+  // planning. `holdsLock`: the caller holds the cluster's lock. Otherwise it applies only when
+  // nobody holds it: a host write that finishes before returning (COMPLETED) needs no lock, as
+  // nothing else can run in between; one still in flight takes the (free) lock until it is
+  // recorded. Undefined when it does not apply: the general path takes the write.
+  private extendPending(guestOffset: number, length: number, buffers: Uint8Array[], holdsLock: boolean): Promise<void> | undefined {
+    if (this.deferred === undefined || this.deferred.size === 0) return undefined;
+    const clusterBytes = this.header.clusterSize;
+    const clusterStart = Math.floor(guestOffset / clusterBytes) * clusterBytes;
+    const pending = this.deferred.get(clusterStart);
+    const filledEnd = guestOffset + length - clusterStart;
+    const cluster = clusterStart / clusterBytes;
+    if (pending === undefined || guestOffset - clusterStart > pending.filledBytes || filledEnd >= clusterBytes) return undefined;
+    if (!holdsLock && this.locks.isHeld(cluster)) return undefined;
+    const hostStart = pending.hostStart + (guestOffset - clusterStart);
+    if (!this.overlap.isClear('data', hostStart, length)) return undefined;
+    const written = this.host.writeToBackend(this.dataBackend, hostStart, buffers);
+    const record = () => { this.deferred!.extend(pending, filledEnd); };
+    if (written === COMPLETED) {
+      record();
+      return written;
+    }
+    return holdsLock ? written.then(record) : this.locks.run([cluster], () => written.then(record));
   }
 
   /** Whether a pending cluster (deferred copy-on-write) overlaps guest [start, end). */

@@ -50,9 +50,13 @@ export class Qcow2Writeback {
   /** The backend flush in progress, if any (a barrier that finds nothing owed still waits for it). */
   private backendFlush: Promise<void> | undefined;
 
+  /**
+   * `dataBackend` holds the guest data (the image file itself, or its external data file): the
+   * barrier before L2 entries are written covers it too.
+   */
   constructor(private readonly core: Qcow2Core, private readonly backend: Backend,
-              private readonly header: Qcow2Header, private readonly counters: ImageStats,
-              private readonly overlap?: Qcow2OverlapGuard) {}
+              private readonly dataBackend: Backend, private readonly header: Qcow2Header,
+              private readonly counters: ImageStats, private readonly overlap?: Qcow2OverlapGuard) {}
 
   /**
    * Makes every committed change durable and persists the refcounts of the clusters those
@@ -190,7 +194,7 @@ export class Qcow2Writeback {
   //    on disk points at it, so the file always covers the start of every referenced cluster.)
   // 2. L2 slices, after a barrier even when no refcount was written: data writes that completed
   //    since the last flush (a new cluster's data and copy-on-write) must be durable before an
-  //    entry points at them. New L2 tables get zeros in their slices the copy lacks first; barrier.
+  //    entry points at them; with an external data file that file is flushed too. New L2 tables get zeros in their slices the copy lacks first; barrier.
   // 3. The dirty part of the L1 table; barrier.
   private async writeAll(): Promise<void> {
     const l1 = this.core.dirtyL1();
@@ -205,7 +209,7 @@ export class Qcow2Writeback {
       await this.write(this.header.refcountTableOffset, reftable.bytes, 'refcount-table');
       this.core.markReftableClean(reftable.generation);
     }
-    await this.barrier();
+    await allSettledOrThrow(l2.length > 0 ? [this.barrier(), this.dataBarrier()] : [this.barrier()]);
     await this.zeroFillTables(newTables, l2);
     await this.writeSlices(l2);
     await this.barrier();
@@ -271,6 +275,13 @@ export class Qcow2Writeback {
       if (!this.backendFlush) return;
       await this.backendFlush.catch(() => undefined);
     }
+  }
+
+  // Guest data in an external data file: the L2 slices of a write-back may point at any data
+  // written there since the last write-back, so it is flushed before they are written (a failed
+  // flush throws, and the slices stay dirty for the next write-back, which flushes again).
+  private async dataBarrier(): Promise<void> {
+    if (this.dataBackend !== this.backend) await this.dataBackend.flush();
   }
 
   private async writeSlices(slices: DirtySlice[]): Promise<boolean> {

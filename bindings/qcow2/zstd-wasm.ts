@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 // A WebAssembly build of the reference zstd decoder (the zstddec package) for compressed qcow2
 // clusters: one-shot decoding of whole frames into a buffer of bounded size, several times faster
-// than the pure-JavaScript decoder. Installed by the Node entry point.
+// than the pure-JavaScript decoder. Installed by the Node and browser entry points.
 
 import { ZSTDDecoder } from 'zstddec';
 import type { ZstdFrameDecoder } from './decompress.js';

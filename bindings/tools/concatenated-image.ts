@@ -3,7 +3,7 @@
 // sees its sources: part k starts where part k-1 ends, the virtual size is the sum of theirs.
 
 import type { BlockImage, ImageStats, WriteRequest } from '../dispatch/image.js';
-import { checkGuestRange } from '../dispatch/image.js';
+import { checkReadTarget, readIntoNewBuffer } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
 
 /** One part of a ConcatenatedImage and the guest byte of the whole where it starts. */
@@ -43,17 +43,13 @@ export class ConcatenatedImage implements BlockImage {
   /** Reads `length` guest bytes at `offset` into a new buffer. */
   async read(offset: number, length: number): Promise<Uint8Array> {
     this.checkOpen();
-    checkGuestRange(offset, length, this.virtualSize);
-    const target = new Uint8Array(length);
-    await this.readInto(offset, target);
-    return target;
+    return readIntoNewBuffer(offset, length, this.virtualSize, (at, target) => this.readInto(at, target));
   }
 
   /** Reads guest bytes at `offset` into `target` from the parts it spans. */
   async readInto(offset: number, target: Uint8Array): Promise<void> {
     this.checkOpen();
-    if (!(target instanceof Uint8Array)) throw new ImageError('INVALID_ARGUMENT', 'readInto target must be a Uint8Array');
-    checkGuestRange(offset, target.byteLength, this.virtualSize);
+    checkReadTarget(offset, target, this.virtualSize);
     const end = offset + target.byteLength;
     await Promise.all(this.partsIn(offset, end).map(({ image, guestOffset }) => {
       const from = Math.max(offset, guestOffset);

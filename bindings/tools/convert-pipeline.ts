@@ -36,6 +36,8 @@ export interface Pipeline {
   prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
   /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
   pooled: boolean;
+  /** Makes a zero-filled chunk buffer (default: a plain Uint8Array). */
+  allocate?: (byteLength: number) => Uint8Array;
   /** Hands `actions` to the target in guest order; resolves once they are issued. */
   apply: (actions: Action[]) => Promise<Applied>;
   onProgress?: (doneBytes: number, totalBytes: number) => void;
@@ -61,7 +63,7 @@ export async function runPipeline(p: Pipeline): Promise<number> {
     while (queue.length < p.inFlight && nextStart < total) {
       let buffer = spare.pop();
       if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
-        buffer = new Uint8Array(p.chunkBytes);
+        buffer = p.allocate ? p.allocate(p.chunkBytes) : new Uint8Array(p.chunkBytes);
         bufferCount++;
       }
       if (!buffer) return;

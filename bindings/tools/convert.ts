@@ -9,6 +9,7 @@
 import type { Backend } from '../backends/backend.js';
 import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
+import { WriteQueue } from '../backends/write-queue.js';
 import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow2-sequential-writer.js';
 import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
 import { APPLIED, prepareBytes, readRanges, runPipeline, type Action, type Applied } from './convert-pipeline.js';
@@ -60,7 +61,7 @@ export interface ConvertResult {
 const DEFAULT_MIN_SPARSE = 4096;
 const DEFAULT_IN_FLIGHT = 8;
 
-/** Checks the options every convert takes; throws INVALID_ARGUMENT. Returns them with their defaults. */
+/** Checks the options every convert takes; returns -S and -m with their defaults. Throws INVALID_ARGUMENT. */
 export function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
   const minSparse = options.minSparseBytes ?? DEFAULT_MIN_SPARSE;
   const inFlight = options.requestsInFlight ?? DEFAULT_IN_FLIGHT;
@@ -76,7 +77,7 @@ export function checkOptions(options: ConvertOptions): { minSparse: number; inFl
 /** Per target cluster: does it need data, zeros, or nothing. */
 export const enum ClusterNeed { NOTHING, ZERO, DATA }
 
-/** What each of the `clusterCount` target clusters from guest `start` needs, given the source's classified `segments`. */
+/** ClusterNeed of each of `clusterCount` target clusters from guest `start`, from the source's segments over it. */
 export function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
   const seen = new Uint8Array(clusterCount); // bit per status
   for (const segment of segments) {
@@ -214,7 +215,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
   try {
     const dataBytes = await runPipeline({
       source, clusterBytes, chunkBytes: Math.ceil(convertChunkBytes() / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
-      onProgress: options.onProgress,
+      allocate: compressor?.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
     const qcow2 = await writer.finish();
     return { virtualSize: create.virtualSize, dataBytes, qcow2 };
@@ -235,33 +236,14 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
   const { minSparse, inFlight } = checkOptions(options);
   if (!target.truncate) throw new ImageError('INVALID_ARGUMENT', 'a raw target backend must support truncate');
   await target.truncate(0);
-  const writes = new Set<Promise<void>>();
-  let failure: unknown;
+  const writes = new WriteQueue(target);
   const apply = async (actions: Action[]): Promise<Applied> => {
-    if (failure !== undefined) throw failure;
-    const chunkWrites: Promise<void>[] = [];
-    const buffers: Uint8Array[] = [];
-    let runStart = -1;
-    let runEnd = -1;
-    const issue = (): void => {
-      if (buffers.length === 0) return;
-      const write: Promise<void> = target.pwritev(runStart, buffers.splice(0))
-        .catch((error: unknown) => { failure ??= error; })
-        .finally(() => writes.delete(write));
-      writes.add(write);
-      chunkWrites.push(write);
-    };
     for (const action of actions) {
       if (action.kind !== 'data') continue;
-      if (action.guestOffset !== runEnd) {
-        issue();
-        runStart = action.guestOffset;
-      }
-      buffers.push(action.bytes);
-      runEnd = action.guestOffset + action.bytes.byteLength;
+      writes.write(action.guestOffset, action.bytes);
+      await writes.backpressure();
     }
-    issue();
-    return { bufferFree: Promise.all(chunkWrites).then(() => {}) };
+    return { bufferFree: writes.written() };
   };
   try {
     const dataBytes = await runPipeline({
@@ -269,13 +251,13 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
       apply, onProgress: options.onProgress,
     });
-    await Promise.all(writes);
-    if (failure !== undefined) throw failure;
+    await writes.drain();
     await target.truncate(source.virtualSize);
     await target.flush();
     return { virtualSize: source.virtualSize, dataBytes };
-  } finally {
-    await Promise.allSettled(writes);
+  } catch (error) {
+    await writes.abandon();
+    throw error;
   }
 }
 

@@ -29,13 +29,21 @@ async function makeSyncFile(initial: Uint8Array | undefined, writable: boolean):
 }
 
 if (SYNC_ACCESS_UNSUPPORTED) {
-  it('refuses sync access with BACKEND_NOT_SUPPORTED where the engine has none, and auto falls back to async', async () => {
-    const err = await worker.open(`${DIRECTORY}/unsupported.bin`, { create: true, writable: true, mode: 'sync-access' }).then(() => undefined, (e: unknown) => e);
+  it('refuses sync access with BACKEND_NOT_SUPPORTED where the engine has none, leaving the file writable: auto falls back to async', async () => {
+    const path = `${DIRECTORY}/unsupported.bin`;
+    const err = await worker.open(path, { create: true, writable: true, mode: 'sync-access' }).then(() => undefined, (e: unknown) => e);
     expect((err as { code?: string }).code).toBe('BACKEND_NOT_SUPPORTED');
     expect(String((err as Error).message)).toMatch(/NotSupportedError/);
-    const auto = await worker.open(`${DIRECTORY}/auto.bin`, { create: true, writable: true });
+    // The refusal must not leave the engine's lock on the file: the same file opens and takes writes.
+    const auto = await worker.open(path, { writable: true }, Uint8Array.of(7, 8, 9));
     expect(auto.kind).toBe('opfs-async');
+    await auto.pwritev(1, [Uint8Array.of(0x55)]);
     await auto.close();
+    const reader = await worker.open(path, { writable: false });
+    const got = new Uint8Array(3);
+    await reader.preadv(0, [got]);
+    expectBytes(got, Uint8Array.of(7, 0x55, 9));
+    await reader.close();
   });
 } else {
   declareSyncTests();

@@ -23,9 +23,19 @@ async function makeFile(initial: Uint8Array | undefined, writable: boolean): Pro
 }
 
 if (SYNC_ACCESS_UNSUPPORTED) {
-  it('rejects the worker mode with BACKEND_NOT_SUPPORTED where the engine has no sync access handles', async () => {
-    const err = await openOpfsBackend(`${DIRECTORY}/x.bin`, { create: true, writable: true, mode: 'worker' }).then(() => undefined, (e: unknown) => e);
+  it('rejects the worker mode with BACKEND_NOT_SUPPORTED where the engine has no sync access handles, leaving the file writable', async () => {
+    const path = `${DIRECTORY}/x.bin`;
+    const err = await openOpfsBackend(path, { create: true, writable: true, mode: 'worker' }).then(() => undefined, (e: unknown) => e);
     expect((err as { code?: string }).code).toBe('BACKEND_NOT_SUPPORTED');
+    const page = await openOpfsBackend(path, { create: true, writable: true });
+    expect(page.kind).toBe('opfs-async');
+    await page.pwritev(0, [Uint8Array.of(4, 5)]);
+    await page.close();
+    const reader = await openOpfsBackend(path);
+    const got = new Uint8Array(2);
+    await reader.preadv(0, [got]);
+    expectBytes(got, Uint8Array.of(4, 5));
+    await reader.close();
   });
 } else {
   backendConformanceSuite('opfs-worker', (initial, options) => makeFile(initial, options?.writable ?? true), {

@@ -2,8 +2,9 @@
 // A storage quota error in each engine: a qcow2 overlay (over a base served as split parts) kept
 // in IndexedDB or OPFS hits QuotaExceededError mid-write. The write must fail with a typed error,
 // and the overlay must open again afterwards (as after a reload), hold what was flushed before,
-// and check without corruption. The quota error is injected at the platform call (filling a
-// real quota takes gigabytes); everything above it is the real stack.
+// and check without corruption. The quota error is injected at the platform call
+// (pages/quota-tools.ts); everything above it is the real stack. test/browser-engines.test.ts
+// reopens such an overlay after a real reload.
 
 import { afterAll, expect, it } from 'vitest';
 import {
@@ -13,6 +14,7 @@ import {
 import { expectBytes } from '../helpers/bytes.js';
 import { makePrng } from '../helpers/prng.js';
 import { putSplitImage, removeOpfsEntry, uniqueName } from './helpers.js';
+import { causedBy, injectQuotaErrorInto } from './pages/quota-tools.js';
 
 const KiB = 1024;
 const MiB = 1024 * KiB;
@@ -25,34 +27,14 @@ afterAll(async () => {
   for (const name of idbImages) await deleteIndexedDbImage(name);
 });
 
-/** Makes `platformCall` fail with QuotaExceededError until the returned function restores it. */
-function injectQuotaError(owner: object, method: string, failsBy: 'throw' | 'reject'): () => void {
-  const target = owner as Record<string, unknown>;
-  const original = target[method];
-  target[method] = function quotaExceeded() {
-    const error = new DOMException('the quota has been exceeded', 'QuotaExceededError');
-    if (failsBy === 'throw') throw error;
-    return Promise.reject(error);
-  };
-  return () => { target[method] = original; };
-}
-
-/** True when `err` or an error in its cause chain is named `name`. */
-function causedBy(err: unknown, name: string): boolean {
-  for (let e = err as { name?: string; cause?: unknown } | undefined; e !== undefined && e !== null; e = e.cause as typeof e) {
-    if (e.name === name) return true;
-  }
-  return false;
-}
-
 const stores = {
   indexeddb: {
     open: (name: string, create: boolean) => openIndexedDbBackend(name, { create, writable: true }),
-    inject: () => injectQuotaError(IDBObjectStore.prototype, 'put', 'throw'),
+    inject: () => injectQuotaErrorInto('indexeddb'),
   },
   opfs: {
     open: (name: string, create: boolean) => openOpfsBackend(`${DIRECTORY}/${name}`, { create, writable: true, mode: 'async' }),
-    inject: () => injectQuotaError(FileSystemWritableFileStream.prototype, 'write', 'reject'),
+    inject: () => injectQuotaErrorInto('opfs'),
   },
 } as const;
 

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // What the browser tests need from a browser they drive from Node: pages to open, script to
-// evaluate in them, reloads. Implemented for Firefox over WebDriver BiDi (firefox-bidi.ts) and
-// for WebKitGTK over classic WebDriver (webkit-webdriver.ts); Chromium uses Playwright.
+// evaluate in them, reloads, closing them. Implemented for Chromium through Playwright
+// (engines.ts), Firefox over WebDriver BiDi (firefox-bidi.ts) and WebKitGTK's MiniBrowser over
+// its remote inspector (webkit-inspector.ts).
 
 /** One tab of a driven browser. */
 export interface DrivenPage {
@@ -14,12 +15,21 @@ export interface DrivenPage {
   evaluate<T>(expression: string): Promise<T>;
   /** Reloads the page and resolves once its load event fired. */
   reload(): Promise<void>;
+  /**
+   * Closes the tab as a user does (no beforeunload prompt; the page's workers end with it) and
+   * resolves once it is gone.
+   */
+  close(): Promise<void>;
 }
 
 /** A running browser. */
 export interface DrivenBrowser {
-  readonly engine: 'firefox' | 'webkit';
-  /** Opens a new tab (the first call reuses the tab the browser started with) at `url`. */
+  readonly engine: 'chromium' | 'firefox' | 'webkit';
+  /**
+   * Opens a new tab at `url`. The tab the browser started with is never handed out and stays
+   * open, so that closing a page never closes the browser's last tab (in Firefox that leaves
+   * the page and its workers alive).
+   */
   openPage(url: string): Promise<DrivenPage>;
   /** Quits the browser and ends its processes; idempotent. */
   close(): Promise<void>;

@@ -93,12 +93,11 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
   };
 
   await send('session.new', { capabilities: {} });
-  const tree = await send('browsingContext.getTree', {}) as { contexts: Array<{ context: string }> };
-  let firstContext: string | undefined = tree.contexts[0]?.context;
 
   const page = (context: string): DrivenPage => ({
     async goto(url) { await send('browsingContext.navigate', { context, url, wait: 'complete' }); },
     async reload() { await send('browsingContext.reload', { context, wait: 'complete' }); },
+    async close() { await send('browsingContext.close', { context, promptUnload: false }); },
     async evaluate<T>(expression: string): Promise<T> {
       const reply = await send('script.evaluate', { expression: jsonExpression(expression), target: { context }, awaitPromise: true, resultOwnership: 'none' }) as {
         type: string; result?: { value?: string }; exceptionDetails?: { text?: string };
@@ -112,9 +111,7 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
   return {
     engine: 'firefox',
     async openPage(url) {
-      let context = firstContext;
-      firstContext = undefined;
-      context ??= ((await send('browsingContext.create', { type: 'tab' })) as { context: string }).context;
+      const { context } = (await send('browsingContext.create', { type: 'tab' })) as { context: string };
       const opened = page(context);
       await opened.goto(url);
       return opened;
@@ -123,9 +120,11 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
       closing ??= (async () => {
         await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
         socket.close();
-        if (child.exitCode === null) child.kill('SIGTERM');
+        // A restart on the same profile must not meet this Firefox still holding the profile.
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
         await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-        if (child.exitCode === null) child.kill('SIGKILL');
+        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        await exited;
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
       })();
       return closing;

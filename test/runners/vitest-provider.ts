@@ -9,7 +9,7 @@ import type { DrivenBrowser } from './driven-browser.js';
 import { launchFirefox } from './firefox-bidi.js';
 import { openInMiniBrowser } from './xvfb.js';
 
-type Engine = DrivenBrowser['engine'];
+type Engine = Exclude<DrivenBrowser['engine'], 'chromium'>;
 
 class DrivenBrowserProvider {
   readonly name: string;

@@ -1,21 +1,21 @@
 // SPDX-License-Identifier: MIT
 // WebKitGTK's MiniBrowser on a private X server (Xvfb; the GTK MiniBrowser has no headless mode):
-// what the WebDriver launcher and the plain launcher share.
+// what the inspector-driven launcher (webkit-inspector.ts) and the vitest provider share.
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-/** The MiniBrowser of Debian's libwebkit2gtk-4.1 (webkit2gtk-driver pulls it in); WEBKIT_BROWSER_PATH overrides. */
+/** The MiniBrowser of Debian's libwebkit2gtk-4.1-0; WEBKIT_BROWSER_PATH overrides. */
 export const WEBKIT_BROWSER_PATH = process.env.WEBKIT_BROWSER_PATH ?? '/usr/lib/x86_64-linux-gnu/webkit2gtk-4.1/MiniBrowser';
 /** The X server (package xvfb); XVFB_PATH overrides. */
 export const XVFB_PATH = process.env.XVFB_PATH ?? '/usr/bin/Xvfb';
 
 /**
- * WebKitGTK leaves the Storage API and OPFS off by default; they are turned on as Safari has them.
- * File System writable streams (createWritable) stay off, as in Safari before 26, so the tests
- * meet a main thread without them.
+ * WebKitGTK 2.50 leaves the Storage API, OPFS and its writable streams off by default; they are
+ * turned on as Safari 26 has them. (Its OPFS has no sync access handles: createSyncAccessHandle
+ * rejects with NotSupportedError on every platform but Apple's.)
  */
 export const WEBKIT_FEATURES = '+StorageAPI,+StorageAPIEstimate,+FileSystem,+AccessHandle,+FileSystemWritableStream';
 
@@ -48,26 +48,72 @@ export async function stop(child: ChildProcess): Promise<void> {
   }
 }
 
+/** Options of spawnMiniBrowser. */
+export interface MiniBrowserOptions {
+  /** The X display (startXvfb). */
+  display: string;
+  /** Where MiniBrowser keeps website data, cache and settings (a fresh temporary directory when omitted). */
+  dataDir?: string;
+  /** host:port for the inspector's HTTP server (WEBKIT_INSPECTOR_HTTP_SERVER); none when omitted. */
+  inspectorAddress?: string;
+  /** Private browsing (MiniBrowser --private): website data in an ephemeral store. */
+  privateBrowsing?: boolean;
+}
+
+/** A running MiniBrowser. */
+export interface RunningMiniBrowser {
+  /** Ends it (SIGTERM, waiting for it to exit) and removes a temporary data directory; idempotent. */
+  close(): Promise<void>;
+  /** What it printed so far. */
+  log(): string;
+}
+
 /**
- * Opens `url` in a plain MiniBrowser (no automation, so website data persists as in a normal
- * window) on its own Xvfb, keeping website data below `dataDir` (a fresh temporary directory
- * when omitted). Resolves with close(), which ends both and removes a temporary directory.
+ * Starts a plain MiniBrowser (not in automation mode, so website data persists as in a normal
+ * window) at `url`, with the Storage API and OPFS turned on (WEBKIT_FEATURES), its website data
+ * below `options.dataDir`.
  */
-export async function openInMiniBrowser(url: string, dataDir?: string): Promise<{ close(): Promise<void> }> {
-  const temporary = dataDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-webkit-')) : undefined;
-  const home = dataDir ?? temporary!;
-  const xvfb = await startXvfb();
-  const browser = spawn(WEBKIT_BROWSER_PATH, [`--features=${WEBKIT_FEATURES}`, url], {
-    stdio: 'ignore',
-    env: { ...process.env, DISPLAY: xvfb.display, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache'), XDG_CONFIG_HOME: join(home, 'config') },
-  });
+export function spawnMiniBrowser(url: string, options: MiniBrowserOptions): RunningMiniBrowser {
+  const temporary = options.dataDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-webkit-')) : undefined;
+  const home = options.dataDir ?? temporary!;
+  const args = [`--features=${WEBKIT_FEATURES}`, ...(options.privateBrowsing === true ? ['--private'] : [])];
+  const env: NodeJS.ProcessEnv = {
+    ...process.env, DISPLAY: options.display, XDG_DATA_HOME: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache'), XDG_CONFIG_HOME: join(home, 'config'),
+  };
+  if (options.inspectorAddress !== undefined) {
+    args.push('--enable-developer-extras=true', '--javascript-can-open-windows-automatically=true');
+    env.WEBKIT_INSPECTOR_HTTP_SERVER = options.inspectorAddress;
+  }
+  const browser = spawn(WEBKIT_BROWSER_PATH, [...args, url], { stdio: ['ignore', 'pipe', 'pipe'], env });
+  let output = '';
+  browser.stdout!.on('data', (chunk: Buffer) => { output = (output + chunk.toString('utf8')).slice(-20_000); });
+  browser.stderr!.on('data', (chunk: Buffer) => { output = (output + chunk.toString('utf8')).slice(-20_000); });
   let closing: Promise<void> | undefined;
   return {
     close() {
       closing ??= (async () => {
         await stop(browser);
-        await stop(xvfb.child);
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
+      })();
+      return closing;
+    },
+    log: () => output,
+  };
+}
+
+/**
+ * Opens `url` in a plain MiniBrowser on its own Xvfb with a temporary data directory. Resolves
+ * with close(), which ends both and removes the directory.
+ */
+export async function openInMiniBrowser(url: string): Promise<{ close(): Promise<void> }> {
+  const xvfb = await startXvfb();
+  const browser = spawnMiniBrowser(url, { display: xvfb.display });
+  let closing: Promise<void> | undefined;
+  return {
+    close() {
+      closing ??= (async () => {
+        await browser.close();
+        await stop(xvfb.child);
       })();
       return closing;
     },

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
-// The two halves of the reload test, run in the page (async OPFS, IndexedDB) or in a worker (sync
-// access): create a qcow2 image in OPFS and write the workload with multiwrite; later, in a
+// The two halves of the reload test, run in the page (async OPFS, IndexedDB) or in a worker (OPFS
+// mode 'auto'): create a qcow2 image in OPFS and write the workload with multiwrite; later, in a
 // new page, reopen it and compare every byte with the model.
 
 import { openIndexedDbBackend, openOpfsBackend, Qcow2Image, type Backend } from '../../../bindings/browser.js';
@@ -20,7 +20,7 @@ export interface ReadReport {
 }
 
 /** Where an image of the test lives: OPFS in one of its modes, or IndexedDB. */
-export type Store = 'sync-access' | 'async' | 'indexeddb';
+export type Store = 'auto' | 'async' | 'indexeddb';
 
 function openStore(path: string, store: Store, writable: boolean): Promise<Backend> {
   if (store === 'indexeddb') return openIndexedDbBackend(path, { create: writable, writable });

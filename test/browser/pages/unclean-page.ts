@@ -1,12 +1,13 @@
 // SPDX-License-Identifier: MIT
-// The unclean-close test page: exposes `window.qcow2Unclean`, which the Node side (Playwright)
-// calls to write the reload workload into a new OPFS qcow2 image and leave it open (no flush, no
-// close; in the page with async OPFS, or in a worker with sync access that stays alive), and,
+// The unclean-close test page: exposes `window.qcow2Unclean`, which the Node side (each engine's
+// driver) calls to write the reload workload into a new OPFS qcow2 image and leave it open (no
+// flush, no close; in the page with async OPFS, or in a worker, OPFS mode 'auto', that stays
+// alive), and,
 // in a later page, to read it back and to export the file for qemu-img.
 
 import { openOpfsBackend, Qcow2Image } from '../../../bindings/browser.js';
 import { readPhase } from './roundtrip.js';
-import type { PhaseRequest } from './reload-worker.js';
+import { exportOpfsFile, phaseInWorker } from './page-tools.js';
 import { RELOAD_VIRTUAL_BYTES, reloadWorkload } from './workload.js';
 
 /** Images the page keeps open until it is closed. */
@@ -33,36 +34,8 @@ function writeInWorker(path: string, seed: number): Promise<string> {
   });
 }
 
-/** Reads the image back with sync access, in a worker of the reload test. */
-function readInWorker(path: string, seed: number): Promise<unknown> {
-  const worker = new Worker(new URL('./reload-worker.ts', import.meta.url), { type: 'module' });
-  return new Promise((resolve, reject) => {
-    worker.onmessage = (event: MessageEvent<{ ok: boolean; report?: unknown; error?: string }>) => {
-      worker.terminate();
-      if (event.data.ok) resolve(event.data.report);
-      else reject(new Error(event.data.error));
-    };
-    worker.onerror = (event) => {
-      worker.terminate();
-      reject(new Error(`worker failed: ${event.message}`));
-    };
-    worker.postMessage({ phase: 'read', path, seed } satisfies PhaseRequest);
-  });
-}
-
-/** Base64 of the OPFS file at `path` (relative to the root). */
-async function exportFile(path: string): Promise<string> {
-  const parts = path.split('/');
-  let directory = await navigator.storage.getDirectory();
-  for (const name of parts.slice(0, -1)) directory = await directory.getDirectoryHandle(name);
-  const bytes = new Uint8Array(await (await (await directory.getFileHandle(parts[parts.length - 1]!)).getFile()).arrayBuffer());
-  let binary = '';
-  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-  return btoa(binary);
-}
-
 (window as unknown as { qcow2Unclean: unknown }).qcow2Unclean = {
   write: (where: 'page' | 'worker', path: string, seed: number) => (where === 'page' ? writeInPage(path, seed) : writeInWorker(path, seed)),
-  read: (where: 'page' | 'worker', path: string, seed: number) => (where === 'page' ? readPhase(path, 'async', seed) : readInWorker(path, seed)),
-  exportFile,
+  read: (where: 'page' | 'worker', path: string, seed: number) => (where === 'page' ? readPhase(path, 'async', seed) : phaseInWorker({ phase: 'read', path, seed })),
+  exportFile: exportOpfsFile,
 };

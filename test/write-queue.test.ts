@@ -1,0 +1,143 @@
+// SPDX-License-Identifier: MIT
+// WriteQueue and WritebackFlusher (bindings/backends/): neighbouring writes gathered into 4 MiB
+// backend writes, at most two in flight, the first error kept; a flush started after every
+// interval of completed writes, one at a time, its error surfacing from settle().
+
+import { describe, expect, it } from 'vitest';
+import type { Backend } from '../bindings/backends/backend.js';
+import { createMemoryBackend } from '../bindings/backends/memory.js';
+import { WriteQueue } from '../bindings/backends/write-queue.js';
+import { WritebackFlusher } from '../bindings/backends/writeback.js';
+
+const MIB = 1 << 20;
+
+/** A memory backend whose writes wait until released, counting calls and the most in flight. */
+function gatedBackend() {
+  const inner = createMemoryBackend();
+  const calls: { position: number; bytes: number }[] = [];
+  const waiting: (() => void)[] = [];
+  let inFlight = 0;
+  let mostInFlight = 0;
+  let flushes = 0;
+  let failNextWrite = false;
+  const backend: Backend = {
+    ...inner,
+    async pwritev(position, buffers) {
+      calls.push({ position, bytes: buffers.reduce((sum, b) => sum + b.byteLength, 0) });
+      inFlight++;
+      mostInFlight = Math.max(mostInFlight, inFlight);
+      await new Promise<void>((resolve) => waiting.push(resolve));
+      inFlight--;
+      if (failNextWrite) {
+        failNextWrite = false;
+        throw new Error('disk full');
+      }
+      return inner.pwritev(position, buffers);
+    },
+    async flush() {
+      flushes++;
+    },
+  };
+  return {
+    backend, inner, calls,
+    release: () => waiting.splice(0).forEach((resolve) => resolve()),
+    stats: () => ({ mostInFlight, flushes }),
+    failNextWrite: () => { failNextWrite = true; },
+  };
+}
+
+/** Releases the gated writes until `done` settles. */
+async function pump(gate: ReturnType<typeof gatedBackend>, done: Promise<unknown>): Promise<void> {
+  let settled = false;
+  void done.then(() => { settled = true; }, () => { settled = true; });
+  while (!settled) {
+    gate.release();
+    await new Promise((resolve) => setTimeout(resolve, 0));
+  }
+}
+
+describe('WriteQueue', () => {
+  it('gathers neighbouring writes into 4 MiB backend writes, at most two in flight, in the right places', async () => {
+    const gate = gatedBackend();
+    const queue = new WriteQueue(gate.backend);
+    const expected = new Uint8Array(13 * MIB);
+    const run = (async () => {
+      // 1 MiB pieces end to end up to 9 MiB, then a gap, then 3 MiB more.
+      for (let at = 0; at < 13 * MIB; at += MIB) {
+        if (at >= 9 * MIB && at < 10 * MIB) continue;
+        const piece = new Uint8Array(MIB).fill((at / MIB) + 1);
+        expected.set(piece, at);
+        queue.write(at, piece);
+        await queue.backpressure();
+      }
+      await queue.drain();
+    })();
+    await pump(gate, run);
+    await run;
+    expect(gate.calls).toEqual([
+      { position: 0, bytes: 4 * MIB }, { position: 4 * MIB, bytes: 4 * MIB }, { position: 8 * MIB, bytes: MIB },
+      { position: 10 * MIB, bytes: 3 * MIB },
+    ]);
+    expect(gate.stats().mostInFlight).toBeLessThanOrEqual(2);
+    const stored = new Uint8Array(13 * MIB);
+    await gate.inner.preadv(0, [stored]);
+    expect(Buffer.compare(stored, expected)).toBe(0);
+  });
+
+  it('keeps the first write error: backpressure and drain reject with it, written() still resolves', async () => {
+    const gate = gatedBackend();
+    const queue = new WriteQueue(gate.backend);
+    gate.failNextWrite();
+    queue.write(0, new Uint8Array(4 * MIB));
+    const written = queue.written();
+    await pump(gate, written);
+    await expect(written).resolves.toBeUndefined();
+    await expect(queue.backpressure()).rejects.toThrow('disk full');
+    await expect(queue.drain()).rejects.toThrow('disk full');
+  });
+});
+
+describe('WritebackFlusher', () => {
+  it('starts one flush per interval of completed writes, never two at once, and none on a backend without durable flush', async () => {
+    let flushes = 0;
+    let running = 0;
+    let mostRunning = 0;
+    let finish: (() => void) | undefined;
+    const inner = createMemoryBackend();
+    const backend: Backend = {
+      ...inner,
+      flush: () => {
+        flushes++;
+        running++;
+        mostRunning = Math.max(mostRunning, running);
+        return new Promise<void>((resolve) => { finish = () => { running--; resolve(); }; });
+      },
+    };
+    const flusher = new WritebackFlusher(backend, 10);
+    flusher.completed(9);
+    expect(flushes).toBe(0);
+    flusher.completed(1);
+    expect(flushes).toBe(1);
+    flusher.completed(25); // a flush is running: none started
+    expect(flushes).toBe(1);
+    finish!();
+    await flusher.settle();
+    flusher.completed(10);
+    expect(flushes).toBe(2);
+    finish!();
+    await flusher.settle();
+    expect(mostRunning).toBe(1);
+
+    const barrierOnly: Backend = { ...inner, capabilities: { ...inner.capabilities, durableFlush: false }, flush: () => { throw new Error('not called'); } };
+    const idle = new WritebackFlusher(barrierOnly, 10);
+    idle.completed(100);
+    await expect(idle.settle()).resolves.toBeUndefined();
+  });
+
+  it('surfaces a failed flush from settle()', async () => {
+    const inner = createMemoryBackend();
+    const flusher = new WritebackFlusher({ ...inner, flush: () => Promise.reject(new Error('flush failed')) }, 1);
+    flusher.completed(1);
+    await expect(flusher.settle()).rejects.toThrow('flush failed');
+  });
+});
