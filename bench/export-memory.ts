@@ -7,10 +7,12 @@
 //              file and offered as a download (the path browsers without showSaveFilePicker take;
 //              the picker path writes through the same stream backend)
 //   raw-stream convertToRawStream of the same disk into a WritableStream that counts the bytes
-//              (all 3 GiB, zeros included), with the export's 4 requests in flight
+//              (all 3 GiB, zeros included)
 //   qcow2-discarded  the export's convertToQcow2 into a backend that drops the bytes: what
 //              reading and converting cost without the file writes
-// Each phase runs on a fresh page (a new browser context, so a new renderer process) that opened
+//   qcow2-stream  convertToQcow2Stream (for sinks that cannot seek) into a WritableStream that
+//              counts the bytes: as many as it announced, at least the export's
+// Every phase uses the library's defaults, as the example's Export does. Each phase runs on a fresh page (a new browser context, so a new renderer process) that opened
 // the base and wrote the overlay. Sampled every 200 ms, for the page's renderer (the largest one):
 // its private memory (/proc RssAnon + RssShmem: what the tab allocated, file-backed pages of
 // Chromium's own code left out), all its resident memory (VmRSS), and the page's JS heap (CDP
@@ -45,8 +47,6 @@ const OVERLAY_WRITES = Array.from({ length: VIRTUAL_BYTES / DATA_STRIDE_BYTES },
   { offset: i * DATA_STRIDE_BYTES + 20 * MiB, length: MiB, fill: (i * 37 + 11) & 0xff | 1 },
   { offset: i * DATA_STRIDE_BYTES + 4096 * (i + 1), length: 4096, fill: (i * 53 + 7) & 0xff | 1 },
 ]).flat();
-/** The example's Export uses 4 requests in flight (examples/browser/export.ts); the raw stream does the same. */
-const EXPORT_REQUESTS_IN_FLIGHT = 4;
 const GOAL_GROWTH_BYTES = 256 * MiB;
 const SAMPLE_MS = 200;
 const PHASE_TIMEOUT_MS = 900_000;
@@ -242,17 +242,17 @@ async function main(): Promise<void> {
       });
       let streamedBytes = 0;
       const streamed = await onFreshPage(async (page) => {
-        streamedBytes = await page.evaluate(async (inFlight) => {
+        streamedBytes = await page.evaluate(async () => {
           const { library, session } = (window as unknown as ExampleWindow).qcow2Example;
           let bytes = 0;
-          await library.convertToRawStream(session!.overlay, new WritableStream<Uint8Array>({ write(chunk) { bytes += chunk.byteLength; } }), { requestsInFlight: inFlight });
+          await library.convertToRawStream(session!.overlay, new WritableStream<Uint8Array>({ write(chunk) { bytes += chunk.byteLength; } }));
           return bytes;
-        }, EXPORT_REQUESTS_IN_FLIGHT);
+        });
       });
       // Where the memory goes: the same qcow2 export into a backend that drops what it is given.
       let discardedFileBytes = 0;
       const discarded = await onFreshPage(async (page) => {
-        discardedFileBytes = await page.evaluate(async (inFlight) => {
+        discardedFileBytes = await page.evaluate(async () => {
           const { library, session } = (window as unknown as ExampleWindow).qcow2Example;
           let sizeBytes = 0;
           const nowhere: BrowserEntry.Backend = {
@@ -266,19 +266,33 @@ async function main(): Promise<void> {
             truncate: async (size) => { sizeBytes = size; },
             close: async () => {},
           };
-          const result = await library.convertToQcow2(session!.overlay, nowhere, { requestsInFlight: inFlight, create: { clusterSize: session!.overlay.header.clusterSize } });
+          const result = await library.convertToQcow2(session!.overlay, nowhere, { create: { clusterSize: session!.overlay.header.clusterSize } });
           return result.qcow2!.fileBytes;
-        }, EXPORT_REQUESTS_IN_FLIGHT);
+        });
+      });
+
+      // The same disk as qcow2 into a stream that only appends (convertToQcow2Stream), counting its bytes.
+      let streamedQcow2 = { bytes: 0, announced: -1 };
+      const qcow2Streamed = await onFreshPage(async (page) => {
+        streamedQcow2 = await page.evaluate(async () => {
+          const { library, session } = (window as unknown as ExampleWindow).qcow2Example;
+          let bytes = 0;
+          let announced = -1;
+          await library.convertToQcow2Stream(session!.overlay, new WritableStream<Uint8Array>({ write(chunk) { bytes += chunk.byteLength; } }),
+            { create: { clusterSize: session!.overlay.header.clusterSize }, onFileBytes: (fileBytes) => { announced = fileBytes; } });
+          return { bytes, announced };
+        });
       });
 
       // The download must be the disk the guest sees: base plus the page's writes.
       const check = spawnSync('qemu-img', ['check', flattenedPath], { encoding: 'utf8' });
       const compare = spawnSync('qemu-img', ['compare', '-f', 'qcow2', '-F', 'qcow2', flattenedPath, join(scratch, 'expected.qcow2')], { encoding: 'utf8' });
-      const verified = check.status === 0 && compare.status === 0 && streamedBytes === VIRTUAL_BYTES && discardedFileBytes === statSync(flattenedPath).size;
+      const verified = check.status === 0 && compare.status === 0 && streamedBytes === VIRTUAL_BYTES && discardedFileBytes === statSync(flattenedPath).size &&
+        streamedQcow2.bytes === streamedQcow2.announced && streamedQcow2.bytes >= discardedFileBytes;
       console.log(`\n${exportStatus}`);
-      console.log(`qemu-img check: exit ${check.status}; qemu-img compare with the expected view: ${compare.stdout.trim() || compare.stderr.trim()}; raw stream: ${streamedBytes} bytes of ${VIRTUAL_BYTES}; discarded export: ${discardedFileBytes} bytes\n`);
+      console.log(`qemu-img check: exit ${check.status}; qemu-img compare with the expected view: ${compare.stdout.trim() || compare.stderr.trim()}; raw stream: ${streamedBytes} bytes of ${VIRTUAL_BYTES}; discarded export: ${discardedFileBytes} bytes; qcow2 stream: ${streamedQcow2.bytes} bytes (announced ${streamedQcow2.announced})\n`);
 
-      const phases = { export: exported, 'raw-stream': streamed, 'qcow2-discarded': discarded };
+      const phases = { export: exported, 'raw-stream': streamed, 'qcow2-discarded': discarded, 'qcow2-stream': qcow2Streamed };
       const mib = (bytes: number) => (bytes / MiB).toFixed(0);
       printTable(['phase', 'seconds', 'private before (MiB)', 'peak', 'growth', 'RSS before (MiB)', 'peak', 'growth', 'JS heap before (MiB)', 'peak'],
         Object.entries(phases).map(([name, m]) => [name, m.seconds.toFixed(1),

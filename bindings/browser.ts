@@ -23,3 +23,9 @@ export { type LockedPolicy } from './backends/image-lock.js';
 export { openSplitBackend, type SplitBackend, type SplitBackendOptions } from './backends/split-parts.js';
 export { writeSplitImage, type SplitWriteOptions } from './tools/split-writer.js';
 export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './backends/split-manifest.js';
+
+// A tab's memory is scarcer than requests: convert reads and writes 2 MiB chunks here (8 MiB
+// elsewhere), so an export's buffers and the HTTP responses and file reads filling them stay small.
+import { setConvertChunkBytes } from './tools/convert-chunk-size.js';
+
+setConvertChunkBytes(2 << 20);

@@ -10,6 +10,7 @@ export { probeFormat } from './qcow2/qcow2-image.js';
 export { mapImage, type MapEntry } from './tools/qcow2-map.js';
 export { allocationMap, type AllocationMap } from './tools/allocation-map.js';
 export { convertToQcow2, convertToRaw, convertInto, convertToRawStream, type ConvertOptions, type ConvertToQcow2Options, type ConvertIntoOptions, type ConvertResult } from './tools/convert.js';
+export { convertToQcow2Stream, type ConvertToQcow2StreamOptions } from './tools/convert-stream.js';
 export { convertIntoCompressed, type ConvertIntoCompressedOptions } from './tools/convert-compressed-into.js';
 export { ConcatenatedImage, type ConcatenatedPart } from './tools/concatenated-image.js';
 export { createInlineCompressor, type ClusterCompressor, type CompressionType } from './qcow2/compress.js';

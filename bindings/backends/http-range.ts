@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 // The read-only HTTP backend: byte ranges of one URL fetched with strictly checked Range
-// requests; reads issued together that touch or overlap go out as one request.
+// requests; reads issued together that touch or overlap go out as one request, and each
+// response body is copied into the reads' buffers as it arrives.
 
 import { checkRange, totalLength, type Backend, type BackendCapabilities, type BackendLimits } from './backend.js';
 import { BackendError } from '../base/errors.js';
 import { ReadAheadCache } from './read-ahead.js';
+import { readBodyInto, ScratchPool } from './response-body.js';
 
 /** Options of openHttpBackend. */
 export interface HttpBackendOptions {
@@ -117,9 +119,13 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
   let closed = false;
   let queue: PendingRead[] = [];
   const inFlight = new Set<Promise<unknown>>();
+  const scratch = new ScratchPool();
 
-  /** Fetches [start, end) with one strictly checked Range request. */
-  const fetchRange = async (start: number, end: number): Promise<Uint8Array> => {
+  /**
+   * Fetches [start, end) with one strictly checked Range request, its body copied piece by piece
+   * into the buffers of `members` (the reads it serves) as it arrives: no response is held whole.
+   */
+  const fetchRange = async (start: number, end: number, members: readonly PendingRead[]): Promise<void> => {
     const wanted = `bytes ${start}-${end - 1}/${size}`;
     const response = await request('read', 'GET', `bytes=${start}-${end - 1}`);
     if (response.status !== 206) {
@@ -138,28 +144,35 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
       await response.body?.cancel();
       throw failure('read', `expected Content-Range ${JSON.stringify(wanted)}, got ${JSON.stringify(contentRange)}`);
     }
-    let body: Uint8Array;
+    let bodyBytes: number;
     try {
-      body = new Uint8Array(await response.arrayBuffer());
+      bodyBytes = await readBodyInto(response.body, end - start, scratch, (piece, bodyOffset) => {
+        for (const read of members) deliver(read, piece, start + bodyOffset);
+      });
     } catch (err) {
       throw failure('read', `reading the body of ${wanted} failed: ${err instanceof Error ? err.message : String(err)}`, err);
     }
-    if (body.byteLength !== end - start) {
-      throw failure('read', `the body of ${wanted} has ${body.byteLength} bytes, expected ${end - start}`);
+    if (bodyBytes !== end - start) {
+      throw failure('read', `the body of ${wanted} has ${bodyBytes > end - start ? 'more than ' : ''}${bodyBytes} bytes, expected ${end - start}`);
     }
-    return body;
   };
 
-  /** Copies the part of `body` (the bytes of [bodyStart, ...)) that `read` wants into its buffers. */
-  const deliver = (read: PendingRead, body: Uint8Array, bodyStart: number): void => {
-    let at = read.start - bodyStart;
-    let left = read.end - read.start;
+  /**
+   * Copies what `read` wants of `piece` (the bytes of [pieceStart, ...)) into its buffers; once the
+   * read's last byte arrived, zeros past the size fill the rest of its buffers.
+   */
+  const deliver = (read: PendingRead, piece: Uint8Array, pieceStart: number): void => {
+    const from = Math.max(read.start, pieceStart);
+    const to = Math.min(read.end, pieceStart + piece.byteLength);
+    if (from >= to) return;
+    let bufferStart = read.start; // byte offset of the buffer being looked at
     for (const target of read.buffers) {
-      const take = Math.min(target.byteLength, left);
-      target.set(body.subarray(at, at + take));
-      target.fill(0, take); // past the size
-      at += take;
-      left -= take;
+      const bufferEnd = bufferStart + target.byteLength;
+      const copyFrom = Math.max(from, bufferStart);
+      const copyTo = Math.min(to, bufferEnd);
+      if (copyFrom < copyTo) target.set(piece.subarray(copyFrom - pieceStart, copyTo - pieceStart), copyFrom - bufferStart);
+      if (to === read.end && bufferEnd > read.end) target.fill(0, Math.max(0, read.end - bufferStart)); // past the size
+      bufferStart = bufferEnd;
     }
   };
 
@@ -171,9 +184,8 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     let groupStart = 0;
     let groupEnd = 0;
     const send = (members: PendingRead[], start: number, end: number): void => {
-      const promise = fetchRange(start, end).then(
-        (body) => {
-          for (const read of members) deliver(read, body, start);
+      const promise = fetchRange(start, end, members).then(
+        () => {
           for (const read of members) read.resolve();
         },
         (err: unknown) => {

@@ -13,7 +13,8 @@ import type { CompressedClusterWrite } from '../qcow2/qcow2-compressed-write.js'
 import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
 import { classifySource, isZero } from './convert-plan.js';
 import { APPLIED, runPipeline, type Action, type Applied } from './convert-pipeline.js';
-import { checkOptions, clusterNeeds, ClusterNeed, CHUNK_BYTES, type ConvertIntoOptions, type ConvertResult } from './convert.js';
+import { checkOptions, clusterNeeds, ClusterNeed, type ConvertIntoOptions, type ConvertResult } from './convert.js';
+import { convertChunkBytes } from './convert-chunk-size.js';
 
 /** Guest bytes of compressed clusters gathered before they are stored together. */
 const COMPRESSED_BATCH_BYTES = 64 << 20;
@@ -111,7 +112,7 @@ export async function convertIntoCompressed(source: BlockImage, target: Qcow2Ima
 
   try {
     const dataBytes = await runPipeline({
-      source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
+      source, clusterBytes, chunkBytes: Math.ceil(convertChunkBytes() / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
       allocate: compressor.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
     await storeBatch();

@@ -14,6 +14,7 @@ import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow
 import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
 import { APPLIED, prepareBytes, readRanges, runPipeline, type Action, type Applied } from './convert-pipeline.js';
 import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
+import { convertChunkBytes } from './convert-chunk-size.js';
 
 /** Options of every convert function. */
 export interface ConvertOptions {
@@ -59,8 +60,6 @@ export interface ConvertResult {
 
 const DEFAULT_MIN_SPARSE = 4096;
 const DEFAULT_IN_FLIGHT = 8;
-/** Guest bytes per chunk (rounded up to whole target clusters). */
-export const CHUNK_BYTES = 8 << 20;
 
 /** Checks the options every convert takes; returns -S and -m with their defaults. Throws INVALID_ARGUMENT. */
 export function checkOptions(options: ConvertOptions): { minSparse: number; inFlight: number } {
@@ -215,7 +214,7 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
 
   try {
     const dataBytes = await runPipeline({
-      source, clusterBytes, chunkBytes: Math.ceil(CHUNK_BYTES / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
+      source, clusterBytes, chunkBytes: Math.ceil(convertChunkBytes() / clusterBytes) * clusterBytes, inFlight, prepare, apply, pooled: true,
       allocate: compressor?.allocateBuffer?.bind(compressor), onProgress: options.onProgress,
     });
     const qcow2 = await writer.finish();
@@ -248,7 +247,7 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
   };
   try {
     const dataBytes = await runPipeline({
-      source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
+      source, clusterBytes: 0, chunkBytes: convertChunkBytes(), inFlight,
       prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
       apply, onProgress: options.onProgress,
     });
@@ -284,7 +283,7 @@ export async function convertInto(source: BlockImage, target: BlockImage, option
     return APPLIED;
   };
   const dataBytes = await runPipeline({
-    source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
+    source, clusterBytes: 0, chunkBytes: convertChunkBytes(), inFlight,
     prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, options.targetHasBacking === true),
     pooled: true,
     apply, onProgress: options.onProgress,
@@ -301,7 +300,7 @@ export async function convertInto(source: BlockImage, target: BlockImage, option
 export async function convertToRawStream(source: BlockImage, stream: WritableStream<Uint8Array>, options: ConvertOptions = {}): Promise<ConvertResult> {
   const { inFlight } = checkOptions(options);
   const writer = stream.getWriter();
-  const zeros = new Uint8Array(CHUNK_BYTES);
+  const zeros = new Uint8Array(convertChunkBytes());
   let position = 0;
   const apply = async (actions: Action[]): Promise<Applied> => {
     for (const action of actions) {
@@ -314,8 +313,9 @@ export async function convertToRawStream(source: BlockImage, stream: WritableStr
   };
   try {
     const dataBytes = await runPipeline({
-      source, clusterBytes: 0, chunkBytes: CHUNK_BYTES, inFlight,
-      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, 0, false), pooled: false,
+      source, clusterBytes: 0, chunkBytes: convertChunkBytes(), inFlight,
+      // Zero and unallocated ranges go out from the shared zero buffer instead of being read.
+      prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, DEFAULT_MIN_SPARSE, false), pooled: false,
       apply, onProgress: options.onProgress,
     });
     if (position < source.virtualSize) await writer.write(new Uint8Array(source.virtualSize - position));

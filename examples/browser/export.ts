@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 // Export: writes the open disk as a new qcow2 image, either flattened (base and overlay as one
 // image) or the overlay alone (the base named as its backing file), streamed straight into a file:
-// memory stays at a few chunks whatever the disk's size. Where the page may ask where to save
+// memory stays at a few chunks whatever the disk's size (the library's browser defaults: 2 MiB
+// chunks, 8 at once). Where the page may ask where to save
 // (showSaveFilePicker, Chromium), into the file the user picks; elsewhere into a file in the
 // site's OPFS, which is then offered as a download (the File of an OPFS file is read from disk,
 // not held in memory).
@@ -21,13 +22,6 @@ export interface ExportOutcome {
   /** 'picked-file': the file the user picked; 'download': an OPFS file offered as a download. */
   savedTo: 'picked-file' | 'download';
 }
-
-/**
- * Chunks of 8 MiB read and written at once: each holds its chunk and the HTTP response it came
- * from, so this bounds the tab's memory (4 keeps a 3 GiB export's growth near 200 MiB in Chromium;
- * convert's default of 8 costs about 100 MiB more for little speed).
- */
-const EXPORT_REQUESTS_IN_FLIGHT = 4;
 
 /** OPFS folder of exports offered as downloads; each export replaces the file of the same name. */
 const EXPORT_FOLDER = 'qcow2-wasm-example-exports';
@@ -104,7 +98,6 @@ export async function exportDisk(session: Session, kind: ExportKind, picked: Fil
         clusterSize: session.overlay.header.clusterSize,
         ...(kind === 'overlay' ? { backingFile: session.source.label, backingFormat } : {}),
       },
-      requestsInFlight: EXPORT_REQUESTS_IN_FLIGHT,
       onProgress: (done, total) => onProgress(total === 0 ? 1 : done / total),
     });
   } catch (error) {
