@@ -70,7 +70,7 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
   }
   // Range requests through the read-ahead block cache (as a page cache would), so a guest's
   // sequential reads cost a few large requests instead of one per read.
-  const openBase = (name: string): Promise<Backend> => (layout.kind === 'qcow2-range' ? openHttpBackend(name, { readAhead: {} }) : openSplitBackend(name));
+  const openBase = (name: string): Promise<Backend> => (layout.kind === 'qcow2-range' ? openHttpBackend(name) : openSplitBackend(name));
   const overlay = await Qcow2Image.create(createMemoryBackend(0), {
     virtualSize: layout.virtualBytes,
     backingFile: layout.url,

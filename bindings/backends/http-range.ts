@@ -20,17 +20,18 @@ export interface HttpBackendOptions {
    */
   maxCoalesceBytes?: number;
   /**
-   * Serve reads from a block cache that reads ahead while reads go forward (see ReadAheadCache):
-   * blocks of `blockBytes` (default 256 KiB), a window growing to `maxBytes` (default 4 MiB),
-   * `cacheBytes` kept (default 32 MiB). The blocks a read and its read-ahead need go out as one
-   * coalesced request. Default: off (every read is its own exact range).
+   * Reads are served from a block cache that reads ahead while reads go forward, like a page
+   * cache (see ReadAheadCache): blocks of `blockBytes` (default 256 KiB), a window growing to
+   * `maxBytes` (default 4 MiB), `cacheBytes` kept (default 16 MiB). The blocks a read and its
+   * read-ahead need go out as one coalesced request. `false`: no cache, every read is its own
+   * exact range (fewer bytes for scattered small reads, one request each).
    */
-  readAhead?: {
+  readAhead?: false | {
     /** Bytes per cached block, the unit of every request (default 256 KiB). */
     blockBytes?: number;
     /** Largest read-ahead window in bytes (default 4 MiB). */
     maxBytes?: number;
-    /** Bytes of blocks kept in the cache (default 32 MiB). */
+    /** Bytes of blocks kept in the cache (default 16 MiB). */
     cacheBytes?: number;
   };
 }
@@ -218,10 +219,11 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     });
 
   let cache: ReadAheadCache | undefined;
-  if (options.readAhead !== undefined) {
-    const blockBytes = options.readAhead.blockBytes ?? 256 * 1024;
-    const maxBytes = options.readAhead.maxBytes ?? 4 * 1024 * 1024;
-    const cacheBytes = options.readAhead.cacheBytes ?? 32 * 1024 * 1024;
+  if (options.readAhead !== false) {
+    const readAhead = options.readAhead ?? {};
+    const blockBytes = readAhead.blockBytes ?? 256 * 1024;
+    const maxBytes = readAhead.maxBytes ?? 4 * 1024 * 1024;
+    const cacheBytes = readAhead.cacheBytes ?? 16 * 1024 * 1024;
     if (![blockBytes, maxBytes, cacheBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || blockBytes === 0) {
       throw new BackendError('INVALID_ARGUMENT', `http backend ${href}: readAhead sizes must be non-negative integers and blockBytes positive`);
     }

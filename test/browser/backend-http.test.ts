@@ -36,10 +36,10 @@ async function rejection(promise: Promise<unknown>): Promise<BackendError> {
 const DATA = makePrng(31).fill(new Uint8Array(1_000_000));
 
 describe('http-range backend: strict responses', () => {
-  it('opens with HEAD and reads exact ranges; describes itself as documented', async () => {
+  it('opens with HEAD and reads exact ranges without read-ahead; describes itself as documented', async () => {
     const url = await putResource(uniqueName('strict'), DATA);
     const counter = countingFetch();
-    const b = await openHttpBackend(url, { fetch: counter.fetch, headers: { 'X-Test': 'yes' } });
+    const b = await openHttpBackend(url, { fetch: counter.fetch, headers: { 'X-Test': 'yes' }, readAhead: false });
     expect(b.kind).toBe('http-range');
     expect(b.capabilities).toEqual({ writable: false, truncate: false, discard: false, durableFlush: false });
     expect(await b.getSize()).toBe(1_000_000);
@@ -53,6 +53,26 @@ describe('http-range backend: strict responses', () => {
     await b.preadv(1_000_000, [new Uint8Array(10)]);
     await b.preadv(5, []);
     expect(counter.requests.length, 'reads past the end or empty send nothing').toBe(2);
+    await b.close();
+  });
+
+  it('reads ahead by default: a small read fetches its 256 KiB block, sequential reads widen the window', async () => {
+    const url = await putResource(uniqueName('default-ahead'), DATA);
+    const counter = countingFetch();
+    const b = await openHttpBackend(url, { fetch: counter.fetch });
+    const got = new Uint8Array(4096);
+    await b.preadv(1000, [got]);
+    expectBytes(got, DATA.subarray(1000, 5096));
+    expect(counter.requests.slice(1).map((r) => r.range)).toEqual(['bytes=0-262143']);
+    await b.preadv(5096, [got]); // in the cached block; going forward, the next block is read ahead
+    expectBytes(got, DATA.subarray(5096, 9192));
+    expect(counter.requests.slice(2).every((r) => Number(/^bytes=(\d+)-/.exec(r.range ?? '')?.[1]) >= 262144), 'block 0 is not fetched again').toBe(true);
+    for (let at = 9192; at < 600_000; at += 4096) {
+      const piece = new Uint8Array(4096);
+      await b.preadv(at, [piece]);
+      expectBytes(piece, DATA.subarray(at, at + 4096), `at ${at}`);
+    }
+    expect(counter.requests.length, 'sequential 4 KiB reads over 600 KB: a few block requests').toBeLessThan(6);
     await b.close();
   });
 
@@ -101,7 +121,7 @@ describe('http-range backend: strict responses', () => {
     ] as const) {
       const url = await putResource(uniqueName(quirk), DATA);
       url.searchParams.set('quirk', quirk);
-      const b = await openHttpBackend(url);
+      const b = await openHttpBackend(url, { readAhead: false });
       const target = new Uint8Array(10);
       const err = await rejection(b.preadv(10, [target]));
       expect(err.code, quirk).toBe('BACKEND_IO_ERROR');
@@ -124,7 +144,7 @@ describe('http-range backend: coalescing', () => {
   async function open(maxCoalesceBytes?: number): Promise<{ b: Backend; gets: () => Array<string | null> }> {
     const url = await putResource(uniqueName('coalesce'), DATA);
     const counter = countingFetch();
-    const b = await openHttpBackend(url, { fetch: counter.fetch, maxCoalesceBytes });
+    const b = await openHttpBackend(url, { fetch: counter.fetch, maxCoalesceBytes, readAhead: false });
     const gets = () => counter.requests.filter((r) => r.method === 'GET').map((r) => r.range);
     return { b, gets };
   }
@@ -178,7 +198,7 @@ describe('http-range backend: coalescing', () => {
       calls++;
       return calls === 2 ? Promise.reject(new TypeError('network down')) : fetch(input, init);
     };
-    const b = await openHttpBackend(url, { fetch: failingSecond });
+    const b = await openHttpBackend(url, { fetch: failingSecond, readAhead: false });
     const outcomes = await Promise.allSettled([
       b.preadv(0, [new Uint8Array(10)]),
       b.preadv(10, [new Uint8Array(10)]),
