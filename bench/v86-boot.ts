@@ -32,7 +32,7 @@ import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-pag
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { SPLIT_MANIFEST_NAME } from '../bindings/backends/split-manifest.js';
 import { writeSplitImage } from '../bindings/tools/split-writer.js';
-import { machineInfo, machineLine, median, printResult, printTable } from './harness.js';
+import { machineLine, median, printResult, printTable, runProvenance } from './harness.js';
 import { CHROMIUM, CHROMIUM_ARGS, packageRootWith } from './chromium.js';
 
 const MiB = 1024 * 1024;
@@ -257,7 +257,7 @@ async function main(): Promise<void> {
           String(summary[name].diskRequests)]));
       const result = {
         bench: 'v86-boot',
-        machine: machineInfo(),
+        ...runProvenance(),
         versions: { chromium: browser.version(), v86: v86Version, qemuImg: qemuVersion, kernel: guest.kernelRelease, packages: guest.packages },
         diskBytes: DISK_BYTES,
         partBytes: PART_BYTES,
