@@ -17,6 +17,7 @@ import { readQcow2Header } from './qcow2-shadow-update.js';
 import { setHeaderTables } from './qcow2-header-write.js';
 import { TableCodec, type L2Geometry } from './qcow2-metadata-codec.js';
 import { WriteQueue } from '../backends/write-queue.js';
+import { refcountClusters } from './qcow2-refcount-layout.js';
 
 /** What a finished image holds, in clusters of the image's cluster size. */
 export interface SequentialWriteResult {
@@ -167,7 +168,7 @@ export class Qcow2SequentialWriter {
     this.finished = true;
     this.closeL2Table();
     const refcountStart = this.cursorHostOffset;
-    const [blocks, tableClusters] = this.refcountLayout(refcountStart / this.clusterBytes);
+    const { blocks, tableClusters } = refcountClusters(refcountStart / this.clusterBytes, this.clusterBytes, this.refcountOrder);
     const totalClusters = refcountStart / this.clusterBytes + blocks + tableClusters;
     const entriesPerBlock = (this.clusterBytes * 8) / 2 ** this.refcountOrder;
     const blockHostOffsets = new Map<number, number>();
@@ -279,21 +280,5 @@ export class Qcow2SequentialWriter {
     const bytes = this.l2Table;
     this.l2Table = undefined;
     this.writes.write(hostOffset, bytes);
-  }
-
-  // Refcount blocks and table clusters needed to cover `dataClusters` plus themselves.
-  private refcountLayout(dataClusters: number): [number, number] {
-    const entriesPerBlock = (this.clusterBytes * 8) / 2 ** this.refcountOrder;
-    const blocksPerTableCluster = this.clusterBytes / 8;
-    let blocks = 1;
-    let tableClusters = 1;
-    for (;;) {
-      const total = dataClusters + blocks + tableClusters;
-      const needBlocks = Math.ceil(total / entriesPerBlock);
-      const needTable = Math.ceil(needBlocks / blocksPerTableCluster);
-      if (needBlocks <= blocks && needTable <= tableClusters) return [blocks, tableClusters];
-      blocks = Math.max(blocks, needBlocks);
-      tableClusters = Math.max(tableClusters, needTable);
-    }
   }
 }
