@@ -11,10 +11,8 @@ import { decodeCluster, decodeClusters, setDeflateBatchDecoder, setNativeDeflate
 import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
 import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
 import { createWorkerDeflateDecoder } from '../bindings/qcow2/decode-workers-node.js';
-import { loadZstd, zstdFrame } from '../bindings/qcow2/compress.js';
 import { ImageError } from '../bindings/base/errors.js';
-
-const CLUSTER_BYTES = 65536;
+import { CLUSTER_BYTES, makeZstdFrames, patterned, zstdCases, type ZstdFrames } from './helpers/compressed-clusters.js';
 
 /** Decodes with the given decoder installed; resolves the cluster or the error's code. */
 async function decodeWith(native: boolean, compressed: Uint8Array): Promise<Uint8Array | string> {
@@ -27,12 +25,6 @@ async function decodeWith(native: boolean, compressed: Uint8Array): Promise<Uint
     expect(error).toBeInstanceOf(ImageError);
     return (error as ImageError).code;
   }
-}
-
-function patterned(bytes: number): Uint8Array {
-  const data = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i++) data[i] = (i * 31 + (i >> 9)) & 0xff;
-  return data;
 }
 
 afterEach(() => setNativeDeflateDecoder(undefined));
@@ -64,25 +56,9 @@ describe('native raw-deflate decoding of compressed clusters', () => {
 });
 
 describe('native zstd decoding and batch decoding of compressed clusters', () => {
-  // zstd frames as the package writes them (one per cluster, content size declared).
-  let frames: { valid: Uint8Array; half: Uint8Array; twoClusters: Uint8Array };
-  beforeAll(async () => {
-    const zstd = await loadZstd();
-    frames = {
-      valid: zstdFrame(zstd, patterned(CLUSTER_BYTES)),
-      half: zstdFrame(zstd, patterned(CLUSTER_BYTES).subarray(0, CLUSTER_BYTES / 2)),
-      twoClusters: zstdFrame(zstd, patterned(2 * CLUSTER_BYTES)),
-    };
-  });
-  const skippable = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
-  const cases: [string, () => Uint8Array][] = [
-    ['a valid frame followed by the next cluster\'s frame', () => Buffer.concat([frames.valid, frames.half])],
-    ['two frames of half a cluster each, after a skippable frame', () => Buffer.concat([skippable, frames.half, frames.half])],
-    ['a frame of two clusters', () => frames.twoClusters],
-    ['a truncated frame', () => frames.valid.subarray(0, frames.valid.byteLength >> 1)],
-    ['bytes that are not zstd', () => new Uint8Array(600).fill(0xff)],
-    ['a frame of half a cluster', () => frames.half],
-  ];
+  let frames: ZstdFrames;
+  beforeAll(async () => { frames = await makeZstdFrames(); });
+  const cases = zstdCases(() => frames);
 
   async function decodeZstd(native: boolean, compressed: Uint8Array): Promise<Uint8Array | string> {
     setNativeZstdDecoder(native ? loadWasmZstdDecoder : undefined);

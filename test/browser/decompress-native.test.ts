@@ -12,27 +12,9 @@ import '../../bindings/browser.js';
 import { decodeCluster, setNativeDeflateDecoder, setNativeZstdDecoder, type CompressionType } from '../../bindings/qcow2/decompress.js';
 import { streamDeflateDecoder } from '../../bindings/qcow2/inflate-stream.js';
 import { loadWasmZstdDecoder } from '../../bindings/qcow2/zstd-wasm.js';
-import { loadZstd, zstdFrame } from '../../bindings/qcow2/compress.js';
 import { ImageError } from '../../bindings/base/errors.js';
 import { ENGINE } from './helpers.js';
-
-const CLUSTER_BYTES = 65536;
-
-function patterned(bytes: number): Uint8Array {
-  const data = new Uint8Array(bytes);
-  for (let i = 0; i < bytes; i++) data[i] = (i * 31 + (i >> 9)) & 0xff;
-  return data;
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
-}
+import { CLUSTER_BYTES, concatBytes as concat, makeZstdFrames, patterned, zstdCases, type ZstdFrames } from '../helpers/compressed-clusters.js';
 
 /** Decodes `compressed` with the native decoders installed or not; resolves the cluster or the error's code. */
 async function decodeWith(native: boolean, type: CompressionType, compressed: Uint8Array): Promise<Uint8Array | string> {
@@ -92,23 +74,9 @@ describe('the engine\'s raw-deflate decoder on compressed clusters', () => {
 });
 
 describe('the WebAssembly zstd decoder on compressed clusters', () => {
-  let frames: { valid: Uint8Array; half: Uint8Array; twoClusters: Uint8Array };
-  beforeAll(async () => {
-    const zstd = await loadZstd();
-    frames = {
-      valid: zstdFrame(zstd, patterned(CLUSTER_BYTES)),
-      half: zstdFrame(zstd, patterned(CLUSTER_BYTES).subarray(0, CLUSTER_BYTES / 2)),
-      twoClusters: zstdFrame(zstd, patterned(2 * CLUSTER_BYTES)),
-    };
-  });
-  const skippable = new Uint8Array([0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4]);
-  const cases: [string, () => Uint8Array][] = [
-    ['a valid frame followed by the next cluster\'s frame', () => concat(frames.valid, frames.half)],
-    ['two frames of half a cluster each, after a skippable frame', () => concat(skippable, frames.half, frames.half)],
-    ['a frame of two clusters', () => frames.twoClusters],
-    ['a truncated frame', () => frames.valid.subarray(0, frames.valid.byteLength >> 1)],
-    ['bytes that are not zstd', () => new Uint8Array(600).fill(0xff)],
-  ];
+  let frames: ZstdFrames;
+  beforeAll(async () => { frames = await makeZstdFrames(); });
+  const cases = zstdCases(() => frames);
   for (const [name, compressed] of cases) {
     it(`decodes ${name} as the portable decoder does`, async () => {
       expect(await decodeWith(true, 'zstd', compressed())).toEqual(await decodeWith(false, 'zstd', compressed()));

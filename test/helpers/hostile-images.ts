@@ -177,8 +177,11 @@ export function recordingBackend(bytes: Uint8Array, writable = true): Backend & 
 // Exercising an image
 // ---------------------------------------------------------------------------------------------
 
-/** How one step ended: 'ok', a typed error's code, or 'CRASH' (anything else, with the error). */
-export type StepOutcome = 'ok' | ErrorCode | 'CRASH';
+/**
+ * How one step ended: 'ok', a typed error's code, or 'CRASH' (anything else, with the error). An
+ * internal core error is never an outcome of its own: it is a crash.
+ */
+export type StepOutcome = 'ok' | Exclude<ErrorCode, 'WASM_INTERNAL'> | 'CRASH';
 
 /** One step of an exercise. */
 export interface StepRecord { step: string; outcome: StepOutcome; elapsedMs: number; message?: string; error?: unknown }
@@ -218,10 +221,12 @@ export interface ExerciseOptions {
   seed?: number;
 }
 
-/** Classifies a thrown value: a Qcow2WasmError's code, or CRASH. */
+/** Classifies a thrown value: a Qcow2WasmError's code, or CRASH (which fails every test). */
 export function outcomeOf(error: unknown): StepOutcome {
-  // WASM_INTERNAL is typed but means the core lost its invariants: a bug, like an untyped error.
-  return error instanceof Qcow2WasmError && typeof error.code === 'string' && error.code !== 'WASM_INTERNAL' ? error.code : 'CRASH';
+  if (!(error instanceof Qcow2WasmError) || typeof error.code !== 'string') return 'CRASH';
+  // Typed, but the core lost its invariants: a bug, the same as an untyped error.
+  if (error.code === 'WASM_INTERNAL') return 'CRASH';
+  return error.code;
 }
 
 /** The memory figure bounded by the tests: resident set size. */
