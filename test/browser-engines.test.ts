@@ -106,7 +106,10 @@ for (const engine of ENGINES) {
       } finally {
         await browser.close();
       }
-    }, 600_000);
+    // Firefox has hung here now and then (a step never settled; seen once in CI runs of this
+    // revision, in no other engine): a second attempt, with a fresh profile and browser, shows
+    // whether the images survive; a second hang fails the test.
+    }, { timeout: 600_000, retry: 1 });
   });
 }
 
