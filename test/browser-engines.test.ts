@@ -77,7 +77,10 @@ for (const engine of ENGINES) {
       }
     }, 240_000);
 
-    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, async () => {
+    // Firefox has hung here now and then (a step never settled; seen once in CI runs of this
+    // revision, in no other engine): a second attempt, with a fresh profile and browser, shows
+    // whether the images survive; a second hang fails the test.
+    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, { timeout: 600_000, retry: 1 }, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
       const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
       const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
@@ -106,10 +109,7 @@ for (const engine of ENGINES) {
       } finally {
         await browser.close();
       }
-    // Firefox has hung here now and then (a step never settled; seen once in CI runs of this
-    // revision, in no other engine): a second attempt, with a fresh profile and browser, shows
-    // whether the images survive; a second hang fails the test.
-    }, { timeout: 600_000, retry: 1 });
+    });
   });
 }
 
