@@ -75,8 +75,8 @@ describe('qcow2-wasm CLI without QEMU', () => {
 
   it('runs through the bin launcher (when dist/ is built)', () => {
     const root = fileURLToPath(new URL('..', import.meta.url));
-    if (!existsSync(join(root, 'dist/bindings/cli/main.js'))) {
-      console.warn('dist/bindings/cli/main.js is missing (run npm run build): the launcher test only checks the file exists');
+    if (!existsSync(join(root, 'dist/cli/qcow2-wasm.cjs'))) {
+      console.warn('dist/cli/qcow2-wasm.cjs is missing (run npm run build): the launcher test only checks the file exists');
       expect(existsSync(join(root, 'bin/qcow2-wasm.js'))).toBe(true);
       return;
     }

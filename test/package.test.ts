@@ -2,8 +2,8 @@
 // The npm package as a consumer gets it: `npm pack` (scripts off: the tarball takes the dist/
 // and build/ that `npm test` has just built) holds the built entry points with their types,
 // the wasm core, the command, README, LICENSE and docs, and nothing of the tests, benchmarks or
-// sources; and a consumer's TypeScript finds the types of every entry point under
-// moduleResolution node10, bundler and nodenext.
+// sources; the installed command runs (a convert there and back); and a consumer's TypeScript
+// finds the types of every entry point under moduleResolution node10, bundler and nodenext.
 import { describe, expect, it, beforeAll, afterAll } from 'vitest';
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -58,7 +58,7 @@ describe('npm package', () => {
       expect(files).toContain(`dist/bindings/${entry}.js`);
       expect(files).toContain(`dist/bindings/${entry}.d.ts`);
     }
-    for (const file of ['build/core.wasm', 'bin/qcow2-wasm.js', 'README.md', 'LICENSE', 'package.json', 'docs/api-guide.md']) {
+    for (const file of ['build/core.wasm', 'bin/qcow2-wasm.js', 'dist/cli/qcow2-wasm.cjs', 'README.md', 'LICENSE', 'package.json', 'docs/api-guide.md']) {
       expect(files).toContain(file);
     }
   });
@@ -68,6 +68,21 @@ describe('npm package', () => {
       file.endsWith('.map') || file.endsWith('.ts') && !file.endsWith('.d.ts'));
     expect(stray).toEqual([]);
   });
+
+  it('installs a command that runs: its version, and a convert to qcow2 and back to raw', () => {
+    const bin = join(scratch, 'node_modules', 'qcow2-wasm', 'bin', 'qcow2-wasm.js');
+    const version = run(process.execPath, [bin, '--version'], scratch);
+    expect(version.output).toBe(`qcow2-wasm version ${(JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { version: string }).version}\n`);
+    const disk = new Uint8Array(3 << 20);
+    for (let i = 0; i < 1 << 20; i++) disk[i] = (i * 7) >> 3; // data, then 2 MiB of zeros
+    writeFileSync(join(scratch, 'disk.raw'), disk);
+    for (const args of [['-f', 'raw', '-O', 'qcow2', 'disk.raw', 'disk.qcow2'], ['-f', 'qcow2', '-O', 'raw', 'disk.qcow2', 'back.raw']]) {
+      const converted = run(process.execPath, [bin, 'convert', ...args], scratch);
+      expect(converted.status, converted.output).toBe(0);
+    }
+    expect(readFileSync(join(scratch, 'disk.qcow2')).subarray(0, 4).toString('latin1')).toBe('QFI\xfb');
+    expect(new Uint8Array(readFileSync(join(scratch, 'back.raw')))).toEqual(disk);
+  }, 60_000);
 
   it('runs no build in a consumer\'s install', () => {
     // npm runs `prepare` for a local `npm install` and a git dependency, never for a registry
