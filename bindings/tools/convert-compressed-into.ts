@@ -13,7 +13,8 @@ import type { CompressedClusterWrite } from '../qcow2/qcow2-compressed-write.js'
 import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
 import { classifySource, isZero } from './convert-plan.js';
 import { APPLIED, runPipeline, type Action, type Applied } from './convert-pipeline.js';
-import { checkOptions, clusterNeeds, ClusterNeed, type ConvertIntoOptions, type ConvertResult } from './convert.js';
+import { ClusterNeed, clusterNeeds } from './convert-cluster-plan.js';
+import { checkOptions, type ConvertIntoOptions, type ConvertResult } from './convert.js';
 import { convertChunkBytes } from './convert-chunk-size.js';
 
 /** Guest bytes of compressed clusters gathered before they are stored together. */

@@ -16,7 +16,8 @@ import { Qcow2StreamLayout, StreamedCluster } from '../qcow2/qcow2-stream-layout
 import { classifySource } from './convert-plan.js';
 import { convertChunkBytes } from './convert-chunk-size.js';
 import { readRanges, runPipeline, APPLIED, type Action, type Applied } from './convert-pipeline.js';
-import { checkOptions, ClusterNeed, clusterNeeds, type ConvertOptions, type ConvertResult, type ConvertToQcow2Options } from './convert.js';
+import { ClusterNeed, clusterNeeds } from './convert-cluster-plan.js';
+import { checkOptions, type ConvertOptions, type ConvertResult, type ConvertToQcow2Options } from './convert.js';
 
 /** Options of convertToQcow2Stream: convert's, and the new image's create options. */
 export interface ConvertToQcow2StreamOptions extends ConvertOptions {

@@ -11,9 +11,11 @@ import type { BlockImage, CreateOptions } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
 import { WriteQueue } from '../backends/write-queue.js';
 import { Qcow2SequentialWriter, type SequentialWriteResult } from '../qcow2/qcow2-sequential-writer.js';
-import { classifySource, isZero, sparseRuns, SourceStatus, type SourceSegment } from './convert-plan.js';
+import { classifySource } from './convert-plan.js';
+import { chunkActions, decideClusters, planChunk } from './convert-cluster-plan.js';
 import { APPLIED, prepareBytes, readRanges, runPipeline, type Action, type Applied } from './convert-pipeline.js';
 import { createInlineCompressor, type ClusterCompressor } from '../qcow2/compress.js';
+import type { CompressionType } from '../qcow2/decompress.js';
 import { convertChunkBytes } from './convert-chunk-size.js';
 
 /** Options of every convert function. */
@@ -74,29 +76,6 @@ export function checkOptions(options: ConvertOptions): { minSparse: number; inFl
   return { minSparse, inFlight };
 }
 
-/** Per target cluster: does it need data, zeros, or nothing. */
-export const enum ClusterNeed { NOTHING, ZERO, DATA }
-
-/** ClusterNeed of each of `clusterCount` target clusters from guest `start`, from the source's segments over it. */
-export function clusterNeeds(segments: readonly SourceSegment[], start: number, clusterCount: number, clusterBytes: number): Uint8Array {
-  const seen = new Uint8Array(clusterCount); // bit per status
-  for (const segment of segments) {
-    const first = Math.floor((segment.start - start) / clusterBytes);
-    const last = Math.floor((segment.start + segment.length - 1 - start) / clusterBytes);
-    for (let c = first; c <= last; c++) seen[c] |= 1 << segment.status;
-  }
-  const needs = new Uint8Array(clusterCount);
-  for (let c = 0; c < clusterCount; c++) {
-    const s = seen[c];
-    const data = (s & (1 << SourceStatus.DATA)) !== 0;
-    const zero = (s & (1 << SourceStatus.ZERO)) !== 0;
-    const backing = (s & (1 << SourceStatus.BACKING)) !== 0;
-    // A cluster partly zero and partly the backing file's can only be stored as data.
-    needs[c] = data || (zero && backing) ? ClusterNeed.DATA : zero ? ClusterNeed.ZERO : ClusterNeed.NOTHING;
-  }
-  return needs;
-}
-
 /**
  * Copies `source` into a new qcow2 image written front to back into `target` (truncated first):
  * options.create as Qcow2Image.create takes them (virtualSize defaults to the source's; a
@@ -124,90 +103,20 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
   };
 
   const prepare = async (start: number, length: number, buffer: Uint8Array): Promise<Action[]> => {
-    const clusterCount = Math.ceil(length / clusterBytes);
-    const segments = await classifySource(source, start, length, targetHasBacking, minSparse === 0);
-    const needs = clusterNeeds(segments, start, clusterCount, clusterBytes);
-    const reads: [number, number][] = [];
-    for (let c = 0; c < clusterCount; c++) {
-      if (needs[c] !== ClusterNeed.DATA) continue;
-      const from = start + c * clusterBytes;
-      const to = Math.min(from + clusterBytes, start + length);
-      const last = reads[reads.length - 1];
-      if (last && last[1] === from) last[1] = to;
-      else reads.push([from, to]);
-    }
-    await readRanges(source, start, buffer, reads);
-    buffer.fill(0, length, clusterCount * clusterBytes); // a last cluster past the virtual size pads with zeros
-    // Which DATA clusters hold something -S does not skip.
-    const keep = new Uint8Array(clusterCount);
-    for (const segment of segments) {
-      if (segment.status !== SourceStatus.DATA) continue;
-      const bytes = buffer.subarray(segment.start - start, segment.start - start + segment.length);
-      sparseRuns(segment.start, bytes, minSparse, (guestOffset, runLength, data) => {
-        if (!data) return;
-        for (let c = Math.floor((guestOffset - start) / clusterBytes); c * clusterBytes < guestOffset + runLength - start; c++) keep[c] = 1;
-      });
-    }
-    const actions: Action[] = [];
-    const candidates: number[] = [];
-    for (let c = 0; c < clusterCount; c++) {
-      const from = start + c * clusterBytes;
-      const to = Math.min(from + clusterBytes, start + length);
-      const bytes = buffer.subarray(c * clusterBytes, c * clusterBytes + (to - from));
-      let need = needs[c];
-      // Mixed zero/backing clusters have no DATA segment to keep them: they are data whatever they hold.
-      const mixed = need === ClusterNeed.DATA && !segments.some((s) => s.status === SourceStatus.DATA && s.start < to && s.start + s.length > from);
-      if (need === ClusterNeed.DATA && !mixed) {
-        if (compressor ? minSparse > 0 && isZero(bytes) : keep[c] === 0) need = ClusterNeed.ZERO;
-      }
-      if (need === ClusterNeed.ZERO) {
-        const zero = zeroAction(from, to);
-        if (zero) actions.push(zero);
-      } else if (need === ClusterNeed.DATA) {
-        if (compressor) candidates.push(actions.length);
-        actions.push({ kind: 'data', guestOffset: from, bytes });
-      }
-    }
-    if (compressor && candidates.length > 0) {
-      // The candidates move to the front of the chunk buffer, end to end, for the compressor
-      // (in guest order, so each moves down or stays: nothing is overwritten before it moved).
-      candidates.forEach((index, i) => {
-        const action = actions[index] as Extract<Action, { kind: 'data' }>;
-        const packedAt = i * clusterBytes;
-        if (action.bytes.byteOffset - buffer.byteOffset !== packedAt) buffer.copyWithin(packedAt, action.bytes.byteOffset - buffer.byteOffset, action.bytes.byteOffset - buffer.byteOffset + clusterBytes);
-        action.bytes = buffer.subarray(packedAt, packedAt + action.bytes.byteLength);
-      });
-      const results = await compressor.compressClusters(writer.compressionType, buffer.subarray(0, candidates.length * clusterBytes), clusterBytes);
-      candidates.forEach((index, i) => {
-        const compressed = results[i];
-        if (compressed) actions[index] = { kind: 'compressed', guestOffset: actions[index].guestOffset, bytes: compressed };
-      });
-    }
+    const plan = planChunk(await classifySource(source, start, length, targetHasBacking, minSparse === 0), start, length, clusterBytes);
+    await readRanges(source, start, buffer, plan.reads);
+    buffer.fill(0, length, plan.needs.length * clusterBytes); // a last cluster past the virtual size pads with zeros
+    const decided = decideClusters(plan, buffer, minSparse, compressor !== undefined);
+    const actions = chunkActions(plan, decided, buffer, compressor !== undefined, zeroAction);
+    if (compressor) await compressDataActions(compressor, writer.compressionType, clusterBytes, buffer, actions);
     return actions;
   };
 
   const apply = async (actions: Action[]): Promise<Applied> => {
-    for (let i = 0; i < actions.length; i++) {
-      const action = actions[i];
-      if (action.kind === 'zero') {
-        for (let at = action.guestOffset; at < action.guestOffset + action.length; at += clusterBytes) writer.writeZero(at);
-      } else if (action.kind === 'compressed') {
-        await writer.writeCompressed(action.guestOffset, action.bytes);
-      } else {
-        // Neighbouring data clusters of one chunk share its buffer: write them as one run.
-        let end = i;
-        const first = action.bytes;
-        let runBytes = first.byteLength;
-        while (end + 1 < actions.length) {
-          const next = actions[end + 1];
-          if (next.kind !== 'data' || next.guestOffset !== action.guestOffset + runBytes || next.bytes.buffer !== first.buffer ||
-            next.bytes.byteOffset !== first.byteOffset + runBytes) break;
-          runBytes += next.bytes.byteLength;
-          end++;
-        }
-        await writer.writeData(action.guestOffset, new Uint8Array(first.buffer, first.byteOffset, runBytes));
-        i = end;
-      }
+    for (const action of actions) {
+      if (action.kind === 'data') await writer.writeData(action.guestOffset, action.bytes);
+      else if (action.kind === 'compressed') await writer.writeCompressed(action.guestOffset, action.bytes);
+      else for (let at = action.guestOffset; at < action.guestOffset + action.length; at += clusterBytes) writer.writeZero(at);
     }
     return { bufferFree: writer.written() };
   };
@@ -225,6 +134,32 @@ export async function convertToQcow2(source: BlockImage, target: Backend, option
   } finally {
     if (ownCompressor) await compressor?.close();
   }
+}
+
+/**
+ * Compresses the one-cluster data actions of a chunk (whose bytes lie in `buffer`, in guest
+ * order) with `compressor`, replacing each that compresses smaller by a compressed action. The
+ * clusters first move to the front of `buffer`, end to end, as the compressor takes them: each
+ * moves down or stays, so none is overwritten before it moved.
+ */
+async function compressDataActions(compressor: ClusterCompressor, type: CompressionType, clusterBytes: number, buffer: Uint8Array,
+  actions: Action[]): Promise<void> {
+  const candidates: number[] = [];
+  for (let i = 0; i < actions.length; i++) {
+    const action = actions[i];
+    if (action.kind !== 'data') continue;
+    const packedAt = candidates.length * clusterBytes;
+    const at = action.bytes.byteOffset - buffer.byteOffset;
+    if (at !== packedAt) buffer.copyWithin(packedAt, at, at + clusterBytes);
+    action.bytes = buffer.subarray(packedAt, packedAt + action.bytes.byteLength);
+    candidates.push(i);
+  }
+  if (candidates.length === 0) return;
+  const results = await compressor.compressClusters(type, buffer.subarray(0, candidates.length * clusterBytes), clusterBytes);
+  candidates.forEach((index, i) => {
+    const compressed = results[i];
+    if (compressed) actions[index] = { kind: 'compressed', guestOffset: actions[index].guestOffset, bytes: compressed };
+  });
 }
 
 /**
