@@ -155,13 +155,15 @@ export class OperationGate {
   }
 
   /**
-   * Runs the synchronous `op` for the operation named `what` at once: a promise of its result,
-   * or of its failure wrapped as run() wraps it. Nothing stays in flight, so close() need not wait.
+   * Runs the synchronous `op` for the operation named `what` at once: COMPLETED when it returned,
+   * a rejection with its failure wrapped as run() wraps it when it threw. Nothing stays in flight,
+   * so close() need not wait.
    */
-  runSync<T>(what: string, op: () => T): Promise<T> {
+  runSync(what: string, op: () => void): Promise<void> {
     if (this.closing) return Promise.reject(new BackendError('BACKEND_CLOSED', `${what} ${this.path}: backend is closed`));
     try {
-      return Promise.resolve(op());
+      op();
+      return COMPLETED;
     } catch (err) {
       return Promise.reject(this.wrapError(what, this.path, err));
     }

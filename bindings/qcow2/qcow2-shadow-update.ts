@@ -77,7 +77,8 @@ export class ShadowUpdate {
   private readonly newClusters = new Map<number, Uint8Array>();
   /** Clusters this update allocated (counted used by allocate()). */
   private readonly allocated = new Set<number>();
-  private allocationCursor = 1;
+  /** No cluster below this one is free (cluster 0 holds the header). */
+  private firstFreeCandidate = 1;
 
   private constructor(private readonly backend: Backend, readonly header: Qcow2Header, readonly codec: TableCodec,
                       private readonly storedL1: Uint8Array, snapshots: SnapshotTableEntry[],
@@ -165,12 +166,14 @@ export class ShadowUpdate {
    * written there before the switch.
    */
   allocate(clusterCount: number, content?: Uint8Array): number {
-    let start = this.allocationCursor;
+    // First fit from the lowest free cluster, so a hole too small for one request still takes a
+    // later, smaller one.
+    while (this.isTaken(this.firstFreeCandidate)) this.firstFreeCandidate++;
+    let start = this.firstFreeCandidate;
     for (let c = start; c < start + clusterCount; c++) {
       if (this.isTaken(c)) start = c + 1;
     }
     for (let c = start; c < start + clusterCount; c++) this.allocated.add(c);
-    this.allocationCursor = start + clusterCount;
     const hostOffset = start * this.clusterSize;
     if (content) this.newClusters.set(hostOffset, content);
     return hostOffset;

@@ -5,7 +5,7 @@
 // errors), and the `qcow2-wasm/deno` entry point opening image files by path.
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { Backend } from '../../bindings/backends/backend.js';
+import { COMPLETED, type Backend } from '../../bindings/backends/backend.js';
 import { denoFileBackend, type DenoFileLike } from '../../bindings/backends/deno.js';
 import { BackendError, Qcow2WasmError } from '../../bindings/base/errors.js';
 import { createImageFile, createMemoryBackend, openDenoBackend, openImageFile, Qcow2Image, RawImage } from '../../bindings/deno.js';
@@ -124,6 +124,22 @@ describe('deno backend: opening', () => {
     expect(err.cause).toBeInstanceOf(Deno.errors.IsADirectory);
     expect(err.message).toContain(sub);
     expect(err.message).toContain('EISDIR');
+    await b.close();
+  });
+
+  it('finishes a small transfer on an idle handle before returning (COMPLETED), a large one later', async () => {
+    const path = await nextPath();
+    await Deno.writeFile(path, new Uint8Array(0));
+    const b = await openDenoBackend(path, { writable: true });
+    const data = makePrng(4).fill(new Uint8Array(4096));
+    expect(b.pwritev(0, [data])).toBe(COMPLETED);
+    const back = new Uint8Array(4096);
+    expect(b.preadv(0, [back])).toBe(COMPLETED);
+    expectBytes(back, data, 'read back at once');
+    const large = new Uint8Array(8 << 20);
+    const pending = b.pwritev(4096, [large]);
+    expect(pending).not.toBe(COMPLETED);
+    await pending;
     await b.close();
   });
 
