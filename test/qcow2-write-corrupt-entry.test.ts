@@ -14,13 +14,15 @@ const KIB = 1024;
 const CLUSTER = 64 * KIB;
 
 describe('a write into a cluster with a corrupt L2 entry', () => {
-  const cases: Array<[string, (entry: bigint) => bigint]> = [
-    ['reserved bits', (entry) => entry | 2n],
-    ['a host offset 512 bytes into a cluster', (entry) => entry + 512n],
+  const cases: Array<[string, boolean, (entry: bigint) => bigint]> = [
+    ['reserved bits', false, (entry) => entry | 2n],
+    ['a host offset 512 bytes into a cluster', false, (entry) => entry + 512n],
+    ['reserved bits, extended L2', true, (entry) => entry | 2n],
+    ['a host offset 512 bytes into a cluster, extended L2', true, (entry) => entry + 512n],
   ];
-  for (const [name, corrupt] of cases) {
+  for (const [name, extendedL2, corrupt] of cases) {
     it(`is refused as corrupt and writes nothing (${name})`, async () => {
-      const bytes = await buildBaseImage({ virtualSize: 4 << 20, clusterSize: CLUSTER });
+      const bytes = await buildBaseImage({ virtualSize: 4 << 20, clusterSize: CLUSTER, extendedL2 });
       const target = parseLayout(bytes).data.find((d) => d.guestCluster === 2)!;
       setU64(bytes, target.entryAt, corrupt(target.entry));
       const backend = createMemoryBackend(bytes);
