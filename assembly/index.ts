@@ -68,7 +68,7 @@ export {
   slotCount, slotHostOffset, slotAddress, isSlotDirty, slotGeneration, markSlotClean, CacheId,
   beginSliceLoad, commitSliceLoadAt as commitSliceLoad, abandonSliceLoad,
 } from './cache';
-export { mapRange, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
+export { mapRange, mapDataInCluster, mappedBytes, sliceBytes, corruptReason, corruptGuestOffset, RunKind, MappingCorruption } from './mapping';
 export {
   planWrite, PlanKind,
   commitAllocation, commitSubclusters, committedCountOf, freedCountOf, zeroClusters, zeroSubclusters, ZeroMode, allocationHintCluster, skipAllocationTo,

@@ -76,6 +76,28 @@ export function mapRange(guestOffsetF: f64, lengthF: f64): i32 {
   return runCount;
 }
 
+/**
+ * The host offset of guest bytes [guestOffset, guestOffset + length) (inside the virtual size)
+ * when they lie in one cluster that a cached standard L2 entry maps to plain data (allocated, not
+ * zero, not compressed, aligned, no reserved bits): a single-cluster read's mapping without a
+ * RUNS record. -1 for everything else, with nothing recorded (no NEED, no corruption): map such a
+ * range with mapRange, which also says what is wrong. Changes nothing but the cache's use clock.
+ */
+export function mapDataInCluster(guestOffsetF: f64, lengthF: f64): f64 {
+  if (hasExtendedL2 || !(guestOffsetF >= 0) || !(lengthF > 0) || guestOffsetF + lengthF > <f64>virtualSizeBytes) return -1;
+  const position = <u64>guestOffsetF;
+  const clusterMask = (<u64>1 << clusterBits) - 1;
+  const inCluster = position & clusterMask;
+  if (inCluster + <u64>lengthF > clusterMask + 1) return -1;
+  if (lookupL2Entry(position, L2Access.PROBE) != Status.OK) return -1;
+  const entryPtr = l2EntryAddress();
+  if (entryPtr == 0) return -1;
+  const entry = loadBE64(entryPtr);
+  const hostCluster = entry & L2E_OFFSET_MASK;
+  if ((entry & (QCOW_OFLAG_COMPRESSED | QCOW_OFLAG_ZERO | L2E_STD_RESERVED_MASK)) != 0 || hostCluster == 0 || (hostCluster & clusterMask) != 0) return -1;
+  return <f64>(hostCluster + inCluster);
+}
+
 /** Guest bytes the last mapRange call covered, from its guestOffset. */
 export function mappedBytes(guestOffsetF: f64): f64 { return <f64>mappedEnd - guestOffsetF; }
 /** Bytes of a metadata slice (what a NEED_TABLE load reads). */

@@ -3,7 +3,7 @@
 // cluster-lock choice (classifyClusters), the in-place fast path (inPlaceHostOffset), gap
 // merging (gap.ts) and the allocation planner (allocate.ts, through the entry predicates) share.
 
-import { L2E_OFFSET_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, loadBE64 } from './format';
+import { L2E_OFFSET_MASK, L2E_STD_RESERVED_MASK, QCOW_OFLAG_COMPRESSED, QCOW_OFLAG_COPIED, QCOW_OFLAG_ZERO, loadBE64 } from './format';
 import { clusterBits, hasExtendedL2, hasExternalData, l2EntryBits, sliceIndexBits } from './geometry';
 import { L2Access, l1EntryValue, l2EntryAddress, lookupL2Entry } from './l2-entry';
 import { Region, regionOffset, CLUSTER_STATE_CAPACITY } from './layout';
@@ -21,10 +21,16 @@ export enum WriteState {
   OTHER = 3,
 }
 
-/** Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed). */
+/** Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed, the entry not corrupt). */
 export function isOwnedCluster(entry: u64): bool {
-  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & QCOW_OFLAG_COPIED) != 0 &&
+  return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & QCOW_OFLAG_COPIED) != 0 && !isCorruptEntry(entry) &&
          ((entry & L2E_OFFSET_MASK) != 0 || hasExternalData);
+}
+
+// A standard entry with reserved bits set or a host offset inside a cluster: never written in
+// place (the planner's other paths refuse it as corrupt, as the read mapping does).
+function isCorruptEntry(entry: u64): bool {
+  return (entry & L2E_STD_RESERVED_MASK) != 0 || (entry & L2E_OFFSET_MASK & ((<u64>1 << clusterBits) - 1)) != 0;
 }
 
 /** Extended L2: a cluster without a host cluster (its subclusters are unallocated or zero). */
@@ -35,11 +41,13 @@ export function hasNoHostCluster(entry: u64): bool {
 
 /**
  * True when the cluster behind `entry` (and `bitmap`) may be written in place: a normal cluster
- * this image alone references (COPIED), not zero-flagged, every subcluster allocated.
+ * this image alone references (COPIED), not zero-flagged, every subcluster allocated, the entry
+ * not corrupt.
  */
 export function isWritableInPlace(entry: u64, bitmap: u64): bool {
   if (entry & QCOW_OFLAG_COMPRESSED) return false;
   if ((entry & QCOW_OFLAG_COPIED) == 0) return false;
+  if (isCorruptEntry(entry)) return false;
   if (hasExtendedL2) return <u32>bitmap == 0xffffffff;
   if (entry & QCOW_OFLAG_ZERO) return false;
   return (entry & L2E_OFFSET_MASK) != 0 || hasExternalData;

@@ -2,8 +2,9 @@
 // Depth-1 latency: one 4 KiB request at a time, awaited before the next, at random aligned
 // offsets of a fully written image (every write lands in place), as an emulator's IDE controller
 // issues them. Qcow2Image and RawImage opened with openImageFile defaults, against bare
-// fs.readSync / fs.writeSync on the same raw file, the three taking turns every 250 requests (so
-// a burst of other load on the machine hits them alike). Used by the main job and bench:depth1.
+// fs.readSync / fs.writeSync on a raw file of their own, the three taking turns every 250
+// requests (so a burst of other load on the machine hits them alike), each going first in turn.
+// Used by the main job and bench:depth1.
 
 import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -38,18 +39,28 @@ async function timed(count: number, run: () => Promise<void> | void): Promise<{ 
 /** Medians of `rounds` interleaved rounds: qcow2 and raw through the library, and bare syscalls. */
 export interface Depth1Result { requests: number; rounds: number; qcow2: Depth1Row; raw: Depth1Row; bare: Depth1Row }
 
-/** Writes a raw file and a qcow2 image (made by this engine) of DEPTH1_IMAGE_BYTES, every cluster written. */
-async function makeImages(dir: string): Promise<{ rawPath: string; qcow2Path: string }> {
+/**
+ * Writes two raw files (RawImage's and the bare syscalls': each contender reads and writes a file
+ * of its own, so none finds its data in the CPU cache because another just touched it) and a
+ * qcow2 image (made by this engine) of DEPTH1_IMAGE_BYTES, every cluster written. Each is filled
+ * by one write of its whole content, so the page cache holds all three alike, in the largest
+ * folios the kernel makes: filled in 1 MiB pieces at the qcow2 file's 64 KiB-aligned host
+ * offsets, its data sat in folios of 64-512 KiB beside the raw file's 2 MiB ones, and every
+ * 4 KiB pread of it cost about a tenth more kernel time than the raw file's (a property of how
+ * the files were made, not of either engine).
+ */
+async function makeImages(dir: string): Promise<{ rawPath: string; barePath: string; qcow2Path: string }> {
   const rawPath = join(dir, 'depth1.raw');
+  const barePath = join(dir, 'depth1-bare.raw');
   const qcow2Path = join(dir, 'depth1.qcow2');
   const content = new Uint8Array(DEPTH1_IMAGE_BYTES).fill(0x5a);
   writeFileSync(rawPath, content);
+  writeFileSync(barePath, content);
   const backend = await openNodeBackend(qcow2Path, { writable: true, create: true });
   const image = await Qcow2Image.create(backend, { virtualSize: DEPTH1_IMAGE_BYTES });
-  const chunk = 1024 * 1024;
-  for (let at = 0; at < DEPTH1_IMAGE_BYTES; at += chunk) await image.write(at, content.subarray(at, at + chunk));
+  await image.write(0, content);
   await image.close();
-  return { rawPath, qcow2Path };
+  return { rawPath, barePath, qcow2Path };
 }
 
 /** The same sequence of block offsets for every contender. */
@@ -68,17 +79,21 @@ interface Contender { read: (from: number, to: number) => Promise<void> | void; 
 /** Time and CPU time summed over slices, in µs. */
 interface Totals { wall: number; cpu: number }
 
-/** µs per request of `contenders`' reads, then of their writes, taking turns slice by slice. */
+/**
+ * µs per request of `contenders`' reads, then of their writes, taking turns slice by slice; the
+ * contender going first moves on by one every slice.
+ */
 async function interleavedRun(contenders: readonly Contender[], count: number): Promise<Depth1Row[]> {
   const reads: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
   const writes: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
   for (const [phase, totals] of [['read', reads], ['write', writes]] as const) {
-    for (let from = 0; from < count; from += SLICE_REQUESTS) {
+    for (let from = 0, slice = 0; from < count; from += SLICE_REQUESTS, slice++) {
       const to = Math.min(count, from + SLICE_REQUESTS);
-      for (let i = 0; i < contenders.length; i++) {
-        const slice = await timed(to - from, () => contenders[i][phase](from, to));
-        totals[i].wall += slice.wall * (to - from);
-        totals[i].cpu += slice.cpu * (to - from);
+      for (let turn = 0; turn < contenders.length; turn++) {
+        const i = (slice + turn) % contenders.length;
+        const timing = await timed(to - from, () => contenders[i][phase](from, to));
+        totals[i].wall += timing.wall * (to - from);
+        totals[i].cpu += timing.cpu * (to - from);
       }
     }
   }
@@ -103,21 +118,26 @@ function bareContender(fd: number, at: readonly number[]): Contender {
   };
 }
 
+/** A full garbage collection when the process exposes one (`node --expose-gc`), else nothing. */
+const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
+
 /**
- * Runs the depth-1 comparison in `dir` (which it fills with two 64 MiB files): per round, the
- * images opened afresh, `requests` reads then `requests` writes per contender, the contenders
- * taking turns every SLICE_REQUESTS requests; `rounds` rounds after an uncounted warm-up round,
- * medians returned.
+ * Runs the depth-1 comparison in `dir` (which it fills with three 64 MiB files): per round, the
+ * images opened afresh and the heap collected (garbage left by earlier benchmarks would
+ * otherwise be collected inside some contender's slices), `requests` reads then `requests`
+ * writes per contender, the contenders taking turns every SLICE_REQUESTS requests; `rounds`
+ * rounds after an uncounted warm-up round, medians returned.
  */
 export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promise<Depth1Result> {
-  const { rawPath, qcow2Path } = await makeImages(dir);
+  const { rawPath, barePath, qcow2Path } = await makeImages(dir);
   const at = offsets(requests);
   const samples = { qcow2: [] as Depth1Row[], raw: [] as Depth1Row[], bare: [] as Depth1Row[] };
   // Round 0 warms the JIT up and is not counted.
   for (let round = 0; round <= rounds; round++) {
     const qcow2 = await openImageFile(qcow2Path);
     const raw = await openImageFile(rawPath);
-    const fd = openSync(rawPath, 'r+');
+    const fd = openSync(barePath, 'r+');
+    collectGarbage();
     try {
       const [qcow2Row, rawRow, bareRow] = await interleavedRun([libraryContender(qcow2, at), libraryContender(raw, at), bareContender(fd, at)], requests);
       samples.qcow2.push(qcow2Row);

@@ -97,6 +97,9 @@ export class Qcow2Core extends Qcow2CoreTables {
    * map(), which also reports what is wrong).
    */
   mapOneDataRun(guestOffset: number, length: number): number {
+    // One cluster of plain data (nearly every small read) needs no RUNS record.
+    const inCluster = this.x.mapDataInCluster(guestOffset, length);
+    if (inCluster >= 0) return Number.isSafeInteger(inCluster + length) ? inCluster : -1;
     if (this.x.mapRange(guestOffset, length) !== 1) return -1;
     const r = this.runs;
     const hostOffset = r[3];
