@@ -20,7 +20,7 @@ import { machineLine, printTable, runProvenance, withTempDir } from './harness.j
 
 const STREAM_BYTES = 64 * 1024 * 1024;
 const ROUNDS = 3;
-const DEPTH1_REQUESTS = 5000;
+const DEPTH1_REQUESTS = 20000;
 const READ_REQUESTS = 20000;
 const COMPRESSED_DISK_BYTES = 128 * 1024 * 1024;
 const CONFIGS: readonly Config[] = [
