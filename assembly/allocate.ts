@@ -244,7 +244,7 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
 
   // Extended L2, an owned cluster whose written subclusters are not all allocated: fill them in
   // place (one cluster per plan).
-  if (hasExtendedL2 && isOwnedCluster(entry) && !isWritableInPlace(entry, bitmap)) {
+  if (hasExtendedL2 && isOwnedCluster(entry, bitmap) && !isWritableInPlace(entry, bitmap)) {
     const dataEnd = min(end, clusterEnd);
     const hostCluster = entry & L2E_OFFSET_MASK;
     const mask = subclusterMask(guestOffset - firstCluster, dataEnd - firstCluster);
@@ -291,7 +291,7 @@ export function planWrite(guestOffsetF: f64, lengthF: f64): Status {
     entry = loadBE64(at);
     bitmap = hasExtendedL2 ? loadBE64(at + 8) : 0;
     if (isWritableInPlace(entry, bitmap)) break;
-    if (hasExtendedL2 && (hasNoHostCluster(entry) != bySubcluster || isOwnedCluster(entry))) break;
+    if (hasExtendedL2 && (hasNoHostCluster(entry) != bySubcluster || isOwnedCluster(entry, bitmap))) break;
     clusterCount++;
     at += entryBytes;
   }

@@ -21,10 +21,19 @@ export enum WriteState {
   OTHER = 3,
 }
 
-/** Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed, the entry not corrupt). */
-export function isOwnedCluster(entry: u64): bool {
+/**
+ * Extended L2: a cluster this image alone owns (COPIED, with a host cluster, not compressed, the
+ * entry and its subcluster bitmap not corrupt).
+ */
+export function isOwnedCluster(entry: u64, bitmap: u64): bool {
   return (entry & QCOW_OFLAG_COMPRESSED) == 0 && (entry & QCOW_OFLAG_COPIED) != 0 && !isCorruptEntry(entry) &&
-         ((entry & L2E_OFFSET_MASK) != 0 || hasExternalData);
+         !isCorruptExtendedState(entry, bitmap) && ((entry & L2E_OFFSET_MASK) != 0 || hasExternalData);
+}
+
+// Extended L2: a zero flag in the entry, or a subcluster both allocated and zero in the bitmap
+// (the read mapping refuses both as corrupt; so does a write, never filling in place).
+function isCorruptExtendedState(entry: u64, bitmap: u64): bool {
+  return (entry & QCOW_OFLAG_ZERO) != 0 || (<u32>bitmap & <u32>(bitmap >> 32)) != 0;
 }
 
 // A standard entry with reserved bits set or a host offset inside a cluster: never written in
@@ -48,7 +57,7 @@ export function isWritableInPlace(entry: u64, bitmap: u64): bool {
   if (entry & QCOW_OFLAG_COMPRESSED) return false;
   if ((entry & QCOW_OFLAG_COPIED) == 0) return false;
   if (isCorruptEntry(entry)) return false;
-  if (hasExtendedL2) return <u32>bitmap == 0xffffffff;
+  if (hasExtendedL2) return <u32>bitmap == 0xffffffff && !isCorruptExtendedState(entry, bitmap);
   if (entry & QCOW_OFLAG_ZERO) return false;
   return (entry & L2E_OFFSET_MASK) != 0 || hasExternalData;
 }

@@ -2,7 +2,8 @@
 // A write into an allocated cluster whose L2 entry is corrupt (reserved bits set, a host offset
 // inside a cluster) is refused as corrupt, as reads of it are, and writes nothing: an unaligned
 // host offset must not let a write spill into the host cluster after it (another guest
-// cluster's data).
+// cluster's data); nor is a subcluster bitmap that marks a subcluster both allocated and zero
+// written through.
 
 import { describe, expect, it } from 'vitest';
 import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
@@ -41,4 +42,23 @@ describe('a write into a cluster with a corrupt L2 entry', () => {
       }
     });
   }
+
+  it('is refused as corrupt and writes nothing (extended L2, a subcluster both allocated and zero)', async () => {
+    const bytes = await buildBaseImage({ virtualSize: 4 << 20, clusterSize: CLUSTER, extendedL2: true });
+    const target = parseLayout(bytes).data.find((d) => d.guestCluster === 2)!;
+    const bitmapAt = target.entryAt + 8;
+    const bitmap = new DataView(bytes.buffer, bytes.byteOffset).getBigUint64(bitmapAt);
+    expect(bitmap & 0xffffffffn).toBe(0xffffffffn);
+    setU64(bytes, bitmapAt, bitmap | (1n << 32n)); // subcluster 0: allocated and zero
+    const backend = createMemoryBackend(bytes);
+    const image = await Qcow2Image.open(backend, { writebackDelayMs: false });
+    try {
+      const before = await backendBytes(backend);
+      await expect(image.write(3 * CLUSTER - 4 * KIB, new Uint8Array(4 * KIB).fill(0xee))).rejects.toMatchObject({ code: 'QCOW2_CORRUPT' });
+      await expect(image.read(2 * CLUSTER, 4 * KIB)).rejects.toMatchObject({ code: 'QCOW2_CORRUPT' });
+      expectBytes(await backendBytes(backend), before, 'the image file');
+    } finally {
+      await image.close().catch(() => {});
+    }
+  });
 });
