@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
 import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type DeflateBatchDecoder } from '../bindings/qcow2/decompress.js';
-import { createWorkerDeflateDecoder } from '../bindings/qcow2/decode-workers-node.js';
+import { setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type ClusterBatchDecoder } from '../bindings/qcow2/decompress.js';
+import { createWorkerClusterDecoder } from '../bindings/qcow2/decode-workers-node.js';
 import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
 import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
 import { ImageError } from '../bindings/base/errors.js';
@@ -57,12 +57,12 @@ async function readSequentially(image: BlockImage): Promise<Uint8Array> {
   return out;
 }
 
-const workers = createWorkerDeflateDecoder();
+const workers = createWorkerClusterDecoder();
 /** Clusters the worker decoders decoded (the rest fell back to the main thread). */
 let decodedOnWorkers = 0;
-const countingWorkers: DeflateBatchDecoder = {
-  async decodeClusters(input, pieces, targets) {
-    const decoded = await workers.decodeClusters(input, pieces, targets);
+const countingWorkers: ClusterBatchDecoder = {
+  async decodeClusters(type, input, pieces, targets) {
+    const decoded = await workers.decodeClusters(type, input, pieces, targets);
     decodedOnWorkers += decoded.filter((flag) => flag === 1).length;
     return decoded;
   },
@@ -71,7 +71,7 @@ const countingWorkers: DeflateBatchDecoder = {
 function useDecoders(native: boolean): void {
   setNativeDeflateDecoder(native ? nodeDeflateDecoder : undefined);
   setNativeZstdDecoder(native ? loadWasmZstdDecoder : undefined);
-  setDeflateBatchDecoder(native ? countingWorkers : undefined);
+  setClusterBatchDecoder(native ? countingWorkers : undefined);
 }
 
 describeWithQemu('compressed images read as qemu-img reads them', () => {
@@ -103,7 +103,7 @@ describeWithQemu('compressed images read as qemu-img reads them', () => {
           const label = `${native ? 'native' : 'portable'} decoders`;
           const before = decodedOnWorkers;
           expect(Buffer.compare(await readSequentially(image), expected), `${label}: sequential reads`).toBe(0);
-          if (native && type === 'zlib' && clusterBytes < MiB) expect(decodedOnWorkers, 'zlib clusters decoded on the workers').toBeGreaterThan(before);
+          if (native && clusterBytes < MiB) expect(decodedOnWorkers, `${type} clusters decoded on the workers`).toBeGreaterThan(before);
           expect(Buffer.compare(await image.read(0, image.virtualSize), expected), `${label}: one whole read`).toBe(0);
           const prng = makePrng(clusterBytes + (native ? 1 : 0));
           for (let i = 0; i < 32; i++) {
