@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: MIT
 // The code of a Node worker thread that decodes batches of compressed qcow2 clusters (zlib with
-// node:zlib's synchronous raw inflate; zstd with node:zlib where Node has it, else the WebAssembly
-// reference decoder), kept as a string so the pool evaluates it alike from the compiled package
-// and from sources.
+// node:zlib's synchronous raw inflate; zstd with node:zlib where Node has it, else with the
+// reference library built to WebAssembly by @foxglove/wasm-zstd, called directly so a cluster is
+// decoded in its memory and copied once, allocating nothing), kept as a string so the pool
+// evaluates it alike from the compiled package and from sources.
 
 /**
- * Worker code, run with `workerData: { zstdModuleUrl }` (the URL of the zstddec module, imported
- * at the first zstd batch when node:zlib has no zstd decoder). Receives { id, type, memory,
+ * Worker code, run with `workerData: { zstdModulePath }` (the path of @foxglove/wasm-zstd's
+ * Emscripten module factory, loaded at the first zstd batch when node:zlib has no zstd decoder;
+ * its `_decompress` is the library's one-shot ZSTD_decompress, negative on error). Receives { id, type, memory,
  * outputStart, inputStart, pieces, clusterBytes }: memory (a SharedArrayBuffer) holds one
  * decoded-flag byte per piece at 0, the clusters' outputs from `outputStart` (cluster i at
  * outputStart + i * clusterBytes) and the input at `inputStart`; pieces holds [start, end) pairs
@@ -25,10 +27,27 @@ const loadZstd = async () => {
   if (typeof zlib.zstdDecompressSync === 'function') {
     return (frame, clusterBytes) => zlib.zstdDecompressSync(frame, { maxOutputLength: clusterBytes });
   }
-  const { ZSTDDecoder } = await import(workerData.zstdModuleUrl);
-  const decoder = new ZSTDDecoder();
-  await decoder.init();
-  return (frame, clusterBytes) => decoder.decode(frame, clusterBytes);
+  const wasm = await require(workerData.zstdModulePath)();
+  let inputPointer = 0;
+  let inputCapacity = 0;
+  let outputPointer = 0;
+  let outputCapacity = 0;
+  return (frame, clusterBytes) => {
+    if (frame.byteLength > inputCapacity) {
+      if (inputCapacity > 0) wasm._free(inputPointer);
+      inputCapacity = Math.max(frame.byteLength, 2 * inputCapacity);
+      inputPointer = wasm._malloc(inputCapacity);
+    }
+    if (clusterBytes > outputCapacity) {
+      if (outputCapacity > 0) wasm._free(outputPointer);
+      outputCapacity = clusterBytes;
+      outputPointer = wasm._malloc(outputCapacity);
+    }
+    if (inputPointer === 0 || outputPointer === 0) throw new Error('out of wasm memory');
+    wasm.HEAPU8.set(frame, inputPointer);
+    const produced = wasm._decompress(outputPointer, clusterBytes, inputPointer, frame.byteLength);
+    return wasm.HEAPU8.subarray(outputPointer, outputPointer + Math.max(0, produced));
+  };
 };
 parentPort.on('message', async ({ id, type, memory, outputStart, inputStart, pieces, clusterBytes }) => {
   const count = pieces.length / 2;

@@ -8,7 +8,6 @@
 import { Worker } from 'node:worker_threads';
 import { availableParallelism } from 'node:os';
 import { createRequire } from 'node:module';
-import { pathToFileURL } from 'node:url';
 import type { ClusterBatchDecoder, CompressionType } from './decompress.js';
 import { DECODE_WORKER_SOURCE } from './decode-worker-source-node.js';
 
@@ -20,8 +19,8 @@ const IDLE_MS = 5000;
 interface Job { resolve: () => void; reject: (error: Error) => void }
 interface PoolWorker { worker: Worker; jobs: Map<number, Job> }
 
-// The URL worker threads import the WebAssembly zstd decoder from (where node:zlib has none).
-const zstdModuleUrl = pathToFileURL(createRequire(import.meta.url).resolve('zstddec')).href;
+// The module worker threads load the WebAssembly zstd decoder from (where node:zlib has none).
+const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zstd/dist/wasm-zstd.js');
 
 /**
  * A ClusterBatchDecoder on `workerCount` worker threads (default: the machine's available
@@ -31,6 +30,7 @@ const zstdModuleUrl = pathToFileURL(createRequire(import.meta.url).resolve('zstd
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
  * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read); once IDLE_MS pass
  * without a batch, drops them and ends the workers (the next batch starts them again).
+ * inputBuffer lends one of them, so the caller reads a batch's input straight into it.
  */
 export function createWorkerClusterDecoder(workerCount = Math.max(1, availableParallelism())): ClusterBatchDecoder {
   const workers: PoolWorker[] = [];
@@ -55,7 +55,7 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
   };
 
   const start = (): PoolWorker => {
-    const worker = new Worker(DECODE_WORKER_SOURCE, { eval: true, workerData: { zstdModuleUrl } });
+    const worker = new Worker(DECODE_WORKER_SOURCE, { eval: true, workerData: { zstdModulePath } });
     const pool: PoolWorker = { worker, jobs: new Map() };
     const fail = (error: Error) => {
       const at = workers.indexOf(pool);
@@ -97,17 +97,34 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
     }
   };
 
+  // Where a batch's parts lie in its shared memory: decoded flags, clusters, then the input.
+  const layout = (count: number, clusterBytes: number) => {
+    const outputStart = Math.ceil(count / 8) * 8;
+    return { outputStart, inputStart: outputStart + count * clusterBytes };
+  };
+  /** Shared memory lent for reading a batch's input into (decodeClusters then takes it as it is). */
+  const lent = new WeakSet<ArrayBufferLike>();
+
   return {
+    inputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
+      const { inputStart } = layout(clusterCount, clusterBytes);
+      const memory = take(inputStart + inputBytes);
+      lent.add(memory);
+      return new Uint8Array(memory, inputStart, inputBytes);
+    },
+
     async decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]) {
       while (workers.length < workerCount) workers.push(start());
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
       const count = targets.length;
       const clusterBytes = targets[0].byteLength;
-      const outputStart = Math.ceil(count / 8) * 8;
-      const inputStart = outputStart + count * clusterBytes;
-      const memory = take(inputStart + input.byteLength);
+      const { outputStart, inputStart } = layout(count, clusterBytes);
+      // The caller's input in memory lent for it is taken as it is; other input is copied.
+      const inPlace = lent.has(input.buffer) && input.byteOffset === inputStart;
+      lent.delete(input.buffer);
+      const memory = inPlace ? input.buffer as SharedArrayBuffer : take(inputStart + input.byteLength);
       const bytes = new Uint8Array(memory);
-      bytes.set(input, inputStart);
+      if (!inPlace) bytes.set(input, inputStart);
       const id = nextId++;
       await new Promise<void>((resolve, reject) => {
         if (pool.jobs.size === 0) pool.worker.ref();
@@ -115,10 +132,13 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
         pool.worker.postMessage({ id, type, memory, outputStart, inputStart, pieces, clusterBytes });
       });
       const decoded = bytes.slice(0, count);
+      let left = 0;
       for (let i = 0; i < count; i++) {
         if (decoded[i] === 1) targets[i].set(bytes.subarray(outputStart + i * clusterBytes, outputStart + (i + 1) * clusterBytes));
+        else left++;
       }
-      give(memory);
+      // Input the caller decodes itself from stays the caller's: that memory is not reused.
+      if (!inPlace || left === 0) give(memory);
       return decoded;
     },
   };

@@ -40,6 +40,12 @@ export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes
  * unspecified): the caller decodes those itself, so outcomes stay those of decodeCluster.
  */
 export interface ClusterBatchDecoder {
+  /**
+   * Optional: a buffer of `inputBytes` for the input of a batch of `clusterCount` clusters of
+   * `clusterBytes`, which decodeClusters then takes without copying it. The caller gives it to
+   * decodeClusters at most once and leaves it after (unless it decodes pieces from it itself).
+   */
+  inputBuffer?(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array;
   decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
 }
 
@@ -48,6 +54,15 @@ let clusterBatch: ClusterBatchDecoder | undefined;
 /** Sets (or, with undefined, removes) the batch decoder decodeClusters hands clusters to. */
 export function setClusterBatchDecoder(decoder: ClusterBatchDecoder | undefined): void {
   clusterBatch = decoder;
+}
+
+/**
+ * A buffer of `inputBytes` to read the compressed bytes of `clusterCount` clusters of
+ * `clusterBytes` into before one decodeClusters call on them: the batch decoder's (no copy to
+ * it then) where it lends one, else a new one.
+ */
+export function compressedInputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
+  return clusterBatch?.inputBuffer?.(inputBytes, clusterCount, clusterBytes) ?? new Uint8Array(inputBytes);
 }
 
 /** One cluster of a decodeClusters call: its compressed bytes [start, end) and where it goes. */

@@ -8,7 +8,7 @@ import type { ImageStats } from '../dispatch/image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import type { MappedRun } from './qcow2-core.js';
 import type { CompressedRunGroup } from './compressed-run-groups.js';
-import { decodeCluster, decodeClusters } from './decompress.js';
+import { compressedInputBuffer, decodeCluster, decodeClusters } from './decompress.js';
 
 /** Decodes the compressed clusters of one image, counting its host reads in `counters`. */
 export class Qcow2CompressedReader {
@@ -27,11 +27,11 @@ export class Qcow2CompressedReader {
    * cluster buffer (the last kept as the last inflated cluster).
    */
   async readGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
-    const compressed = new Uint8Array(group.hostEnd - group.hostStart);
+    const clusterBytes = this.header.clusterSize;
+    const compressed = compressedInputBuffer(group.hostEnd - group.hostStart, group.runs.length, clusterBytes);
     this.counters.hostReadCalls++;
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(group.hostStart, [compressed]);
-    const clusterBytes = this.header.clusterSize;
     const partial: { run: MappedRun; cluster: Uint8Array }[] = [];
     const pieces = group.runs.map((run) => {
       const start = run.hostOffset - group.hostStart;
