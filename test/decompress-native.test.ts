@@ -2,15 +2,14 @@
 // The native raw-deflate path (node:zlib, installed by qcow2-wasm/node) decodes every compressed
 // cluster exactly as the portable decoder does: valid clusters with trailing bytes, streams that
 // inflate past a cluster (a bomb: stopped at a full cluster, bounded), truncated and garbage data.
-// So do the wasm zstd decoder and node:zlib's where Node has one (frames: trailing frames, several
-// frames to a cluster, skippable frames, a frame of more than a cluster) and the worker-thread
-// batch decoder of raw-deflate and zstd clusters, cluster by cluster.
+// So do the wasm zstd decoder (frames: trailing frames, several frames to a cluster, skippable
+// frames, a frame of more than a cluster) and the worker-thread batch decoder of raw-deflate and
+// zstd clusters, cluster by cluster.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deflateRawSync } from 'node:zlib';
 import { decodeCluster, decodeClusters, setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type CompressionType } from '../bindings/qcow2/decompress.js';
 import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
 import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
-import { nodeZstdFrameDecoder } from '../bindings/qcow2/zstd-node.js';
 import { createWorkerClusterDecoder } from '../bindings/qcow2/decode-workers-node.js';
 import { ImageError } from '../bindings/base/errors.js';
 import { CLUSTER_BYTES, concatBytes, makeZstdFrames, patterned, zstdCases, type ZstdFrames } from './helpers/compressed-clusters.js';
@@ -61,11 +60,8 @@ describe('native zstd decoding and batch decoding of compressed clusters', () =>
   beforeAll(async () => { frames = await makeZstdFrames(); });
   const cases = zstdCases(() => frames);
 
-  const nodeZstd = nodeZstdFrameDecoder();
-
-  /** Decodes with the wasm decoder (true), node:zlib's ('node') or the portable one (false). */
-  async function decodeZstd(native: boolean | 'node', compressed: Uint8Array): Promise<Uint8Array | string> {
-    setNativeZstdDecoder(native === 'node' ? () => Promise.resolve(nodeZstd!) : native ? loadWasmZstdDecoder : undefined);
+  async function decodeZstd(native: boolean, compressed: Uint8Array): Promise<Uint8Array | string> {
+    setNativeZstdDecoder(native ? loadWasmZstdDecoder : undefined);
     const cluster = new Uint8Array(CLUSTER_BYTES);
     try {
       await decodeCluster('zstd', compressed, cluster, 1234);
@@ -84,10 +80,6 @@ describe('native zstd decoding and batch decoding of compressed clusters', () =>
   for (const [name, compressed] of cases) {
     it(`decodes ${name} as the portable decoder does (wasm zstd)`, async () => {
       expect(await decodeZstd(true, compressed())).toEqual(await decodeZstd(false, compressed()));
-    });
-    // node:zlib has zstd from Node 22.15 on; older Node uses the wasm decoder, so there is nothing to test.
-    it.skipIf(nodeZstd === undefined)(`decodes ${name} as the portable decoder does (node:zlib zstd, Node 22.15 and later)`, async () => {
-      expect(await decodeZstd('node', compressed())).toEqual(await decodeZstd(false, compressed()));
     });
   }
 

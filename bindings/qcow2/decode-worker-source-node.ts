@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: MIT
 // The code of a Node worker thread that decodes batches of compressed qcow2 clusters (zlib with
-// node:zlib's synchronous raw inflate; zstd with node:zlib where Node has it, else with the
-// reference library built to WebAssembly by @foxglove/wasm-zstd, called directly so a cluster is
-// decoded in its memory and copied once, allocating nothing), kept as a string so the pool
-// evaluates it alike from the compiled package and from sources.
+// node:zlib's synchronous raw inflate; zstd with the reference library built to WebAssembly by
+// @foxglove/wasm-zstd, called directly so a cluster is decoded in its memory and copied once,
+// allocating nothing), kept as a string so the pool evaluates it alike from the compiled package
+// and from sources.
 
 /**
  * Worker code, run with `workerData: { zstdModulePath }` (the path of @foxglove/wasm-zstd's
- * Emscripten module factory, loaded at the first zstd batch when node:zlib has no zstd decoder;
+ * Emscripten module factory, loaded at the first zstd batch;
  * its `_decompress` is the library's one-shot ZSTD_decompress, negative on error). Receives { id, type, memory,
  * outputStart, inputStart, pieces, clusterBytes }: memory (a SharedArrayBuffer) holds one
  * decoded-flag byte per piece at 0, the clusters' outputs from `outputStart` (cluster i at
@@ -24,9 +24,6 @@ const inflateOptions = (clusterBytes) => ({ finishFlush: zlib.constants.Z_SYNC_F
 const inflate = (input, clusterBytes) => zlib.inflateRawSync(input, inflateOptions(clusterBytes));
 let zstdLoaded;
 const loadZstd = async () => {
-  if (typeof zlib.zstdDecompressSync === 'function') {
-    return (frame, clusterBytes) => zlib.zstdDecompressSync(frame, { maxOutputLength: clusterBytes });
-  }
   const wasm = await require(workerData.zstdModulePath)();
   let inputPointer = 0;
   let inputCapacity = 0;

@@ -13,13 +13,19 @@ import { DECODE_WORKER_SOURCE } from './decode-worker-source-node.js';
 
 /** Spare shared buffers kept for later batches (more in flight at once are made and dropped after). */
 const SPARE_BUFFERS = 8;
-/** The spare buffers are dropped and idle workers ended after this long without a batch. */
-const IDLE_MS = 5000;
+/** The spare buffers are dropped after this long without a batch. */
+const SPARE_IDLE_MS = 2000;
+/**
+ * end() ends the workers this long after it is called, unless a batch comes first: an image
+ * closed and another opened right after (a converter's next file, a benchmark's next round) keep
+ * their warm workers.
+ */
+const END_DELAY_MS = 1000;
 
 interface Job { resolve: () => void; reject: (error: Error) => void }
 interface PoolWorker { worker: Worker; jobs: Map<number, Job> }
 
-// The module worker threads load the WebAssembly zstd decoder from (where node:zlib has none).
+// The module worker threads load the WebAssembly zstd decoder from.
 const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zstd/dist/wasm-zstd.js');
 
 /**
@@ -28,29 +34,36 @@ const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zs
  * A worker holds the process open only while it has batches. A worker that fails rejects its
  * batches (the caller then decodes them itself) and is replaced at the next batch. Keeps up to
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
- * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read); once IDLE_MS pass
- * without a batch, drops them and ends the workers (the next batch starts them again).
- * inputBuffer lends one of them, so the caller reads a batch's input straight into it.
+ * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read) until SPARE_IDLE_MS
+ * pass without a batch; inputBuffer lends one of them, so the caller reads a batch's input
+ * straight into it. end() ends the workers END_DELAY_MS later unless a batch comes first (each
+ * once its batches are over) and drops the spare buffers; the next batch starts them again.
+ * runningWorkers() tells how many run now.
  */
-export function createWorkerClusterDecoder(workerCount = Math.max(1, availableParallelism())): ClusterBatchDecoder {
+export function createWorkerClusterDecoder(workerCount = Math.max(1, availableParallelism())): ClusterBatchDecoder & { runningWorkers(): number } {
   const workers: PoolWorker[] = [];
   const spare: SharedArrayBuffer[] = [];
   let nextId = 0;
   let batchesSinceCheck = 0;
   let idleCheck: ReturnType<typeof setTimeout> | undefined;
-  // Once a check finds no batch since the last one: drops the spare buffers, ends idle workers.
+  /** Set when end() takes effect: workers end once their batches are over. */
+  let ending = false;
+  let endTimer: ReturnType<typeof setTimeout> | undefined;
+  // Drops the spare buffers once a check finds no batch since the last one.
   const checkIdle = () => {
     idleCheck = undefined;
-    if (batchesSinceCheck > 0) return armIdleCheck();
-    spare.length = 0;
-    for (const idle of workers.filter((pool) => pool.jobs.size === 0)) {
-      workers.splice(workers.indexOf(idle), 1);
-      void idle.worker.terminate();
-    }
+    if (batchesSinceCheck === 0) spare.length = 0;
+    else armIdleCheck();
+  };
+  // Ends `pool`'s worker (it has no batches left).
+  const retire = (pool: PoolWorker) => {
+    const at = workers.indexOf(pool);
+    if (at >= 0) workers.splice(at, 1);
+    void pool.worker.terminate();
   };
   const armIdleCheck = () => {
     batchesSinceCheck = 0;
-    idleCheck = setTimeout(checkIdle, IDLE_MS);
+    idleCheck = setTimeout(checkIdle, SPARE_IDLE_MS);
     idleCheck.unref();
   };
 
@@ -67,7 +80,10 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
       const job = pool.jobs.get(message.id);
       if (!job) return;
       pool.jobs.delete(message.id);
-      if (pool.jobs.size === 0) worker.unref();
+      if (pool.jobs.size === 0) {
+        worker.unref();
+        if (ending) retire(pool);
+      }
       job.resolve();
     });
     worker.on('error', (error) => fail(error));
@@ -113,7 +129,21 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
       return new Uint8Array(memory, inputStart, inputBytes);
     },
 
+    end(): void {
+      clearTimeout(endTimer);
+      endTimer = setTimeout(() => {
+        ending = true;
+        spare.length = 0;
+        for (const idle of workers.filter((pool) => pool.jobs.size === 0)) retire(idle);
+      }, END_DELAY_MS);
+      endTimer.unref();
+    },
+
+    runningWorkers: () => workers.length,
+
     async decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]) {
+      clearTimeout(endTimer);
+      ending = false;
       while (workers.length < workerCount) workers.push(start());
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
       const count = targets.length;

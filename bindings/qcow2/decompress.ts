@@ -46,6 +46,8 @@ export interface ClusterBatchDecoder {
    * decodeClusters at most once and leaves it after (unless it decodes pieces from it itself).
    */
   inputBuffer?(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array;
+  /** Optional: ends the decoder's threads once their work is over (the next batch starts them again). */
+  end?(): void;
   decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
 }
 
@@ -54,6 +56,22 @@ let clusterBatch: ClusterBatchDecoder | undefined;
 /** Sets (or, with undefined, removes) the batch decoder decodeClusters hands clusters to. */
 export function setClusterBatchDecoder(decoder: ClusterBatchDecoder | undefined): void {
   clusterBatch = decoder;
+}
+
+let batchHolders = 0;
+
+/**
+ * Counts one more user (an open image) of the batch decoder; returns the call that uncounts it
+ * (calling it again does nothing). When the last one goes, the batch decoder ends its threads.
+ */
+export function holdClusterBatchDecoder(): () => void {
+  batchHolders++;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    if (--batchHolders === 0) clusterBatch?.end?.();
+  };
 }
 
 /**

@@ -8,13 +8,21 @@ import type { ImageStats } from '../dispatch/image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import type { MappedRun } from './qcow2-core.js';
 import type { CompressedRunGroup } from './compressed-run-groups.js';
-import { compressedInputBuffer, decodeCluster, decodeClusters } from './decompress.js';
+import { compressedInputBuffer, decodeCluster, decodeClusters, holdClusterBatchDecoder } from './decompress.js';
 
 /** Decodes the compressed clusters of one image, counting its host reads in `counters`. */
 export class Qcow2CompressedReader {
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  /** Lets the batch decoder go (held from the first group read until close). */
+  private releaseBatchDecoder: (() => void) | undefined;
 
   constructor(private readonly backend: Backend, private readonly header: Qcow2Header, private readonly counters: ImageStats) {}
+
+  /** Lets the batch decoder go: when no open image holds it, it ends its threads. */
+  close(): void {
+    this.releaseBatchDecoder?.();
+    this.releaseBatchDecoder = undefined;
+  }
 
   /** Drops the kept cluster (after the image's metadata was rewritten: host offsets may be reused). */
   forget(): void {
@@ -27,6 +35,7 @@ export class Qcow2CompressedReader {
    * cluster buffer (the last kept as the last inflated cluster).
    */
   async readGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
+    this.releaseBatchDecoder ??= holdClusterBatchDecoder();
     const clusterBytes = this.header.clusterSize;
     const compressed = compressedInputBuffer(group.hostEnd - group.hostStart, group.runs.length, clusterBytes);
     this.counters.hostReadCalls++;
