@@ -11,6 +11,12 @@ import { createRequire } from 'node:module';
 import type { ClusterBatchDecoder, CompressionType } from './decompress.js';
 import { DECODE_WORKER_SOURCE } from './decode-worker-source-node.js';
 
+/**
+ * Batches waiting at every worker at which the pool declines more (the caller decodes them on its
+ * own thread): the workers are behind, as when other processes hold the cores, and decoding
+ * where the data already is costs less CPU than queueing it.
+ */
+const DECLINE_AT_QUEUED = 2;
 /** Spare shared buffers kept for later batches (more in flight at once are made and dropped after). */
 const SPARE_BUFFERS = 8;
 /** The spare buffers are dropped after this long without a batch. */
@@ -31,7 +37,9 @@ const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zs
 /**
  * A ClusterBatchDecoder on `workerCount` worker threads (default: the machine's available
  * parallelism), started at the first batch. Batches go to the worker with the fewest waiting.
- * A worker holds the process open only while it has batches. A worker that fails rejects its
+ * A worker holds the process open only while it has batches. When every worker has
+ * DECLINE_AT_QUEUED batches waiting, a batch (in memory not lent) is declined: all flags 0. A
+ * worker that fails rejects its
  * batches (the caller then decodes them itself) and is replaced at the next batch. Keeps up to
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
  * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read) until SPARE_IDLE_MS
@@ -113,6 +121,8 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
     }
   };
 
+  // Whether every worker has DECLINE_AT_QUEUED batches waiting.
+  const behind = () => workers.length >= workerCount && workers.every((pool) => pool.jobs.size >= DECLINE_AT_QUEUED);
   // Where a batch's parts lie in its shared memory: decoded flags, clusters, then the input.
   const layout = (count: number, clusterBytes: number) => {
     const outputStart = Math.ceil(count / 8) * 8;
@@ -122,7 +132,8 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
   const lent = new WeakSet<ArrayBufferLike>();
 
   return {
-    inputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
+    inputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined {
+      if (behind()) return undefined;
       const { inputStart } = layout(clusterCount, clusterBytes);
       const memory = take(inputStart + inputBytes);
       lent.add(memory);
@@ -152,6 +163,7 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
       // The caller's input in memory lent for it is taken as it is; other input is copied.
       const inPlace = lent.has(input.buffer) && input.byteOffset === inputStart;
       lent.delete(input.buffer);
+      if (!inPlace && behind()) return new Uint8Array(count);
       const memory = inPlace ? input.buffer as SharedArrayBuffer : take(inputStart + input.byteLength);
       const bytes = new Uint8Array(memory);
       if (!inPlace) bytes.set(input, inputStart);

@@ -42,10 +42,11 @@ export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes
 export interface ClusterBatchDecoder {
   /**
    * Optional: a buffer of `inputBytes` for the input of a batch of `clusterCount` clusters of
-   * `clusterBytes`, which decodeClusters then takes without copying it. The caller gives it to
-   * decodeClusters at most once and leaves it after (unless it decodes pieces from it itself).
+   * `clusterBytes`, which decodeClusters then takes without copying it (undefined when it would
+   * not take the batch now). The caller gives it to decodeClusters at most once and leaves it after
+   * (unless it decodes pieces from it itself).
    */
-  inputBuffer?(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array;
+  inputBuffer?(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined;
   /** Optional: ends the decoder's threads once their work is over (the next batch starts them again). */
   end?(): void;
   decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
