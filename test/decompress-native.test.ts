@@ -118,17 +118,20 @@ describe('native zstd decoding and batch decoding of compressed clusters', () =>
       deflateRawSync(patterned(CLUSTER_BYTES)).subarray(0, 500), new Uint8Array(600).fill(0xff), deflateRawSync(patterned(CLUSTER_BYTES - 1))]);
   });
 
-  it('the worker pool declines a batch while every worker has two waiting; decodeClusters then decodes it itself', async () => {
+  it('the worker pool declines a zstd batch while every worker has two waiting (not a zlib one); decodeClusters then decodes it itself', async () => {
+    setNativeZstdDecoder(loadWasmZstdDecoder);
     const pool = createWorkerClusterDecoder(1);
-    const valid = deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 });
-    const pieces = new Uint32Array([0, valid.byteLength]);
-    const targets = () => [new Uint8Array(CLUSTER_BYTES)];
-    // Posted in one tick: the third finds two batches waiting at the only worker.
-    const flags = await Promise.all([0, 1, 2].map(() => pool.decodeClusters('zlib', valid, pieces, targets())));
-    expect(flags.map((decoded) => decoded[0])).toEqual([1, 1, 0]);
+    const compressed = { zlib: deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 }), zstd: frames.valid };
+    for (const type of ['zstd', 'zlib'] as const) {
+      const input = compressed[type];
+      const pieces = new Uint32Array([0, input.byteLength]);
+      // Posted in one tick: the third finds two batches waiting at the only worker.
+      const flags = await Promise.all([0, 1, 2].map(() => pool.decodeClusters(type, input, pieces, [new Uint8Array(CLUSTER_BYTES)])));
+      expect(flags.map((decoded) => decoded[0]), type).toEqual(type === 'zstd' ? [1, 1, 0] : [1, 1, 1]);
+    }
     setClusterBatchDecoder(pool);
     const clusters = [0, 1, 2].map(() => new Uint8Array(CLUSTER_BYTES));
-    await Promise.all(clusters.map((cluster) => decodeClusters('zlib', valid, [{ start: 0, end: valid.byteLength, hostOffset: 0, cluster }])));
+    await Promise.all(clusters.map((cluster) => decodeClusters('zstd', frames.valid, [{ start: 0, end: frames.valid.byteLength, hostOffset: 0, cluster }])));
     for (const cluster of clusters) expect(cluster).toEqual(patterned(CLUSTER_BYTES));
   });
 

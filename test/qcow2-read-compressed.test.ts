@@ -61,7 +61,7 @@ const workers = createWorkerClusterDecoder();
 /** Clusters the worker decoders decoded (the rest fell back to the main thread). */
 let decodedOnWorkers = 0;
 const countingWorkers: ClusterBatchDecoder = {
-  inputBuffer: (inputBytes, clusterCount, clusterBytes) => workers.inputBuffer!(inputBytes, clusterCount, clusterBytes),
+  inputBuffer: (type, inputBytes, clusterCount, clusterBytes) => workers.inputBuffer!(type, inputBytes, clusterCount, clusterBytes),
   end: () => workers.end!(),
   async decodeClusters(type, input, pieces, targets) {
     const decoded = await workers.decodeClusters(type, input, pieces, targets);

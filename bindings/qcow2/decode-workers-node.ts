@@ -12,9 +12,11 @@ import type { ClusterBatchDecoder, CompressionType } from './decompress.js';
 import { DECODE_WORKER_SOURCE } from './decode-worker-source-node.js';
 
 /**
- * Batches waiting at every worker at which the pool declines more (the caller decodes them on its
- * own thread): the workers are behind, as when other processes hold the cores, and decoding
- * where the data already is costs less CPU than queueing it.
+ * zstd batches waiting at every worker at which the pool declines more zstd batches (the caller
+ * decodes them on its own thread with the same wasm decoder): the workers are behind, as when
+ * other processes hold the cores, and decoding where the data already is costs less CPU than
+ * queueing it. zlib batches are never declined: the caller would send their clusters one by one
+ * to the thread pool, which costs more than waiting.
  */
 const DECLINE_AT_QUEUED = 2;
 /** Spare shared buffers kept for later batches (more in flight at once are made and dropped after). */
@@ -38,7 +40,7 @@ const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zs
  * A ClusterBatchDecoder on `workerCount` worker threads (default: the machine's available
  * parallelism), started at the first batch. Batches go to the worker with the fewest waiting.
  * A worker holds the process open only while it has batches. When every worker has
- * DECLINE_AT_QUEUED batches waiting, a batch (in memory not lent) is declined: all flags 0. A
+ * DECLINE_AT_QUEUED batches waiting, a zstd batch (in memory not lent) is declined: all flags 0. A
  * worker that fails rejects its
  * batches (the caller then decodes them itself) and is replaced at the next batch. Keeps up to
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
@@ -132,8 +134,8 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
   const lent = new WeakSet<ArrayBufferLike>();
 
   return {
-    inputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined {
-      if (behind()) return undefined;
+    inputBuffer(type: CompressionType, inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined {
+      if (type === 'zstd' && behind()) return undefined;
       const { inputStart } = layout(clusterCount, clusterBytes);
       const memory = take(inputStart + inputBytes);
       lent.add(memory);
@@ -163,7 +165,7 @@ export function createWorkerClusterDecoder(workerCount = Math.max(1, availablePa
       // The caller's input in memory lent for it is taken as it is; other input is copied.
       const inPlace = lent.has(input.buffer) && input.byteOffset === inputStart;
       lent.delete(input.buffer);
-      if (!inPlace && behind()) return new Uint8Array(count);
+      if (!inPlace && type === 'zstd' && behind()) return new Uint8Array(count);
       const memory = inPlace ? input.buffer as SharedArrayBuffer : take(inputStart + input.byteLength);
       const bytes = new Uint8Array(memory);
       if (!inPlace) bytes.set(input, inputStart);

@@ -42,11 +42,11 @@ export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes
 export interface ClusterBatchDecoder {
   /**
    * Optional: a buffer of `inputBytes` for the input of a batch of `clusterCount` clusters of
-   * `clusterBytes`, which decodeClusters then takes without copying it (undefined when it would
-   * not take the batch now). The caller gives it to decodeClusters at most once and leaves it after
+   * `clusterBytes` compressed with `type`, which decodeClusters then takes without copying it
+   * (undefined when it would not take the batch now). The caller gives it to decodeClusters at most once and leaves it after
    * (unless it decodes pieces from it itself).
    */
-  inputBuffer?(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined;
+  inputBuffer?(type: CompressionType, inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined;
   /** Optional: ends the decoder's threads once their work is over (the next batch starts them again). */
   end?(): void;
   decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
@@ -76,12 +76,12 @@ export function holdClusterBatchDecoder(): () => void {
 }
 
 /**
- * A buffer of `inputBytes` to read the compressed bytes of `clusterCount` clusters of
+ * A buffer of `inputBytes` to read the compressed bytes (`type`) of `clusterCount` clusters of
  * `clusterBytes` into before one decodeClusters call on them: the batch decoder's (no copy to
  * it then) where it lends one, else a new one.
  */
-export function compressedInputBuffer(inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
-  return clusterBatch?.inputBuffer?.(inputBytes, clusterCount, clusterBytes) ?? new Uint8Array(inputBytes);
+export function compressedInputBuffer(type: CompressionType, inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
+  return clusterBatch?.inputBuffer?.(type, inputBytes, clusterCount, clusterBytes) ?? new Uint8Array(inputBytes);
 }
 
 /** One cluster of a decodeClusters call: its compressed bytes [start, end) and where it goes. */

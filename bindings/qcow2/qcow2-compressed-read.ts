@@ -37,7 +37,7 @@ export class Qcow2CompressedReader {
   async readGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
     this.releaseBatchDecoder ??= holdClusterBatchDecoder();
     const clusterBytes = this.header.clusterSize;
-    const compressed = compressedInputBuffer(group.hostEnd - group.hostStart, group.runs.length, clusterBytes);
+    const compressed = compressedInputBuffer(this.header.compressionType, group.hostEnd - group.hostStart, group.runs.length, clusterBytes);
     this.counters.hostReadCalls++;
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(group.hostStart, [compressed]);
