@@ -7,9 +7,9 @@
 
 /**
  * Worker code, run with `workerData: { zstdModulePath }` (the path of @foxglove/wasm-zstd's
- * Emscripten module factory, loaded at the first zstd batch;
- * its `_decompress` is the library's one-shot ZSTD_decompress, negative on error). Receives { id, type, memory,
- * outputStart, inputStart, pieces, clusterBytes }: memory (a SharedArrayBuffer) holds one
+ * Emscripten module factory, loaded at the first zstd batch; its `_decompress(output, capacity,
+ * input, length)` decodes one-shot and returns the bytes produced, -1 on error). Receives { id,
+ * type, memory, outputStart, inputStart, pieces, clusterBytes }: memory (a SharedArrayBuffer) holds one
  * decoded-flag byte per piece at 0, the clusters' outputs from `outputStart` (cluster i at
  * outputStart + i * clusterBytes) and the input at `inputStart`; pieces holds [start, end) pairs
  * of the input, each the raw deflate stream or the one zstd frame of a cluster (an empty range is

@@ -40,9 +40,9 @@ const zstdModulePath = createRequire(import.meta.url).resolve('@foxglove/wasm-zs
  * A ClusterBatchDecoder on `workerCount` worker threads (default: the machine's available
  * parallelism), started at the first batch. Batches go to the worker with the fewest waiting.
  * A worker holds the process open only while it has batches. When every worker has
- * DECLINE_AT_QUEUED batches waiting, a zstd batch (in memory not lent) is declined: all flags 0. A
- * worker that fails rejects its
- * batches (the caller then decodes them itself) and is replaced at the next batch. Keeps up to
+ * DECLINE_AT_QUEUED batches waiting, a zstd batch (in memory not lent) is declined: all flags 0.
+ * A worker that fails rejects its batches (the caller then decodes them itself) and is replaced
+ * at the next batch. Keeps up to
  * SPARE_BUFFERS shared buffers between batches, each as large as the largest batch it carried
  * (compressed input plus decoded clusters: about 1.3 MiB for a 1 MiB read) until SPARE_IDLE_MS
  * pass without a batch; inputBuffer lends one of them, so the caller reads a batch's input
