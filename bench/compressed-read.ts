@@ -3,10 +3,11 @@
 // -c` with zlib and with zstd (64 KiB clusters), read whole and written out as a raw file, by
 // this engine (openImageFile defaults, 1 MiB reads, 4 in flight) and by `qemu-img convert -O raw`,
 // rounds interleaved after an uncounted warm-up of ours; both outputs compared with the source.
-// Used by the main job and bench:compressed. Needs qemu-img.
+// CPU time is counted too (every thread of this process for ours; the finished child's, from
+// /proc, for qemu-img). Used by the main job and bench:compressed. Needs qemu-img.
 
 import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -17,8 +18,23 @@ const MIB = 1024 * 1024;
 const READ_BYTES = MIB;
 const IN_FLIGHT = 4;
 
-/** Seconds per round, by compression type. */
-export interface CompressedReadsResult { diskBytes: number; rounds: number; results: Record<'zlib' | 'zstd', { oursSeconds: number[]; qemuSeconds: number[] }> }
+/** One compression type's rounds: wall seconds, and CPU seconds (qemu-img's empty where /proc does not tell). */
+export interface CompressedReadsEntry { oursSeconds: number[]; qemuSeconds: number[]; oursCpuSeconds: number[]; qemuCpuSeconds: number[] }
+
+/** Rounds by compression type. */
+export interface CompressedReadsResult { diskBytes: number; rounds: number; results: Record<'zlib' | 'zstd', CompressedReadsEntry> }
+
+/** CPU seconds of this process's finished, waited-for children (Linux /proc), or undefined elsewhere. */
+function childrenCpuSeconds(): number | undefined {
+  try {
+    const stat = readFileSync('/proc/self/stat', 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // cutime and cstime (fields 16 and 17 of stat), in clock ticks of 1/100 s on Linux.
+    return (Number(fields[13]) + Number(fields[14])) / 100;
+  } catch {
+    return undefined;
+  }
+}
 
 /** A disk that compresses about as well as an installed system: text-like runs, patterned blocks and holes. */
 function writeSource(path: string, diskBytes: number): void {
@@ -43,9 +59,10 @@ function writeSource(path: string, diskBytes: number): void {
   writeFileSync(path, disk);
 }
 
-/** Seconds to read `path` whole through this engine and write it to `outPath` as raw. */
-async function engineRead(path: string, outPath: string): Promise<number> {
+/** Wall and CPU seconds to read `path` whole through this engine and write it to `outPath` as raw. */
+async function engineRead(path: string, outPath: string): Promise<{ seconds: number; cpuSeconds: number }> {
   const started = performance.now();
+  const cpuBefore = process.cpuUsage();
   const image = await openImageFile(path, { readOnly: true });
   const out = await open(outPath, 'w');
   let next = 0;
@@ -61,14 +78,17 @@ async function engineRead(path: string, outPath: string): Promise<number> {
   await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
   await out.close();
   await image.close();
-  return (performance.now() - started) / 1000;
+  const cpu = process.cpuUsage(cpuBefore);
+  return { seconds: (performance.now() - started) / 1000, cpuSeconds: (cpu.user + cpu.system) / 1e6 };
 }
 
-/** Seconds `qemu-img convert -O raw` takes for the same. */
-function qemuRead(path: string, outPath: string): number {
+/** Wall and CPU seconds (CPU undefined where /proc does not tell) `qemu-img convert -O raw` takes for the same. */
+function qemuRead(path: string, outPath: string): { seconds: number; cpuSeconds: number | undefined } {
   const started = performance.now();
+  const cpuBefore = childrenCpuSeconds();
   execFileSync('qemu-img', ['convert', '-O', 'raw', path, outPath]);
-  return (performance.now() - started) / 1000;
+  const cpuAfter = childrenCpuSeconds();
+  return { seconds: (performance.now() - started) / 1000, cpuSeconds: cpuBefore === undefined || cpuAfter === undefined ? undefined : cpuAfter - cpuBefore };
 }
 
 /**
@@ -83,10 +103,14 @@ export async function runCompressedReads(dir: string, diskBytes: number, rounds:
     const image = join(dir, `${type}.qcow2`);
     execFileSync('qemu-img', ['convert', '-c', '-O', 'qcow2', '-o', `compression_type=${type}`, source, image]);
     await engineRead(image, join(dir, 'warm.raw')); // JIT warm-up
-    const entry = { oursSeconds: [] as number[], qemuSeconds: [] as number[] };
+    const entry: CompressedReadsEntry = { oursSeconds: [], qemuSeconds: [], oursCpuSeconds: [], qemuCpuSeconds: [] };
     for (let round = 0; round < rounds; round++) {
-      entry.oursSeconds.push(await engineRead(image, join(dir, 'ours.raw')));
-      entry.qemuSeconds.push(qemuRead(image, join(dir, 'qemu.raw')));
+      const ours = await engineRead(image, join(dir, 'ours.raw'));
+      entry.oursSeconds.push(ours.seconds);
+      entry.oursCpuSeconds.push(ours.cpuSeconds);
+      const qemu = qemuRead(image, join(dir, 'qemu.raw'));
+      entry.qemuSeconds.push(qemu.seconds);
+      if (qemu.cpuSeconds !== undefined) entry.qemuCpuSeconds.push(qemu.cpuSeconds);
     }
     execFileSync('cmp', [join(dir, 'ours.raw'), source]);
     execFileSync('cmp', [join(dir, 'qemu.raw'), source]);
@@ -96,6 +120,6 @@ export async function runCompressedReads(dir: string, diskBytes: number, rounds:
 }
 
 /** Our throughput over qemu-img convert's, from the medians of one type's rounds. */
-export function compressedRatio(entry: { oursSeconds: number[]; qemuSeconds: number[] }): number {
+export function compressedRatio(entry: CompressedReadsEntry): number {
   return median(entry.qemuSeconds) / median(entry.oursSeconds);
 }

@@ -33,6 +33,8 @@ export function compressedTable(result: CompressedReadsResult): void {
   const mbPerSecond = (seconds: number[]) => result.diskBytes / median(seconds) / 1e6;
   console.log(`\ncompressed images (64 KiB clusters, made by qemu-img convert -c): a ${result.diskBytes / 2 ** 20} MiB disk read whole ` +
     `into a raw file, 1 MiB reads 4 in flight; medians of ${result.rounds} interleaved rounds`);
-  printTable(['compression', 'ours MB/s', 'qemu-img convert MB/s', 'ours / qemu-img'], Object.entries(result.results).map(([type, entry]) =>
-    [type, mbPerSecond(entry.oursSeconds).toFixed(0), mbPerSecond(entry.qemuSeconds).toFixed(0), `${compressedRatio(entry).toFixed(2)}x`]));
+  const cpuMs = (seconds: number[]) => (seconds.length > 0 ? (median(seconds) * 1000).toFixed(0) : '-');
+  printTable(['compression', 'ours MB/s', 'qemu-img convert MB/s', 'ours / qemu-img', 'CPU ms ours', 'CPU ms qemu-img'], Object.entries(result.results).map(([type, entry]) =>
+    [type, mbPerSecond(entry.oursSeconds).toFixed(0), mbPerSecond(entry.qemuSeconds).toFixed(0), `${compressedRatio(entry).toFixed(2)}x`,
+      cpuMs(entry.oursCpuSeconds), cpuMs(entry.qemuCpuSeconds)]));
 }

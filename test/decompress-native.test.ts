@@ -3,16 +3,16 @@
 // cluster exactly as the portable decoder does: valid clusters with trailing bytes, streams that
 // inflate past a cluster (a bomb: stopped at a full cluster, bounded), truncated and garbage data.
 // So do the wasm zstd decoder (frames: trailing frames, several frames to a cluster, skippable
-// frames, a frame of more than a cluster) and the worker-thread batch decoder of raw-deflate
-// clusters, cluster by cluster.
+// frames, a frame of more than a cluster) and the worker-thread batch decoder of raw-deflate and
+// zstd clusters, cluster by cluster.
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { deflateRawSync } from 'node:zlib';
-import { decodeCluster, decodeClusters, setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from '../bindings/qcow2/decompress.js';
+import { decodeCluster, decodeClusters, setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type CompressionType } from '../bindings/qcow2/decompress.js';
 import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
 import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
-import { createWorkerDeflateDecoder } from '../bindings/qcow2/decode-workers-node.js';
+import { createWorkerClusterDecoder } from '../bindings/qcow2/decode-workers-node.js';
 import { ImageError } from '../bindings/base/errors.js';
-import { CLUSTER_BYTES, makeZstdFrames, patterned, zstdCases, type ZstdFrames } from './helpers/compressed-clusters.js';
+import { CLUSTER_BYTES, concatBytes, makeZstdFrames, patterned, zstdCases, type ZstdFrames } from './helpers/compressed-clusters.js';
 
 /** Decodes with the given decoder installed; resolves the cluster or the error's code. */
 async function decodeWith(native: boolean, compressed: Uint8Array): Promise<Uint8Array | string> {
@@ -74,7 +74,7 @@ describe('native zstd decoding and batch decoding of compressed clusters', () =>
 
   afterEach(() => {
     setNativeZstdDecoder(undefined);
-    setDeflateBatchDecoder(undefined);
+    setClusterBatchDecoder(undefined);
   });
 
   for (const [name, compressed] of cases) {
@@ -92,25 +92,51 @@ describe('native zstd decoding and batch decoding of compressed clusters', () =>
     expect(await decodeZstd(true, cases[4][1]())).toBe('QCOW2_CORRUPT');
   });
 
-  it('decodeClusters of zlib clusters on worker threads gives each cluster what decodeCluster gives it', async () => {
-    const valid = deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 });
-    const pieces = [Buffer.concat([valid, Buffer.alloc(100)]), deflateRawSync(new Uint8Array(4 << 20)),
-      deflateRawSync(patterned(CLUSTER_BYTES)).subarray(0, 500), new Uint8Array(600).fill(0xff), deflateRawSync(patterned(CLUSTER_BYTES - 1))];
+  // Each piece alongside a valid cluster (a batch needs two), so failures are told apart: every
+  // piece gets from decodeClusters on worker threads what decodeCluster gives it.
+  async function expectBatchAsSingle(type: CompressionType, valid: Uint8Array, pieces: Uint8Array[]): Promise<void> {
     const expected = await Promise.all(pieces.map(async (piece) => {
       const cluster = new Uint8Array(CLUSTER_BYTES);
-      return decodeCluster('zlib', piece, cluster, 0).then(() => cluster, (error: ImageError) => error.code);
+      return decodeCluster(type, piece, cluster, 0).then(() => cluster, (error: ImageError) => error.code);
     }));
-    setDeflateBatchDecoder(createWorkerDeflateDecoder(2));
+    setClusterBatchDecoder(createWorkerClusterDecoder(2));
     for (let i = 0; i < pieces.length; i++) {
-      // Each piece alongside a valid one (a batch needs two), so failures are told apart.
-      const both = Buffer.concat([valid, pieces[i]]);
+      const both = concatBytes(valid, pieces[i]);
       const clusters = [new Uint8Array(CLUSTER_BYTES), new Uint8Array(CLUSTER_BYTES)];
-      const outcome = await decodeClusters('zlib', both, [
+      const outcome = await decodeClusters(type, both, [
         { start: 0, end: valid.byteLength, hostOffset: 0, cluster: clusters[0] },
         { start: valid.byteLength, end: both.byteLength, hostOffset: 0, cluster: clusters[1] },
       ]).then(() => clusters[1], (error: ImageError) => error.code);
       expect(outcome, `piece ${i}`).toEqual(expected[i]);
       if (typeof outcome !== 'string') expect(clusters[0]).toEqual(patterned(CLUSTER_BYTES));
     }
+  }
+
+  it('decodeClusters of zlib clusters on worker threads gives each cluster what decodeCluster gives it', async () => {
+    const valid = deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 });
+    await expectBatchAsSingle('zlib', valid, [Buffer.concat([valid, Buffer.alloc(100)]), deflateRawSync(new Uint8Array(4 << 20)),
+      deflateRawSync(patterned(CLUSTER_BYTES)).subarray(0, 500), new Uint8Array(600).fill(0xff), deflateRawSync(patterned(CLUSTER_BYTES - 1))]);
+  });
+
+  it('the worker pool declines a zstd batch while every worker has two waiting (not a zlib one); decodeClusters then decodes it itself', async () => {
+    setNativeZstdDecoder(loadWasmZstdDecoder);
+    const pool = createWorkerClusterDecoder(1);
+    const compressed = { zlib: deflateRawSync(patterned(CLUSTER_BYTES), { windowBits: 12 }), zstd: frames.valid };
+    for (const type of ['zstd', 'zlib'] as const) {
+      const input = compressed[type];
+      const pieces = new Uint32Array([0, input.byteLength]);
+      // Posted in one tick: the third finds two batches waiting at the only worker.
+      const flags = await Promise.all([0, 1, 2].map(() => pool.decodeClusters(type, input, pieces, [new Uint8Array(CLUSTER_BYTES)])));
+      expect(flags.map((decoded) => decoded[0]), type).toEqual(type === 'zstd' ? [1, 1, 0] : [1, 1, 1]);
+    }
+    setClusterBatchDecoder(pool);
+    const clusters = [0, 1, 2].map(() => new Uint8Array(CLUSTER_BYTES));
+    await Promise.all(clusters.map((cluster) => decodeClusters('zstd', frames.valid, [{ start: 0, end: frames.valid.byteLength, hostOffset: 0, cluster }])));
+    for (const cluster of clusters) expect(cluster).toEqual(patterned(CLUSTER_BYTES));
+  });
+
+  it('decodeClusters of zstd clusters on worker threads gives each cluster what decodeCluster gives it', async () => {
+    setNativeZstdDecoder(loadWasmZstdDecoder);
+    await expectBatchAsSingle('zstd', frames.valid, cases.map(([, compressed]) => compressed()));
   });
 });

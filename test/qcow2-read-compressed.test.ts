@@ -2,10 +2,10 @@
 // Compressed images made by `qemu-img convert -c` (zlib and zstd; 512 B, 4 KiB, 64 KiB and 2 MiB
 // clusters; compressed clusters packed several to a host cluster, between holes and clusters
 // stored plain) read byte for byte as `qemu-img convert -O raw` gives them: sequentially in
-// 1 MiB reads, 4 in flight (several clusters per host read; zlib decoded on worker threads), in
+// 1 MiB reads, 4 in flight (several clusters per host read, decoded on worker threads), in
 // one whole-image read, and in small unaligned pieces; with Node's native decoders and with the
 // portable decoders alone (as browsers and Deno decode). A damaged compressed cluster in the middle of a
-// sequential read rejects with QCOW2_CORRUPT.
+// sequential read rejects with QCOW2_CORRUPT. Closing the last image ends the decoding workers.
 
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -14,8 +14,8 @@ import { join } from 'node:path';
 import { openImageFile } from '../bindings/node.js';
 import { Qcow2Image } from '../bindings/qcow2/qcow2-image.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
-import { setDeflateBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type DeflateBatchDecoder } from '../bindings/qcow2/decompress.js';
-import { createWorkerDeflateDecoder } from '../bindings/qcow2/decode-workers-node.js';
+import { setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder, type ClusterBatchDecoder } from '../bindings/qcow2/decompress.js';
+import { createWorkerClusterDecoder } from '../bindings/qcow2/decode-workers-node.js';
 import { nodeDeflateDecoder } from '../bindings/qcow2/inflate-node.js';
 import { loadWasmZstdDecoder } from '../bindings/qcow2/zstd-wasm.js';
 import { ImageError } from '../bindings/base/errors.js';
@@ -57,12 +57,14 @@ async function readSequentially(image: BlockImage): Promise<Uint8Array> {
   return out;
 }
 
-const workers = createWorkerDeflateDecoder();
+const workers = createWorkerClusterDecoder();
 /** Clusters the worker decoders decoded (the rest fell back to the main thread). */
 let decodedOnWorkers = 0;
-const countingWorkers: DeflateBatchDecoder = {
-  async decodeClusters(input, pieces, targets) {
-    const decoded = await workers.decodeClusters(input, pieces, targets);
+const countingWorkers: ClusterBatchDecoder = {
+  inputBuffer: (type, inputBytes, clusterCount, clusterBytes) => workers.inputBuffer!(type, inputBytes, clusterCount, clusterBytes),
+  end: () => workers.end!(),
+  async decodeClusters(type, input, pieces, targets) {
+    const decoded = await workers.decodeClusters(type, input, pieces, targets);
     decodedOnWorkers += decoded.filter((flag) => flag === 1).length;
     return decoded;
   },
@@ -71,7 +73,7 @@ const countingWorkers: DeflateBatchDecoder = {
 function useDecoders(native: boolean): void {
   setNativeDeflateDecoder(native ? nodeDeflateDecoder : undefined);
   setNativeZstdDecoder(native ? loadWasmZstdDecoder : undefined);
-  setDeflateBatchDecoder(native ? countingWorkers : undefined);
+  setClusterBatchDecoder(native ? countingWorkers : undefined);
 }
 
 describeWithQemu('compressed images read as qemu-img reads them', () => {
@@ -103,7 +105,7 @@ describeWithQemu('compressed images read as qemu-img reads them', () => {
           const label = `${native ? 'native' : 'portable'} decoders`;
           const before = decodedOnWorkers;
           expect(Buffer.compare(await readSequentially(image), expected), `${label}: sequential reads`).toBe(0);
-          if (native && type === 'zlib' && clusterBytes < MiB) expect(decodedOnWorkers, 'zlib clusters decoded on the workers').toBeGreaterThan(before);
+          if (native && clusterBytes < MiB) expect(decodedOnWorkers, `${type} clusters decoded on the workers`).toBeGreaterThan(before);
           expect(Buffer.compare(await image.read(0, image.virtualSize), expected), `${label}: one whole read`).toBe(0);
           const prng = makePrng(clusterBytes + (native ? 1 : 0));
           for (let i = 0; i < 32; i++) {
@@ -126,6 +128,25 @@ describeWithQemu('compressed images read as qemu-img reads them', () => {
       expect(Buffer.compare(await image.read(0, 4 * MiB), convertToRaw(path).subarray(0, 4 * MiB))).toBe(0);
     } finally {
       await image.close();
+    }
+  });
+
+  it('closing the last image that read compressed clusters ends the decoding workers; the next read starts them again', async () => {
+    useDecoders(true);
+    const path = join(dir, 'zstd-65536.qcow2');
+    const expected = convertToRaw(path);
+    for (let round = 0; round < 2; round++) {
+      const image = await openImageFile(path, { readOnly: true });
+      try {
+        expect(Buffer.compare(await readSequentially(image), expected)).toBe(0);
+        expect(workers.runningWorkers(), 'workers while the image is open').toBeGreaterThan(0);
+      } finally {
+        await image.close();
+      }
+      // end() takes effect a second after the last close.
+      const deadline = Date.now() + 5000;
+      while (workers.runningWorkers() > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 50));
+      expect(workers.runningWorkers(), 'workers after the close').toBe(0);
     }
   });
 

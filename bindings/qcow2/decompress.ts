@@ -2,11 +2,11 @@
 // Inflating compressed qcow2 clusters: raw deflate ("zlib" in QEMU, no header, 4 KiB window) via
 // fflate and zstd frames via fzstd; both pure JavaScript, so Node, browsers and Deno alike. A
 // platform entry may add native decoders (qcow2-wasm/node adds node:zlib's raw-deflate decoder,
-// which runs in the thread pool, a batch decoder of raw-deflate clusters on worker threads, and a
-// WebAssembly zstd decoder; qcow2-wasm/browser adds the engine's DecompressionStream and the same
-// WebAssembly zstd decoder); what they decline or fail on goes to the portable decoders, so every
-// platform decodes alike. The
-// compressed length is only known to 512-byte precision, so trailing bytes are expected.
+// which runs in the thread pool, a batch decoder of zlib and zstd clusters on worker threads, and
+// a zstd decoder, node:zlib's where it has one, else WebAssembly; qcow2-wasm/browser adds the
+// engine's DecompressionStream and the WebAssembly zstd decoder); what they decline or fail on
+// goes to the portable decoders, so every platform decodes alike. The compressed length is only
+// known to 512-byte precision, so trailing bytes are expected.
 
 import { Inflate } from 'fflate';
 import { Decompress as ZstdStream } from 'fzstd';
@@ -32,21 +32,56 @@ export type NativeDeflateDecoder = (compressed: Uint8Array, clusterBytes: number
 export interface ZstdFrameDecoder { decodeFrame(frame: Uint8Array, capacityBytes: number): Uint8Array }
 
 /**
- * A platform's decoder of many raw-deflate clusters at once (e.g. on worker threads): `pieces`
- * holds [start, end) pairs of `input`, each the compressed bytes of one cluster, decoded into
+ * A platform's decoder of many compressed clusters of one type at once (e.g. on worker threads):
+ * `pieces` holds [start, end) pairs of `input`, each the compressed bytes of one cluster (raw
+ * deflate; for zstd exactly one frame, or an empty range the decoder leaves), decoded into
  * `targets` (one cluster each); `input` stays the caller's. Resolves with one flag per piece: 1
  * when it decoded to exactly one cluster (now in its target), 0 when not (its target is left
  * unspecified): the caller decodes those itself, so outcomes stay those of decodeCluster.
  */
-export interface DeflateBatchDecoder {
-  decodeClusters(input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
+export interface ClusterBatchDecoder {
+  /**
+   * Optional: a buffer of `inputBytes` for the input of a batch of `clusterCount` clusters of
+   * `clusterBytes` compressed with `type`, which decodeClusters then takes without copying it
+   * (undefined when it would not take the batch now). The caller gives it to decodeClusters at most once and leaves it after
+   * (unless it decodes pieces from it itself).
+   */
+  inputBuffer?(type: CompressionType, inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array | undefined;
+  /** Optional: ends the decoder's threads once their work is over (the next batch starts them again). */
+  end?(): void;
+  decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array>;
 }
 
-let deflateBatch: DeflateBatchDecoder | undefined;
+let clusterBatch: ClusterBatchDecoder | undefined;
 
-/** Sets (or, with undefined, removes) the batch decoder decodeClusters hands zlib clusters to. */
-export function setDeflateBatchDecoder(decoder: DeflateBatchDecoder | undefined): void {
-  deflateBatch = decoder;
+/** Sets (or, with undefined, removes) the batch decoder decodeClusters hands clusters to. */
+export function setClusterBatchDecoder(decoder: ClusterBatchDecoder | undefined): void {
+  clusterBatch = decoder;
+}
+
+let batchHolders = 0;
+
+/**
+ * Counts one more user (an open image) of the batch decoder; returns the call that uncounts it
+ * (calling it again does nothing). When the last one goes, the batch decoder ends its threads.
+ */
+export function holdClusterBatchDecoder(): () => void {
+  batchHolders++;
+  let held = true;
+  return () => {
+    if (!held) return;
+    held = false;
+    if (--batchHolders === 0) clusterBatch?.end?.();
+  };
+}
+
+/**
+ * A buffer of `inputBytes` to read the compressed bytes (`type`) of `clusterCount` clusters of
+ * `clusterBytes` into before one decodeClusters call on them: the batch decoder's (no copy to
+ * it then) where it lends one, else a new one.
+ */
+export function compressedInputBuffer(type: CompressionType, inputBytes: number, clusterCount: number, clusterBytes: number): Uint8Array {
+  return clusterBatch?.inputBuffer?.(type, inputBytes, clusterCount, clusterBytes) ?? new Uint8Array(inputBytes);
 }
 
 /** One cluster of a decodeClusters call: its compressed bytes [start, end) and where it goes. */
@@ -54,18 +89,22 @@ export interface ClusterPiece { start: number; end: number; hostOffset: number; 
 
 /**
  * Decodes the clusters whose compressed bytes lie in `input` (several consecutive clusters read
- * with one host read), each into its `cluster` (exactly one cluster): zlib clusters with the batch
- * decoder when one is set, everything else (and what it leaves) as decodeCluster does, side by
- * side. (zstd clusters decode faster than a message to another thread travels.) Rejects as
+ * with one host read), each into its `cluster` (exactly one cluster): with the batch decoder when
+ * one is set (a zstd cluster only when its first frame is whole and may fill the cluster by
+ * itself), everything else (and what it leaves) as decodeCluster does, side by side. Rejects as
  * decodeCluster does, once every cluster is over.
  */
 export async function decodeClusters(type: CompressionType, input: Uint8Array, pieces: readonly ClusterPiece[]): Promise<void> {
   let left = pieces;
-  if (type === 'zlib' && deflateBatch !== undefined && pieces.length > 0) {
+  if (clusterBatch !== undefined && pieces.length > 0) {
     const ranges = new Uint32Array(pieces.length * 2);
-    pieces.forEach((piece, i) => ranges.set([piece.start, piece.end], 2 * i));
+    pieces.forEach((piece, i) => {
+      const end = type === 'zlib' ? piece.end : piece.start + wholeClusterFrameBytes(input.subarray(piece.start, piece.end), piece.cluster.byteLength);
+      ranges[2 * i] = piece.start;
+      ranges[2 * i + 1] = end;
+    });
     try {
-      const decoded = await deflateBatch.decodeClusters(input, ranges, pieces.map((piece) => piece.cluster));
+      const decoded = await clusterBatch.decodeClusters(type, input, ranges, pieces.map((piece) => piece.cluster));
       left = pieces.filter((_, i) => decoded[i] !== 1);
     } catch {
       // The batch decoder failed as a whole (e.g. a worker exited): decode everything here.
@@ -74,6 +113,20 @@ export async function decodeClusters(type: CompressionType, input: Uint8Array, p
   const settled = await Promise.allSettled(left.map((piece) =>
     decodeCluster(type, input.subarray(piece.start, piece.end), piece.cluster, piece.hostOffset)));
   for (const outcome of settled) if (outcome.status === 'rejected') throw outcome.reason;
+}
+
+// The length of the zstd frame `compressed` starts with when that frame is whole, not skippable,
+// within the window limit and may produce exactly `clusterBytes` by itself (its headers say so or
+// do not tell); else 0 (decodeCluster then follows the frames and reports what is wrong).
+function wholeClusterFrameBytes(compressed: Uint8Array, clusterBytes: number): number {
+  let frame: ZstdFrame | undefined;
+  try {
+    frame = zstdFrameAt(compressed, 0);
+  } catch {
+    return 0;
+  }
+  if (frame === undefined || frame.skippable) return 0;
+  return frame.knownOutputBytes === clusterBytes || frame.knownOutputBytes < 0 ? frame.end : 0;
 }
 
 let nativeDeflate: NativeDeflateDecoder | undefined;

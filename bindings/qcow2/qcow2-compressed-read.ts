@@ -8,13 +8,21 @@ import type { ImageStats } from '../dispatch/image.js';
 import type { Qcow2Header } from './qcow2-header.js';
 import type { MappedRun } from './qcow2-core.js';
 import type { CompressedRunGroup } from './compressed-run-groups.js';
-import { decodeCluster, decodeClusters } from './decompress.js';
+import { compressedInputBuffer, decodeCluster, decodeClusters, holdClusterBatchDecoder } from './decompress.js';
 
 /** Decodes the compressed clusters of one image, counting its host reads in `counters`. */
 export class Qcow2CompressedReader {
   private lastInflated: { hostOffset: number; cluster: Uint8Array } | undefined;
+  /** Lets the batch decoder go (held from the first group read until close). */
+  private releaseBatchDecoder: (() => void) | undefined;
 
   constructor(private readonly backend: Backend, private readonly header: Qcow2Header, private readonly counters: ImageStats) {}
+
+  /** Lets the batch decoder go: when no open image holds it, it ends its threads. */
+  close(): void {
+    this.releaseBatchDecoder?.();
+    this.releaseBatchDecoder = undefined;
+  }
 
   /** Drops the kept cluster (after the image's metadata was rewritten: host offsets may be reused). */
   forget(): void {
@@ -27,11 +35,12 @@ export class Qcow2CompressedReader {
    * cluster buffer (the last kept as the last inflated cluster).
    */
   async readGroup(group: CompressedRunGroup, targetOf: (run: MappedRun) => Uint8Array): Promise<void> {
-    const compressed = new Uint8Array(group.hostEnd - group.hostStart);
+    this.releaseBatchDecoder ??= holdClusterBatchDecoder();
+    const clusterBytes = this.header.clusterSize;
+    const compressed = compressedInputBuffer(this.header.compressionType, group.hostEnd - group.hostStart, group.runs.length, clusterBytes);
     this.counters.hostReadCalls++;
     this.counters.hostReadBytes += compressed.byteLength;
     await this.backend.preadv(group.hostStart, [compressed]);
-    const clusterBytes = this.header.clusterSize;
     const partial: { run: MappedRun; cluster: Uint8Array }[] = [];
     const pieces = group.runs.map((run) => {
       const start = run.hostOffset - group.hostStart;

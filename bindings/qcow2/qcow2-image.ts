@@ -343,6 +343,7 @@ export class Qcow2Image extends DispatchedImage {
     } finally {
       await this.background?.settle();
       await this.writeback.quiesce();
+      this.compressed.close();
       const closes: Promise<void>[] = [this.backend.close()];
       if (this.dataBackend !== this.backend) closes.push(this.dataBackend.close());
       if (this.backing) closes.push(this.backing.close());
