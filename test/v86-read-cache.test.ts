@@ -48,7 +48,7 @@ describe('toV86Disk read cache', () => {
   it('a cached read answers before get returns, a miss answers later; the bytes are the image\'s', async () => {
     const image = await Qcow2Image.create(createMemoryBackend(0), { virtualSize: 2 * MiB, clusterSize: 4 * KiB });
     await image.write(0, pattern(1 * MiB, 7));
-    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, maxAheadBytes: 4 * BLOCK, cacheBytes: 16 * BLOCK } });
+    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, neighbourhoodBytes: 0, maxAheadBytes: 4 * BLOCK, cacheBytes: 16 * BLOCK } });
     const expectImageBytes = async (start: number, got: Uint8Array) => expect(got).toEqual(await image.read(start, got.byteLength));
 
     const miss = getNow(disk, 4 * KiB, 8 * KiB);
@@ -78,6 +78,24 @@ describe('toV86Disk read cache', () => {
     // The disk's last sector (unallocated in the image) reads as the image reads it.
     const tail = getNow(disk, 2 * MiB - SECTOR, SECTOR);
     await expectImageBytes(2 * MiB - SECTOR, await tail.data);
+    await disk.close();
+  });
+
+  it('a miss reads the rest of its aligned neighbourhood too', async () => {
+    const image = await RawImage.open(createMemoryBackend(2 * MiB));
+    await image.write(0, pattern(2 * MiB, 3));
+    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, neighbourhoodBytes: 8 * BLOCK, maxAheadBytes: 0 } });
+    const miss = getNow(disk, 5 * BLOCK + SECTOR, SECTOR); // in the run of blocks 0..7
+    expect(miss.atOnce).toBe(false);
+    await miss.data;
+    await vi.waitFor(async () => {
+      for (const block of [0, 7]) {
+        const near = getNow(disk, block * BLOCK, 4 * KiB);
+        expect(await near.data).toEqual(await image.read(block * BLOCK, 4 * KiB));
+        expect(near.atOnce).toBe(true);
+      }
+    });
+    expect(getNow(disk, 8 * BLOCK, SECTOR).atOnce).toBe(false); // the next run was not read
     await disk.close();
   });
 

@@ -9,6 +9,12 @@ export interface ReadAheadOptions {
   cacheBlocks: number;
   /** The widest read-ahead window, in blocks (0: no read-ahead). */
   maxAheadBlocks: number;
+  /**
+   * On a miss, the other blocks of the aligned run of this many blocks holding the missed one
+   * are fetched too, after it (default 1: none). For a file system's disk: related data lies
+   * together, so what is near a read is likely read soon.
+   */
+  neighbourhoodBlocks?: number;
 }
 
 /**
@@ -49,8 +55,10 @@ export class ReadAheadCache {
     const first = Math.floor(position / this.blockBytes);
     const last = Math.floor((end - 1) / this.blockBytes);
     this.adapt(first, last);
-    const blocks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => this.block(first + i)));
-    this.copyOut(position, end, first, blocks, target);
+    const missed = this.missedBlocks(first, last);
+    const blocks = Array.from({ length: last - first + 1 }, (_, i) => this.block(first + i));
+    for (const index of missed) this.fetchNeighbourhood(index);
+    this.copyOut(position, end, first, await Promise.all(blocks), target);
   }
 
   /**
@@ -113,6 +121,23 @@ export class ReadAheadCache {
   /** The current read-ahead window in blocks (0 after random access). */
   get aheadBlocks(): number {
     return this.windowBlocks;
+  }
+
+  /** The blocks of [first, last] neither cached nor being fetched. */
+  private missedBlocks(first: number, last: number): number[] {
+    const missed: number[] = [];
+    for (let index = first; index <= last; index++) if (!this.cached.has(index) && !this.fetching.has(index)) missed.push(index);
+    return missed;
+  }
+
+  /** Starts fetching the blocks of the aligned run of neighbourhoodBlocks around `index` not yet at hand. */
+  private fetchNeighbourhood(index: number): void {
+    const run = this.options.neighbourhoodBlocks ?? 1;
+    if (run <= 1) return;
+    const start = index - (index % run);
+    for (let other = start; other < Math.min(start + run, this.blockCount); other++) {
+      if (!this.cached.has(other) && !this.fetching.has(other)) this.block(other).catch(() => undefined);
+    }
   }
 
   /** Updates the window from this read's blocks and starts the read-ahead fetches. */

@@ -37,9 +37,10 @@ export interface V86DiskOptions {
   /**
    * A cache of the disk's bytes as the guest reads them, so that v86 gets an answer at once
    * (from inside `get`) when the bytes are at hand, as v86's own disks answer, and only a miss
-   * waits for the image: blocks of `blockBytes` (default 128 KiB) read through the image, read
-   * ahead while the guest reads forward in a window growing to `maxAheadBytes` (default 2 MiB),
-   * `cacheBytes` kept (default 32 MiB; least recently used go first). Writes update it at once.
+   * waits for the image: blocks of `blockBytes` (default 128 KiB) read through the image, with
+   * the rest of their aligned `neighbourhoodBytes` (default 1 MiB) on a miss, read ahead while
+   * the guest reads forward in a window growing to `maxAheadBytes` (default 2 MiB), `cacheBytes`
+   * kept (default 32 MiB; least recently used go first). Writes update it at once.
    * `false`: no cache, every read goes to the image and answers later.
    */
   readCache?: false | V86ReadCacheOptions;
