@@ -99,6 +99,20 @@ describe('toV86Disk read cache', () => {
     await disk.close();
   });
 
+  it('load() reads the first sector through the cache, with its neighbourhood', async () => {
+    const image = await RawImage.open(createMemoryBackend(2 * MiB));
+    await image.write(0, pattern(2 * MiB, 5));
+    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, neighbourhoodBytes: 4 * BLOCK } });
+    await disk.load();
+    expect(disk.get_from_cache(0, SECTOR)).toEqual(await image.read(0, SECTOR));
+    await vi.waitFor(async () => {
+      const near = getNow(disk, 3 * BLOCK, 8 * KiB);
+      expect(await near.data).toEqual(await image.read(3 * BLOCK, 8 * KiB));
+      expect(near.atOnce).toBe(true);
+    });
+    await disk.close();
+  });
+
   it('with readCache false every read answers later, as before', async () => {
     const image = await RawImage.open(createMemoryBackend(1 * MiB));
     const disk = toV86Disk(image, { readCache: false });
@@ -201,7 +215,7 @@ describe('toV86Disk read cache', () => {
 
   it('refresh() drops the cache (the image changed other than through set)', async () => {
     const image = await RawImage.open(createMemoryBackend(1 * MiB));
-    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK } });
+    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, neighbourhoodBytes: 0 } });
     await getNow(disk, 2 * BLOCK, SECTOR).data;
     await image.write(2 * BLOCK, filled(SECTOR, 0x55));
     expect(await getNow(disk, 2 * BLOCK, SECTOR).data).toEqual(filled(SECTOR, 0)); // cached, as documented

@@ -94,7 +94,8 @@ function checkDelay(name: string, value: number | undefined, fallback: number): 
  * Contract (the members v86 calls, and what the adapter promises):
  * - `byteLength` is the image's virtual size. v86 derives the sector count from it (512-byte
  *   sectors for disks, 2048 for cdrom); floppies must have a standard floppy size.
- * - `load()` reads the first sector (so get_from_cache can answer v86's geometry probe), then
+ * - `load()` reads the first sector (so get_from_cache can answer v86's geometry probe; through
+ *   the read cache, which reads the blocks around it as well), then
  *   calls `onprogress` (if set) and `onload` once; it never leaves v86 waiting, even when the read
  *   fails (the failure goes to onerror). It returns a promise that resolves after onload.
  * - `get(start, len, fn, {signal})` calls `fn(Uint8Array)` with exactly `len` bytes of the disk
@@ -183,7 +184,7 @@ export class V86Disk {
     if (this.byteLength >= SECTOR_BYTES) {
       const writes = this.firstSectorWrites;
       try {
-        const sector = await this.image.read(0, SECTOR_BYTES);
+        const sector = await this.readFirstSector();
         if (writes === this.firstSectorWrites) this.firstSector = sector;
       } catch (error) {
         this.report(error, 'read');
@@ -201,8 +202,16 @@ export class V86Disk {
     this.readCache?.clear();
     const writes = ++this.firstSectorWrites;
     if (this.byteLength < SECTOR_BYTES) return;
-    const sector = await this.image.read(0, SECTOR_BYTES);
+    const sector = await this.readFirstSector();
     if (writes === this.firstSectorWrites) this.firstSector = sector;
+  }
+
+  /** The first sector, read through the read cache when there is one (which then reads its neighbourhood too: a guest starts there). */
+  private async readFirstSector(): Promise<Uint8Array> {
+    if (this.readCache === undefined) return this.image.read(0, SECTOR_BYTES);
+    const sector = new Uint8Array(SECTOR_BYTES);
+    await this.readCache.read(0, sector);
+    return sector;
   }
 
   /**
