@@ -9,9 +9,10 @@
 //   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
 //                plain GETs through openSplitBackend, under a qcow2 overlay in memory
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
-// mounts the disk as its root, runs programs and loads modules from it and reads the module tree)
-// and the disk bytes and requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS
-// (default 3) interleaved rounds; results in bench/results/v86-boot.json.
+// mounts the disk as its root, runs programs and loads modules from it and reads the module tree),
+// the time the guest waited for its disk reads (from v86's IDE events), and the disk bytes and
+// requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS (default 3) interleaved rounds;
+// results in bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
 // (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
@@ -230,7 +231,8 @@ async function main(): Promise<void> {
             }
             const stats = await (await fetch(`${origin}/__v86boot/stats`)).json() as { diskBytes: number; diskRequests: number };
             runs[name].push({ ...result, ...stats });
-            const reads = result.diskReads === undefined ? '' : `; guest reads: ${result.diskReads.count}, ${(result.diskReads.bytes / MiB).toFixed(1)} MiB, waited ${(result.diskReads.waitMs / 1000).toFixed(2)} s in all, at most ${result.diskReads.maxWaitMs.toFixed(0)} ms`;
+            const r = result.diskReads;
+            const reads = `; guest reads: ${r.count} (${r.answeredAtOnce} at once), ${(r.bytes / MiB).toFixed(1)} MiB, waited ${(r.waitMs / 1000).toFixed(2)} s in all, at most ${r.maxWaitMs.toFixed(0)} ms`;
             console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}`);
           } finally {
             await page.close();
@@ -244,14 +246,16 @@ async function main(): Promise<void> {
       }
       const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
         readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
+        readWaitSeconds: median(runs[name].map((run) => run.diskReads.waitMs)) / 1000,
         diskBytes: median(runs[name].map((run) => run.diskBytes)),
         diskRequests: median(runs[name].map((run) => run.diskRequests)),
-      }])) as Record<LayoutName, { readySeconds: number; diskBytes: number; diskRequests: number }>;
+      }])) as Record<LayoutName, { readySeconds: number; readWaitSeconds: number; diskBytes: number; diskRequests: number }>;
       const baseline = summary['v86-parts'];
       console.log('');
-      printTable(['layout', 'ready (s)', 'time vs v86-parts', 'disk MiB', 'bytes vs v86-parts', 'requests'],
+      printTable(['layout', 'ready (s)', 'time vs v86-parts', 'guest waited (s)', 'disk MiB', 'bytes vs v86-parts', 'requests'],
         LAYOUTS.map((name) => [name, summary[name].readySeconds.toFixed(1),
           `${(summary[name].readySeconds / baseline.readySeconds).toFixed(2)}x`,
+          summary[name].readWaitSeconds.toFixed(2),
           (summary[name].diskBytes / MiB).toFixed(1),
           `${(summary[name].diskBytes / baseline.diskBytes).toFixed(2)}x`,
           String(summary[name].diskRequests)]));

@@ -3,4 +3,5 @@
 // disk, and saving v86's machine state together with its disk in one qcow2 file.
 
 export * from './emulators/v86-disk.js';
+export type { V86ReadCacheOptions } from './emulators/v86-read-cache.js';
 export { saveState, restoreState, type V86StateEmulator } from './emulators/v86-state.js';

@@ -33,34 +33,45 @@ export interface BootResult {
   readyMs: number;
   /** The READY line as the guest printed it ("READY <files> <KiB read>"). */
   ready: string;
-  /** The guest's disk reads through the qcow2 adapter (none for v86's own loader). */
-  diskReads?: DiskReadStats;
+  /** The guest's disk reads as v86's IDE controller saw them (every layout). */
+  diskReads: DiskReadStats;
 }
 
-/** What the guest's disk reads cost: how many, their bytes, and the time from request to answer. */
+/** What the guest's disk reads cost: how many, their bytes, and how long the guest waited. */
 export interface DiskReadStats {
   count: number;
   bytes: number;
-  /** Sum over reads of the time from v86's get() to its callback. */
+  /** Sum over reads of the time from the IDE command's start to its data (zero when answered at once). */
   waitMs: number;
   /** The slowest read. */
   maxWaitMs: number;
+  /** Reads answered in the same turn of the event loop as they started (from a cache, no wait). */
+  answeredAtOnce: number;
 }
 
-/** Wraps `disk.get` to add every read's size and latency to `stats`. */
-function countReads(disk: V86Disk, stats: DiskReadStats): void {
-  const get = disk.get.bind(disk);
-  disk.get = (start, len, fn, options) => {
-    const issued = performance.now();
-    get(start, len, (data) => {
-      const waited = performance.now() - issued;
-      stats.count++;
-      stats.bytes += len;
-      stats.waitMs += waited;
-      stats.maxWaitMs = Math.max(stats.maxWaitMs, waited);
-      fn(data);
-    }, options);
-  };
+/**
+ * Counts every disk read of `emulator` into `stats`, from v86's IDE events: a read starts when
+ * the controller asks the disk for data and ends when the data is there, so the time between is
+ * what the guest waited, whichever disk object answered.
+ */
+function countReads(emulator: V86, stats: DiskReadStats): void {
+  let started: number | undefined;
+  let sameTurn = false; // true from a read's start until the microtasks after it run
+  emulator.add_listener('ide-read-start', () => {
+    started = performance.now();
+    sameTurn = true;
+    queueMicrotask(() => { sameTurn = false; });
+  });
+  emulator.add_listener('ide-read-end', (args: [channel: number, bytes: number, sectors: number]) => {
+    if (started === undefined) return;
+    const waited = performance.now() - started;
+    started = undefined;
+    stats.count++;
+    stats.bytes += args[1];
+    stats.waitMs += waited;
+    stats.maxWaitMs = Math.max(stats.maxWaitMs, waited);
+    if (sameTurn) stats.answeredAtOnce++;
+  });
 }
 
 /** The hda option for `layout`, and the adapter to close afterwards (none for v86's own loader). */
@@ -83,13 +94,13 @@ async function diskFor(layout: BootLayout): Promise<{ hda: unknown; disk?: V86Di
 
 async function run(request: BootRequest): Promise<BootResult> {
   const { hda, disk } = await diskFor(request.layout);
-  const diskReads: DiskReadStats = { count: 0, bytes: 0, waitMs: 0, maxWaitMs: 0 };
-  if (disk !== undefined) countReads(disk, diskReads);
+  const diskReads: DiskReadStats = { count: 0, bytes: 0, waitMs: 0, maxWaitMs: 0, answeredAtOnce: 0 };
   const started = performance.now();
   const emulator = new V86(guestOptions(guestFilesAt(request.assets), request.cmdline, hda));
+  countReads(emulator, diskReads);
   try {
     const { matched } = await waitForGuestLine(emulator, /^READY/, request.timeoutMs);
-    return { readyMs: performance.now() - started, ready: matched, ...(disk === undefined ? {} : { diskReads }) };
+    return { readyMs: performance.now() - started, ready: matched, diskReads };
   } finally {
     await emulator.destroy();
     await disk?.close();

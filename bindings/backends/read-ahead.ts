@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
-// A block cache with adaptive read-ahead for read-only remote storage (HTTP parts or ranges):
-// like a page cache, a run of sequential reads widens the window of blocks fetched ahead, a
-// jump elsewhere closes it.
+// A block cache with adaptive read-ahead, for remote storage (HTTP parts or ranges) and for an
+// emulator's disk: like a page cache, a run of sequential reads widens the window of blocks
+// fetched ahead, a jump elsewhere closes it.
 
 /** Knobs of ReadAheadCache. */
 export interface ReadAheadOptions {
@@ -9,12 +9,18 @@ export interface ReadAheadOptions {
   cacheBlocks: number;
   /** The widest read-ahead window, in blocks (0: no read-ahead). */
   maxAheadBlocks: number;
+  /**
+   * On a miss, the other blocks of the aligned run of this many blocks holding the missed one
+   * are fetched too, after it (default 1: none). For a file system's disk: related data lies
+   * together, so what is near a read is likely read soon.
+   */
+  neighbourhoodBlocks?: number;
 }
 
 /**
- * Serves byte ranges of a read-only object of `totalBytes`, stored as blocks of `blockBytes`
- * (the last one shorter), each fetched whole by `fetchBlock(index)`, which must resolve with
- * exactly that block's bytes.
+ * Serves byte ranges of an object of `totalBytes`, stored as blocks of `blockBytes` (the last
+ * one shorter), each fetched whole by `fetchBlock(index)`, which must resolve with exactly that
+ * block's bytes. The object changes only as the caller says (overwrite, forget, clear).
  *
  * Blocks are cached (LRU), and concurrent reads of one block share one fetch. Sequential access
  * (a read starting in the block where the previous one ended, or the next) doubles the window of
@@ -49,18 +55,89 @@ export class ReadAheadCache {
     const first = Math.floor(position / this.blockBytes);
     const last = Math.floor((end - 1) / this.blockBytes);
     this.adapt(first, last);
-    const blocks = await Promise.all(Array.from({ length: last - first + 1 }, (_, i) => this.block(first + i)));
-    blocks.forEach((block, i) => {
-      const blockStart = (first + i) * this.blockBytes;
+    const missed = this.missedBlocks(first, last);
+    const blocks = Array.from({ length: last - first + 1 }, (_, i) => this.block(first + i));
+    for (const index of missed) this.fetchNeighbourhood(index);
+    this.copyOut(position, end, first, await Promise.all(blocks), target);
+  }
+
+  /**
+   * read() at once when every block the range needs is cached: copies it into `target`, counts
+   * as a read for the read-ahead window (starting read-ahead fetches), and returns true.
+   * Otherwise it returns false, the cache and its window unchanged (call read()).
+   */
+  readCached(position: number, target: Uint8Array): boolean {
+    const end = Math.min(position + target.byteLength, this.totalBytes);
+    target.fill(0, Math.max(0, end - position));
+    if (end <= position) return true;
+    const first = Math.floor(position / this.blockBytes);
+    const last = Math.floor((end - 1) / this.blockBytes);
+    const blocks: Uint8Array[] = [];
+    for (let index = first; index <= last; index++) {
+      const block = this.cached.get(index);
+      if (block === undefined) return false;
+      blocks.push(block);
+    }
+    for (let index = first; index <= last; index++) this.touch(index, blocks[index - first]!);
+    this.adapt(first, last);
+    this.copyOut(position, end, first, blocks, target);
+    return true;
+  }
+
+  /**
+   * For a caller that changed the object underneath (a writable image under a cache of its
+   * bytes): puts `data`, now at `position`, into the cached blocks it overlaps, and lets go of
+   * fetches in flight for those blocks, which may have read the bytes before the change (a
+   * read that waits for such a fetch still gets its bytes; nothing from it is cached, and later
+   * reads fetch anew).
+   */
+  overwrite(position: number, data: Uint8Array): void {
+    this.eachBlock(position, data.byteLength, (index, blockStart) => {
+      this.fetching.delete(index);
+      const block = this.cached.get(index);
+      if (block === undefined) return;
       const from = Math.max(position, blockStart);
-      const to = Math.min(end, blockStart + block.byteLength);
-      target.set(block.subarray(from - blockStart, to - blockStart), from - position);
+      const to = Math.min(position + data.byteLength, blockStart + block.byteLength);
+      block.set(data.subarray(from - position, to - position), from - blockStart);
     });
+  }
+
+  /** Drops the cached blocks overlapping [position, position + lengthBytes) and lets go of fetches in flight for them. */
+  forget(position: number, lengthBytes: number): void {
+    this.eachBlock(position, lengthBytes, (index) => {
+      this.fetching.delete(index);
+      this.cached.delete(index);
+    });
+  }
+
+  /** Drops every cached block, lets go of every fetch in flight and closes the window. */
+  clear(): void {
+    this.cached.clear();
+    this.fetching.clear();
+    this.windowBlocks = 0;
+    this.lastEndBlock = -2;
   }
 
   /** The current read-ahead window in blocks (0 after random access). */
   get aheadBlocks(): number {
     return this.windowBlocks;
+  }
+
+  /** The blocks of [first, last] neither cached nor being fetched. */
+  private missedBlocks(first: number, last: number): number[] {
+    const missed: number[] = [];
+    for (let index = first; index <= last; index++) if (!this.cached.has(index) && !this.fetching.has(index)) missed.push(index);
+    return missed;
+  }
+
+  /** Starts fetching the blocks of the aligned run of neighbourhoodBlocks around `index` not yet at hand. */
+  private fetchNeighbourhood(index: number): void {
+    const run = this.options.neighbourhoodBlocks ?? 1;
+    if (run <= 1) return;
+    const start = index - (index % run);
+    for (let other = start; other < Math.min(start + run, this.blockCount); other++) {
+      if (!this.cached.has(other) && !this.fetching.has(other)) this.block(other).catch(() => undefined);
+    }
   }
 
   /** Updates the window from this read's blocks and starts the read-ahead fetches. */
@@ -81,22 +158,54 @@ export class ReadAheadCache {
   private block(index: number): Promise<Uint8Array> {
     const hit = this.cached.get(index);
     if (hit !== undefined) {
-      this.cached.delete(index); // most recently used goes last
-      this.cached.set(index, hit);
+      this.touch(index, hit);
       return Promise.resolve(hit);
     }
     let pending = this.fetching.get(index);
     if (pending === undefined) {
       this.fetchedBlocks++;
-      pending = this.fetchBlock(index).then((bytes) => {
+      // Only the fetch still registered for the block when it settles is cached (overwrite(),
+      // forget() and clear() let go of it).
+      const fetch: Promise<Uint8Array> = this.fetchBlock(index).then((bytes) => {
+        if (this.fetching.get(index) !== fetch) return bytes;
+        this.fetching.delete(index);
         this.cached.set(index, bytes);
         while (this.cached.size > Math.max(this.options.cacheBlocks, this.options.maxAheadBlocks + 2)) {
           this.cached.delete(this.cached.keys().next().value!);
         }
         return bytes;
-      }).finally(() => this.fetching.delete(index));
+      }, (error: unknown) => {
+        if (this.fetching.get(index) === fetch) this.fetching.delete(index);
+        throw error;
+      });
+      pending = fetch;
       this.fetching.set(index, pending);
     }
     return pending;
+  }
+
+  /** Marks a cached block as the most recently used (it goes last). */
+  private touch(index: number, block: Uint8Array): void {
+    this.cached.delete(index);
+    this.cached.set(index, block);
+  }
+
+  /** Copies [position, end) out of `blocks` (block `first` onwards) into `target`. */
+  private copyOut(position: number, end: number, first: number, blocks: readonly Uint8Array[], target: Uint8Array): void {
+    blocks.forEach((block, i) => {
+      const blockStart = (first + i) * this.blockBytes;
+      const from = Math.max(position, blockStart);
+      const to = Math.min(end, blockStart + block.byteLength);
+      target.set(block.subarray(from - blockStart, to - blockStart), from - position);
+    });
+  }
+
+  /** Calls `visit` with the index and start of every block overlapping [position, position + lengthBytes). */
+  private eachBlock(position: number, lengthBytes: number, visit: (index: number, blockStart: number) => void): void {
+    const end = Math.min(position + lengthBytes, this.totalBytes);
+    if (end <= position) return;
+    for (let index = Math.floor(position / this.blockBytes); index <= Math.floor((end - 1) / this.blockBytes); index++) {
+      visit(index, index * this.blockBytes);
+    }
   }
 }

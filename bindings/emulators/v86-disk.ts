@@ -4,6 +4,8 @@
 
 import type { BlockImage } from '../dispatch/image.js';
 import { ImageError } from '../base/errors.js';
+import type { ReadAheadCache } from '../backends/read-ahead.js';
+import { guestReadCache, type V86ReadCacheOptions } from './v86-read-cache.js';
 
 /** What the adapter was doing when a failure happened (see V86DiskOptions.onerror). */
 export type V86DiskOperation = 'read' | 'write' | 'flush';
@@ -32,6 +34,16 @@ export interface V86DiskOptions {
    * one). Default: console.error. The failure is also kept in `lastError`.
    */
   onerror?: (error: Error, operation: V86DiskOperation) => void;
+  /**
+   * A cache of the disk's bytes as the guest reads them, so that v86 gets an answer at once
+   * (from inside `get`) when the bytes are at hand, as v86's own disks answer, and only a miss
+   * waits for the image: blocks of `blockBytes` (default 128 KiB) read through the image, with
+   * the rest of their aligned `neighbourhoodBytes` (default 1 MiB) on a miss, read ahead while
+   * the guest reads forward in a window growing to `maxAheadBytes` (default 2 MiB), `cacheBytes`
+   * kept (default 32 MiB; least recently used go first). Writes update it at once.
+   * `false`: no cache, every read goes to the image and answers later.
+   */
+  readCache?: false | V86ReadCacheOptions;
 }
 
 /**
@@ -82,16 +94,20 @@ function checkDelay(name: string, value: number | undefined, fallback: number): 
  * Contract (the members v86 calls, and what the adapter promises):
  * - `byteLength` is the image's virtual size. v86 derives the sector count from it (512-byte
  *   sectors for disks, 2048 for cdrom); floppies must have a standard floppy size.
- * - `load()` reads the first sector (so get_from_cache can answer v86's geometry probe), then
+ * - `load()` reads the first sector (so get_from_cache can answer v86's geometry probe; through
+ *   the read cache, which reads the blocks around it as well), then
  *   calls `onprogress` (if set) and `onload` once; it never leaves v86 waiting, even when the read
  *   fails (the failure goes to onerror). It returns a promise that resolves after onload.
- * - `get(start, len, fn, {signal})` reads through the image and calls `fn(Uint8Array)` with
- *   exactly `len` bytes, always asynchronously. Any byte range inside the disk works (sector
- *   multiples of 512 or 2048 in practice). When `signal` is aborted before the data arrives, `fn`
- *   is not called (v86's own disks behave the same; v86 drops late answers anyway).
+ * - `get(start, len, fn, {signal})` calls `fn(Uint8Array)` with exactly `len` bytes of the disk
+ *   (a new buffer): before it returns when the read cache (V86DiskOptions.readCache) holds them
+ *   all, as v86's own disks answer cached reads, otherwise once the image has read them. Any byte
+ *   range inside the disk works (sector multiples of 512 or 2048 in practice). When `signal` is
+ *   aborted before the data arrives, `fn` is not called (v86's own disks behave the same; v86
+ *   drops late answers anyway).
  * - `set(start, data, fn)` copies `data` before it returns (v86 reuses that buffer at once) and
  *   submits the copy as an image write; a `get` issued after it returns the new bytes even while
- *   the write is in flight (BlockImage's guarantee that a read sees every write submitted before it). Writes
+ *   the write is in flight (the read cache takes the copy at once; a read of the image sees every
+ *   write submitted before it). Writes
  *   made in one tick reach the image as one merged batch. `fn()` is called once the image has
  *   the write.
  * - `get_and_cache` is `get` that also keeps the first sector; `get_from_cache(0, n)` returns
@@ -107,7 +123,7 @@ function checkDelay(name: string, value: number | undefined, fallback: number): 
  * Failures: v86 gives a disk no way to report an error, so a failed read or write is passed to
  * `onerror` and kept in `lastError`, and its callback is never called: the guest's request
  * stays pending rather than completing with wrong data. A failed write also makes the next
- * flush() or close() reject.
+ * flush() or close() reject, and the read cache drops what it held of the range.
  *
  * Flushing: v86 never forwards a flush (ATA FLUSH CACHE completes inside v86). The adapter
  * flushes the image by itself `flushIdleMs` after the last write, and at the latest
@@ -131,6 +147,10 @@ export class V86Disk {
   private readonly flushMaxDelayMs: number;
   private readonly wholeBufferLimitBytes: number;
   private readonly onerror: (error: Error, operation: V86DiskOperation) => void;
+  /** The guest's bytes as last read or written (undefined when readCache is false). */
+  private readonly readCache: ReadAheadCache | undefined;
+  /** Reads longer than this bypass the read cache. */
+  private readonly cachedReadLimitBytes: number;
   private firstSector: Uint8Array | undefined = undefined;
   /** Bumped by every write that touches the first sector, so a slower read cannot undo it. */
   private firstSectorWrites = 0;
@@ -154,6 +174,9 @@ export class V86Disk {
     }
     this.wholeBufferLimitBytes = limit;
     this.onerror = options.onerror ?? ((error, operation) => console.error(`qcow2-wasm/v86: ${operation} failed:`, error));
+    const cache = options.readCache === false ? undefined : guestReadCache(image, options.readCache);
+    this.readCache = cache?.cache;
+    this.cachedReadLimitBytes = cache?.longestReadBytes ?? 0;
   }
 
   /** Reads the first sector, then calls onprogress and onload (see the class contract). */
@@ -161,7 +184,7 @@ export class V86Disk {
     if (this.byteLength >= SECTOR_BYTES) {
       const writes = this.firstSectorWrites;
       try {
-        const sector = await this.image.read(0, SECTOR_BYTES);
+        const sector = await this.readFirstSector();
         if (writes === this.firstSectorWrites) this.firstSector = sector;
       } catch (error) {
         this.report(error, 'read');
@@ -176,17 +199,40 @@ export class V86Disk {
    * other than through set(), e.g. when a snapshot was applied to it.
    */
   async refresh(): Promise<void> {
+    this.readCache?.clear();
     const writes = ++this.firstSectorWrites;
     if (this.byteLength < SECTOR_BYTES) return;
-    const sector = await this.image.read(0, SECTOR_BYTES);
+    const sector = await this.readFirstSector();
     if (writes === this.firstSectorWrites) this.firstSector = sector;
   }
 
-  /** Reads `len` bytes at `start` and calls `fn` with them, unless `options.signal` aborts first. */
+  /** The first sector, read through the read cache when there is one (which then reads its neighbourhood too: a guest starts there). */
+  private async readFirstSector(): Promise<Uint8Array> {
+    if (this.readCache === undefined) return this.image.read(0, SECTOR_BYTES);
+    const sector = new Uint8Array(SECTOR_BYTES);
+    await this.readCache.read(0, sector);
+    return sector;
+  }
+
+  /**
+   * Calls `fn` with the `len` bytes at `start`: at once when the read cache holds them, else
+   * once they are read, unless `options.signal` aborts first.
+   */
   get(start: number, len: number, fn: (data: Uint8Array) => void, options?: { signal?: AbortSignal }): void {
     const signal = options?.signal;
     if (signal?.aborted) return;
     if (this.refuseWhenClosed('read')) return;
+    if (this.readCache !== undefined && this.inRange(start, len) && len <= this.cachedReadLimitBytes) {
+      const data = new Uint8Array(len);
+      if (this.readCache.readCached(start, data)) {
+        fn(data);
+        return;
+      }
+      this.track(this.readCache.read(start, data).then(
+        () => { if (!signal?.aborted) fn(data); },
+        (error: unknown) => { this.report(error, 'read'); }));
+      return;
+    }
     this.track(attempt(() => this.image.read(start, len)).then(
       (data) => { if (!signal?.aborted) fn(data); },
       (error: unknown) => { this.report(error, 'read'); }));
@@ -215,10 +261,13 @@ export class V86Disk {
       this.firstSectorWrites++;
       if (this.firstSector && start >= 0) this.firstSector.set(copy.subarray(0, SECTOR_BYTES - start), start);
     }
+    const cached = this.inRange(start, copy.byteLength);
+    if (cached) this.readCache?.overwrite(start, copy);
     this.scheduleFlush();
     this.track(attempt(() => this.image.write(start, copy)).then(
       () => fn(),
       (error: unknown) => {
+        if (cached) this.readCache?.forget(start, copy.byteLength);
         const failure = this.report(error, 'write');
         this.writeFailure ??= failure;
       }));
@@ -279,6 +328,11 @@ export class V86Disk {
     this.inFlight.add(request);
     const forget = () => { this.inFlight.delete(request); };
     request.then(forget, forget);
+  }
+
+  /** Whether [start, start + lengthBytes) is a non-empty range of whole bytes inside the disk. */
+  private inRange(start: number, lengthBytes: number): boolean {
+    return Number.isSafeInteger(start) && Number.isSafeInteger(lengthBytes) && start >= 0 && lengthBytes > 0 && start + lengthBytes <= this.byteLength;
   }
 
   private refuseWhenClosed(operation: V86DiskOperation): boolean {
