@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { boundedBrowser, CALL_LIMITS_MS, within } from './bounded.js';
 import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './driven-browser.js';
 
 /** Debian's Firefox ESR; FIREFOX_PATH overrides. */
@@ -35,7 +36,10 @@ interface BidiMessage {
   message?: string;
 }
 
-/** Launches Firefox headless and connects to its BiDi endpoint. */
+/**
+ * Launches Firefox headless and connects to its BiDi endpoint; every call of the browser and its
+ * pages is bounded (bounded.ts). A start that fails or runs out of time ends the process.
+ */
 export async function launchFirefox(options: LaunchOptions = {}): Promise<DrivenBrowser> {
   const temporary = options.profileDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-firefox-')) : undefined;
   const profile = options.profileDir ?? temporary!;
@@ -45,7 +49,8 @@ export async function launchFirefox(options: LaunchOptions = {}): Promise<Driven
     env: { ...process.env, MOZ_CRASHREPORTER_DISABLE: '1' },
   });
   try {
-    return await connect(child, temporary);
+    const launchMs = options.callLimitsMs?.launch ?? CALL_LIMITS_MS.launch;
+    return boundedBrowser(await within('Firefox: launch', launchMs, connect(child, temporary), (late) => late.close()), options.callLimitsMs);
   } catch (err) {
     if (child.exitCode === null) child.kill('SIGKILL');
     if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
@@ -86,6 +91,8 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
   });
   socket.on('close', () => { for (const w of waiting.values()) w.reject(new Error('the BiDi connection closed')); waiting.clear(); });
   const send = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    // ws drops a message sent after the close without a word: its reply would never come.
+    if (socket.readyState !== WebSocket.OPEN) throw new Error(`BiDi ${method}: the connection is closed (Firefox exited?)`);
     const id = nextId++;
     const reply = new Promise<BidiMessage>((resolve, reject) => waiting.set(id, { resolve, reject }));
     socket.send(JSON.stringify({ id, method, params }));
