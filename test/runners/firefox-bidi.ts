@@ -28,6 +28,9 @@ const PREFS: Record<string, string | number | boolean> = {
   'remote.prefs.recommended': true,
 };
 
+/** How long Firefox may take to shut down on its own after browser.close before it is terminated. */
+const QUIT_MS = 30_000;
+
 interface BidiMessage {
   id?: number;
   type?: 'success' | 'error' | 'event';
@@ -125,12 +128,18 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
     },
     close() {
       closing ??= (async () => {
-        await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+        const ended = () => child.exitCode !== null || child.signalCode !== null;
+        const exitWithin = (ms: number) => Promise.race([exited, new Promise((resolve) => setTimeout(resolve, ms))]);
+        // browser.close answers before Firefox has shut down: it is left to finish (storage
+        // written out, the profile released) before anything stronger is tried. Terminated at
+        // once, as it used to be, every Firefox here died of the signal in mid-shutdown, so a
+        // "restart" on the same profile was really a restart after a crash.
+        await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5000))]);
+        await exitWithin(QUIT_MS);
         socket.close();
-        // A restart on the same profile must not meet this Firefox still holding the profile.
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (!ended()) child.kill('SIGTERM');
+        await exitWithin(10_000);
+        if (!ended()) child.kill('SIGKILL');
         await exited;
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
       })();
