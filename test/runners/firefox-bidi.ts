@@ -31,6 +31,15 @@ const PREFS: Record<string, string | number | boolean> = {
 /** How long Firefox may take to shut down on its own after browser.close before it is terminated. */
 const QUIT_MS = 30_000;
 
+/** Resolves once `promise` settles or `ms` have passed, whichever is first, leaving no timer behind. */
+function settledOrAfter(promise: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => { clearTimeout(timer); resolve(); };
+    promise.then(done, done);
+  });
+}
+
 interface BidiMessage {
   id?: number;
   type?: 'success' | 'error' | 'event';
@@ -129,16 +138,15 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
     close() {
       closing ??= (async () => {
         const ended = () => child.exitCode !== null || child.signalCode !== null;
-        const exitWithin = (ms: number) => Promise.race([exited, new Promise((resolve) => setTimeout(resolve, ms))]);
         // browser.close answers before Firefox has shut down: it is left to finish (storage
         // written out, the profile released) before anything stronger is tried. Terminated at
         // once, as it used to be, every Firefox here died of the signal in mid-shutdown, so a
         // "restart" on the same profile was really a restart after a crash.
-        await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 5000))]);
-        await exitWithin(QUIT_MS);
+        await settledOrAfter(send('browser.close', {}), 5000);
+        await settledOrAfter(exited, QUIT_MS);
         socket.close();
         if (!ended()) child.kill('SIGTERM');
-        await exitWithin(10_000);
+        await settledOrAfter(exited, 10_000);
         if (!ended()) child.kill('SIGKILL');
         await exited;
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
