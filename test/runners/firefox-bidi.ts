@@ -139,9 +139,9 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
       closing ??= (async () => {
         const ended = () => child.exitCode !== null || child.signalCode !== null;
         // browser.close answers before Firefox has shut down: it is left to finish (storage
-        // written out, the profile released) before anything stronger is tried. Terminated at
-        // once, as it used to be, every Firefox here died of the signal in mid-shutdown, so a
-        // "restart" on the same profile was really a restart after a crash.
+        // written out, the profile released) before anything stronger is tried. A SIGTERM right
+        // after the answer kills it in mid-shutdown (it dies of the signal), which would make a
+        // restart on the same profile a restart after a crash.
         await settledOrAfter(send('browser.close', {}), 5000);
         await settledOrAfter(exited, QUIT_MS);
         socket.close();
