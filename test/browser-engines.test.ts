@@ -9,18 +9,26 @@
 // model. In WebKitGTK the worker's OPFS image is written without sync access handles (the engine
 // has none that work), through the async backend; and a private WebKit window, which has no
 // usable OPFS, gets BACKEND_NOT_SUPPORTED from it and keeps the image in IndexedDB instead.
+// Every call into a browser has its own time limit (test/runners/bounded.ts); each engine shows
+// that a page call that never settles fails at it, named, and leaves the browser usable.
 
 import { existsSync, mkdtempSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { DrivenPage } from './runners/driven-browser.js';
-import { ENGINES } from './runners/engines.js';
+import { ENGINES, type Engine } from './runners/engines.js';
 import { launchWebKit } from './runners/webkit-inspector.js';
 import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
 import { serveDrivenTestPage } from './helpers/driven-test-page.js';
 import { describeRequiring, isCi } from './helpers/describe-requiring.js';
+import { ENGINE_LABELS, step, withBrowser } from './runners/bounded.js';
 
 const SEED = 0x7ab5;
+/**
+ * The budget of one case: every call into the browser has its own, shorter limit
+ * (test/runners/bounded.ts), so a hang fails at that call, naming it and the step.
+ */
+const CASE_MS = 300_000;
 
 /** Where the reload test keeps its images: OPFS from the page, OPFS from a worker, IndexedDB. */
 const STORES = ['page', 'worker', 'indexeddb'] as const;
@@ -29,104 +37,130 @@ const testPage = serveDrivenTestPage('reload.html', 'qcow2Reload');
 
 const api = (call: string) => `window.qcow2Reload.${call}`;
 
+/**
+ * Writes images with multiwrite into OPFS from the page, OPFS from a worker and IndexedDB, reads
+ * them back after a reload and after a restart on the same profile, and hands the OPFS images to
+ * qemu-img check and compare.
+ */
+async function reloadAndRestart(engine: Engine): Promise<void> {
+  const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
+  const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
+  const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
+  const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
+    page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
+  const expectIntact = async (page: DrivenPage, when: string) => {
+    for (const where of STORES) await step(`read ${where} ${when}`, async () => expect(await run(page, 'read', where), `${where} ${when}`).toEqual({ kind: kind[where], firstMismatch: -1 }));
+  };
+  await withBrowser('before the restart', () => engine.launch({ profileDir }), async (browser) => {
+    const page = await step('open the page', () => testPage.open(browser));
+    for (const where of STORES) await step(`write ${where}`, async () => expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 }));
+    await step('reload', async () => {
+      await page.reload();
+      await testPage.ready(page);
+    });
+    await expectIntact(page, 'after a reload');
+  });
+  await withBrowser('after the restart', () => engine.launch({ profileDir }), async (browser) => {
+    const page = await step('open the page after the restart', () => testPage.open(browser));
+    await expectIntact(page, 'after a restart');
+    await step('export for qemu-img', () => expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
+      (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir));
+  });
+}
+
 for (const engine of ENGINES) {
   const present = existsSync(engine.binary);
   if (!present && !isCi()) console.warn(`\n*** SKIPPING the ${engine.name} engine tests: ${engine.binary} not found (${engine.install}). ***\n`);
   const block = present || isCi() ? describe : describe.skip;
   block(`${engine.name}: driven tabs`, () => {
-    it(`${engine.name}: a second tab gets IMAGE_LOCKED for an image the first holds, read-only when it asks, and the image once released`, async () => {
+    it(`${engine.name}: a page call that never settles fails at its limit, naming the engine, the call and the step; the page still answers and the browser closes`, { timeout: CASE_MS }, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const browser = await engine.launch();
-      try {
-        const first = await testPage.open(browser);
-        const second = await testPage.open(browser);
+      await withBrowser('a stuck call', () => engine.launch({ callLimitsMs: { evaluate: 3000 } }), async (browser) => {
+        const page = await step('open the page', () => testPage.open(browser));
+        await expect(step('wait for a promise that never settles', () => page.evaluate('new Promise(() => {})')))
+          .rejects.toThrow(`${ENGINE_LABELS[engine.name]}: page.evaluate(new Promise(() => {})) did not finish within 3 s (step: wait for a promise that never settles)`);
+        expect(await page.evaluate('6 * 7')).toBe(42);
+      });
+    });
+
+    it(`${engine.name}: a second tab gets IMAGE_LOCKED for an image the first holds, read-only when it asks, and the image once released`, { timeout: CASE_MS }, async () => {
+      if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
+      await withBrowser('two tabs', () => engine.launch(), async (browser) => {
+        const first = await step('open the first tab', () => testPage.open(browser));
+        const second = await step('open the second tab', () => testPage.open(browser));
         for (const store of ['opfs', 'indexeddb'] as const) {
           const name = `tabs-${engine.name}-${store}-${Date.now()}`;
-          expect(await first.evaluate(api(`hold(${JSON.stringify(store)}, ${JSON.stringify(name)})`)), `${store}: the first tab holds it`).toMatchObject({ writable: true });
-          expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), store).toEqual({ code: 'IMAGE_LOCKED' });
-          expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'read-only')`)), store).toMatchObject({ writable: false, firstByte: 0x42 });
-          await first.evaluate(api('release()'));
-          expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), `${store} after release`).toMatchObject({ writable: true, firstByte: 0x42 });
+          await step(`${store}: hold in the first tab`, async () =>
+            expect(await first.evaluate(api(`hold(${JSON.stringify(store)}, ${JSON.stringify(name)})`)), `${store}: the first tab holds it`).toMatchObject({ writable: true }));
+          await step(`${store}: try from the second tab`, async () => {
+            expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), store).toEqual({ code: 'IMAGE_LOCKED' });
+            expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'read-only')`)), store).toMatchObject({ writable: false, firstByte: 0x42 });
+          });
+          await step(`${store}: release in the first tab, open in the second`, async () => {
+            await first.evaluate(api('release()'));
+            expect(await second.evaluate(api(`tryOpen(${JSON.stringify(store)}, ${JSON.stringify(name)}, 'fail')`)), `${store} after release`).toMatchObject({ writable: true, firstByte: 0x42 });
+          });
         }
-      } finally {
-        await browser.close();
-      }
-    }, 240_000);
+      });
+    });
 
-    it(`${engine.name}: a quota error fails an overlay's write typed; after a reload the overlay opens intact (OPFS, IndexedDB)`, async () => {
+    it(`${engine.name}: a quota error fails an overlay's write typed; after a reload the overlay opens intact (OPFS, IndexedDB)`, { timeout: CASE_MS }, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const browser = await engine.launch();
-      try {
-        const page = await testPage.open(browser);
+      await withBrowser('quota', () => engine.launch(), async (browser) => {
+        const page = await step('open the page', () => testPage.open(browser));
         const prefix = (store: string) => `engines-${engine.name}/quota-${store}-${Date.now()}`;
         const prefixes = { opfs: prefix('opfs'), indexeddb: prefix('indexeddb') };
         for (const store of ['opfs', 'indexeddb'] as const) {
-          const failed = await page.evaluate<{ code: string; causedByQuota: boolean; closeCode: string }>(api(`failWithQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`));
-          expect(failed.code, `${store}: the write or the flush after it failed typed`).toMatch(/^[A-Z][A-Z_]+$/);
-          expect(failed.causedByQuota, `${store}: caused by QuotaExceededError`).toBe(true);
-          expect(failed.closeCode, `${store}: close() closes or fails typed`).toMatch(/^([A-Z][A-Z_]+)?$/);
+          await step(`${store}: write into a full quota`, async () => {
+            const failed = await page.evaluate<{ code: string; causedByQuota: boolean; closeCode: string }>(api(`failWithQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`));
+            expect(failed.code, `${store}: the write or the flush after it failed typed`).toMatch(/^[A-Z][A-Z_]+$/);
+            expect(failed.causedByQuota, `${store}: caused by QuotaExceededError`).toBe(true);
+            expect(failed.closeCode, `${store}: close() closes or fails typed`).toMatch(/^([A-Z][A-Z_]+)?$/);
+          });
         }
-        await page.reload();
-        await testPage.ready(page);
+        await step('reload', async () => {
+          await page.reload();
+          await testPage.ready(page);
+        });
         for (const store of ['opfs', 'indexeddb'] as const) {
-          expect(await page.evaluate(api(`reopenAfterQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`)), `${store} after a reload`)
-            .toEqual({ corruptions: 0, flushedIntact: true, baseIntact: true });
+          await step(`${store}: reopen after the reload`, async () =>
+            expect(await page.evaluate(api(`reopenAfterQuota(${JSON.stringify(store)}, ${JSON.stringify(prefixes[store])}, ${SEED})`)), `${store} after a reload`)
+              .toEqual({ corruptions: 0, flushedIntact: true, baseIntact: true }));
         }
-      } finally {
-        await browser.close();
-      }
-    }, 240_000);
+      });
+    });
 
-    // Firefox has hung here now and then (a step never settled; seen once in CI runs of this
-    // revision, in no other engine): a second attempt, with a fresh profile and browser, shows
-    // whether the images survive; a second hang fails the test.
-    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, { timeout: 600_000, retry: 1 }, async () => {
+    // Firefox (ESR 153) now and then never answers an OPFS call of the worker that reads an
+    // image back after the reload or the restart: the open stays pending in the path lookup
+    // (getDirectory, getDirectoryHandle, getFileHandle: calls that take no lock, so not an image
+    // left locked) or in the sync-access probe, about 1 run in 10 on a loaded machine. A second
+    // attempt, on a fresh profile, shows whether the images survive; the first attempt's error
+    // is printed (a passing retry would hide it); a second failure fails the test.
+    it(`${engine.name}: images written with multiwrite survive a reload and a restart (seed ${SEED})`, { timeout: CASE_MS, retry: 1 }, async () => {
       if (!present) throw new Error(`${engine.binary} not found (${engine.install}); required where CI is set`);
-      const profileDir = mkdtempSync(join(testPage.scratch(), `${engine.name}-profile-`));
-      const path = (where: string) => `engines-${engine.name}/${where}-${SEED}.qcow2`;
-      const kind = { page: 'opfs-async', worker: engine.workerKind, indexeddb: 'indexeddb' } as const;
-      const run = (page: DrivenPage, phase: 'write' | 'read', where: string) =>
-        page.evaluate<{ kind: string; firstMismatch?: number; guestWriteRequests?: number }>(api(`run(${JSON.stringify(phase)}, ${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`));
-      const expectIntact = async (page: DrivenPage, when: string) => {
-        for (const where of STORES) expect(await run(page, 'read', where), `${where} ${when}`).toEqual({ kind: kind[where], firstMismatch: -1 });
-      };
-      let browser = await engine.launch({ profileDir });
-      try {
-        const page = await testPage.open(browser);
-        for (const where of STORES) expect(await run(page, 'write', where), where).toMatchObject({ kind: kind[where], guestWriteRequests: 64 + 48 + 32 });
-        await page.reload();
-        await testPage.ready(page);
-        await expectIntact(page, 'after a reload');
-      } finally {
-        await browser.close();
-      }
-      browser = await engine.launch({ profileDir });
-      try {
-        const page = await testPage.open(browser);
-        await expectIntact(page, 'after a restart');
-        await expectImagesMatchReloadModel(`${engine.name} reload test`, ['page', 'worker'],
-          (where) => page.evaluate<string>(api(`exportFile(${JSON.stringify(path(where))})`)), SEED, profileDir);
-      } finally {
-        await browser.close();
-      }
+      await reloadAndRestart(engine).catch((err: unknown) => {
+        console.error(`${engine.name} reload-and-restart attempt failed: ${err instanceof Error ? err.message : String(err)}`);
+        throw err;
+      });
     });
   });
 }
 
 const webkit = ENGINES.find((engine) => engine.name === 'webkit')!;
 describeRequiring('webkit: a private window', existsSync(webkit.binary) ? undefined : `${webkit.binary} not found (${webkit.install})`, () => {
-  it('webkit: in a private window (ephemeral website data) OPFS fails with BACKEND_NOT_SUPPORTED and IndexedDB takes the image', async () => {
-    const browser = await launchWebKit({ privateBrowsing: true });
-    try {
-      const page = await testPage.open(browser);
+  it('webkit: in a private window (ephemeral website data) OPFS fails with BACKEND_NOT_SUPPORTED and IndexedDB takes the image', { timeout: CASE_MS }, async () => {
+    await withBrowser('private window', () => launchWebKit({ privateBrowsing: true }), async (browser) => {
+      const page = await step('open the page', () => testPage.open(browser));
       const name = `private-${Date.now()}`;
-      const opfs = await page.evaluate<{ code?: string; message?: string }>(`${api(`hold('opfs', ${JSON.stringify(name)})`)}.then(() => ({}), (e) => ({ code: e.code, message: e.message }))`);
-      expect(opfs.code, opfs.message).toBe('BACKEND_NOT_SUPPORTED');
-      expect(opfs.message).toMatch(/getDirectory: UnknownError/);
-      expect(await page.evaluate(api(`hold('indexeddb', ${JSON.stringify(name)})`))).toEqual({ kind: 'indexeddb', writable: true });
-      await page.evaluate(api('release()'));
-    } finally {
-      await browser.close();
-    }
-  }, 120_000);
+      await step('open in OPFS', async () => {
+        const opfs = await page.evaluate<{ code?: string; message?: string }>(`${api(`hold('opfs', ${JSON.stringify(name)})`)}.then(() => ({}), (e) => ({ code: e.code, message: e.message }))`);
+        expect(opfs.code, opfs.message).toBe('BACKEND_NOT_SUPPORTED');
+        expect(opfs.message).toMatch(/getDirectory: UnknownError/);
+      });
+      await step('open in IndexedDB', async () => {
+        expect(await page.evaluate(api(`hold('indexeddb', ${JSON.stringify(name)})`))).toEqual({ kind: 'indexeddb', writable: true });
+        await page.evaluate(api('release()'));
+      });
+    });
+  });
 });

@@ -12,6 +12,7 @@ import { ENGINES } from './runners/engines.js';
 import { describeRequiring } from './helpers/describe-requiring.js';
 import { serveDrivenTestPage } from './helpers/driven-test-page.js';
 import { expectImagesMatchReloadModel } from './helpers/reload-images.js';
+import { step, withBrowser } from './runners/bounded.js';
 
 const SEED = 0x0c105e;
 /** How long after the last write resolved the page is closed. */
@@ -28,22 +29,20 @@ for (const engine of ENGINES) {
       const call = (page: DrivenPage, method: string, where: Where) =>
         page.evaluate(`window.qcow2Unclean.${method}(${JSON.stringify(where)}, ${JSON.stringify(path(where))}, ${SEED})`);
       const kind = { worker: engine.workerKind, page: 'opfs-async' } as const;
-      const browser = await engine.launch();
-      try {
-        const writer = await testPage.open(browser);
-        for (const where of ['worker', 'page'] as const) expect(await call(writer, 'write', where), where).toBe(kind[where]);
+      await withBrowser('unclean close', () => engine.launch(), async (browser) => {
+        const writer = await step('open the writing page', () => testPage.open(browser));
+        for (const where of ['worker', 'page'] as const) await step(`write ${where}`, async () => expect(await call(writer, 'write', where), where).toBe(kind[where]));
         await new Promise((resolve) => setTimeout(resolve, CLOSE_AFTER_MS));
-        await writer.close();
+        await step('close the writing page', () => writer.close());
 
-        const reader = await testPage.open(browser);
+        const reader = await step('open the reading page', () => testPage.open(browser));
         for (const where of ['worker', 'page'] as const) {
-          expect(await call(reader, 'read', where), `${where} image after the page was closed`).toEqual({ kind: kind[where], firstMismatch: -1 });
+          await step(`read ${where}`, async () =>
+            expect(await call(reader, 'read', where), `${where} image after the page was closed`).toEqual({ kind: kind[where], firstMismatch: -1 }));
         }
-        await expectImagesMatchReloadModel(`${engine.name} OPFS unclean-close test`, ['worker', 'page'],
-          (where) => reader.evaluate<string>(`window.qcow2Unclean.exportFile(${JSON.stringify(path(where as Where))})`), SEED, testPage.scratch());
-      } finally {
-        await browser.close();
-      }
+        await step('export for qemu-img', () => expectImagesMatchReloadModel(`${engine.name} OPFS unclean-close test`, ['worker', 'page'],
+          (where) => reader.evaluate<string>(`window.qcow2Unclean.exportFile(${JSON.stringify(path(where as Where))})`), SEED, testPage.scratch()));
+      });
     }, 240_000);
   });
 }

@@ -27,7 +27,8 @@ import { qemuCheck, qemuImg, qemuInfo, qemuMap, requireQemu } from './helpers/qe
 import { describeRequiring } from './helpers/describe-requiring.js';
 import { backendBytes } from './helpers/backend-contents.js';
 import { CHROMIUM, CHROMIUM_ARGS, missingChromium } from './helpers/chromium-pages.js';
-import { waitUntil, type DrivenBrowser } from './runners/driven-browser.js';
+import { step, within, withBrowser, CALL_LIMITS_MS } from './runners/bounded.js';
+import { waitUntil } from './runners/driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './runners/firefox-bidi.js';
 import { launchWebKit } from './runners/webkit-inspector.js';
 import { WEBKIT_BROWSER_PATH } from './runners/xvfb.js';
@@ -272,7 +273,7 @@ function cellKinds(pixels: number[][]): string[] {
 
 /** The kind each map cell of `page` shows. */
 async function mapCells(page: Page): Promise<string[]> {
-  return cellKinds(await page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS)));
+  return cellKinds(await inChromium('page.evaluate(readMapPixels)', page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS))));
 }
 
 /** Cells whose kind differs from what is expected, as "cell: got != expected" lines. */
@@ -294,8 +295,14 @@ async function readOpfsBase64(path: string): Promise<string> {
 
 /** The bytes of the OPFS file at `path`, read in the page. */
 async function opfsFile(page: Page, path: string): Promise<Uint8Array> {
-  return new Uint8Array(Buffer.from(await page.evaluate<string>(callExpression(readOpfsBase64, path)), 'base64'));
+  return new Uint8Array(Buffer.from(await inChromium(`page.evaluate(readOpfsBase64(${path}))`, page.evaluate<string>(callExpression(readOpfsBase64, path))), 'base64'));
 }
+
+/**
+ * A Playwright call that has no time limit of its own (evaluate, a download's saveAs), bounded
+ * like the calls of the driven engines: `what` names it when the limit fires.
+ */
+const inChromium = <T>(what: string, call: Promise<T>): Promise<T> => within(`Chromium: ${what}`, CALL_LIMITS_MS.evaluate, call);
 
 /** A call of the page-side function `fn` with JSON arguments, as an expression for DrivenPage.evaluate. */
 const callExpression = (fn: (...args: never[]) => unknown, ...args: unknown[]): string =>
@@ -413,8 +420,8 @@ describe('the example page, built with Vite and served over HTTP', () => {
       expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
 
       // Writes through the page's image land in the overlay; the map shows them after a refresh.
-      await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
-      await page.evaluate(() => window.qcow2Example.refresh());
+      await inChromium('page.evaluate(writeMarkers)', page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER)));
+      await inChromium('page.evaluate(refresh)', page.evaluate(() => window.qcow2Example.refresh()));
       expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
       const overlayPath = (await info(page, 'overlay-info')).path;
 
@@ -436,8 +443,8 @@ describe('the example page, built with Vite and served over HTTP', () => {
       await page.reload();
       expect(await settled(page)).toMatch(/^Reopened the overlay of /);
       expect(mismatches(await mapCells(page), expectedKinds(WRITTEN_CLUSTERS))).toEqual([]);
-      const text = await page.evaluate(async (offset) =>
-        new TextDecoder().decode(await window.qcow2Example.session!.overlay.read(offset, 16)), 500 * CLUSTER);
+      const text = await inChromium('page.evaluate(overlay.read)', page.evaluate(async (offset) =>
+        new TextDecoder().decode(await window.qcow2Example.session!.overlay.read(offset, 16)), 500 * CLUSTER));
       expect(text).toBe(marker(500));
 
       // Discarding the overlay starts afresh from the base.
@@ -453,7 +460,7 @@ describe('the example page, built with Vite and served over HTTP', () => {
         await page.addInitScript(init);
         await page.goto(`${origin}/plain/index.html?image=/images/base.qcow2`);
         expect(await settled(page)).toMatch(/^Created an overlay for /);
-        await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
+        await inChromium('page.evaluate(writeMarkers)', page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER)));
         return page;
       };
 
@@ -467,7 +474,7 @@ describe('the example page, built with Vite and served over HTTP', () => {
         const saved = await download;
         expect(saved.suggestedFilename()).toBe(`base.${kind}.qcow2`);
         files[kind] = join(scratch, `download-${kind}.qcow2`);
-        await saved.saveAs(files[kind]);
+        await inChromium(`download.saveAs(${files[kind]})`, saved.saveAs(files[kind]));
       }
 
       // Where it can (Chromium): the file the user picks. The save dialog is the browser's own, which
@@ -516,12 +523,12 @@ describe('the example page, built with Vite and served over HTTP', () => {
       // Chromium refuses the compile itself (a CompileError naming the CSP); the page adds the fix.
       expect(status).toMatch(/^CompileError: WebAssembly\.compile\(\): .*'unsafe-eval' is not an allowed source of script/);
       expect(status).toContain(`add 'wasm-unsafe-eval' to script-src`);
-      const failures = await page.evaluate(async () => {
+      const failures = await inChromium('page.evaluate(library.init)', page.evaluate(async () => {
         const { library } = window.qcow2Example;
         const bytes = new Uint8Array(await (await fetch('/core.wasm')).arrayBuffer());
         const attempt = (options: Parameters<typeof library.init>[0]) => library.init(options).then(() => 'compiled', (e: Error) => `${e.name}: ${e.message}`);
         return { url: await attempt({ url: '/core.wasm' }), bytes: await attempt({ bytes }) };
-      });
+      }));
       expect(failures.url).toMatch(/^CompileError: .*Content Security Policy/);
       expect(failures.bytes).toMatch(/^CompileError: .*Content Security Policy/);
     }, BROWSER_TEST_MS);
@@ -530,7 +537,7 @@ describe('the example page, built with Vite and served over HTTP', () => {
       const page = await newPage();
       await page.goto(`${origin}/plain/index.html?core=/core.wasm`);
       expect(await settled(page, ['ready', 'error'])).toBe('Ready: pick an image file or open a URL.');
-      const results = await page.evaluate(async () => {
+      const results = await inChromium('page.evaluate(library.init)', page.evaluate(async () => {
         const { library } = window.qcow2Example;
         const roundTrip = async () => {
           const image = await library.Qcow2Image.create(library.createMemoryBackend(), { virtualSize: 1 << 20 });
@@ -557,7 +564,7 @@ describe('the example page, built with Vite and served over HTTP', () => {
           otherModule: await run({ module: await WebAssembly.compile(emptyModule) }),
           embedded: await run({}),
         };
-      });
+      }));
       expect(results).toEqual({
         url: 'undefined / 0,1,2,3,0',
         missingUrl: 'Qcow2WasmError INVALID_ARGUMENT / Qcow2WasmError INVALID_ARGUMENT',
@@ -641,21 +648,21 @@ describe('the example page, built with Vite and served over HTTP', () => {
         // 8 MiB in 1024 cells of 8 KiB; the overlay's clusters are 64 KiB (8 cells). Cells of the
         // clusters the guest changed show the overlay, all others the raw image. Among them: LBA
         // 5-6 and 120-135 (clusters 0 and 1) and 12288-12291 (cluster 96).
-        const changed = await page.evaluate(async (clusterBytes) => {
+        const changed = await inChromium('page.evaluate(overlay and base read)', page.evaluate(async (clusterBytes) => {
           const { overlay, base } = window.qcow2Example.session!;
           const [mine, theirs] = await Promise.all([overlay.read(0, overlay.virtualSize), base.read(0, base.virtualSize)]);
           const clusters = new Set<number>();
           mine.forEach((byte, i) => { if (byte !== theirs[i]) clusters.add(Math.floor(i / clusterBytes)); });
           return [...clusters];
-        }, CLUSTER);
+        }, CLUSTER));
         expect(changed).toEqual(expect.arrayContaining([0, 1, 96]));
         const cells = await mapCells(page);
         const cellsPerCluster = CLUSTER / (8 * KiB);
         expect(mismatches(cells, cells.map((_, i) => (changed.includes(Math.floor(i / cellsPerCluster)) ? 'topData' : 'backingData')))).toEqual([]);
-        const lba = await page.evaluate(async () => {
+        const lba = await inChromium('page.evaluate(overlay.read)', page.evaluate(async () => {
           const read = (sector: number) => window.qcow2Example.session!.overlay.read(sector * 512, 8).then((b) => new TextDecoder().decode(b));
           return [await read(5), await read(120), await read(127), await read(12288)];
-        });
+        }));
         expect(lba).toEqual(['QW-CHS-W', 'QW-LBA-W', 'QW-OVER-', 'QW-HIGH-']);
       }, BROWSER_TEST_MS);
     });
@@ -666,32 +673,33 @@ describe('the example page, built with Vite and served over HTTP', () => {
     { name: 'WebKit (MiniBrowser over its inspector)', file: 'webkit', binary: WEBKIT_BROWSER_PATH, install: 'apt-get install libwebkit2gtk-4.1-0 xvfb', launch: launchWebKit },
   ];
   for (const engine of engines) describeRequiring(`in ${engine.name}`, existsSync(engine.binary) ? undefined : `${engine.binary} not found (${engine.install})`, () => {
-    let browser: DrivenBrowser;
-
-    beforeAll(async () => { browser = await engine.launch(); }, 120_000);
-    afterAll(async () => { await browser?.close(); });
-
     it('opens a qcow2 over HTTP under an OPFS overlay, draws its map, and exports the disk and the overlay (into OPFS, for download)', async () => {
-      const page = await browser.openPage(`${origin}/plain/index.html?image=/images/base.qcow2`);
-      const status = async (): Promise<string> => page.evaluate<string>(`document.getElementById('status').textContent`);
-      const waitForStatus = async (prefix: string): Promise<string> => {
-        await waitUntil(`a status starting with ${prefix}`, async () => (await status()).startsWith(prefix) || (await page.evaluate<string>('document.body.dataset.state')) === 'error');
-        return status();
-      };
-      expect(await waitForStatus('Created an overlay for ')).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
-      expect(mismatches(cellKinds(await page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS))), expectedKinds([]))).toEqual([]);
+      await withBrowser('example page', () => engine.launch(), async (browser) => {
+        const page = await step('open the page', () => browser.openPage(`${origin}/plain/index.html?image=/images/base.qcow2`));
+        const status = async (): Promise<string> => page.evaluate<string>(`document.getElementById('status').textContent`);
+        const waitForStatus = async (prefix: string): Promise<string> => {
+          await waitUntil(`a status starting with ${prefix}`, async () => (await status()).startsWith(prefix) || (await page.evaluate<string>('document.body.dataset.state')) === 'error');
+          return status();
+        };
+        await step('open the image', async () => {
+          expect(await waitForStatus('Created an overlay for ')).toMatch(/^Created an overlay for http:\/\/127\.0\.0\.1:\d+\/images\/base\.qcow2/);
+          expect(mismatches(cellKinds(await page.evaluate<number[][]>(callExpression(readMapPixels, MAP_COLUMNS, CELL_PIXELS))), expectedKinds([]))).toEqual([]);
+        });
 
-      await page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER));
-      const files: Record<string, string> = {};
-      for (const [button, kind, what] of [['export-flat', 'flattened', 'the disk'], ['export-overlay', 'overlay', 'the overlay']] as const) {
-        await page.evaluate(`document.getElementById(${JSON.stringify(button)}).click()`);
-        // Firefox and Safari have no showSaveFilePicker: the export goes into OPFS and is offered as a download.
-        expect(await waitForStatus(`Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
-        files[kind] = join(scratch, `${engine.file}-${kind}.qcow2`);
-        const base64 = await page.evaluate<string>(callExpression(readOpfsBase64, `qcow2-wasm-example-exports/base.${kind}.qcow2`));
-        writeFileSync(files[kind], Buffer.from(base64, 'base64'));
-      }
-      await expectExports(files, baseImage, `${origin}/images/base.qcow2`, scratch);
+        await step('write', () => page.evaluate(callExpression(writeMarkers, WRITTEN_CLUSTERS, CLUSTER)));
+        const files: Record<string, string> = {};
+        for (const [button, kind, what] of [['export-flat', 'flattened', 'the disk'], ['export-overlay', 'overlay', 'the overlay']] as const) {
+          await step(`export ${what}`, async () => {
+            await page.evaluate(`document.getElementById(${JSON.stringify(button)}).click()`);
+            // Firefox and Safari have no showSaveFilePicker: the export goes into OPFS and is offered as a download.
+            expect(await waitForStatus(`Exported ${what}`)).toMatch(new RegExp(`^Exported ${what} as base\\.${kind}\\.qcow2, a .* qcow2 image \\(download started\\)\\.$`));
+            files[kind] = join(scratch, `${engine.file}-${kind}.qcow2`);
+            const base64 = await page.evaluate<string>(callExpression(readOpfsBase64, `qcow2-wasm-example-exports/base.${kind}.qcow2`));
+            writeFileSync(files[kind], Buffer.from(base64, 'base64'));
+          });
+        }
+        await expectExports(files, baseImage, `${origin}/images/base.qcow2`, scratch);
+      });
     }, BROWSER_TEST_MS);
   });
 });

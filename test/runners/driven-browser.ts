@@ -4,6 +4,8 @@
 // (engines.ts), Firefox over WebDriver BiDi (firefox-bidi.ts) and WebKitGTK's MiniBrowser over
 // its remote inspector (webkit-inspector.ts).
 
+import { DrivingTimeout, within, type CallLimits } from './bounded.js';
+
 /** One tab of a driven browser. */
 export interface DrivenPage {
   /** Loads `url` and resolves once its load event fired. */
@@ -39,13 +41,22 @@ export interface DrivenBrowser {
 export interface LaunchOptions {
   /** A profile/data directory kept across launches (a fresh temporary one when omitted). */
   profileDir?: string;
+  /** Time limits of the browser's calls where CALL_LIMITS_MS's are not wanted (bounded.ts). */
+  callLimitsMs?: Partial<CallLimits>;
 }
 
-/** Polls `check` every 100 ms until it returns true; rejects after `timeoutMs` saying `what`. */
+/**
+ * Polls `check` every 100 ms until it returns true; rejects with a DrivingTimeout naming `what`
+ * after `timeoutMs`, also when a check itself has not answered by then.
+ */
 export async function waitUntil(what: string, check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+  const timedOut = () => new DrivingTimeout(`waiting for ${what} did not finish within ${timeoutMs / 1000} s`);
+  for (;;) {
+    const remainingMs = deadline - Date.now();
+    if (remainingMs <= 0) throw timedOut();
+    const met = await within(what, remainingMs, check()).catch((err: unknown) => { throw err instanceof DrivingTimeout ? timedOut() : err; });
+    if (met) return;
     await new Promise((resolve) => setTimeout(resolve, 100));
   }
 }

@@ -7,23 +7,29 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright';
 import { CHROMIUM, CHROMIUM_ARGS } from '../helpers/chromium-pages.js';
+import { boundedBrowser, CALL_LIMITS_MS } from './bounded.js';
 import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './driven-browser.js';
 import { FIREFOX_PATH, launchFirefox } from './firefox-bidi.js';
 import { launchWebKit } from './webkit-inspector.js';
 import { WEBKIT_BROWSER_PATH } from './xvfb.js';
 
-/** Chromium through Playwright (headless, on a persistent profile), as a DrivenBrowser. */
+/**
+ * Chromium through Playwright (headless, on a persistent profile), as a DrivenBrowser whose calls
+ * are bounded (bounded.ts).
+ */
 export async function launchChromium(options: LaunchOptions = {}): Promise<DrivenBrowser> {
   const profile = options.profileDir ?? mkdtempSync(join(tmpdir(), 'qcow2-wasm-chromium-'));
-  const context = await chromium.launchPersistentContext(profile, { executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
-  return {
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: options.callLimitsMs?.launch ?? CALL_LIMITS_MS.launch,
+  });
+  return boundedBrowser({
     engine: 'chromium',
     async openPage(url): Promise<DrivenPage> {
       const page = await context.newPage();
       page.on('pageerror', (err) => console.error(`page error: ${err.message}`));
       const driven: DrivenPage = {
-        goto: async (to) => { await page.goto(to); },
-        reload: async () => { await page.reload(); },
+        goto: async (to) => { await page.goto(to, { timeout: CALL_LIMITS_MS.navigate }); },
+        reload: async () => { await page.reload({ timeout: CALL_LIMITS_MS.navigate }); },
         evaluate: async <T>(expression: string) => JSON.parse(await page.evaluate(jsonExpression(expression)) as string) as T,
         close: () => page.close({ runBeforeUnload: false }),
       };
@@ -34,7 +40,7 @@ export async function launchChromium(options: LaunchOptions = {}): Promise<Drive
       await context.close();
       if (options.profileDir === undefined) rmSync(profile, { recursive: true, force: true });
     },
-  };
+  }, options.callLimitsMs);
 }
 
 /** One engine of the end-to-end tests. */

@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import WebSocket from 'ws';
+import { boundedBrowser, CALL_LIMITS_MS, within } from './bounded.js';
 import { jsonExpression, type DrivenBrowser, type DrivenPage, type LaunchOptions } from './driven-browser.js';
 
 /** Debian's Firefox ESR; FIREFOX_PATH overrides. */
@@ -27,6 +28,18 @@ const PREFS: Record<string, string | number | boolean> = {
   'remote.prefs.recommended': true,
 };
 
+/** How long Firefox may take to shut down on its own after browser.close before it is terminated. */
+const QUIT_MS = 30_000;
+
+/** Resolves once `promise` settles or `ms` have passed, whichever is first, leaving no timer behind. */
+function settledOrAfter(promise: Promise<unknown>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    const done = () => { clearTimeout(timer); resolve(); };
+    promise.then(done, done);
+  });
+}
+
 interface BidiMessage {
   id?: number;
   type?: 'success' | 'error' | 'event';
@@ -35,7 +48,10 @@ interface BidiMessage {
   message?: string;
 }
 
-/** Launches Firefox headless and connects to its BiDi endpoint. */
+/**
+ * Launches Firefox headless and connects to its BiDi endpoint; every call of the browser and its
+ * pages is bounded (bounded.ts). A start that fails or runs out of time ends the process.
+ */
 export async function launchFirefox(options: LaunchOptions = {}): Promise<DrivenBrowser> {
   const temporary = options.profileDir === undefined ? mkdtempSync(join(tmpdir(), 'qcow2-wasm-firefox-')) : undefined;
   const profile = options.profileDir ?? temporary!;
@@ -45,7 +61,8 @@ export async function launchFirefox(options: LaunchOptions = {}): Promise<Driven
     env: { ...process.env, MOZ_CRASHREPORTER_DISABLE: '1' },
   });
   try {
-    return await connect(child, temporary);
+    const launchMs = options.callLimitsMs?.launch ?? CALL_LIMITS_MS.launch;
+    return boundedBrowser(await within('Firefox: launch', launchMs, connect(child, temporary), (late) => late.close()), options.callLimitsMs);
   } catch (err) {
     if (child.exitCode === null) child.kill('SIGKILL');
     if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
@@ -86,6 +103,8 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
   });
   socket.on('close', () => { for (const w of waiting.values()) w.reject(new Error('the BiDi connection closed')); waiting.clear(); });
   const send = async (method: string, params: Record<string, unknown>): Promise<Record<string, unknown>> => {
+    // ws drops a message sent after the close without a word: its reply would never come.
+    if (socket.readyState !== WebSocket.OPEN) throw new Error(`BiDi ${method}: the connection is closed (Firefox exited?)`);
     const id = nextId++;
     const reply = new Promise<BidiMessage>((resolve, reject) => waiting.set(id, { resolve, reject }));
     socket.send(JSON.stringify({ id, method, params }));
@@ -118,12 +137,17 @@ async function connect(child: ChildProcess, temporary: string | undefined): Prom
     },
     close() {
       closing ??= (async () => {
-        await Promise.race([send('browser.close', {}).catch(() => undefined), new Promise((r) => setTimeout(r, 5000))]);
+        const ended = () => child.exitCode !== null || child.signalCode !== null;
+        // browser.close answers before Firefox has shut down: it is left to finish (storage
+        // written out, the profile released) before anything stronger is tried. A SIGTERM right
+        // after the answer kills it in mid-shutdown (it dies of the signal), which would make a
+        // restart on the same profile a restart after a crash.
+        await settledOrAfter(send('browser.close', {}), 5000);
+        await settledOrAfter(exited, QUIT_MS);
         socket.close();
-        // A restart on the same profile must not meet this Firefox still holding the profile.
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
-        await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
-        if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+        if (!ended()) child.kill('SIGTERM');
+        await settledOrAfter(exited, 10_000);
+        if (!ended()) child.kill('SIGKILL');
         await exited;
         if (temporary !== undefined) rmSync(temporary, { recursive: true, force: true });
       })();

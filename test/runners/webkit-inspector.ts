@@ -9,6 +9,7 @@
 import { createServer } from 'node:net';
 import WebSocket from 'ws';
 import { spawnMiniBrowser, startXvfb, stop } from './xvfb.js';
+import { boundedBrowser, CALL_LIMITS_MS, within } from './bounded.js';
 import { jsonExpression, waitUntil, type DrivenBrowser, type LaunchOptions } from './driven-browser.js';
 
 /** A free TCP port on 127.0.0.1. */
@@ -123,6 +124,8 @@ class InspectorPage {
         this.targetChanged.add(wake);
       });
     }
+    // ws drops a message sent after the close without a word: its reply would never come.
+    if (this.socket.readyState !== WebSocket.OPEN) throw new Error(`inspector ${method}: the connection is closed (MiniBrowser exited?)`);
     const target = this.target!;
     const id = this.nextId++;
     const reply = new Promise<InspectorReply>((resolve, reject) => this.waiting.set(id, { target, resolve, reject }));
@@ -164,7 +167,7 @@ async function navigating(page: InspectorPage, start: () => Promise<unknown>, ex
   // A navigation that moves the page into a new web process ends the target the command went to.
   await start().catch((err: unknown) => { if (!(err instanceof TargetGone)) throw err; });
   const loaded = `document.readyState === 'complete' && window.__qwDocument !== ${JSON.stringify(mark)}${expectedUrl === undefined ? '' : ` && location.href === ${JSON.stringify(expectedUrl)}`}`;
-  await waitUntil(`the page to load${expectedUrl === undefined ? '' : ` ${expectedUrl}`}`, async () => (await page.peek(loaded)) === true, 120_000);
+  await waitUntil(`the page to load${expectedUrl === undefined ? '' : ` ${expectedUrl}`}`, async () => (await page.peek(loaded)) === true, 60_000);
 }
 
 /** Options of launchWebKit. */
@@ -177,6 +180,8 @@ export interface WebKitLaunchOptions extends LaunchOptions {
  * Launches MiniBrowser on a private Xvfb with its inspector server, keeping website data (OPFS,
  * IndexedDB) below `profileDir` (a temporary directory when omitted) so that a later launch on
  * the same directory finds it. Each page is a window that the first one (about:blank) opened.
+ * Every call of the browser and its pages is bounded (bounded.ts); a start that fails or runs
+ * out of time ends MiniBrowser and Xvfb.
  */
 export async function launchWebKit(options: WebKitLaunchOptions = {}): Promise<DrivenBrowser> {
   const xvfb = await startXvfb();
@@ -205,18 +210,20 @@ export async function launchWebKit(options: WebKitLaunchOptions = {}): Promise<D
   // script may close).
   let opener: InspectorPage;
   try {
-    let listed: ListedPage[] = [];
-    await waitUntil('MiniBrowser to list its first page', async () => {
-      listed = await listPages(base).catch(() => []);
-      return listed.length > 0;
-    }, 60_000);
-    opener = await attach(listed[0]!);
+    opener = await within('WebKit: launch', options.callLimitsMs?.launch ?? CALL_LIMITS_MS.launch, (async () => {
+      let listed: ListedPage[] = [];
+      await waitUntil('MiniBrowser to list its first page', async () => {
+        listed = await listPages(base).catch(() => []);
+        return listed.length > 0;
+      }, 60_000);
+      return attach(listed[0]!);
+    })());
   } catch (err) {
     await close();
     throw new Error(`${(err as Error).message}\n${browser.log().slice(-2000)}`);
   }
 
-  return {
+  return boundedBrowser({
     engine: 'webkit',
     async openPage(url) {
       const known = new Set((await listPages(base)).map((listed) => listed.socketPath));
@@ -229,7 +236,7 @@ export async function launchWebKit(options: WebKitLaunchOptions = {}): Promise<D
       const { socketPath } = opened!;
       const connection = await attach(opened!);
       const loaded = `document.readyState === 'complete' && location.href === ${JSON.stringify(url)}`;
-      await waitUntil(`the window to load ${url}`, async () => (await connection.peek(loaded)) === true, 120_000);
+      await waitUntil(`the window to load ${url}`, async () => (await connection.peek(loaded)) === true, 60_000);
       return {
         goto: (to) => navigating(connection, () => connection.send('Page.navigate', { url: to }), to),
         reload: () => navigating(connection, () => connection.send('Page.reload', {})),
@@ -242,5 +249,5 @@ export async function launchWebKit(options: WebKitLaunchOptions = {}): Promise<D
       };
     },
     close,
-  };
+  }, options.callLimitsMs);
 }
