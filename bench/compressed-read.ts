@@ -2,12 +2,13 @@
 // Reading compressed images whole: a disk of compressible data, compressed by `qemu-img convert
 // -c` with zlib and with zstd (64 KiB clusters), read whole and written out as a raw file, by
 // this engine (openImageFile defaults, 1 MiB reads, 4 in flight) and by `qemu-img convert -O raw`,
-// rounds interleaved after an uncounted warm-up of ours; both outputs compared with the source.
+// rounds interleaved after an uncounted warm-up of ours, each run starting with no old output file
+// and no dirty pages left by the one before; both outputs compared with the source.
 // CPU time is counted too (every thread of this process for ours; the finished child's, from
 // /proc, for qemu-img). Used by the main job and bench:compressed. Needs qemu-img.
 
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -59,6 +60,16 @@ function writeSource(path: string, diskBytes: number): void {
   writeFileSync(path, disk);
 }
 
+/**
+ * Untimed, before each tool's run: removes the output it is about to write and writes back every
+ * dirty page on the machine, so neither tool pays for truncating an old output or for the
+ * write-back of the previous run's output.
+ */
+function settle(outPath: string): void {
+  rmSync(outPath, { force: true });
+  execFileSync('sync');
+}
+
 /** Wall and CPU seconds to read `path` whole through this engine and write it to `outPath` as raw. */
 async function engineRead(path: string, outPath: string): Promise<{ seconds: number; cpuSeconds: number }> {
   const started = performance.now();
@@ -105,9 +116,11 @@ export async function runCompressedReads(dir: string, diskBytes: number, rounds:
     await engineRead(image, join(dir, 'warm.raw')); // JIT warm-up
     const entry: CompressedReadsEntry = { oursSeconds: [], qemuSeconds: [], oursCpuSeconds: [], qemuCpuSeconds: [] };
     for (let round = 0; round < rounds; round++) {
+      settle(join(dir, 'ours.raw'));
       const ours = await engineRead(image, join(dir, 'ours.raw'));
       entry.oursSeconds.push(ours.seconds);
       entry.oursCpuSeconds.push(ours.cpuSeconds);
+      settle(join(dir, 'qemu.raw'));
       const qemu = qemuRead(image, join(dir, 'qemu.raw'));
       entry.qemuSeconds.push(qemu.seconds);
       if (qemu.cpuSeconds !== undefined) entry.qemuCpuSeconds.push(qemu.cpuSeconds);
