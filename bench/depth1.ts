@@ -4,7 +4,10 @@
 // issues them. Qcow2Image and RawImage opened with openImageFile defaults, against bare
 // fs.readSync / fs.writeSync on a raw file of their own, the three taking turns every 250
 // requests (so a burst of other load on the machine hits them alike), each going first in turn.
-// Used by the main job and bench:depth1.
+// A request costs about 2 µs, so a slice lasts half a millisecond: on a shared machine one burst
+// of other work moves a contender's mean by a fifth, while the median over its slices stays put.
+// The figures are those medians; the means are kept beside them. Used by the main job and
+// bench:depth1.
 
 import { closeSync, openSync, readSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
@@ -20,11 +23,11 @@ export const DEPTH1_IMAGE_BYTES = 64 * 1024 * 1024;
 const BLOCK_BYTES = 4096;
 
 /**
- * Microseconds per request of one depth-1 run, by what was measured: wall-clock time, and the
- * process's CPU time (user + system, every thread), which a machine shared with other work
- * disturbs far less.
+ * Microseconds per request of one contender: `read`/`write` the median over its slices of
+ * wall-clock time per request; `readMean`/`writeMean` wall-clock time over all its slices per
+ * request; `readCpu`/`writeCpu` the process's CPU time (user + system, every thread) per request.
  */
-export interface Depth1Row { read: number; write: number; readCpu: number; writeCpu: number }
+export interface Depth1Row { read: number; write: number; readMean: number; writeMean: number; readCpu: number; writeCpu: number }
 
 /** Wall-clock and CPU microseconds per request of `run` over `count` requests. */
 async function timed(count: number, run: () => Promise<void> | void): Promise<{ wall: number; cpu: number }> {
@@ -36,7 +39,7 @@ async function timed(count: number, run: () => Promise<void> | void): Promise<{ 
   return { wall, cpu: (cpu.user + cpu.system) / count };
 }
 
-/** Medians of `rounds` interleaved rounds: qcow2 and raw through the library, and bare syscalls. */
+/** Every counted round's slices taken together: qcow2 and raw through the library, and bare syscalls. */
 export interface Depth1Result { requests: number; rounds: number; qcow2: Depth1Row; raw: Depth1Row; bare: Depth1Row }
 
 /**
@@ -76,28 +79,41 @@ const SLICE_REQUESTS = 250;
 /** One contender's timed slices: `read`/`write` run requests [from, to) of the offsets. */
 interface Contender { read: (from: number, to: number) => Promise<void> | void; write: (from: number, to: number) => Promise<void> | void }
 
-/** Time and CPU time summed over slices, in µs. */
-interface Totals { wall: number; cpu: number }
+/** One contender's timings in one phase: µs per request of each slice, and time and CPU time summed, in µs. */
+interface PhaseSamples { slices: number[]; wall: number; cpu: number }
+
+/** One contender's samples of one or more rounds. */
+interface ContenderSamples { read: PhaseSamples; write: PhaseSamples }
+
+const emptySamples = (): ContenderSamples => ({ read: { slices: [], wall: 0, cpu: 0 }, write: { slices: [], wall: 0, cpu: 0 } });
 
 /**
- * µs per request of `contenders`' reads, then of their writes, taking turns slice by slice; the
- * contender going first moves on by one every slice.
+ * Adds to `samples` (one per contender) `count` reads, then `count` writes, of each contender,
+ * taking turns slice by slice; the contender going first moves on by one every slice.
  */
-async function interleavedRun(contenders: readonly Contender[], count: number): Promise<Depth1Row[]> {
-  const reads: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
-  const writes: Totals[] = contenders.map(() => ({ wall: 0, cpu: 0 }));
-  for (const [phase, totals] of [['read', reads], ['write', writes]] as const) {
+async function interleavedRun(contenders: readonly Contender[], count: number, samples: readonly ContenderSamples[]): Promise<void> {
+  for (const phase of ['read', 'write'] as const) {
     for (let from = 0, slice = 0; from < count; from += SLICE_REQUESTS, slice++) {
       const to = Math.min(count, from + SLICE_REQUESTS);
       for (let turn = 0; turn < contenders.length; turn++) {
         const i = (slice + turn) % contenders.length;
         const timing = await timed(to - from, () => contenders[i][phase](from, to));
-        totals[i].wall += timing.wall * (to - from);
-        totals[i].cpu += timing.cpu * (to - from);
+        const into = samples[i][phase];
+        into.slices.push(timing.wall);
+        into.wall += timing.wall * (to - from);
+        into.cpu += timing.cpu * (to - from);
       }
     }
   }
-  return contenders.map((_, i) => ({ read: reads[i].wall / count, write: writes[i].wall / count, readCpu: reads[i].cpu / count, writeCpu: writes[i].cpu / count }));
+}
+
+/** A contender's figures from its samples over `requests` requests per phase. */
+function depth1Row(samples: ContenderSamples, requests: number): Depth1Row {
+  return {
+    read: median(samples.read.slices), write: median(samples.write.slices),
+    readMean: samples.read.wall / requests, writeMean: samples.write.wall / requests,
+    readCpu: samples.read.cpu / requests, writeCpu: samples.write.cpu / requests,
+  };
 }
 
 /** A contender of awaited reads and writes through `image`. */
@@ -126,12 +142,12 @@ const collectGarbage = (globalThis as { gc?: () => void }).gc ?? (() => {});
  * images opened afresh and the heap collected (garbage left by earlier benchmarks would
  * otherwise be collected inside some contender's slices), `requests` reads then `requests`
  * writes per contender, the contenders taking turns every SLICE_REQUESTS requests; `rounds`
- * rounds after an uncounted warm-up round, medians returned.
+ * rounds after an uncounted warm-up round, their slices taken together.
  */
 export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promise<Depth1Result> {
   const { rawPath, barePath, qcow2Path } = await makeImages(dir);
   const at = offsets(requests);
-  const samples = { qcow2: [] as Depth1Row[], raw: [] as Depth1Row[], bare: [] as Depth1Row[] };
+  const counted = [emptySamples(), emptySamples(), emptySamples()];
   // Round 0 warms the JIT up and is not counted.
   for (let round = 0; round <= rounds; round++) {
     const qcow2 = await openImageFile(qcow2Path);
@@ -139,20 +155,14 @@ export async function runDepth1(dir: string, requests = 5000, rounds = 3): Promi
     const fd = openSync(barePath, 'r+');
     collectGarbage();
     try {
-      const [qcow2Row, rawRow, bareRow] = await interleavedRun([libraryContender(qcow2, at), libraryContender(raw, at), bareContender(fd, at)], requests);
-      samples.qcow2.push(qcow2Row);
-      samples.raw.push(rawRow);
-      samples.bare.push(bareRow);
+      const contenders = [libraryContender(qcow2, at), libraryContender(raw, at), bareContender(fd, at)];
+      await interleavedRun(contenders, requests, round === 0 ? [emptySamples(), emptySamples(), emptySamples()] : counted);
     } finally {
       closeSync(fd);
       await qcow2.close();
       await raw.close();
     }
   }
-  const medianRow = (rows: Depth1Row[]): Depth1Row => ({
-    read: median(rows.map((r) => r.read)), write: median(rows.map((r) => r.write)),
-    readCpu: median(rows.map((r) => r.readCpu)), writeCpu: median(rows.map((r) => r.writeCpu)),
-  });
-  const counted = (rows: Depth1Row[]) => medianRow(rows.slice(1));
-  return { requests, rounds, qcow2: counted(samples.qcow2), raw: counted(samples.raw), bare: counted(samples.bare) };
+  const [qcow2, raw, bare] = counted.map((samples) => depth1Row(samples, requests * rounds));
+  return { requests, rounds, qcow2, raw, bare };
 }

@@ -65,7 +65,8 @@ async function main(): Promise<void> {
   });
 
   console.log(`\ndepth 1: ${DEPTH1_REQUESTS} random 4 KiB requests at a time each, awaited one by one, in place in a fully written ` +
-    `${DEPTH1_IMAGE_BYTES >> 20} MiB image (page cache), openImageFile defaults`);
+    `${DEPTH1_IMAGE_BYTES >> 20} MiB image (page cache), openImageFile defaults; per request, the median over slices of 250 ` +
+    `(the contenders taking turns slice by slice) of ${ROUNDS} rounds`);
   const us = (value: number) => value.toFixed(1);
   printTable(['contender', 'read µs/request', 'write µs/request', 'read vs RawImage', 'write vs RawImage', 'read vs bare', 'write vs bare'], [
     ['qcow2 (Qcow2Image)', us(depth1.qcow2.read), us(depth1.qcow2.write), `${(depth1.qcow2.read / depth1.raw.read).toFixed(2)}x`,

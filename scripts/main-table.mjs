@@ -38,11 +38,11 @@ export function mainTable(results) {
     }
   }
   if (results.depth1) {
-    const { qcow2, raw, bare, requests } = results.depth1;
+    const { qcow2, raw, bare, requests, rounds } = results.depth1;
     const row = (name, r) => `| ${name} | ${r.read.toFixed(1)} | ${r.write.toFixed(1)} | ` +
       `${(r.read / raw.read).toFixed(2)}x | ${(r.write / raw.write).toFixed(2)}x | ${(r.read / bare.read).toFixed(2)}x | ${(r.write / bare.write).toFixed(2)}x |`;
     lines.push('', `Depth 1 (${requests} random 4 KiB requests, each awaited before the next, in place, as an IDE controller sends them; ` +
-      'openImageFile defaults):', '',
+      `openImageFile defaults; per request, the median over slices of 250 requests, the contenders taking turns slice by slice, of ${rounds} rounds):`, '',
     '| image | read µs | write µs | read vs RawImage | write vs RawImage | read vs bare syscalls | write vs bare syscalls |',
     '|:--|--:|--:|--:|--:|--:|--:|',
     row('qcow2', qcow2), row('RawImage', raw), row('bare `fs.readSync` / `fs.writeSync`', bare));
