@@ -7,6 +7,7 @@
 import type { Backend } from '../../bindings/backends/backend.js';
 import { BackendError, type ErrorCode, type OpfsBackendOptions } from '../../bindings/browser.js';
 import type { OpenedBackend, WorkerRequest, WorkerResponse } from './opfs-worker.js';
+import { workerErrorText } from './pages/page-tools.js';
 
 type Body<R> = R extends unknown ? Omit<R, 'id'> : never;
 
@@ -27,7 +28,7 @@ export class OpfsWorker {
       else waiter.reject(new Error(`[worker] ${answer.error.name}: ${answer.error.message}`));
     };
     this.worker.onerror = (event) => {
-      for (const waiter of this.waiting.values()) waiter.reject(new Error(`worker failed: ${event.message}`));
+      for (const waiter of this.waiting.values()) waiter.reject(new Error(workerErrorText(event)));
       this.waiting.clear();
     };
   }

@@ -14,6 +14,15 @@ export async function exportOpfsFile(path: string): Promise<string> {
   return btoa(binary);
 }
 
+/**
+ * What a worker's error event says: its message, or (where the engine gives a bare Event, as
+ * Firefox does for a module worker whose script fails to load) that the script did not load.
+ */
+export function workerErrorText(event: Event): string {
+  const message = (event as ErrorEvent).message;
+  return message ? `worker failed: ${message}` : 'worker failed: its script could not be loaded or evaluated (the engine gave no message)';
+}
+
 /** Runs `request` in a new worker of the reload test (OPFS mode 'auto' there) and resolves with its report; the worker ends after it. */
 export function phaseInWorker(request: PhaseRequest): Promise<unknown> {
   const worker = new Worker(new URL('./reload-worker.ts', import.meta.url), { type: 'module' });
@@ -25,7 +34,7 @@ export function phaseInWorker(request: PhaseRequest): Promise<unknown> {
     };
     worker.onerror = (event) => {
       worker.terminate();
-      reject(new Error(`worker failed: ${event.message}`));
+      reject(new Error(workerErrorText(event)));
     };
     worker.postMessage(request);
   });

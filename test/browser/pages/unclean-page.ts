@@ -7,7 +7,7 @@
 
 import { openOpfsBackend, Qcow2Image } from '../../../bindings/browser.js';
 import { readPhase } from './roundtrip.js';
-import { exportOpfsFile, phaseInWorker } from './page-tools.js';
+import { exportOpfsFile, phaseInWorker, workerErrorText } from './page-tools.js';
 import { RELOAD_VIRTUAL_BYTES, reloadWorkload } from './workload.js';
 
 /** Images the page keeps open until it is closed. */
@@ -29,7 +29,7 @@ function writeInWorker(path: string, seed: number): Promise<string> {
       if (event.data.ok) resolve(event.data.kind!);
       else reject(new Error(event.data.error));
     };
-    worker.onerror = (event) => reject(new Error(`worker failed: ${event.message}`));
+    worker.onerror = (event) => reject(new Error(workerErrorText(event)));
     worker.postMessage({ path, seed });
   });
 }
