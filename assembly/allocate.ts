@@ -89,7 +89,16 @@ function allocateClusters(count: u64): Status {
     const index = cluster >> refblockEntryBits();
     const status = refcountOf(cluster);
     if (status != Status.OK) return status;
-    if (lastReadRefcount() != 0) { start = cluster + 1; found = 0; continue; }
+    if (lastReadRefcount() != 0) {
+      // Clusters before the next candidate are never taken now (a run that was too short is left
+      // behind, as every allocation leaves it), so the hint moves too: a scan interrupted by a
+      // NEED_* resumes here instead of walking refcount slices it already walked (over a long
+      // stretch of used clusters and a small cache, it never got past the slices it evicted).
+      start = cluster + 1;
+      allocationHint = start;
+      found = 0;
+      continue;
+    }
     if (blockMissing(index)) {
       const created = createRefblock(index, cluster);
       if (created != Status.OK) return created;
