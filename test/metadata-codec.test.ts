@@ -60,6 +60,20 @@ describe('metadata table codec (wasm) on tables larger than its window', () => {
     }
   });
 
+  it('writes a refcount block from its first entries only, the rest zero, asking nothing of them', async () => {
+    const codec = await TableCodec.load();
+    const clusterSize = 256 * KiB;
+    const order = 4;
+    const entries = 70_000; // past the first window part
+    const asked: number[] = [];
+    const block = codec.refcountBlock(clusterSize, order, (i) => { asked.push(i); return 1 + (i % 7); }, entries);
+    expect(asked.length).toBe(entries);
+    expect(Math.max(...asked)).toBe(entries - 1);
+    for (const i of [0, 1, 65_535, 65_536, entries - 1]) expect(referenceRefcount(block, order, i), `index ${i}`).toBe(BigInt(1 + (i % 7)));
+    for (const i of [entries, entries + 1, (clusterSize * 8) / 16 - 1]) expect(referenceRefcount(block, order, i), `index ${i}`).toBe(0n);
+    expect(Buffer.compare(block, codec.refcountBlock(clusterSize, order, (i) => (i < entries ? 1 + (i % 7) : 0)))).toBe(0);
+  });
+
   it('reads and writes L1 entries and refcount table entries across window parts', async () => {
     const codec = await TableCodec.load();
     const entries = 20_000; // 160,000 bytes: three window parts

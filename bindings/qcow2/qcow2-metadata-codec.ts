@@ -296,12 +296,16 @@ export class TableCodec {
     }
   }
 
-  /** A refcount block of `clusterSize` bytes holding `refcountOf(index)` (2^`order` bits each) at every index. */
-  refcountBlock(clusterSize: number, order: number, refcountOf: (index: number) => number): Uint8Array {
+  /**
+   * A refcount block of `clusterSize` bytes holding `refcountOf(index)` (2^`order` bits each) at
+   * every index below `entries` (default: all), 0 from there on.
+   */
+  refcountBlock(clusterSize: number, order: number, refcountOf: (index: number) => number, entries = Infinity): Uint8Array {
     const block = new Uint8Array(clusterSize);
     for (const { part, first, count } of this.blockParts(block, order)) {
+      if (first >= entries) break;
       this.window.fill(0, 0, part.length);
-      for (let i = 0; i < count; i++) {
+      for (let i = 0, end = Math.min(count, entries - first); i < end; i++) {
         const refcount = refcountOf(first + i);
         if (refcount !== 0) this.x.setRefcountAt(0, i, order, refcount);
       }

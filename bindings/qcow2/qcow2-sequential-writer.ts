@@ -174,7 +174,7 @@ export class Qcow2SequentialWriter {
     for (let block = 0; block < blocks; block++) {
       const first = block * entriesPerBlock;
       const blockBytes = this.codec.refcountBlock(this.clusterBytes, this.refcountOrder,
-        (index) => first + index < totalClusters ? this.compressedRefcounts.get(first + index) ?? 1 : 0);
+        (index) => this.compressedRefcounts.get(first + index) ?? 1, totalClusters - first);
       const blockHostOffset = refcountStart + block * this.clusterBytes;
       blockHostOffsets.set(block, blockHostOffset);
       this.writes.write(blockHostOffset, blockBytes);
