@@ -85,6 +85,28 @@ describe('WriteQueue', () => {
     expect(Buffer.compare(stored, expected)).toBe(0);
   });
 
+  it('starts a flush once its first writes completed, while the stream goes on, and one more each interval', async () => {
+    expect(WRITEBACK_INTERVAL_BYTES).toBeLessThanOrEqual(8 * MIB); // the device starts writing within the first MiBs
+    const gate = gatedBackend();
+    const queue = new WriteQueue(gate.backend);
+    const flushesAfter: number[] = [];
+    const run = (async () => {
+      for (let at = 0; at < 3 * WRITEBACK_INTERVAL_BYTES; at += MIB) {
+        queue.write(at, new Uint8Array(MIB).fill(at / MIB));
+        await queue.backpressure();
+        if ((at + MIB) % WRITEBACK_INTERVAL_BYTES === 0) {
+          await queue.written();
+          flushesAfter.push(gate.stats().flushes);
+        }
+      }
+    })();
+    await pump(gate, run);
+    await run;
+    expect(flushesAfter).toEqual([1, 2, 3]);
+    await queue.drain();
+    expect(gate.stats().flushes).toBe(3); // the writer's final flush is its own
+  });
+
   it('keeps the first write error: backpressure and drain reject with it, written() still resolves', async () => {
     const gate = gatedBackend();
     const queue = new WriteQueue(gate.backend);
@@ -125,9 +147,6 @@ describe('WritebackFlusher', () => {
     };
   }
 
-  it('defaults to flushing every 16 MiB, so the device writes from the first MiBs of a stream on', () => {
-    expect(WRITEBACK_INTERVAL_BYTES).toBe(16 * MIB);
-  });
 
   it('starts one flush per interval of completed writes, never two at once, and none on a backend without durable flush', async () => {
     const gate = flushGate();

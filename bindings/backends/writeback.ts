@@ -12,7 +12,7 @@ import type { Backend } from './backend.js';
  * where each one takes longer than producing the next interval (a flush writes back everything
  * written before it, so nothing is written twice).
  */
-export const WRITEBACK_INTERVAL_BYTES = 16 << 20;
+export const WRITEBACK_INTERVAL_BYTES = 8 << 20;
 
 /**
  * Keeps the device writing back a stream of writes: starts `backend.flush()` once `intervalBytes`
