@@ -7,11 +7,18 @@ import type { Qcow2Image } from './qcow2/qcow2-image.js';
 import { nodeFiles } from './files/node-files.js';
 import { createImageWith, openImageWith, type FileOpenOptions } from './files/open-image.js';
 import { installNodeDecoders } from './qcow2/node-decoders.js';
+import { pageAlignedBuffer, setChunkAllocator, setConvertChunkBytes } from './tools/convert-chunk-size.js';
 
 export * from './index.js';
 
 // Compressed clusters decode natively (node:zlib, WebAssembly zstd), not in JavaScript.
 installNodeDecoders();
+// Convert's chunk buffers: 2 MiB (eight in flight and the spares stay in the CPU's cache between
+// the read into them and the write out of them: with 4 MiB and more, copying the page cache out
+// of them took twice the system time and more), each starting on a page (the kernel copies into
+// and out of such buffers faster).
+setConvertChunkBytes(2 << 20);
+setChunkAllocator(pageAlignedBuffer);
 export { openNodeBackend } from './backends/node.js';
 export { createWorkerCompressor } from './qcow2/compress-node.js';
 

@@ -60,6 +60,20 @@ describe('metadata table codec (wasm) on tables larger than its window', () => {
     }
   });
 
+  it('writes a refcount block from its first entries only, the rest zero, asking nothing of them', async () => {
+    const codec = await TableCodec.load();
+    const clusterSize = 256 * KiB;
+    const order = 4;
+    const entries = 70_000; // past the first window part
+    const asked: number[] = [];
+    const block = codec.refcountBlock(clusterSize, order, (i) => { asked.push(i); return 1 + (i % 7); }, entries);
+    expect(asked.length).toBe(entries);
+    expect(Math.max(...asked)).toBe(entries - 1);
+    for (const i of [0, 1, 65_535, 65_536, entries - 1]) expect(referenceRefcount(block, order, i), `index ${i}`).toBe(BigInt(1 + (i % 7)));
+    for (const i of [entries, entries + 1, (clusterSize * 8) / 16 - 1]) expect(referenceRefcount(block, order, i), `index ${i}`).toBe(0n);
+    expect(Buffer.compare(block, codec.refcountBlock(clusterSize, order, (i) => (i < entries ? 1 + (i % 7) : 0)))).toBe(0);
+  });
+
   it('reads and writes L1 entries and refcount table entries across window parts', async () => {
     const codec = await TableCodec.load();
     const entries = 20_000; // 160,000 bytes: three window parts
@@ -83,6 +97,7 @@ describe('metadata table codec (wasm) on tables larger than its window', () => {
     for (const [index, hostOffset] of blocks) expect(entryAt(reftable, index * 8)).toBe(BigInt(hostOffset));
     const reread = codec.reftableOffsets(reftable);
     expect(reread.flatMap((o, i) => (o === 0 ? [] : [[i, o]]))).toEqual([...blocks]);
+    expect(() => codec.reftable(65536, 2, new Map([[16_384, 65536]]))).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
   });
 
   it('decodes standard, zero, compressed and extended L2 entries as the spec says', async () => {
@@ -173,6 +188,26 @@ describe('metadata table codec (wasm) on tables larger than its window', () => {
       if (geometry.extendedL2) expect(entryAt(table, stride + 8)).toBe(0xffffffff00000000n);
       expect(codec.l2Entry(table, geometry, 1)).toEqual({ compressed: false, hostOffset: 0, readsAsZeros: true });
       expect(table[2 * stride], 'the entry after is untouched').toBe(0xa5);
+    }
+  });
+
+  it('writes a run of data L2 entries, across window parts, as setDataL2Entry writes each', async () => {
+    const codec = await TableCodec.load();
+    for (const geometry of [{ clusterBits: 21, extendedL2: false, version: 3 }, { clusterBits: 18, extendedL2: true, version: 3 }] satisfies L2Geometry[]) {
+      const clusterSize = 2 ** geometry.clusterBits;
+      const stride = geometry.extendedL2 ? 16 : 8;
+      const entries = clusterSize / stride;
+      const first = 3;
+      const count = entries - 5; // from near the start to near the end: every window part
+      const hostOffset = 2 ** 41 + 5 * clusterSize;
+      const run = new Uint8Array(clusterSize).fill(0xa5);
+      codec.setDataL2Entries(run, geometry, first, count, hostOffset);
+      const oneByOne = new Uint8Array(clusterSize).fill(0xa5);
+      for (let i = 0; i < count; i++) codec.setDataL2Entry(oneByOne, geometry, first + i, hostOffset + i * clusterSize);
+      expect(Buffer.compare(run, oneByOne), `${geometry.clusterBits} bits`).toBe(0);
+      expect(entryAt(run, (first + count - 1) * stride)).toBe(BigInt(hostOffset + (count - 1) * clusterSize) | COPIED);
+      expect(run[(first - 1) * stride], 'the entry before is untouched').toBe(0xa5);
+      expect(run[(first + count) * stride], 'the entry after is untouched').toBe(0xa5);
     }
   });
 });

@@ -53,12 +53,12 @@ describe('npm package', () => {
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
-  it('holds every entry point built, with types, the wasm core, the command, README, LICENSE', () => {
+  it('holds every entry point built, with types, the wasm core, the command and its code cache, README, LICENSE', () => {
     for (const entry of ENTRIES) {
       expect(files).toContain(`dist/bindings/${entry}.js`);
       expect(files).toContain(`dist/bindings/${entry}.d.ts`);
     }
-    for (const file of ['build/core.wasm', 'bin/qcow2-wasm.js', 'dist/cli/qcow2-wasm.cjs', 'README.md', 'LICENSE', 'package.json', 'docs/api-guide.md']) {
+    for (const file of ['build/core.wasm', 'bin/qcow2-wasm.js', 'dist/cli/qcow2-wasm.cjs', 'dist/cli/qcow2-wasm.cjs.cache', 'README.md', 'LICENSE', 'package.json', 'docs/api-guide.md']) {
       expect(files).toContain(file);
     }
   });

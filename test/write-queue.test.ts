@@ -1,13 +1,14 @@
 // SPDX-License-Identifier: MIT
 // WriteQueue and WritebackFlusher (bindings/backends/): neighbouring writes gathered into 4 MiB
 // backend writes, at most two in flight, the first error kept; a flush started after every
-// interval of completed writes, one at a time, its error surfacing from settle().
+// interval of completed writes, one at a time, the next started as one ends when another interval
+// completed meanwhile, none after settle() or a failure, its error surfacing from settle().
 
 import { describe, expect, it } from 'vitest';
 import type { Backend } from '../bindings/backends/backend.js';
 import { createMemoryBackend } from '../bindings/backends/memory.js';
 import { WriteQueue } from '../bindings/backends/write-queue.js';
-import { WritebackFlusher } from '../bindings/backends/writeback.js';
+import { WRITEBACK_INTERVAL_BYTES, WritebackFlusher } from '../bindings/backends/writeback.js';
 
 const MIB = 1 << 20;
 
@@ -84,6 +85,28 @@ describe('WriteQueue', () => {
     expect(Buffer.compare(stored, expected)).toBe(0);
   });
 
+  it('starts a flush once its first writes completed, while the stream goes on, and one more each interval', async () => {
+    expect(WRITEBACK_INTERVAL_BYTES).toBeLessThanOrEqual(8 * MIB); // the device starts writing within the first MiBs
+    const gate = gatedBackend();
+    const queue = new WriteQueue(gate.backend);
+    const flushesAfter: number[] = [];
+    const run = (async () => {
+      for (let at = 0; at < 3 * WRITEBACK_INTERVAL_BYTES; at += MIB) {
+        queue.write(at, new Uint8Array(MIB).fill(at / MIB));
+        await queue.backpressure();
+        if ((at + MIB) % WRITEBACK_INTERVAL_BYTES === 0) {
+          await queue.written();
+          flushesAfter.push(gate.stats().flushes);
+        }
+      }
+    })();
+    await pump(gate, run);
+    await run;
+    expect(flushesAfter).toEqual([1, 2, 3]);
+    await queue.drain();
+    expect(gate.stats().flushes).toBe(3); // the writer's final flush is its own
+  });
+
   it('keeps the first write error: backpressure and drain reject with it, written() still resolves', async () => {
     const gate = gatedBackend();
     const queue = new WriteQueue(gate.backend);
@@ -98,46 +121,95 @@ describe('WriteQueue', () => {
 });
 
 describe('WritebackFlusher', () => {
-  it('starts one flush per interval of completed writes, never two at once, and none on a backend without durable flush', async () => {
-    let flushes = 0;
-    let running = 0;
-    let mostRunning = 0;
-    let finish: (() => void) | undefined;
+  /** A memory backend whose flushes wait until finish() ends the oldest, counting them and the most at once. */
+  function flushGate() {
     const inner = createMemoryBackend();
+    const pending: (() => void)[] = [];
+    let flushes = 0;
+    let mostRunning = 0;
     const backend: Backend = {
       ...inner,
       flush: () => {
         flushes++;
-        running++;
-        mostRunning = Math.max(mostRunning, running);
-        return new Promise<void>((resolve) => { finish = () => { running--; resolve(); }; });
+        mostRunning = Math.max(mostRunning, pending.length + 1);
+        return new Promise<void>((resolve) => pending.push(resolve));
       },
     };
-    const flusher = new WritebackFlusher(backend, 10);
-    flusher.completed(9);
-    expect(flushes).toBe(0);
-    flusher.completed(1);
-    expect(flushes).toBe(1);
-    flusher.completed(25); // a flush is running: none started
-    expect(flushes).toBe(1);
-    finish!();
-    await flusher.settle();
-    flusher.completed(10);
-    expect(flushes).toBe(2);
-    finish!();
-    await flusher.settle();
-    expect(mostRunning).toBe(1);
+    return {
+      backend,
+      flushes: () => flushes,
+      mostRunning: () => mostRunning,
+      /** Ends the flush in flight and lets the flusher react. */
+      finish: async () => {
+        pending.shift()!();
+        for (let i = 0; i < 5; i++) await Promise.resolve();
+      },
+    };
+  }
 
+
+  it('starts one flush per interval of completed writes, never two at once, and none on a backend without durable flush', async () => {
+    const gate = flushGate();
+    const flusher = new WritebackFlusher(gate.backend, 10);
+    flusher.completed(9);
+    expect(gate.flushes()).toBe(0);
+    flusher.completed(1);
+    expect(gate.flushes()).toBe(1);
+    flusher.completed(5); // a flush is running: none started
+    expect(gate.flushes()).toBe(1);
+    await gate.finish(); // 5 bytes since: not an interval
+    expect(gate.flushes()).toBe(1);
+    flusher.completed(5);
+    expect(gate.flushes()).toBe(2);
+    const settled = flusher.settle();
+    await gate.finish();
+    await settled;
+    expect(gate.mostRunning()).toBe(1);
+
+    const inner = createMemoryBackend();
     const barrierOnly: Backend = { ...inner, capabilities: { ...inner.capabilities, durableFlush: false }, flush: () => { throw new Error('not called'); } };
     const idle = new WritebackFlusher(barrierOnly, 10);
     idle.completed(100);
     await expect(idle.settle()).resolves.toBeUndefined();
   });
 
-  it('surfaces a failed flush from settle()', async () => {
+  it('starts the next flush as soon as one ends with another interval completed meanwhile, with no write completing', async () => {
+    const gate = flushGate();
+    const flusher = new WritebackFlusher(gate.backend, 10);
+    flusher.completed(10);
+    flusher.completed(25); // completed while the first flush runs
+    expect(gate.flushes()).toBe(1);
+    await gate.finish();
+    expect(gate.flushes()).toBe(2);
+    await gate.finish(); // nothing completed during the second: no third
+    expect(gate.flushes()).toBe(2);
+    expect(gate.mostRunning()).toBe(1);
+  });
+
+  it('starts no flush once settle() is called: it waits for the one in flight, and later writes are the final flush\'s', async () => {
+    const gate = flushGate();
+    const flusher = new WritebackFlusher(gate.backend, 10);
+    flusher.completed(10);
+    flusher.completed(30);
+    let settled = false;
+    const settling = flusher.settle().then(() => { settled = true; });
+    await Promise.resolve();
+    expect(settled).toBe(false);
+    await gate.finish();
+    await settling;
+    expect(settled).toBe(true);
+    flusher.completed(100);
+    expect(gate.flushes()).toBe(1);
+  });
+
+  it('surfaces a failed flush from settle() and starts no flush after it', async () => {
+    let flushes = 0;
     const inner = createMemoryBackend();
-    const flusher = new WritebackFlusher({ ...inner, flush: () => Promise.reject(new Error('flush failed')) }, 1);
+    const flusher = new WritebackFlusher({ ...inner, flush: () => { flushes++; return Promise.reject(new Error('flush failed')); } }, 1);
     flusher.completed(1);
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    flusher.completed(1);
+    expect(flushes).toBe(1);
     await expect(flusher.settle()).rejects.toThrow('flush failed');
   });
 });

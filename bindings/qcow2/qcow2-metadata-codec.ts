@@ -7,6 +7,7 @@
 // back. Everything here is synchronous, so the shared core serves it between awaits.
 
 import { byteRegion, sharedCore, type CoreExports, type CoreInstance, Region } from '../core/wasm.js';
+import { ImageError } from '../base/errors.js';
 
 /**
  * The HEADER region of `core` (64 KiB, the file's bytes from position 0 when a header is parsed):
@@ -221,6 +222,20 @@ export class TableCodec {
   }
 
   /**
+   * Writes L2 entries `first` to `first + count - 1` of `table` as whole data clusters at
+   * consecutive host clusters from `hostOffset`, as setDataL2Entry writes each.
+   */
+  setDataL2Entries(table: Uint8Array, geometry: L2Geometry, first: number, count: number, hostOffset: number): void {
+    const stride = TableCodec.l2EntryBytes(geometry);
+    const clusterBytes = 2 ** geometry.clusterBits;
+    const extendedL2 = geometry.extendedL2 ? 1 : 0;
+    this.entries(table, stride, first * stride, (first + count) * stride, (at, i) => {
+      this.x.setL2DataEntry(at, hostOffset + i * clusterBytes, 1, extendedL2);
+      return true;
+    });
+  }
+
+  /**
    * Writes L2 entry `index` of `table` as `compressedBytes` bytes (1 to a cluster less one) of
    * compressed data at host byte `hostOffset`.
    */
@@ -241,15 +256,23 @@ export class TableCodec {
     return offsets;
   }
 
-  /** A refcount table of `clusters` clusters (`clusterSize` bytes each) pointing at `blocks` (index → block host offset). */
+  /**
+   * A refcount table of `clusters` clusters (`clusterSize` bytes each) pointing at `blocks` (index →
+   * block host offset). Throws INVALID_ARGUMENT for an index outside the table.
+   */
   reftable(clusterSize: number, clusters: number, blocks: ReadonlyMap<number, number>): Uint8Array {
     const table = new Uint8Array(clusters * clusterSize);
-    this.entries(table, POINTER_ENTRY_BYTES, 0, table.length, (at, index) => {
-      const hostOffset = blocks.get(index);
-      if (hostOffset === undefined) return false;
-      this.x.setReftableEntry(at, hostOffset);
-      return true;
-    });
+    // Entry by entry, and only the present ones: a table of 8192 entries may point at one block.
+    for (const [index, hostOffset] of blocks) {
+      const start = index * POINTER_ENTRY_BYTES;
+      if (!Number.isSafeInteger(index) || index < 0 || start >= table.length) {
+        throw new ImageError('INVALID_ARGUMENT', `refcount block index ${index} lies outside a refcount table of ${table.length / POINTER_ENTRY_BYTES} entries`);
+      }
+      this.entries(table, POINTER_ENTRY_BYTES, start, start + POINTER_ENTRY_BYTES, (at) => {
+        this.x.setReftableEntry(at, hostOffset);
+        return true;
+      });
+    }
     return table;
   }
 
@@ -273,12 +296,16 @@ export class TableCodec {
     }
   }
 
-  /** A refcount block of `clusterSize` bytes holding `refcountOf(index)` (2^`order` bits each) at every index. */
-  refcountBlock(clusterSize: number, order: number, refcountOf: (index: number) => number): Uint8Array {
+  /**
+   * A refcount block of `clusterSize` bytes holding `refcountOf(index)` (2^`order` bits each) at
+   * every index below `entries` (default: all), 0 from there on.
+   */
+  refcountBlock(clusterSize: number, order: number, refcountOf: (index: number) => number, entries = Infinity): Uint8Array {
     const block = new Uint8Array(clusterSize);
     for (const { part, first, count } of this.blockParts(block, order)) {
+      if (first >= entries) break;
       this.window.fill(0, 0, part.length);
-      for (let i = 0; i < count; i++) {
+      for (let i = 0, end = Math.min(count, entries - first); i < end; i++) {
         const refcount = refcountOf(first + i);
         if (refcount !== 0) this.x.setRefcountAt(0, i, order, refcount);
       }

@@ -111,20 +111,19 @@ export class Qcow2SequentialWriter {
   async writeData(guestOffset: number, data: Uint8Array): Promise<void> {
     const first = this.claimClusters(guestOffset, data.byteLength);
     const count = Math.ceil(data.byteLength / this.clusterBytes);
-    // Host-contiguous stretches of the run go out as one buffer each; a new L2 table breaks them.
-    let stretchStart = 0;
-    let stretchHostOffset = -1;
-    for (let i = 0; i < count; i++) {
-      const l2Table = this.enterL2Table(first + i);
-      const hostOffset = this.allocateClusters(1);
-      this.codec.setDataL2Entry(l2Table, this.geometry, (first + i) % this.l2Entries, hostOffset);
-      if (hostOffset !== stretchHostOffset + (i - stretchStart) * this.clusterBytes) {
-        if (i > 0) this.writes.write(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes, i * this.clusterBytes));
-        stretchStart = i;
-        stretchHostOffset = hostOffset;
-      }
+    // The run goes in pieces, one per L2 table it touches: each piece's clusters are allocated
+    // together, so they are host-contiguous, and go out as one write (entering a new L2 table
+    // appends the previous one to the host stream, between two pieces).
+    for (let i = 0; i < count;) {
+      const guestCluster = first + i;
+      const l2Table = this.enterL2Table(guestCluster);
+      const index = guestCluster % this.l2Entries;
+      const pieceClusters = Math.min(count - i, this.l2Entries - index);
+      const hostOffset = this.allocateClusters(pieceClusters);
+      this.codec.setDataL2Entries(l2Table, this.geometry, index, pieceClusters, hostOffset);
+      this.writes.write(hostOffset, data.subarray(i * this.clusterBytes, Math.min(data.byteLength, (i + pieceClusters) * this.clusterBytes)));
+      i += pieceClusters;
     }
-    this.writes.write(stretchHostOffset, data.subarray(stretchStart * this.clusterBytes));
     this.counts.dataClusters += count;
     await this.writes.backpressure();
   }
@@ -175,7 +174,7 @@ export class Qcow2SequentialWriter {
     for (let block = 0; block < blocks; block++) {
       const first = block * entriesPerBlock;
       const blockBytes = this.codec.refcountBlock(this.clusterBytes, this.refcountOrder,
-        (index) => first + index < totalClusters ? this.compressedRefcounts.get(first + index) ?? 1 : 0);
+        (index) => this.compressedRefcounts.get(first + index) ?? 1, totalClusters - first);
       const blockHostOffset = refcountStart + block * this.clusterBytes;
       blockHostOffsets.set(block, blockHostOffset);
       this.writes.write(blockHostOffset, blockBytes);

@@ -6,6 +6,7 @@
 
 import type { BlockImage } from '../dispatch/image.js';
 import { classifySource, sparseRuns, SourceStatus } from './convert-plan.js';
+import { allocateChunkBuffer } from './convert-chunk-size.js';
 
 /** One thing to do to the target, in guest order. */
 export type Action =
@@ -36,7 +37,7 @@ export interface Pipeline {
   prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
   /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
   pooled: boolean;
-  /** Makes a zero-filled chunk buffer (default: a plain Uint8Array). */
+  /** Makes a zero-filled chunk buffer (default: the platform's, allocateChunkBuffer). */
   allocate?: (byteLength: number) => Uint8Array;
   /** Hands `actions` to the target in guest order; resolves once they are issued. */
   apply: (actions: Action[]) => Promise<Applied>;
@@ -63,7 +64,7 @@ export async function runPipeline(p: Pipeline): Promise<number> {
     while (queue.length < p.inFlight && nextStart < total) {
       let buffer = spare.pop();
       if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
-        buffer = p.allocate ? p.allocate(p.chunkBytes) : new Uint8Array(p.chunkBytes);
+        buffer = p.allocate ? p.allocate(p.chunkBytes) : allocateChunkBuffer(p.chunkBytes);
         bufferCount++;
       }
       if (!buffer) return;

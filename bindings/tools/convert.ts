@@ -163,14 +163,17 @@ async function compressDataActions(compressor: ClusterCompressor, type: Compress
 }
 
 /**
- * Copies `source` into `target` as a raw image (truncated first, then written where the source
- * holds data, holes left elsewhere, and sized to the virtual size). Resolves once flushed; the
- * backend stays open. Errors: INVALID_ARGUMENT, source read errors, backend errors.
+ * Copies `source` into `target` as a raw image (emptied and sized to the virtual size first, as
+ * qemu-img creates a raw target, then written where the source holds data, holes left elsewhere).
+ * Resolves once flushed; the backend stays open. Errors: INVALID_ARGUMENT, source read errors,
+ * backend errors.
  */
 export async function convertToRaw(source: BlockImage, target: Backend, options: ConvertOptions = {}): Promise<ConvertResult> {
   const { minSparse, inFlight } = checkOptions(options);
   if (!target.truncate) throw new ImageError('INVALID_ARGUMENT', 'a raw target backend must support truncate');
+  // Sized before the writes, so none extends the file (no size update per write).
   await target.truncate(0);
+  await target.truncate(source.virtualSize);
   const writes = new WriteQueue(target);
   const apply = async (actions: Action[]): Promise<Applied> => {
     for (const action of actions) {
@@ -187,7 +190,6 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       apply, onProgress: options.onProgress,
     });
     await writes.drain();
-    await target.truncate(source.virtualSize);
     await target.flush();
     return { virtualSize: source.virtualSize, dataBytes };
   } catch (error) {
