@@ -7,7 +7,8 @@
 // default cache mode for the target), so every CLI run, ours and qemu-img's, is timed up to an
 // fsync of the output file. Two figures for us: the `qcow2-wasm convert` process (Node's start
 // and module loading included), and the library call timed inside its process
-// (bench/convert-run.ts: open, convert, flush, close). `--quick`: 256 MiB chain, 64 MiB text, one
+// (bench/convert-run.ts: open, convert, flush, close). Before each run, untimed, the previous
+// output is removed and `sync` runs (see settle). `--quick`: 256 MiB chain, 64 MiB text, one
 // round. `--compressed-only`: only the `-c` rows (their results file is convert-compressed.json).
 // Writes bench/results/convert.json with the revision, machine, versions and load.
 
@@ -87,6 +88,17 @@ function timedToDisk(command: string, args: readonly string[], output: string): 
   return (performance.now() - start) / 1000;
 }
 
+/**
+ * Untimed, before each tool's run: removes the output it is about to write and writes back every
+ * dirty page on the machine (and commits the file system's journal, with the discards of the
+ * outputs removed before), so no tool pays for the previous run's output: a tool that flushes
+ * while it copies, as this library does, otherwise waited for that journal commit.
+ */
+function settle(outPath: string): void {
+  rmSync(outPath, { force: true });
+  execFileSync('sync');
+}
+
 const TOOLS = ['qemu', 'cli', 'library'] as const;
 type Tool = (typeof TOOLS)[number];
 
@@ -98,7 +110,7 @@ function runCase(dir: string, source: string, args: readonly string[], runnerArg
     for (let i = 0; i < TOOLS.length; i++) {
       const tool = TOOLS[(round + i) % TOOLS.length];
       const target = join(dir, `out-${tool}`);
-      rmSync(target, { force: true });
+      settle(target);
       let seconds: number;
       if (tool === 'qemu') seconds = timedToDisk('qemu-img', ['convert', ...args, source, target], target);
       else if (tool === 'cli') seconds = timedToDisk(process.execPath, [CLI, 'convert', ...args, source, target], target);
