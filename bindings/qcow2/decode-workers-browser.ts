@@ -1,21 +1,23 @@
 // SPDX-License-Identifier: MIT
-// Decoding compressed qcow2 clusters on dedicated workers in browsers: the clusters of one read go
-// to a worker (decode-worker-entry-browser.ts) in one message, so their inflating does not run on
-// the page's main thread, where an emulator runs. Where no worker can start (a Content Security
-// Policy without worker-src for the script's origin, a bundler that does not emit the worker's
-// file, an engine without module workers) or a worker stops answering, the clusters decode on the
-// calling thread as before.
+// Decoding zlib-compressed qcow2 clusters on dedicated workers in browsers: the clusters of one
+// read go to a worker (its script: decode-worker-source-browser.ts, started from a Blob) in one
+// message, so their inflating does not run on the page's main thread, where an emulator runs.
+// Where no worker can start (a Content Security Policy that does not allow blob: workers), where
+// the engine's DecompressionStream cannot decode qcow2's clusters, or once a worker stops
+// answering, the clusters decode on the calling thread as before.
 
 import type { ClusterBatchDecoder, CompressionType } from './decompress.js';
+import { decodeWorkerSource } from './decode-worker-source-browser.js';
 
-/** A batch for a decoding worker: `input` holds the compressed bytes, `pieces` [start, end) pairs of it, one per cluster. */
-export interface DecodeBatchRequest { id: number; type: CompressionType; input: ArrayBuffer; pieces: Uint32Array; clusterBytes: number }
+/** A batch for a decoding worker: `input` holds the compressed bytes (raw deflate), `pieces` [start, end) pairs of it, one per cluster. */
+export interface DecodeBatchRequest { id: number; input: ArrayBuffer; pieces: Uint32Array; clusterBytes: number }
 
 /**
  * A worker's answer: `decoded[i]` is 1 when piece i decoded to exactly one cluster, now at
  * `output` bytes [i * clusterBytes, (i + 1) * clusterBytes); 0 when not (left to the caller).
+ * `declined`: the worker cannot decode in this engine (every flag 0).
  */
-export interface DecodeBatchReply { id: number; output: ArrayBuffer; decoded: Uint8Array }
+export interface DecodeBatchReply { id: number; output: ArrayBuffer; decoded: Uint8Array; declined?: boolean }
 
 /**
  * By default a batch not answered within this long counts as lost: the worker is ended and its
@@ -35,14 +37,18 @@ interface PoolWorker { worker: Worker; jobs: Map<number, Job>; run(request: Deco
 export interface DecodeWorkerOptions {
   /** Most workers at once (default: one fewer than the logical processors, one to two). */
   workerCount?: number;
-  /** Starts a worker (default: the module decode-worker-entry-browser.js next to this one). */
+  /** Starts a worker (default: a classic worker running decodeWorkerSource() from a Blob). */
   start?: () => Worker;
   /** A batch not answered within this many milliseconds fails its worker (default 5000). */
   answerTimeoutMs?: number;
 }
 
-const startEntryWorker = (): Worker =>
-  new Worker(new URL('./decode-worker-entry-browser.js', import.meta.url), { type: 'module' });
+let workerScriptUrl: string | undefined;
+
+const startBlobWorker = (): Worker => {
+  workerScriptUrl ??= URL.createObjectURL(new Blob([decodeWorkerSource()], { type: 'text/javascript' }));
+  return new Worker(workerScriptUrl);
+};
 
 /** The workers a page gets: one fewer than its logical processors (the emulator keeps one), one to two. */
 function defaultWorkerCount(): number {
@@ -52,11 +58,13 @@ function defaultWorkerCount(): number {
 
 /**
  * A ClusterBatchDecoder on up to `workerCount` dedicated workers started by `start` (see
- * DecodeWorkerOptions), or undefined where there is no Worker. Workers start
- * at the first batch; a batch goes to the worker with the fewest waiting, as a copy of its input
+ * DecodeWorkerOptions), or undefined where there is no Worker. It decodes zlib clusters (a zstd
+ * batch gets all flags 0 at once: the caller decodes it). Workers start
+ * at the first zlib batch; a batch goes to the worker with the fewest waiting, as a copy of its input
  * (the caller's buffers stay the caller's), and the decoded clusters are copied into the targets.
  * Every outcome is one of: flags from the worker (what it left, e.g. a cluster that does not
- * decode, the caller decodes itself and reports), all flags 0 once the pool has given up, or a
+ * decode, the caller decodes itself and reports), all flags 0 once the pool has given up (also
+ * when a worker declines: its engine cannot decode qcow2's zlib clusters), or a
  * rejection when the worker fails (an error event, or no answer within `answerTimeoutMs`: it is
  * ended), after which the caller decodes the batch itself; so no read waits on a dead worker for
  * longer than that. A failed worker is replaced at the next batch; the pool gives up (decodes
@@ -67,7 +75,7 @@ function defaultWorkerCount(): number {
  */
 export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions = {}): (ClusterBatchDecoder & { runningWorkers(): number }) | undefined {
   if (typeof Worker !== 'function') return undefined;
-  const { workerCount = defaultWorkerCount(), start = startEntryWorker, answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS } = options;
+  const { workerCount = defaultWorkerCount(), start = startBlobWorker, answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS } = options;
   const workers: PoolWorker[] = [];
   let nextId = 0;
   let gaveUp = false;
@@ -117,7 +125,7 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
       failuresInARow = 0;
       clearTimeout(job.timer);
       pool.jobs.delete(event.data.id);
-      if (pool.jobs.size === 0 && ending) retire(pool);
+      if (pool.jobs.size === 0 && (ending || gaveUp)) retire(pool);
       job.resolve(event.data);
     };
     worker.onerror = (event) => {
@@ -140,6 +148,7 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
     runningWorkers: () => workers.length,
 
     async decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array> {
+      if (type !== 'zlib') return new Uint8Array(targets.length);
       clearTimeout(endTimer);
       ending = false;
       while (!gaveUp && workers.length < workerCount) {
@@ -149,7 +158,11 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
       if (gaveUp || workers.length === 0) return new Uint8Array(targets.length);
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
       const clusterBytes = targets[0].byteLength;
-      const reply = await pool.run({ id: nextId++, type, input: input.slice().buffer, pieces, clusterBytes });
+      const reply = await pool.run({ id: nextId++, input: input.slice().buffer, pieces, clusterBytes });
+      if (reply.declined === true) {
+        gaveUp = true;
+        for (const idle of workers.filter((other) => other.jobs.size === 0)) retire(idle);
+      }
       const output = new Uint8Array(reply.output);
       targets.forEach((target, i) => {
         if (reply.decoded[i] === 1) target.set(output.subarray(i * clusterBytes, (i + 1) * clusterBytes));
