@@ -14,7 +14,7 @@ interface DecodeWorkerScope {
   postMessage(message: DecodeBatchReply, transfer: Transferable[]): void;
 }
 
-// The worker's code: answers every batch with the pieces `inflate` decoded to a whole cluster
+// The worker's code: answers every batch, in order, with the pieces `inflate` decoded to a whole cluster
 // (the rest are left to the page, which decodes them again and reports what is wrong). When the
 // engine drops a stream's output at trailing bytes (found out once with `probe`, a stream of
 // "qcow" followed by a byte), it declines every batch. Refers to nothing outside itself.
@@ -38,8 +38,11 @@ function serveDecodeBatches(scope: DecodeWorkerScope, inflate: typeof inflateWit
     }));
     return { id, output: output.buffer, decoded };
   };
+  // One batch at a time, in the order they came: the first is usually the one a guest waits for
+  // (its neighbours and read-ahead follow), and interleaving would make it wait for them all.
+  let previous: Promise<void> = Promise.resolve();
   scope.onmessage = (event) => {
-    void decodeBatch(event.data).then((reply) => scope.postMessage(reply, [reply.output, reply.decoded.buffer]));
+    previous = previous.then(() => decodeBatch(event.data)).then((reply) => scope.postMessage(reply, [reply.output, reply.decoded.buffer]));
   };
 }
 

@@ -80,6 +80,21 @@ describe('decoding clusters on workers', () => {
     pool.end!();
   });
 
+  it.skipIf(!decodesOnWorkers)('answers a worker\'s batches in the order they came (a read\'s own blocks go before its read-ahead)', async () => {
+    const pool = createBrowserWorkerClusterDecoder({ workerCount: 1 })!;
+    // A cluster that does not decode makes the worker wait a task for the stream's verdict.
+    const large = batch(...Array.from({ length: 7 }, () => VALID), CORRUPT);
+    const small = batch(ZEROS);
+    const order: string[] = [];
+    await Promise.all([
+      pool.decodeClusters('zlib', large.input, large.pieces, large.targets).then(() => order.push('large')),
+      pool.decodeClusters('zlib', small.input, small.pieces, small.targets).then(() => order.push('small')),
+    ]);
+    expect(order).toEqual(['large', 'small']);
+    expect(large.targets[6]).toEqual(patterned(CLUSTER_BYTES));
+    pool.end!();
+  });
+
   it('leaves zstd clusters to the page without starting a worker', async () => {
     const { pool, started } = countingPool(() => blobWorker(`onmessage = (event) => (${DECLINE_ALL})(event.data)`));
     const { input, pieces, targets } = batch(VALID);
