@@ -103,11 +103,20 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
       run: (request) => new Promise((resolve, reject) => {
         const timer = setTimeout(() => fail(`no answer within ${answerTimeoutMs} ms`), answerTimeoutMs);
         pool.jobs.set(request.id, { resolve, reject, timer });
-        worker.postMessage(request, [request.input]);
+        try {
+          worker.postMessage(request, [request.input]);
+        } catch (error) {
+          clearTimeout(timer);
+          pool.jobs.delete(request.id);
+          reject(error);
+        }
       }),
     };
     let answered = false;
+    let failed = false;
     const fail = (reason: string) => {
+      if (failed) return;
+      failed = true;
       retire(pool);
       failuresInARow++;
       if (!answered || failuresInARow >= MAX_FAILURES_IN_A_ROW) gaveUp = true;
