@@ -40,9 +40,14 @@ function serveDecodeBatches(scope: DecodeWorkerScope, inflate: typeof inflateWit
   };
   // One batch at a time, in the order they came: the first is usually the one a guest waits for
   // (its neighbours and read-ahead follow), and interleaving would make it wait for them all.
+  // A batch that fails as a whole (e.g. no memory for its output) is answered with no cluster decoded.
   let previous: Promise<void> = Promise.resolve();
   scope.onmessage = (event) => {
-    previous = previous.then(() => decodeBatch(event.data)).then((reply) => scope.postMessage(reply, [reply.output, reply.decoded.buffer]));
+    const { id, pieces } = event.data;
+    previous = previous
+      .then(() => decodeBatch(event.data))
+      .catch((): DecodeBatchReply => ({ id, output: new ArrayBuffer(0), decoded: new Uint8Array(pieces.length / 2) }))
+      .then((reply) => scope.postMessage(reply, [reply.output, reply.decoded.buffer]));
   };
 }
 

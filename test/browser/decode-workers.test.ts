@@ -9,7 +9,8 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { deflateSync } from 'fflate';
 import '../../bindings/browser.js';
 import { decodeClusters, setClusterBatchDecoder, type ClusterBatchDecoder, type ClusterPiece, type CompressionType } from '../../bindings/qcow2/decompress.js';
-import { createBrowserWorkerClusterDecoder } from '../../bindings/qcow2/decode-workers-browser.js';
+import { createBrowserWorkerClusterDecoder, type DecodeBatchReply } from '../../bindings/qcow2/decode-workers-browser.js';
+import { decodeWorkerSource } from '../../bindings/qcow2/decode-worker-source-browser.js';
 import { ImageError } from '../../bindings/base/errors.js';
 import { CLUSTER_BYTES, concatBytes, patterned } from '../helpers/compressed-clusters.js';
 import { ENGINE } from './helpers.js';
@@ -93,6 +94,24 @@ describe('decoding clusters on workers', () => {
     expect(order).toEqual(['large', 'small']);
     expect(large.targets[6]).toEqual(patterned(CLUSTER_BYTES));
     pool.end!();
+  });
+
+  it('answers a batch that fails as a whole (no memory for its output) with no cluster decoded, and goes on', async () => {
+    const worker = blobWorker(decodeWorkerSource());
+    const replies: DecodeBatchReply[] = [];
+    const answered = new Promise<void>((resolve) => {
+      worker.onmessage = (event: MessageEvent<DecodeBatchReply>) => {
+        replies.push(event.data);
+        if (replies.length === 2) resolve();
+      };
+    });
+    const { input, pieces } = batch(VALID);
+    worker.postMessage({ id: 1, input: input.slice().buffer, pieces, clusterBytes: 2 ** 40 }); // an output no engine allocates
+    worker.postMessage({ id: 2, input: input.slice().buffer, pieces, clusterBytes: CLUSTER_BYTES });
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, 5000))]);
+    worker.terminate();
+    expect(replies.map((reply) => [reply.id, [...reply.decoded]])).toEqual([[1, [0]], [2, [decodesOnWorkers ? 1 : 0]]]);
+    if (decodesOnWorkers) expect(new Uint8Array(replies[1].output)).toEqual(patterned(CLUSTER_BYTES));
   });
 
   it('leaves zstd clusters to the page without starting a worker', async () => {
