@@ -4,16 +4,19 @@
 // IndexedDB, Blobs and Files, HTTP Range, memory.
 // Nothing reachable from here imports a `node:` module.
 
-import { setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
+import { setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
 import { streamDeflateDecoder } from './qcow2/inflate-stream.js';
+import { createBrowserWorkerClusterDecoder } from './qcow2/decode-workers-browser.js';
 
 export * from './index.js';
 
 // Compressed clusters decode natively: zlib with the engine's DecompressionStream, zstd with the
 // reference decoder built to WebAssembly (loaded at the first zstd cluster), instead of in
-// JavaScript on the thread that runs the emulator.
+// JavaScript. Whole clusters read together decode on dedicated workers, off the thread that runs
+// the emulator; where no worker can start, on this thread.
 setNativeDeflateDecoder(streamDeflateDecoder());
 setNativeZstdDecoder(() => import('./qcow2/zstd-wasm.js').then((module) => module.loadWasmZstdDecoder()));
+setClusterBatchDecoder(createBrowserWorkerClusterDecoder());
 export { openOpfsBackend, type OpfsBackendOptions, type OpfsMode } from './backends/opfs.js';
 export { createWritableStreamBackend, type WritableStreamBackend } from './backends/opfs-writable-stream.js';
 export { createBlobBackend } from './backends/blob.js';

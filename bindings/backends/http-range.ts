@@ -40,7 +40,7 @@ const DEFAULT_COALESCE_BYTES = 8 * 1024 * 1024;
 const LIMITS: BackendLimits = Object.freeze({ maxIov: 1024, maxTransfer: 64 * 1024 * 1024 });
 const CAPABILITIES: BackendCapabilities = Object.freeze({ writable: false, truncate: false, discard: false, durableFlush: false });
 
-/** One read waiting for its request: the clamped byte range [start, end) and its buffers. */
+/** One read waiting for its request: the clamped byte range [start, end) and its buffers (settling it again does nothing). */
 interface PendingRead {
   start: number;
   end: number;
@@ -72,7 +72,9 @@ function parseContentRange(value: string | null): { first?: number; last?: numbe
  * a request.
  *
  * Reads issued in the same tick whose ranges overlap or touch are served by one request spanning
- * them (up to `maxCoalesceBytes`), so a burst of neighbouring cluster reads costs one round trip.
+ * them (up to `maxCoalesceBytes`), so a burst of neighbouring cluster reads costs one round trip;
+ * each read resolves as soon as its own bytes have arrived (a read at the front of a long request
+ * does not wait for the rest of it), and only the reads still waiting reject when the rest fails.
  *
  * Capabilities: { writable: false, truncate: false, discard: false, durableFlush: false };
  * pwritev rejects with BACKEND_READ_ONLY, flush() resolves. close() lets reads already issued
@@ -148,7 +150,11 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     let bodyBytes: number;
     try {
       bodyBytes = await readBodyInto(response.body, end - start, scratch, (piece, bodyOffset) => {
-        for (const read of members) deliver(read, piece, start + bodyOffset);
+        const arrivedEnd = start + bodyOffset + piece.byteLength;
+        for (const read of members) {
+          deliver(read, piece, start + bodyOffset);
+          if (read.end <= arrivedEnd) read.resolve();
+        }
       });
     } catch (err) {
       throw failure('read', `reading the body of ${wanted} failed: ${err instanceof Error ? err.message : String(err)}`, err);

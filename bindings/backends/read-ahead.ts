@@ -54,9 +54,11 @@ export class ReadAheadCache {
     if (end <= position) return;
     const first = Math.floor(position / this.blockBytes);
     const last = Math.floor((end - 1) / this.blockBytes);
-    this.adapt(first, last);
+    // The blocks this read needs are fetched first, then read-ahead and neighbourhoods (a fetcher
+    // that serves its calls in order answers the read first).
     const missed = this.missedBlocks(first, last);
     const blocks = Array.from({ length: last - first + 1 }, (_, i) => this.block(first + i));
+    this.adapt(first, last);
     for (const index of missed) this.fetchNeighbourhood(index);
     this.copyOut(position, end, first, await Promise.all(blocks), target);
   }

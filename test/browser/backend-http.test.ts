@@ -191,6 +191,48 @@ describe('http-range backend: coalescing', () => {
     await b.close();
   });
 
+  it('resolves a read at the front of a long request once its bytes arrived; when the rest fails only the reads still waiting reject', async () => {
+    const url = await putResource(uniqueName('early'), DATA);
+    // Bodies longer than 64 KiB hand out their first 64 KiB, then hold the rest until `release` (or fail at `fail`).
+    let release!: () => void;
+    let fail!: (error: Error) => void;
+    const held: typeof fetch = async (input, init) => {
+      const response = await fetch(input, init);
+      const whole = new Uint8Array(await response.arrayBuffer());
+      const rest = new Promise<void>((resolve, reject) => { release = resolve; fail = reject; });
+      if (whole.byteLength <= 65_536) return new Response(whole, { status: response.status, headers: response.headers });
+      const body = new ReadableStream<Uint8Array>({
+        start(controller) { controller.enqueue(whole.slice(0, 65_536)); },
+        async pull(controller) {
+          await rest;
+          controller.enqueue(whole.slice(65_536));
+          controller.close();
+        },
+      });
+      return new Response(body, { status: response.status, headers: response.headers });
+    };
+    for (const rest of ['arrives', 'fails'] as const) {
+      const b = await openHttpBackend(url, { fetch: held, readAhead: false });
+      const front = new Uint8Array(4096);
+      const back = new Uint8Array(4096);
+      let frontDone = false;
+      const frontRead = b.preadv(1000, [front]).then(() => { frontDone = true; });
+      const backRead = b.preadv(1000 + 4096, [new Uint8Array(200_000 - 4096)]).then(() => b.preadv(100_000, [back]));
+      await Promise.race([frontRead, new Promise((resolve) => setTimeout(resolve, 5000))]);
+      expect(frontDone).toBe(true); // while the rest of the body is held
+      expectBytes(front, DATA.subarray(1000, 1000 + 4096));
+      if (rest === 'arrives') {
+        release();
+        await backRead;
+        expectBytes(back, DATA.subarray(100_000, 100_000 + 4096));
+      } else {
+        fail(new Error('connection reset'));
+        expect((await rejection(backRead)).code).toBe('BACKEND_IO_ERROR');
+      }
+      await b.close();
+    }
+  });
+
   it('fails every read of a coalesced request when it fails, and only those', async () => {
     const url = await putResource(uniqueName('fail'), DATA);
     let calls = 0;
