@@ -27,8 +27,8 @@ export { openSplitBackend, type SplitBackend, type SplitBackendOptions } from '.
 export { writeSplitImage, type SplitWriteOptions } from './tools/split-writer.js';
 export { SPLIT_MANIFEST_NAME, splitPartName, validateSplitManifest, type SplitManifest } from './backends/split-manifest.js';
 
-// A tab's memory is scarcer than requests: convert reads and writes 2 MiB chunks here (8 MiB
-// elsewhere), so an export's buffers and the HTTP responses and file reads filling them stay small.
+// A tab's memory is scarcer than requests: convert reads and writes 2 MiB chunks here (where the
+// default is 8 MiB), so an export's buffers and the HTTP responses and file reads filling them stay small.
 import { setConvertChunkBytes } from './tools/convert-chunk-size.js';
 
 setConvertChunkBytes(2 << 20);

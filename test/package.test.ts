@@ -10,11 +10,13 @@ import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, symlinkSync, 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import ts from 'typescript';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const manifest = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as {
   dependencies: Record<string, string>;
   scripts: Record<string, string>;
+  sideEffects: string[];
 };
 const ENTRIES = ['index', 'node', 'browser', 'deno', 'v86'];
 
@@ -22,6 +24,21 @@ function run(command: string, args: string[], cwd: string): { status: number | n
   const result = spawnSync(command, args, { cwd, encoding: 'utf8' });
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }
+
+/** Whether the entry point's source runs a statement when imported (e.g. installs the platform's decoders). */
+function runsCodeOnImport(entry: string): boolean {
+  const path = join(root, 'bindings', `${entry}.ts`);
+  const source = ts.createSourceFile(path, readFileSync(path, 'utf8'), ts.ScriptTarget.ES2022);
+  return source.statements.some((statement) => ts.isExpressionStatement(statement));
+}
+
+describe('package.json sideEffects', () => {
+  it('lists exactly the entry points that run code when imported, so no bundler drops their setup', () => {
+    const expected = ENTRIES.filter(runsCodeOnImport).map((entry) => `./dist/bindings/${entry}.js`);
+    expect(expected).toContain('./dist/bindings/browser.js');
+    expect([...manifest.sideEffects].sort()).toEqual(expected.sort());
+  });
+});
 
 describe('npm package', () => {
   let files: string[] = [];
