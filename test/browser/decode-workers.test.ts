@@ -81,7 +81,9 @@ describe('decoding clusters on workers', () => {
     pool.end!();
   });
 
-  it.skipIf(!decodesOnWorkers)('answers a worker\'s batches in the order they came (a read\'s own blocks go before its read-ahead)', async () => {
+  // Where the workers decline (WebKit) no batch reaches them, so there is no order to keep: the
+  // first test asserts the declining there instead.
+  if (decodesOnWorkers) it('answers a worker\'s batches in the order they came (a read\'s own blocks go before its read-ahead)', async () => {
     const pool = createBrowserWorkerClusterDecoder({ workerCount: 1 })!;
     // A cluster that does not decode makes the worker wait a task for the stream's verdict.
     const large = batch(...Array.from({ length: 7 }, () => VALID), CORRUPT);
