@@ -150,7 +150,7 @@ describe('mergeWrites input checks', () => {
   ];
   for (const [name, requests] of bad) {
     it(`rejects ${name}`, () => {
-      expect(() => runMerge(core, requests)).toThrow(expect.objectContaining({ code: 'WASM_INTERNAL' }));
+      expect(() => runMerge(core, requests)).toThrow(expect.objectContaining({ code: 'INVALID_ARGUMENT' }));
     });
   }
 });

@@ -74,7 +74,9 @@ export class MergeCore {
   /**
    * Merges requests [first, first + count) of the parallel arrays `offsets`/`lengths` (guest
    * bytes; count <= maxBatchRequests). Request i of the call is record i; results index the same.
-   * Throws WASM_INTERNAL if the core rejects the input (the dispatcher validates beforehand).
+   * Throws INVALID_ARGUMENT when the core refuses the input (a request offset or length that is
+   * not a whole number of bytes inside 2^53, more than maxBatchRequests, or limits below 1: the
+   * dispatcher checks requests before they get here).
    */
   merge(offsets: readonly number[], lengths: readonly number[], first: number, count: number,
         mode: MergeMode, maxIov: number, maxTransfer: number): MergeResult {
@@ -87,6 +89,7 @@ export class MergeCore {
     const result = this.core.exports.mergeWrites(count, modeCode, maxIov, maxTransfer);
     if (result >= 0) return result;
     if (-result === Status.OUTPUT_FULL) return 'output-full';
-    throw new ImageError('WASM_INTERNAL', `mergeWrites rejected its input (status ${-result})`);
+    throw new ImageError('INVALID_ARGUMENT', `the merge core refused ${count} requests (mode ${mode}, maxIov ${maxIov}, maxTransfer ${maxTransfer}): ` +
+      'an offset or length that is not a whole number of bytes inside 2^53, too many requests, or a limit below 1');
   }
 }
