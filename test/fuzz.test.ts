@@ -55,7 +55,7 @@ beforeAll(async () => {
 
 /** What makes a mutated-image result a failure (undefined: fine). */
 async function failureOf(result: ExerciseResult): Promise<string | undefined> {
-  if (result.crash) return `untyped or internal (WASM_INTERNAL) error in '${result.crash.step}': ${(result.crash.error as Error)?.stack ?? String(result.crash.error)}`;
+  if (result.crash) return `an error that is no typed outcome (untyped, or the core's own invariant failure) in '${result.crash.step}': ${(result.crash.error as Error)?.stack ?? String(result.crash.error)}`;
   if (result.elapsedMs > CASE_TIME_BOUND_MS) return `took ${result.elapsedMs.toFixed(0)} ms (bound ${CASE_TIME_BOUND_MS})`;
   if (result.overlapRefused) {
     const head = await headBytes(result.after);

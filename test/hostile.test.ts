@@ -37,7 +37,7 @@ async function runCase(c: HostileCase): Promise<ExerciseResult> {
   const result = await exercise(bytes, { files: c.files?.(bases), writes: c.writes });
   tally.add(result);
   const steps = describeSteps(result);
-  expect(result.crash, `a step failed with an untyped or internal (WASM_INTERNAL) error:\n${steps}\n${(result.crash?.error as Error)?.stack ?? ''}`).toBeUndefined();
+  expect(result.crash, `a step failed with an error that is no typed outcome (untyped, or the core's own invariant failure):\n${steps}\n${(result.crash?.error as Error)?.stack ?? ''}`).toBeUndefined();
   expect(result.elapsedMs, `took ${result.elapsedMs.toFixed(0)} ms:\n${steps}`).toBeLessThan(c.knownSlow?.timeMs ?? TIME_BOUND_MS);
   if (c.knownSlow) console.log(`hostile images: '${c.name}' took ${result.elapsedMs.toFixed(0)} ms, resident memory +${(result.peakMemoryGrowthBytes / 2 ** 20).toFixed(0)} MiB (known: ${c.knownSlow.why})`);
   expect(result.peakMemoryGrowthBytes, `resident memory grew ${(result.peakMemoryGrowthBytes / 2 ** 20).toFixed(1)} MiB`).toBeLessThan(c.knownSlow?.memoryBytes ?? MEMORY_BOUND_BYTES);

@@ -178,10 +178,19 @@ export function recordingBackend(bytes: Uint8Array, writable = true): Backend & 
 // ---------------------------------------------------------------------------------------------
 
 /**
- * How one step ended: 'ok', a typed error's code, or 'CRASH' (anything else, with the error). An
- * internal core error is never an outcome of its own: it is a crash.
+ * The error codes a step may end with on a hostile image: every code that tells the caller what
+ * is wrong with its input, its image or its storage. The core's report of its own lost
+ * invariants is not among them: like an untyped error, it is a bug (a crash).
  */
-export type StepOutcome = 'ok' | Exclude<ErrorCode, 'WASM_INTERNAL'> | 'CRASH';
+const TYPED_OUTCOMES = [
+  'INVALID_ARGUMENT', 'IMAGE_OUT_OF_RANGE', 'IMAGE_READ_ONLY', 'IMAGE_CLOSED', 'IMAGE_IO_ERROR', 'IMAGE_FORMAT_UNKNOWN',
+  'IMAGE_LOCKED', 'IMAGE_WRITE_REFUSED', 'QCOW2_CORRUPT', 'QCOW2_UNSUPPORTED_FEATURE', 'QCOW2_READ_ONLY', 'QCOW2_NO_SPACE',
+  'BACKEND_READ_ONLY', 'BACKEND_CLOSED', 'BACKEND_IO_ERROR', 'BACKEND_NOT_SUPPORTED',
+] as const satisfies readonly ErrorCode[];
+type TypedOutcome = (typeof TYPED_OUTCOMES)[number];
+
+/** How one step ended: 'ok', one of TYPED_OUTCOMES, or 'CRASH' (anything else, with the error). */
+export type StepOutcome = 'ok' | TypedOutcome | 'CRASH';
 
 /** One step of an exercise. */
 export interface StepRecord { step: string; outcome: StepOutcome; elapsedMs: number; message?: string; error?: unknown }
@@ -221,12 +230,10 @@ export interface ExerciseOptions {
   seed?: number;
 }
 
-/** Classifies a thrown value: a Qcow2WasmError's code, or CRASH (which fails every test). */
+/** Classifies a thrown value: its code when it is one of TYPED_OUTCOMES, else CRASH (which fails every test). */
 export function outcomeOf(error: unknown): StepOutcome {
-  if (!(error instanceof Qcow2WasmError) || typeof error.code !== 'string') return 'CRASH';
-  // Typed, but the core lost its invariants: a bug, the same as an untyped error.
-  if (error.code === 'WASM_INTERNAL') return 'CRASH';
-  return error.code;
+  if (!(error instanceof Qcow2WasmError)) return 'CRASH';
+  return (TYPED_OUTCOMES as readonly string[]).includes(error.code) ? error.code as TypedOutcome : 'CRASH';
 }
 
 /** The memory figure bounded by the tests: resident set size. */
