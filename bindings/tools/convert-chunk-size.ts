@@ -46,7 +46,10 @@ export const pageAlignedBuffer: ChunkAllocator = (byteLength) => {
 
 let chunkAllocator: ChunkAllocator = plainBuffer;
 
-/** A zero-filled buffer of `byteLength` bytes for one convert chunk, from the platform's allocator. */
+/**
+ * A zero-filled buffer of `byteLength` bytes for one convert chunk, from the platform's allocator
+ * (for buffers a copy reuses; buffers handed on to a stream are plain Uint8Arrays).
+ */
 export function allocateChunkBuffer(byteLength: number): Uint8Array {
   return chunkAllocator(byteLength);
 }

@@ -37,7 +37,11 @@ export interface Pipeline {
   prepare: (start: number, length: number, buffer: Uint8Array) => Promise<Action[]>;
   /** Reuse chunk buffers once free (at most inFlight + 2 exist at once); otherwise one per chunk. */
   pooled: boolean;
-  /** Makes a zero-filled chunk buffer (default: the platform's, allocateChunkBuffer). */
+  /**
+   * Makes a zero-filled chunk buffer (default: the platform's, allocateChunkBuffer, for pooled
+   * buffers; a plain Uint8Array for the others, which leave with the target's data, may be
+   * transferred by its consumer, and are never reused).
+   */
   allocate?: (byteLength: number) => Uint8Array;
   /** Hands `actions` to the target in guest order; resolves once they are issued. */
   apply: (actions: Action[]) => Promise<Applied>;
@@ -64,7 +68,7 @@ export async function runPipeline(p: Pipeline): Promise<number> {
     while (queue.length < p.inFlight && nextStart < total) {
       let buffer = spare.pop();
       if (!buffer && (!p.pooled || bufferCount < maxBuffers)) {
-        buffer = p.allocate ? p.allocate(p.chunkBytes) : allocateChunkBuffer(p.chunkBytes);
+        buffer = p.allocate ? p.allocate(p.chunkBytes) : p.pooled ? allocateChunkBuffer(p.chunkBytes) : new Uint8Array(p.chunkBytes);
         bufferCount++;
       }
       if (!buffer) return;
