@@ -11,8 +11,10 @@
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree),
 // the time the guest waited for its disk reads (from v86's IDE events), and the disk bytes and
-// requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS (default 3) interleaved rounds;
-// results in bench/results/v86-boot.json.
+// requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS (default 5) interleaved rounds,
+// the layouts' order rotating from round to round, each boot in a browser context of its own (its
+// own renderer: no boot runs in a heap an earlier boot left behind); results in
+// bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
 // (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
@@ -119,7 +121,7 @@ function bootFileServer(files: Map<string, Uint8Array>): Plugin {
 /** The guest build's directory under `root`; throws saying how to build it when a file is missing. */
 function requireGuestBuild(root: string): string {
   const guestDir = join(root, 'build', 'v86-linux');
-  for (const file of ['bzImage', 'initramfs.cpio.gz', 'guest.json', 'rootfs']) {
+  for (const file of ['bzImage', 'initramfs.cpio', 'guest.json', 'rootfs']) {
     if (!existsSync(join(guestDir, file))) throw new Error(`${join(guestDir, file)} not found: run scripts/v86-linux/download.sh and scripts/v86-linux/build.sh first`);
   }
   return guestDir;
@@ -139,7 +141,7 @@ async function prepareFiles(root: string, scratch: string, compressionType: Comp
   files.set('assets/v86.wasm', readFileSync(join(v86Build, 'v86.wasm')));
   files.set('assets/bios.bin', readFileSync(BIOS_PATH));
   files.set('assets/bzImage', readFileSync(join(guestDir, 'bzImage')));
-  files.set('assets/initramfs.cpio.gz', readFileSync(join(guestDir, 'initramfs.cpio.gz')));
+  files.set('assets/initramfs.cpio', readFileSync(join(guestDir, 'initramfs.cpio')));
   const raw = readFileSync(rawPath);
   for (let start = 0; start < raw.byteLength; start += PART_BYTES) {
     files.set(`disk/parts/disk-${start}-${start + PART_BYTES}.img`, raw.subarray(start, start + PART_BYTES));
@@ -167,7 +169,7 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
 }
 
 async function main(): Promise<void> {
-  const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 3);
+  const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 5);
   const layouts = process.env.QCOW2_WASM_V86_BOOT_LAYOUTS?.split(',') ?? LAYOUTS;
   const unknown = layouts.filter((name) => !(LAYOUTS as readonly string[]).includes(name));
   if (unknown.length > 0) throw new Error(`QCOW2_WASM_V86_BOOT_LAYOUTS: no layout ${unknown.join(', ')} (layouts: ${LAYOUTS.join(', ')})`);
@@ -206,8 +208,10 @@ async function main(): Promise<void> {
 
       const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
       for (let round = 0; round < rounds; round++) {
-        for (const name of layouts as LayoutName[]) {
-          const page = await browser.newPage();
+        for (let i = 0; i < layouts.length; i++) {
+          const name = layouts[(round + i) % layouts.length] as LayoutName;
+          const context = await browser.newContext();
+          const page = await context.newPage();
           try {
             await page.goto(`${origin}/bench/browser/v86-boot.html`);
             await page.waitForFunction(() => 'v86Boot' in window, undefined, { timeout: 120_000 });
@@ -235,7 +239,7 @@ async function main(): Promise<void> {
             const reads = `; guest reads: ${r.count} (${r.answeredAtOnce} at once), ${(r.bytes / MiB).toFixed(1)} MiB, waited ${(r.waitMs / 1000).toFixed(2)} s in all, at most ${r.maxWaitMs.toFixed(0)} ms`;
             console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}`);
           } finally {
-            await page.close();
+            await context.close();
           }
         }
       }

@@ -65,7 +65,7 @@ describeRequiring('a Linux guest on v86 in Chromium makes ext4 on an OPFS overla
     await put('v86.wasm', readFileSync(join(v86Build, 'v86.wasm')));
     await put('bios.bin', readFileSync(BIOS_PATH));
     await put('bzImage', readFileSync(join(GUEST_DIR, 'bzImage')));
-    await put('initramfs.cpio.gz', readFileSync(join(GUEST_DIR, 'initramfs.cpio.gz')));
+    await put('initramfs.cpio', readFileSync(join(GUEST_DIR, 'initramfs.cpio')));
     base = await makeBase();
     await put('base.qcow2', base);
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });

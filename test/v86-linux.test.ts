@@ -44,7 +44,7 @@ async function bootGuest(image: BlockImage, mode: 'fresh' | 'extend'): Promise<G
     wasmPath: join(dirname(createRequire(import.meta.url).resolve('v86')), 'v86.wasm'),
     bios: bytesOf(BIOS_PATH),
     bzimage: bytesOf(join(GUEST_DIR, 'bzImage')),
-    initrd: bytesOf(join(GUEST_DIR, 'initramfs.cpio.gz')),
+    initrd: bytesOf(join(GUEST_DIR, 'initramfs.cpio')),
   };
   const disk = toV86Disk(image);
   const reads = { count: 0, answeredAtOnce: 0 };

@@ -19,7 +19,7 @@ export type BootLayout =
   /** The same qcow2 file as split parts (openSplitBackend; `url` is the manifest), under a qcow2 overlay in memory. */
   | { kind: 'qcow2-parts'; url: string; virtualBytes: number };
 
-/** One boot. `assets` is the URL prefix of bios.bin, v86.wasm, bzImage and initramfs.cpio.gz. */
+/** One boot. `assets` is the URL prefix of bios.bin, v86.wasm, bzImage and initramfs.cpio. */
 export interface BootRequest {
   assets: string;
   cmdline: string;

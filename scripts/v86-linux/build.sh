@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: MIT
 # Builds the v86 Linux guest from the Debian i386 packages download.sh fetched:
-#   OUT/bzImage          the 686 kernel, booted by v86's bzimage option
-#   OUT/initramfs.cpio.gz busybox, mke2fs (as mkfs.ext4) with its libraries, the ATA/SCSI disk and ext4 modules
-#                         (with their dependencies, in load order) and the guest's /init
-#   OUT/rootfs/           a root file system tree for a disk image (busybox, the libraries, all
-#                         the kernel's ATA, SCSI and file system modules, the guest's boot script);
-#                         bench/v86-boot.ts makes an ext4 image of it with mke2fs -d
-#   OUT/guest.json        the kernel release, its command line and the package versions used
+#   OUT/bzImage         the 686 kernel, booted by v86's bzimage option
+#   OUT/initramfs.cpio  busybox, mke2fs (as mkfs.ext4) with its libraries, the ATA/SCSI disk and ext4 modules
+#                       (with their dependencies, in load order) and the guest's /init
+#   OUT/rootfs/         a root file system tree for a disk image (busybox, the libraries, all
+#                       the kernel's ATA, SCSI and file system modules, the guest's boot script);
+#                       bench/v86-boot.ts makes an ext4 image of it with mke2fs -d
+#   OUT/guest.json      the kernel release, its command line and the package versions used
 # Usage: build.sh [DEBS_DIR (default build/v86-linux/debs)] [OUT_DIR (default build/v86-linux)]
 # Needs dpkg-deb, readelf and node on the host; runs no i386 code.
 set -euo pipefail
@@ -23,7 +23,7 @@ if [ ${#deb_files[@]} -eq 0 ]; then
 fi
 
 extract=$out/extract
-rm -rf "$extract" "$out/initramfs-root" "$out/rootfs"
+rm -rf "$extract" "$out/initramfs-root" "$out/rootfs" "$out/initramfs.cpio.gz"
 mkdir -p "$extract"
 for deb in "${deb_files[@]}"; do dpkg-deb -x "$deb" "$extract"; done
 
@@ -104,7 +104,7 @@ for name in "${ordered[@]}"; do
 done
 node "$here/strip-module-signatures.mjs" "$root"/lib/modules/*.ko
 cp "$extract/boot/vmlinuz-$release" "$out/bzImage"
-node "$here/make-initramfs.mjs" "$root" "$out/initramfs.cpio.gz"
+node "$here/make-initramfs.mjs" "$root" "$out/initramfs.cpio"
 
 # --- the root file system tree for a disk ---------------------------------------------------------
 rootfs=$out/rootfs
@@ -133,4 +133,4 @@ kernel_args="console=ttyS0 quiet noisapnp pnpbios=off cryptomgr.notests"
   printf '\n  ]\n}\n'
 } >"$out/guest.json"
 rm -rf "$extract"
-echo "build.sh: $out/bzImage ($release), $out/initramfs.cpio.gz, $out/rootfs ($(du -sh "$rootfs" | cut -f1))"
+echo "build.sh: $out/bzImage ($release), $out/initramfs.cpio, $out/rootfs ($(du -sh "$rootfs" | cut -f1))"

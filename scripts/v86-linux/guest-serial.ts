@@ -17,13 +17,13 @@ export interface GuestFiles {
   initrd: V86Image;
 }
 
-/** GuestFiles fetched by v86 from URLs `prefix` + v86.wasm, bios.bin, bzImage and initramfs.cpio.gz. */
+/** GuestFiles fetched by v86 from URLs `prefix` + v86.wasm, bios.bin, bzImage and initramfs.cpio. */
 export function guestFilesAt(prefix: string): GuestFiles {
   return {
     wasmPath: `${prefix}v86.wasm`,
     bios: { url: `${prefix}bios.bin` },
     bzimage: { url: `${prefix}bzImage` },
-    initrd: { url: `${prefix}initramfs.cpio.gz` },
+    initrd: { url: `${prefix}initramfs.cpio` },
   };
 }
 

@@ -16,7 +16,7 @@ const MiB = 1024 * 1024;
 
 /** Debian's SeaBIOS; SEABIOS_PATH overrides. */
 export const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
-/** What scripts/v86-linux/build.sh makes (bzImage, initramfs.cpio.gz, guest.json). */
+/** What scripts/v86-linux/build.sh makes (bzImage, initramfs.cpio, guest.json). */
 export const GUEST_DIR = fileURLToPath(new URL('../../build/v86-linux/', import.meta.url));
 
 /** guest.json: the kernel release, its command line and the Debian packages the guest was built from. */
@@ -36,7 +36,7 @@ function hasTool(tool: string, args: string[]): boolean {
 
 /** What a guest boot and its host-side check need and this machine lacks (with how to get it), if anything. */
 export function missingForLinuxGuest(): string | undefined {
-  for (const file of ['bzImage', 'initramfs.cpio.gz', 'guest.json']) {
+  for (const file of ['bzImage', 'initramfs.cpio', 'guest.json']) {
     if (!existsSync(join(GUEST_DIR, file))) {
       return `${join(GUEST_DIR, file)} not found (run scripts/v86-linux/download.sh and scripts/v86-linux/build.sh, as .ci/run does)`;
     }

@@ -13,7 +13,7 @@ import { guestFilesAt, guestOptions, waitForGuestLine } from '../../../scripts/v
 
 /** One boot. */
 export interface LinuxBootRequest {
-  /** URL prefix of v86.wasm, bios.bin, bzImage and initramfs.cpio.gz. */
+  /** URL prefix of v86.wasm, bios.bin, bzImage and initramfs.cpio. */
   assets: string;
   /** The kernel command line, qw.mode= included. */
   cmdline: string;
