@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 // WriteQueue and WritebackFlusher (bindings/backends/): neighbouring writes gathered into 4 MiB
-// backend writes, at most two in flight, the first error kept; a flush started after every
+// backend writes, at most two in flight, the first error kept, the final flush not queued behind
+// an early one; a flush started after every
 // interval of completed writes, one at a time, the next started as one ends when another interval
 // completed meanwhile, none after settle() or a failure, its error surfacing from settle().
 
@@ -71,7 +72,7 @@ describe('WriteQueue', () => {
         queue.write(at, piece);
         await queue.backpressure();
       }
-      await queue.drain();
+      await queue.flush();
     })();
     await pump(gate, run);
     await run;
@@ -103,11 +104,11 @@ describe('WriteQueue', () => {
     await pump(gate, run);
     await run;
     expect(flushesAfter).toEqual([1, 2, 3]);
-    await queue.drain();
-    expect(gate.stats().flushes).toBe(3); // the writer's final flush is its own
+    await queue.flush();
+    expect(gate.stats().flushes).toBe(4); // three early, one final
   });
 
-  it('keeps the first write error: backpressure and drain reject with it, written() still resolves', async () => {
+  it('keeps the first write error: backpressure and flush reject with it, written() still resolves', async () => {
     const gate = gatedBackend();
     const queue = new WriteQueue(gate.backend);
     gate.failNextWrite();
@@ -116,7 +117,41 @@ describe('WriteQueue', () => {
     await pump(gate, written);
     await expect(written).resolves.toBeUndefined();
     await expect(queue.backpressure()).rejects.toThrow('disk full');
-    await expect(queue.drain()).rejects.toThrow('disk full');
+    await expect(queue.flush()).rejects.toThrow('disk full');
+  });
+
+  it('starts its final flush while an early-writeback flush still runs, and resolves only once both have', async () => {
+    const inner = createMemoryBackend();
+    const pending: ((error?: Error) => void)[] = [];
+    const backend: Backend = {
+      ...inner,
+      flush: () => new Promise<void>((resolve, reject) => pending.push((error) => (error ? reject(error) : resolve()))),
+    };
+    const queue = new WriteQueue(backend);
+    queue.write(0, new Uint8Array(WRITEBACK_INTERVAL_BYTES));
+    await queue.written();
+    expect(pending).toHaveLength(1); // the early flush, held
+    let flushed = false;
+    const flushing = queue.flush().then(() => { flushed = true; });
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    expect(pending).toHaveLength(2); // the final flush did not wait for the early one
+    pending[1]();
+    for (let i = 0; i < 5; i++) await Promise.resolve();
+    expect(flushed).toBe(false); // the early one still runs
+    pending[0]();
+    await flushing;
+    expect(flushed).toBe(true);
+  });
+
+  it('rejects its flush with an early-writeback flush\'s error, even when its own flush succeeds', async () => {
+    const inner = createMemoryBackend();
+    let calls = 0;
+    const backend: Backend = { ...inner, flush: () => (++calls === 1 ? Promise.reject(new Error('device gone')) : Promise.resolve()) };
+    const queue = new WriteQueue(backend);
+    queue.write(0, new Uint8Array(WRITEBACK_INTERVAL_BYTES));
+    await queue.written();
+    await expect(queue.flush()).rejects.toThrow('device gone');
+    expect(calls).toBe(2);
   });
 });
 

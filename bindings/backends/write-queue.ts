@@ -18,7 +18,7 @@ const WRITES_IN_FLIGHT = 2;
  * Gathers writes into backend writes of up to 4 MiB: a write that continues the one before it
  * joins its batch (longer data is split), any other issues the batch. Writes run at most two at
  * a time (backpressure() waits); buffers handed to write() belong to the queue until written()
- * resolves. The first backend error is kept and thrown by backpressure() and drain().
+ * resolves. The first backend error is kept and thrown by backpressure() and flush().
  */
 export class WriteQueue {
   private pendingStart = 0;
@@ -61,13 +61,17 @@ export class WriteQueue {
   }
 
   /**
-   * Issues and waits for every write and for the early writeback; rejects with the first error.
-   * The caller flushes afterwards (the early writeback is no durability barrier of its own).
+   * Issues and waits for every write, then flushes the backend: resolves once everything written
+   * through the queue is durable; rejects with the first error (of a write, the early writeback or
+   * this flush). The flush starts without waiting for an early-writeback flush still running (it
+   * covers every write completed before it), so the writer pays for one flush at the end, not two.
    */
-  async drain(): Promise<void> {
+  async flush(): Promise<void> {
     await this.written();
     if (this.failure !== undefined) throw this.failure;
-    await this.writeback.settle();
+    const [early, final] = await Promise.allSettled([this.writeback.settle(), this.backend.flush()]);
+    if (early.status === 'rejected') throw early.reason;
+    if (final.status === 'rejected') throw final.reason;
   }
 
   /** Waits for everything in flight, ignoring errors (before closing after a failure). */

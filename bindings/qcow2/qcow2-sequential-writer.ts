@@ -185,9 +185,8 @@ export class Qcow2SequentialWriter {
     const l1 = new Uint8Array(this.l1Bytes);
     this.codec.setL1Offsets(l1, 0, Array.from(this.l1), true);
     this.writes.write(this.clusterBytes, l1);
-    await this.writes.drain();
-    // Only once everything it points to is in place does the header make the file an image.
-    await this.backend.flush();
+    // Only once everything it points to is durable does the header make the file an image.
+    await this.writes.flush();
     await setHeaderTables(this.headerCluster, {
       virtualSize: this.header.virtualSize, l1Entries: this.header.l1Size, l1TableOffset: this.clusterBytes,
       refcountTableOffset: tableHostOffset, refcountTableClusters: tableClusters, snapshotCount: 0, snapshotsOffset: 0,

@@ -189,8 +189,7 @@ export async function convertToRaw(source: BlockImage, target: Backend, options:
       prepare: (start, length, buffer) => prepareBytes(source, start, length, buffer, minSparse, false), pooled: true,
       apply, onProgress: options.onProgress,
     });
-    await writes.drain();
-    await target.flush();
+    await writes.flush();
     return { virtualSize: source.virtualSize, dataBytes };
   } catch (error) {
     await writes.abandon();
