@@ -3,7 +3,8 @@
 // worker exactly as on the page (one that does not give exactly one cluster is left to the page,
 // which reports it as QCOW2_CORRUPT); each type is declined on its own (zlib where the engine's
 // DecompressionStream cannot decode qcow2's clusters, zstd where the decoder's script does not
-// load), and the page then decodes it; images made by `qemu-img convert -c -o
+// load), and the page then decodes it; what a worker that cannot start or never answers was
+// given decodes on the page; images made by `qemu-img convert -c -o
 // compression_type=zstd` read as qemu-img reads them, every compressed cluster of a whole read
 // decoded on a worker and none on the page.
 
@@ -113,6 +114,23 @@ describe('zstd clusters on the decoding workers', () => {
     expect((error as ImageError).message).toContain('host offset 8192');
     expect(pool.decodedOnWorkers('zstd')).toBe(1);
   });
+});
+
+describe('workers that fail on zstd batches', () => {
+  const failing: [string, () => Worker, string][] = [
+    ['cannot start', () => blobWorker('this is not javascript ('), 'decoding worker failed'],
+    ['never answers', () => blobWorker('onmessage = () => {}'), 'no answer within 200 ms'],
+  ];
+  for (const [name, start, reason] of failing) {
+    it(`decodes on the page what a worker that ${name} was given, then gives up`, async () => {
+      const { pool, started } = countingPool(start, 200);
+      const { input, pieces, targets } = packed(300, frames.valid);
+      await expect(pool.decodeClusters('zstd', input, pieces, targets)).rejects.toThrow(reason);
+      setClusterBatchDecoder(pool);
+      expect(await decodeAll('zstd', input, pieces)).toEqual([patterned(CLUSTER_BYTES)]);
+      expect([started(), pool.runningWorkers()]).toEqual([1, 0]);
+    });
+  }
 });
 
 const qemu = await qemuImageStatus();
