@@ -7,6 +7,7 @@
 import { defineConfig, type TestProjectInlineConfiguration } from 'vitest/config';
 import { playwright } from '@vitest/browser-playwright';
 import { rangeServer } from './test/browser/range-server.js';
+import { qemuImageServer } from './test/browser/qemu-image-server.js';
 import { existsSync } from 'node:fs';
 import { drivenBrowser } from './test/runners/vitest-provider.js';
 import { FIREFOX_PATH } from './test/runners/firefox-bidi.js';
@@ -22,8 +23,8 @@ const chromiumArgs = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-f
 function browserProject(name: string, browser: string, provider: ReturnType<typeof playwright> | ReturnType<typeof drivenBrowser>): TestProjectInlineConfiguration {
   return {
     extends: true,
-    // The HTTP Range resources the browser tests read (same origin as the test page).
-    plugins: [rangeServer()],
+    // The HTTP Range resources the browser tests read and the images qemu-img makes for them (same origin as the test page).
+    plugins: [rangeServer(), qemuImageServer()],
     test: {
       name,
       include: ['test/browser/**/*.test.ts'],

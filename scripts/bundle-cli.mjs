@@ -19,6 +19,7 @@ import { build } from 'esbuild';
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { licenceComment } from './package-licence.mjs';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const manifest = JSON.parse(readFileSync(`${root}package.json`, 'utf8'));
@@ -55,13 +56,6 @@ const lazyPackages = {
   },
 };
 
-/** A comment with the licence of bundled package `name`, from its LICENSE file. */
-function licenceComment(name) {
-  const { version, license } = JSON.parse(readFileSync(`${root}node_modules/${name}/package.json`, 'utf8'));
-  const text = readFileSync(`${root}node_modules/${name}/LICENSE`, 'utf8').trim().replaceAll('*/', '* /');
-  return `/*! ${name} ${version} (${license}), bundled:\n${text}\n*/`;
-}
-
 /** Routes the sources' import()s of packages through __packageImport. */
 const packageImports = {
   name: 'package-imports',
@@ -89,7 +83,7 @@ await build({
   banner: { js: '// Built by scripts/bundle-cli.mjs from dist/bindings/cli/main.js: do not edit.\n' +
     'const __bundleUrl = require("node:url").pathToFileURL(__filename).href;\n' +
     'const __packageImport = typeof __bundleImport === "function" ? __bundleImport : (specifier) => import(specifier);' },
-  footer: { js: BUNDLED_PACKAGES.map(licenceComment).join('\n') },
+  footer: { js: BUNDLED_PACKAGES.map((name) => licenceComment(root, name)).join('\n') },
   logLevel: 'warning',
 });
 

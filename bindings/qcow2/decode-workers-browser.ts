@@ -1,21 +1,36 @@
 // SPDX-License-Identifier: MIT
-// Decoding zlib-compressed qcow2 clusters on dedicated workers in browsers: the clusters of one
-// read go to a worker (its script: decode-worker-source-browser.ts, started from a Blob) in one
-// message, so their inflating does not run on the page's main thread, where an emulator runs.
-// Where no worker can start (a Content Security Policy that does not allow blob: workers), where
-// the engine's DecompressionStream cannot decode qcow2's clusters, or once a worker stops
-// answering, the clusters decode on the calling thread as before.
+// Decoding compressed qcow2 clusters (zlib and zstd) on dedicated workers in browsers: the
+// clusters of one read go to a worker (its script: decode-worker-source-browser.ts, started from a
+// Blob) in one message, so their decoding does not run on the page's main thread, where an
+// emulator runs. Where no worker can start (a Content Security Policy that does not allow blob:
+// workers), for a type the workers cannot decode (zlib where the engine's DecompressionStream
+// cannot decode qcow2's clusters, zstd where its decoder's script does not load), or once a worker
+// stops answering, the clusters decode on the calling thread as before.
 
 import type { ClusterBatchDecoder, CompressionType } from './decompress.js';
 import { decodeWorkerSource } from './decode-worker-source-browser.js';
 
-/** A batch for a decoding worker: `input` holds the compressed bytes (raw deflate), `pieces` [start, end) pairs of it, one per cluster. */
-export interface DecodeBatchRequest { id: number; input: ArrayBuffer; pieces: Uint32Array; clusterBytes: number }
+/**
+ * A batch for a decoding worker: `input` holds the compressed bytes of `type`, `pieces` [start,
+ * end) pairs of it, one per cluster (a raw deflate stream, or one zstd frame). A zstd batch names
+ * the decoder's script: its URL and the global it defines (ZSTDDecoder, zstddec's API).
+ */
+export interface DecodeBatchRequest {
+  id: number;
+  type: CompressionType;
+  input: ArrayBuffer;
+  pieces: Uint32Array;
+  clusterBytes: number;
+  zstdDecoder?: ZstdDecoderScript;
+}
+
+/** Where a worker loads the zstd decoder from: a classic script at `url` that defines global `globalName`. */
+export interface ZstdDecoderScript { url: string; globalName: string }
 
 /**
  * A worker's answer: `decoded[i]` is 1 when piece i decoded to exactly one cluster, now at
  * `output` bytes [i * clusterBytes, (i + 1) * clusterBytes); 0 when not (left to the caller).
- * `declined`: the worker cannot decode in this engine (every flag 0).
+ * `declined`: the worker cannot decode this batch's type in this engine (every flag 0).
  */
 export interface DecodeBatchReply { id: number; output: ArrayBuffer; decoded: Uint8Array; declined?: boolean }
 
@@ -33,6 +48,14 @@ const MAX_FAILURES_IN_A_ROW = 3;
 interface Job { resolve: (reply: DecodeBatchReply) => void; reject: (error: Error) => void; timer: ReturnType<typeof setTimeout> }
 interface PoolWorker { worker: Worker; jobs: Map<number, Job>; run(request: DecodeBatchRequest): Promise<DecodeBatchReply> }
 
+/** The pool createBrowserWorkerClusterDecoder makes: a ClusterBatchDecoder that tells how many workers run and what they decoded. */
+export interface BrowserWorkerClusterDecoder extends ClusterBatchDecoder {
+  /** Workers running now. */
+  runningWorkers(): number;
+  /** Clusters of `type` the workers decoded (the caller did not) since the pool was made. */
+  decodedOnWorkers(type: CompressionType): number;
+}
+
 /** How the decoding workers run (every field optional). */
 export interface DecodeWorkerOptions {
   /** Most workers at once (default: one fewer than the logical processors, one to two). */
@@ -41,13 +64,30 @@ export interface DecodeWorkerOptions {
   start?: () => Worker;
   /** A batch not answered within this many milliseconds fails its worker (default 5000). */
   answerTimeoutMs?: number;
+  /**
+   * Where the workers load the zstd decoder from, called at the first zstd batch (default: a
+   * blob: URL of the built-in copy of zstddec, ZSTD_DECODER_SCRIPT, imported then).
+   */
+  zstdDecoder?: () => Promise<ZstdDecoderScript>;
 }
+
+/** A classic script's blob: URL. */
+const blobScriptUrl = (source: string): string => URL.createObjectURL(new Blob([source], { type: 'text/javascript' }));
 
 let workerScriptUrl: string | undefined;
 
 const startBlobWorker = (): Worker => {
-  workerScriptUrl ??= URL.createObjectURL(new Blob([decodeWorkerSource()], { type: 'text/javascript' }));
+  workerScriptUrl ??= blobScriptUrl(decodeWorkerSource());
   return new Worker(workerScriptUrl);
+};
+
+let builtInZstdDecoder: Promise<ZstdDecoderScript> | undefined;
+
+// The built-in zstd decoder's script (about 75 KB), imported at the first zstd batch of the page.
+const loadBuiltInZstdDecoder = (): Promise<ZstdDecoderScript> => {
+  builtInZstdDecoder ??= import('./zstd-worker-decoder.generated.js')
+    .then(({ ZSTD_DECODER_SCRIPT, ZSTD_DECODER_GLOBAL }) => ({ url: blobScriptUrl(ZSTD_DECODER_SCRIPT), globalName: ZSTD_DECODER_GLOBAL }));
+  return builtInZstdDecoder;
 };
 
 /** The workers a page gets: one fewer than its logical processors (the emulator keeps one), one to two. */
@@ -58,25 +98,32 @@ function defaultWorkerCount(): number {
 
 /**
  * A ClusterBatchDecoder on up to `workerCount` dedicated workers started by `start` (see
- * DecodeWorkerOptions), or undefined where there is no Worker. It decodes zlib clusters (a zstd
- * batch gets all flags 0 at once: the caller decodes it). Workers start
- * at the first zlib batch; a batch goes to the worker with the fewest waiting, as a copy of its input
- * (the caller's buffers stay the caller's), and the decoded clusters are copied into the targets.
+ * DecodeWorkerOptions), or undefined where there is no Worker. It decodes zlib and zstd
+ * clusters; a zstd batch names the decoder's script (`zstdDecoder`, asked for once, at the first
+ * zstd batch). Workers start at the first batch; a batch goes to the worker with the fewest
+ * waiting, as a copy of its input (the caller's buffers stay the caller's), and the decoded
+ * clusters are copied into the targets.
  * Every outcome is one of: flags from the worker (what it left, e.g. a cluster that does not
- * decode, the caller decodes itself and reports), all flags 0 once the pool has given up (also
- * when a worker declines: its engine cannot decode qcow2's zlib clusters), or a
+ * decode, the caller decodes itself and reports), all flags 0 once the pool has given up or
+ * declines the batch's type (after a worker declined it: its engine cannot decode qcow2's zlib
+ * clusters, or the zstd decoder does not load there; also when `zstdDecoder` rejects), or a
  * rejection when the worker fails (an error event, or no answer within `answerTimeoutMs`: it is
  * ended), after which the caller decodes the batch itself; so no read waits on a dead worker for
  * longer than that. A failed worker is replaced at the next batch; the pool gives up (decodes
  * nothing more) when a worker fails before answering any batch (it cannot start here), when
  * starting one throws, or after MAX_FAILURES_IN_A_ROW failures in a row. end() ends the workers
  * END_DELAY_MS later unless a batch comes first; the next batch starts them again.
- * runningWorkers() tells how many run now.
+ * runningWorkers() tells how many run now; decodedOnWorkers(type) how many clusters of `type`
+ * the workers decoded so far.
  */
-export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions = {}): (ClusterBatchDecoder & { runningWorkers(): number }) | undefined {
+export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions = {}): BrowserWorkerClusterDecoder | undefined {
   if (typeof Worker !== 'function') return undefined;
   const { workerCount = defaultWorkerCount(), start = startBlobWorker, answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS } = options;
+  const { zstdDecoder = loadBuiltInZstdDecoder } = options;
   const workers: PoolWorker[] = [];
+  const declined = new Set<CompressionType>();
+  const decodedCounts: Record<CompressionType, number> = { zlib: 0, zstd: 0 };
+  let zstdScript: Promise<ZstdDecoderScript | undefined> | undefined;
   let nextId = 0;
   let gaveUp = false;
   let failuresInARow = 0;
@@ -156,25 +203,40 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
 
     runningWorkers: () => workers.length,
 
+    decodedOnWorkers: (type) => decodedCounts[type],
+
     async decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array> {
-      if (type !== 'zlib') return new Uint8Array(targets.length);
+      const none = () => new Uint8Array(targets.length);
+      if (gaveUp || declined.has(type)) return none();
       clearTimeout(endTimer);
       ending = false;
+      let script: ZstdDecoderScript | undefined;
+      if (type === 'zstd') {
+        zstdScript ??= zstdDecoder().catch(() => undefined);
+        script = await zstdScript;
+        if (script === undefined) {
+          declined.add(type);
+          return none();
+        }
+      }
       while (!gaveUp && workers.length < workerCount) {
         const started = launch();
         if (started !== undefined) workers.push(started);
       }
-      if (gaveUp || workers.length === 0) return new Uint8Array(targets.length);
+      if (gaveUp || workers.length === 0) return none();
       const pool = workers.reduce((best, candidate) => (candidate.jobs.size < best.jobs.size ? candidate : best));
       const clusterBytes = targets[0].byteLength;
-      const reply = await pool.run({ id: nextId++, input: input.slice().buffer, pieces, clusterBytes });
+      const reply = await pool.run({ id: nextId++, type, input: input.slice().buffer, pieces, clusterBytes, zstdDecoder: script });
       if (reply.declined === true) {
-        gaveUp = true;
+        declined.add(type);
+        // Idle workers end; a batch of a type still taken starts them again.
         for (const idle of workers.filter((other) => other.jobs.size === 0)) retire(idle);
       }
       const output = new Uint8Array(reply.output);
       targets.forEach((target, i) => {
-        if (reply.decoded[i] === 1) target.set(output.subarray(i * clusterBytes, (i + 1) * clusterBytes));
+        if (reply.decoded[i] !== 1) return;
+        target.set(output.subarray(i * clusterBytes, (i + 1) * clusterBytes));
+        decodedCounts[type]++;
       });
       return reply.decoded;
     },

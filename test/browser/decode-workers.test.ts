@@ -1,24 +1,20 @@
 // SPDX-License-Identifier: MIT
 // The browser's cluster decoding workers: a zlib batch decodes on a worker exactly as on the page
 // (a cluster that does not decode is left to the page, which reports it as QCOW2_CORRUPT; in an
-// engine whose DecompressionStream cannot decode qcow2's clusters the workers decline, and the page
-// decodes everything), and a worker that cannot start, stops answering or dies never leaves a read
-// waiting: its clusters decode on the page.
+// engine whose DecompressionStream cannot decode qcow2's clusters the workers decline zlib, and the
+// page decodes those), and a worker that cannot start, stops answering or dies never leaves a read
+// waiting: its clusters decode on the page. zstd batches: decode-workers-zstd.test.ts.
 
 import { afterAll, describe, expect, it } from 'vitest';
 import { deflateSync } from 'fflate';
 import '../../bindings/browser.js';
-import { decodeClusters, setClusterBatchDecoder, type ClusterBatchDecoder, type ClusterPiece, type CompressionType } from '../../bindings/qcow2/decompress.js';
-import { createBrowserWorkerClusterDecoder, type DecodeBatchReply } from '../../bindings/qcow2/decode-workers-browser.js';
+import { setClusterBatchDecoder } from '../../bindings/qcow2/decompress.js';
+import { createBrowserWorkerClusterDecoder } from '../../bindings/qcow2/decode-workers-browser.js';
 import { decodeWorkerSource } from '../../bindings/qcow2/decode-worker-source-browser.js';
 import { ImageError } from '../../bindings/base/errors.js';
-import { CLUSTER_BYTES, concatBytes, patterned } from '../helpers/compressed-clusters.js';
+import { CLUSTER_BYTES, patterned } from '../helpers/compressed-clusters.js';
 import { ENGINE } from './helpers.js';
-
-/** A classic worker running `source`. */
-function blobWorker(source: string): Worker {
-  return new Worker(URL.createObjectURL(new Blob([source], { type: 'text/javascript' })));
-}
+import { blobWorker, countingPool, decodeAll, packed, repliesTo } from './decode-workers-helpers.js';
 
 /** A worker's answer to any batch: every piece left to the page. */
 const DECLINE_ALL = `({ id, pieces, clusterBytes }) => postMessage({ id, output: new ArrayBuffer(pieces.length / 2 * clusterBytes), decoded: new Uint8Array(pieces.length / 2) })`;
@@ -27,33 +23,8 @@ const VALID = deflateSync(patterned(CLUSTER_BYTES), { level: 6 });
 const ZEROS = deflateSync(new Uint8Array(CLUSTER_BYTES));
 const CORRUPT = new Uint8Array(600).fill(0xff);
 
-/** `streams` packed back to back (each followed by 300 bytes of the next, as in a qcow2 file), and their [start, end) pairs. */
-function batch(...streams: Uint8Array[]): { input: Uint8Array; pieces: Uint32Array; targets: Uint8Array[] } {
-  const padded = streams.map((stream) => concatBytes(stream, new Uint8Array(300).fill(0x5a)));
-  const pieces = new Uint32Array(2 * streams.length);
-  let at = 0;
-  padded.forEach((stream, i) => {
-    pieces[2 * i] = at;
-    pieces[2 * i + 1] = at + stream.byteLength;
-    at += stream.byteLength;
-  });
-  return { input: concatBytes(...padded), pieces, targets: streams.map(() => new Uint8Array(CLUSTER_BYTES)) };
-}
-
-/** decodeClusters (the caller's side) over `input` with `pieces`, into new clusters. */
-async function decodeAll(type: CompressionType, input: Uint8Array, pieces: Uint32Array): Promise<Uint8Array[]> {
-  const items: ClusterPiece[] = [];
-  for (let i = 0; i < pieces.length / 2; i++) items.push({ start: pieces[2 * i], end: pieces[2 * i + 1], hostOffset: 4096 * (i + 1), cluster: new Uint8Array(CLUSTER_BYTES) });
-  await decodeClusters(type, input, items);
-  return items.map((item) => item.cluster);
-}
-
-/** A pool over workers from `start`, counting how many it starts. */
-function countingPool(start: () => Worker, answerTimeoutMs = 5000): { pool: ClusterBatchDecoder & { runningWorkers(): number }; started: () => number } {
-  let started = 0;
-  const pool = createBrowserWorkerClusterDecoder({ workerCount: 1, answerTimeoutMs, start: () => { started++; return start(); } })!;
-  return { pool, started: () => started };
-}
+/** `streams` packed back to back, each followed by 300 bytes of the next, as in a qcow2 file. */
+const batch = (...streams: Uint8Array[]) => packed(300, ...streams);
 
 afterAll(() => {
   setClusterBatchDecoder(createBrowserWorkerClusterDecoder());
@@ -100,30 +71,17 @@ describe('decoding clusters on workers', () => {
 
   it('answers a batch that fails as a whole (no memory for its output) with no cluster decoded, and goes on', async () => {
     const worker = blobWorker(decodeWorkerSource());
-    const replies: DecodeBatchReply[] = [];
-    const answered = new Promise<void>((resolve) => {
-      worker.onmessage = (event: MessageEvent<DecodeBatchReply>) => {
-        replies.push(event.data);
-        if (replies.length === 2) resolve();
-      };
-    });
     const { input, pieces } = batch(VALID);
-    worker.postMessage({ id: 1, input: input.slice().buffer, pieces, clusterBytes: 2 ** 40 }); // an output no engine allocates
-    worker.postMessage({ id: 2, input: input.slice().buffer, pieces, clusterBytes: CLUSTER_BYTES });
-    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, 5000))]);
+    const replies = await repliesTo(worker, [
+      { type: 'zlib', input: input.slice().buffer, pieces, clusterBytes: 2 ** 40 }, // an output no engine allocates
+      { type: 'zlib', input: input.slice().buffer, pieces, clusterBytes: CLUSTER_BYTES },
+    ]);
     worker.terminate();
     expect(replies.map((reply) => [reply.id, [...reply.decoded]])).toEqual([[1, [0]], [2, [decodesOnWorkers ? 1 : 0]]]);
     if (decodesOnWorkers) expect(new Uint8Array(replies[1].output)).toEqual(patterned(CLUSTER_BYTES));
   });
 
-  it('leaves zstd clusters to the page without starting a worker', async () => {
-    const { pool, started } = countingPool(() => blobWorker(`onmessage = (event) => (${DECLINE_ALL})(event.data)`));
-    const { input, pieces, targets } = batch(VALID);
-    expect([...await pool.decodeClusters('zstd', input, pieces, targets)]).toEqual([0]);
-    expect(started()).toBe(0);
-  });
-
-  it('gives up when a worker declines', async () => {
+  it('declines zlib once a worker declined it', async () => {
     const { pool, started } = countingPool(() => blobWorker(`onmessage = ({ data }) => postMessage({ id: data.id, output: new ArrayBuffer(0), decoded: new Uint8Array(data.pieces.length / 2), declined: true })`));
     const { input, pieces, targets } = batch(VALID);
     expect([...await pool.decodeClusters('zlib', input, pieces, targets)]).toEqual([0]);

@@ -12,13 +12,14 @@ export function isCi(): boolean {
 
 /**
  * describe(name, body) when `missing` is undefined. Otherwise `missing` says what is missing and
- * how to get it: where CI is set the suite becomes one failing test saying so; elsewhere it is
- * skipped with a console warning.
+ * how to get it: where it is `required` (default: where CI is set; a browser test, which has no
+ * environment, is told by its server) the suite becomes one failing test saying so; elsewhere it
+ * is skipped with a console warning.
  */
-export function describeRequiring(name: string, missing: string | undefined, body: () => void): void {
+export function describeRequiring(name: string, missing: string | undefined, body: () => void, required = isCi()): void {
   if (missing === undefined) {
     describe(name, body);
-  } else if (isCi()) {
+  } else if (required) {
     describe(name, () => {
       it('has what it needs (required where CI is set)', () => { throw new Error(`${name}: ${missing}`); });
     });
