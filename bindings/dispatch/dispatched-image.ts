@@ -150,9 +150,23 @@ export abstract class DispatchedImage implements BlockImage {
    * Runs a metadata-only change of guest [start, end) ordered like a write: after every earlier
    * overlapping read or write, before any later one.
    */
-  protected orderedUpdate(start: number, end: number, run: () => Promise<void>): Promise<void> {
+  protected orderedUpdate<T>(start: number, end: number, run: () => Promise<T>): Promise<T> {
+    return this.ordered(start, end, true, run);
+  }
+
+  /**
+   * Runs `run`, a read of guest [start, end) other than readRange (metadata the format reads
+   * itself), ordered like a read: after every earlier overlapping write or metadata change,
+   * before any later one. Rejects with IMAGE_CLOSED after close().
+   */
+  protected async orderedRead<T>(start: number, end: number, run: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.ordered(start, end, false, run);
+  }
+
+  private ordered<T>(start: number, end: number, isWrite: boolean, run: () => Promise<T>): Promise<T> {
     this.dispatcher.dispatchQueued();
-    return this.inflight.register(start, end, true, (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
+    return this.inflight.register(start, end, isWrite, (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
   }
 
   /** Discards the guest range, ordered after overlapping writes in flight; contents become unspecified. */

@@ -154,10 +154,9 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
-  /** The image's internal snapshots, in table order (reading them does not change the image). */
-  async snapshots(): Promise<Qcow2Snapshot[]> {
-    this.checkOpen();
-    return listSnapshots(this.backend, this.header);
+  /** The image's internal snapshots in table order, after every snapshot operation submitted before this call. */
+  snapshots(): Promise<Qcow2Snapshot[]> {
+    return this.orderedRead(0, this.wholeDiskEnd, () => listSnapshots(this.backend, this.header));
   }
 
   /**
@@ -179,9 +178,8 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2/qcow2-snapshot-ops.ts). */
-  async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
-    this.checkOpen();
-    return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
+    return this.orderedRead(0, this.wholeDiskEnd, () => snapshotOps.readSnapshotVmState(this.backend, nameOrId));
   }
 
   /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2/qcow2-make-empty.ts). */
@@ -202,6 +200,9 @@ export class Qcow2Image extends DispatchedImage {
     return this.rewriteMetadata(() => writeCompressedClusters(this.backend, writes, this.tableCapacity));
   }
 
+  // Metadata reads and rewrites are ordered as I/O of the whole disk (of one byte at least, to overlap).
+  private get wholeDiskEnd(): number { return Math.max(1, this.virtualSize); }
+
   // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
   private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
@@ -211,18 +212,16 @@ export class Qcow2Image extends DispatchedImage {
   private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
     this.checkOpen();
     this.checkWritable();
-    let result: T | undefined;
-    await this.orderedUpdate(0, Math.max(1, this.virtualSize), async () => {
+    return this.orderedUpdate(0, this.wholeDiskEnd, async () => {
       await this.flushFormat();
       try {
-        result = await rewrite();
+        return await rewrite();
       } finally {
         this.compressed.forget();
         await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
         this.overlap.forget();
       }
     });
-    return result as T;
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
