@@ -200,15 +200,12 @@ export class Qcow2Image extends DispatchedImage {
     return this.rewriteMetadata(() => writeCompressedClusters(this.backend, writes, this.tableCapacity));
   }
 
-  // Metadata reads and rewrites are ordered as I/O of the whole disk (of one byte at least, to overlap).
-  private get wholeDiskEnd(): number { return Math.max(1, this.virtualSize); }
-
   // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
   private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
-  // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
-  // instance held off: writes before it complete and are flushed first; afterwards the header,
-  // tables and caches are read anew (also when the rewrite failed part way).
+  // Runs a metadata rewrite made by a crash-safe shadow update, every read and write of this
+  // instance held off: writes before it complete and are flushed first; afterwards the header and
+  // tables are read anew, also after a failed rewrite (failing that, the instance refuses requests).
   private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
     this.checkOpen();
     this.checkWritable();
@@ -218,7 +215,11 @@ export class Qcow2Image extends DispatchedImage {
         return await rewrite();
       } finally {
         this.compressed.forget();
-        await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        try {
+          await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        } catch (error) {
+          throw this.refuseRequests('reading the header and tables back after a metadata change failed', error);
+        }
         this.overlap.forget();
       }
     });
@@ -338,7 +339,7 @@ export class Qcow2Image extends DispatchedImage {
   protected async closeFormat(): Promise<void> {
     this.background?.dispose();
     try {
-      if (!this.readOnly) await this.flushFormat();
+      if (!this.readOnly && !this.refusal) await this.flushFormat();
     } finally {
       await this.background?.settle();
       await this.writeback.quiesce();
