@@ -373,17 +373,17 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /**
-   * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2/qcow2-check.ts) after flushing
-   * this instance's writes. `options.repair` repairs in place: it needs a writable backend
-   * (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise,
-   * since its cached metadata would go stale); reads stay valid after a repair.
+   * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2/qcow2-check.ts) once every request submitted
+   * before it is done and flushed, before any later one runs. `options.repair` repairs in place: it needs a writable
+   * backend (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise).
    */
-  async check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
-    await this.flush();
-    if (options.repair !== undefined && !this.readOnly) {
-      throw new ImageError('INVALID_ARGUMENT', 'repair needs the image open read-only: this instance caches the metadata a repair rewrites');
-    }
-    return checkQcow2(this.backend, options);
+  check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
+    return this.orderedRead(0, this.wholeDiskEnd, async () => {
+      const stale = 'repair needs the image open read-only: this instance caches the metadata a repair rewrites';
+      if (options.repair !== undefined && !this.readOnly) throw new ImageError('INVALID_ARGUMENT', stale);
+      if (!this.readOnly) await this.flushFormat();
+      return checkQcow2(this.backend, options);
+    });
   }
 }
 
