@@ -33,12 +33,14 @@ export abstract class DispatchedImage implements BlockImage {
   private closing: Promise<void> | undefined;
   /** Settles (never rejects) once every flush() called so far has settled. */
   private flushesSettled: Promise<void> = Promise.resolve();
+  /** Set when the format can no longer trust its in-memory state: every request still to run rejects with it. */
+  protected refusal: Qcow2WasmError | undefined;
 
   protected constructor(parts: DispatchedImageParts) {
     this.virtualSize = parts.virtualSize;
     this.readOnly = parts.readOnly;
     this.dispatcher = new WriteDispatcher(parts.core, {
-      writeExtent: (guestOffset, length, buffers, gaps) => this.writeExtent(guestOffset, length, buffers, gaps),
+      writeExtent: (guestOffset, length, buffers, gaps) => this.refusal ? Promise.reject(this.refusal) : this.writeExtent(guestOffset, length, buffers, gaps),
     }, this.inflight, parts.limits, this.counters, parts.mergeMode);
   }
 
@@ -98,6 +100,7 @@ export abstract class DispatchedImage implements BlockImage {
 
   // Starts readRange: COMPLETED when it finished already, else its promise with failures typed.
   private startRead(offset: number, target: Uint8Array): Promise<void> {
+    if (this.refusal) return Promise.reject(this.refusal);
     let started: Promise<void>;
     try {
       started = this.readRange(offset, target);
@@ -150,9 +153,24 @@ export abstract class DispatchedImage implements BlockImage {
    * Runs a metadata-only change of guest [start, end) ordered like a write: after every earlier
    * overlapping read or write, before any later one.
    */
-  protected orderedUpdate(start: number, end: number, run: () => Promise<void>): Promise<void> {
+  protected orderedUpdate<T>(start: number, end: number, run: () => Promise<T>): Promise<T> {
+    return this.ordered(start, end, true, run);
+  }
+
+  /**
+   * Runs `run`, a read of guest [start, end) other than readRange (metadata the format reads
+   * itself), ordered like a read: after every earlier overlapping write or metadata change,
+   * before any later one. Rejects with IMAGE_CLOSED after close().
+   */
+  protected async orderedRead<T>(start: number, end: number, run: () => Promise<T>): Promise<T> {
+    this.checkOpen();
+    return this.ordered(start, end, false, run);
+  }
+
+  private ordered<T>(start: number, end: number, isWrite: boolean, run: () => Promise<T>): Promise<T> {
     this.dispatcher.dispatchQueued();
-    return this.inflight.register(start, end, true, (wait) => (wait.length === 0 ? run() : Promise.all(wait).then(run)));
+    const guarded = () => (this.refusal ? Promise.reject(this.refusal) : run());
+    return this.inflight.register(start, end, isWrite, (wait) => (wait.length === 0 ? guarded() : Promise.all(wait).then(guarded)));
   }
 
   /** Discards the guest range, ordered after overlapping writes in flight; contents become unspecified. */
@@ -174,6 +192,7 @@ export abstract class DispatchedImage implements BlockImage {
     const previous = this.flushesSettled;
     const own = (async () => {
       await this.drainWrites();
+      if (this.refusal) throw this.refusal;
       if (!this.readOnly) await this.flushFormat();
     })().catch((error: unknown) => { throw typedFailure('flush', error); });
     const ordered = own.then(() => previous, async (error: unknown) => {
@@ -219,6 +238,21 @@ export abstract class DispatchedImage implements BlockImage {
       return backend.pwritev(position + delta, run);
     });
     return calls.length === 1 ? calls[0] : allSettledOrThrow(calls);
+  }
+
+  /** Guest [0, end) of the whole disk, one byte at least (to overlap every request). */
+  protected get wholeDiskEnd(): number {
+    return Math.max(1, this.virtualSize);
+  }
+
+  /**
+   * From now on every read, write, zeroing, discard and flush not yet started rejects with
+   * IMAGE_IO_ERROR saying `what` failed (with `cause`), as does close() after closing the
+   * backends; returns that error.
+   */
+  protected refuseRequests(what: string, cause: unknown): Qcow2WasmError {
+    this.refusal ??= new ImageError('IMAGE_IO_ERROR', `${what}, so this instance refuses every request: close it and open the image again`, { cause });
+    return this.refusal;
   }
 
   /** Throws IMAGE_CLOSED after close(). */

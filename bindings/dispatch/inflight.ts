@@ -22,7 +22,7 @@ export class InflightRanges {
    * none) and returns the operation's promise. The entry is removed when that settles; its
    * result is returned.
    */
-  register(start: number, end: number, isWrite: boolean, run: (wait: Promise<void>[]) => Promise<void>): Promise<void> {
+  register<T>(start: number, end: number, isWrite: boolean, run: (wait: Promise<void>[]) => Promise<T>): Promise<T> {
     const wait: Promise<void>[] = [];
     for (const other of this.entries) {
       if (other.start < end && start < other.end && (isWrite || other.isWrite)) wait.push(other.settled);

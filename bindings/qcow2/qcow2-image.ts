@@ -154,10 +154,9 @@ export class Qcow2Image extends DispatchedImage {
     }
   }
 
-  /** The image's internal snapshots, in table order (reading them does not change the image). */
-  async snapshots(): Promise<Qcow2Snapshot[]> {
-    this.checkOpen();
-    return listSnapshots(this.backend, this.header);
+  /** The image's internal snapshots in table order, after every snapshot operation submitted before this call. */
+  snapshots(): Promise<Qcow2Snapshot[]> {
+    return this.orderedRead(0, this.wholeDiskEnd, () => listSnapshots(this.backend, this.header));
   }
 
   /**
@@ -179,9 +178,8 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /** The VM state saved with snapshot `nameOrId` (readSnapshotVmState, bindings/qcow2/qcow2-snapshot-ops.ts). */
-  async readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
-    this.checkOpen();
-    return snapshotOps.readSnapshotVmState(this.backend, nameOrId);
+  readSnapshotVmState(nameOrId: string): Promise<Uint8Array> {
+    return this.orderedRead(0, this.wholeDiskEnd, () => snapshotOps.readSnapshotVmState(this.backend, nameOrId));
   }
 
   /** Drops every cluster of the active image: it reads as its backing file again (emptyActiveLayer, bindings/qcow2/qcow2-make-empty.ts). */
@@ -205,24 +203,26 @@ export class Qcow2Image extends DispatchedImage {
   // What the core can hold after a metadata rewrite: bigger tables are refused before the switch.
   private readonly tableCapacity = { fits: (l1Entries: number, reftableClusters: number) => this.core.fitsTables(l1Entries, reftableClusters) };
 
-  // Runs a metadata rewrite made by a crash-safe shadow update, with every read and write of this
-  // instance held off: writes before it complete and are flushed first; afterwards the header,
-  // tables and caches are read anew (also when the rewrite failed part way).
+  // Runs a metadata rewrite made by a crash-safe shadow update, every read and write of this
+  // instance held off: writes before it complete and are flushed first; afterwards the header and
+  // tables are read anew, also after a failed rewrite (failing that, the instance refuses requests).
   private async rewriteMetadata<T>(rewrite: () => Promise<T>): Promise<T> {
     this.checkOpen();
     this.checkWritable();
-    let result: T | undefined;
-    await this.orderedUpdate(0, Math.max(1, this.virtualSize), async () => {
+    return this.orderedUpdate(0, this.wholeDiskEnd, async () => {
       await this.flushFormat();
       try {
-        result = await rewrite();
+        return await rewrite();
       } finally {
         this.compressed.forget();
-        await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        try {
+          await this.core.reload(await readQcow2Header(this.backend), this.backend, await this.backend.getSize());
+        } catch (error) {
+          throw this.refuseRequests('reading the header and tables back after a metadata change failed', error);
+        }
         this.overlap.forget();
       }
     });
-    return result as T;
   }
 
   /** Bytes of wasm linear memory this image's core holds (fixed regions, tables, caches). */
@@ -339,7 +339,7 @@ export class Qcow2Image extends DispatchedImage {
   protected async closeFormat(): Promise<void> {
     this.background?.dispose();
     try {
-      if (!this.readOnly) await this.flushFormat();
+      if (!this.readOnly && !this.refusal) await this.flushFormat();
     } finally {
       await this.background?.settle();
       await this.writeback.quiesce();
@@ -373,17 +373,17 @@ export class Qcow2Image extends DispatchedImage {
   }
 
   /**
-   * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2/qcow2-check.ts) after flushing
-   * this instance's writes. `options.repair` repairs in place: it needs a writable backend
-   * (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise,
-   * since its cached metadata would go stale); reads stay valid after a repair.
+   * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2/qcow2-check.ts) once every request submitted
+   * before it is done and flushed, before any later one runs. `options.repair` repairs in place: it needs a writable
+   * backend (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise).
    */
-  async check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
-    await this.flush();
-    if (options.repair !== undefined && !this.readOnly) {
-      throw new ImageError('INVALID_ARGUMENT', 'repair needs the image open read-only: this instance caches the metadata a repair rewrites');
-    }
-    return checkQcow2(this.backend, options);
+  check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
+    return this.orderedRead(0, this.wholeDiskEnd, async () => {
+      const stale = 'repair needs the image open read-only: this instance caches the metadata a repair rewrites';
+      if (options.repair !== undefined && !this.readOnly) throw new ImageError('INVALID_ARGUMENT', stale);
+      if (!this.readOnly) await this.flushFormat();
+      return checkQcow2(this.backend, options);
+    });
   }
 }
 
