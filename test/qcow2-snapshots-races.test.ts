@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: MIT
-// Internal snapshot operations (create, apply, delete) submitted among unawaited writes,
+// Internal snapshot operations (create, apply, delete) and makeEmpty submitted among unawaited writes,
 // writeZeroes, discards, flushes and reads, over a backend that delays every call by a seeded
 // number of microtask turns, with deferred copy-on-write and loss-window timers firing among them.
 // Every request takes effect in submission order: a snapshot holds exactly the writes submitted
@@ -87,6 +87,9 @@ async function snapshotSessions(seed: number): Promise<void> {
           ops.push(image.discard(offset, length));
         } else if (roll < 28) {
           ops.push(image.flush());
+        } else if (roll === 28 && prng.int(3) === 0) {
+          model = base ? base.slice() : new Uint8Array(size);
+          ops.push(image.makeEmpty());
         } else if (roll < 34) {
           const expected = model.slice(offset, offset + length);
           ops.push(image.read(offset, length).then((got) => expectBytes(got, expected, `${what}: read at ${offset}`)));
