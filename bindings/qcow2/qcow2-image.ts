@@ -375,7 +375,7 @@ export class Qcow2Image extends DispatchedImage {
   /**
    * Checks the image like `qemu-img check` (checkQcow2, bindings/qcow2/qcow2-check.ts) once every request submitted
    * before it is done and flushed, before any later one runs. `options.repair` repairs in place: it needs a writable
-   * backend (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise).
+   * backend (QCOW2_READ_ONLY otherwise) and this instance open read-only (INVALID_ARGUMENT otherwise); reads stay valid after it.
    */
   check(options: Qcow2CheckOptions = {}): Promise<Qcow2CheckReport> {
     return this.orderedRead(0, this.wholeDiskEnd, async () => {
