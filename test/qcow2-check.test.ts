@@ -249,6 +249,20 @@ describe('qcow2 check without QEMU', () => {
     await expect(checkQcow2(readOnly, { repair: 'some' as 'all' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(checkQcow2(readOnly, { maxMessages: -1 })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
   });
+
+  it('Qcow2Image.check: a custom backend\'s untyped flush failure comes out as IMAGE_IO_ERROR, as from flush()', async () => {
+    const inner = createMemoryBackend(0);
+    let failFlush = false;
+    const backend = { ...inner, flush: () => (failFlush ? Promise.reject(new Error('device unplugged')) : inner.flush()) };
+    const image = await Qcow2Image.create(backend, { virtualSize: 1 << 20 });
+    await image.write(0, new Uint8Array(4096).fill(1));
+    failFlush = true;
+    const failure = await image.check().catch((error: unknown) => error);
+    expect(failure).toMatchObject({ code: 'IMAGE_IO_ERROR', cause: { message: 'device unplugged' } });
+    failFlush = false;
+    await expect(image.check()).resolves.toMatchObject({ corruptions: 0, leaks: 0 });
+    await image.close();
+  });
 });
 
 // ---------------------------------------------------------------------------------------------

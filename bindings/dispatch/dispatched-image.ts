@@ -193,7 +193,7 @@ export abstract class DispatchedImage implements BlockImage {
     const own = (async () => {
       await this.drainWrites();
       if (this.refusal) throw this.refusal;
-      if (!this.readOnly) await this.flushFormat();
+      await this.flushCompleted();
     })().catch((error: unknown) => { throw typedFailure('flush', error); });
     const ordered = own.then(() => previous, async (error: unknown) => {
       await previous;
@@ -201,6 +201,15 @@ export abstract class DispatchedImage implements BlockImage {
     });
     this.flushesSettled = ordered.catch(() => undefined);
     return ordered;
+  }
+
+  /**
+   * Makes the writes completed so far durable (nothing on a read-only image), for a caller that
+   * has ordered itself after them; fails as flush() does.
+   */
+  protected flushCompleted(): Promise<void> {
+    if (this.readOnly) return Promise.resolve();
+    return this.flushFormat().catch((error: unknown) => { throw typedFailure('flush', error); });
   }
 
   /**

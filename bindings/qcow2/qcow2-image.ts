@@ -381,7 +381,7 @@ export class Qcow2Image extends DispatchedImage {
     return this.orderedRead(0, this.wholeDiskEnd, async () => {
       const stale = 'repair needs the image open read-only: this instance caches the metadata a repair rewrites';
       if (options.repair !== undefined && !this.readOnly) throw new ImageError('INVALID_ARGUMENT', stale);
-      if (!this.readOnly) await this.flushFormat();
+      await this.flushCompleted();
       return checkQcow2(this.backend, options);
     });
   }
