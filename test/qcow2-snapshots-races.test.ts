@@ -138,10 +138,11 @@ describeWithQemu('snapshot operations among requests in flight', () => {
   }, 120_000);
 });
 
-describe('listing snapshots and reading VM state while a snapshot operation runs', () => {
+describe('listing snapshots, reading VM state and mapping while a snapshot operation runs', () => {
   // snapshots() and readSnapshotVmState() read the table from the header an operation in flight
   // was replacing: a listing during a delete read the freed old table (twelve snapshots with
-  // empty names), and VM state could be read from clusters the delete had just freed.
+  // empty names), and VM state could be read from clusters the delete had just freed. The tools'
+  // mapGuestRange() read the active tables an apply was replacing.
   it('see every operation submitted before them, at every host flush, truncation and size query', async () => {
     const inner = createMemoryBackend();
     await createQcow2(inner, { virtualSize: 1 * MIB, clusterSize: 512 });
@@ -161,6 +162,7 @@ describe('listing snapshots and reading VM state while a snapshot operation runs
     for (const step of steps) {
       const listings: Promise<string[]>[] = [];
       const states: Promise<unknown>[] = [];
+      const maps: Promise<unknown>[] = [];
       const stops = ['flush', 'truncate', 'getSize'] as const;
       for (const op of stops) file.hold(op);
       let done = false;
@@ -173,6 +175,7 @@ describe('listing snapshots and reading VM state while a snapshot operation runs
         listings.push(image.snapshots().then((list) => list.map((s) => s.name)));
         if (step.gone) states.push(image.readSnapshotVmState(step.gone).then(() => 'read', (error: unknown) => error));
         states.push(image.readSnapshotVmState(names[7]));
+        maps.push(image.mapGuestRange(0, 48 * KIB)); // the stops' writes land past 512 KiB
         void image.write(512 * KIB + stop * 8 * KIB, pattern(8 * KIB, stop));
         for (const op of stops) file.release(op);
         for (const op of stops) file.hold(op);
@@ -181,6 +184,8 @@ describe('listing snapshots and reading VM state while a snapshot operation runs
       await running;
       expect(listings.length, `${step.what}: stops met`).toBeGreaterThan(2);
       expect(await Promise.all(listings), `${step.what}: the listing at each stop`).toEqual(listings.map(() => step.after));
+      const mapAfter = await image.mapGuestRange(0, 48 * KIB);
+      expect(await Promise.all(maps), `${step.what}: the mapping at each stop`).toEqual(maps.map(() => mapAfter));
       for (const state of await Promise.all(states)) {
         if (state instanceof Uint8Array) expectBytes(state, vmState, `${step.what}: VM state of ${names[7]}`);
         else expect(state, `${step.what}: VM state of the deleted snapshot`).toBeInstanceOf(SnapshotNotFoundError);

@@ -366,10 +366,10 @@ export class Qcow2Image extends DispatchedImage {
     return Qcow2Image.open(backend, options);
   }
 
-  /** @internal For tools (bindings/tools/qcow2-map.ts): this layer's runs for a guest range, as reads map it. */
-  async mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
-    await this.writes.settlePending(guestOffset, guestOffset + length);
-    return this.core.map(guestOffset, length, this.backend);
+  /** @internal For tools (bindings/tools/qcow2-map.ts): this layer's runs for a guest range, ordered like a read of it. */
+  mapGuestRange(guestOffset: number, length: number): Promise<MappedRun[]> {
+    return this.orderedRead(guestOffset, guestOffset + Math.max(1, length), () => this.writes.settlePending(guestOffset, guestOffset + length)
+      .then(() => this.core.map(guestOffset, length, this.backend)));
   }
 
   /**
