@@ -19,19 +19,13 @@ import { convertToRaw, describeWithQemu, qemuCheck } from './helpers/qemu.js';
 import { expectBytes } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';
 import { scriptedBackend, type ScriptedBackend, type ScriptedOptions } from './helpers/scripted-backend.js';
+import { createImageOfKind, pattern, pickImageKind, pickOpenOptions } from './helpers/random-image.js';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
 
 const scratch = mkdtempSync(join(tmpdir(), 'qcow2-races-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
-
-/** Every byte differs from zero; neighbouring sectors differ. */
-function pattern(size: number, salt = 0): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i++) bytes[i] = 1 + ((i * 7 + (i >> 9) * 13 + salt) % 251);
-  return bytes;
-}
 
 interface Subject { image: Qcow2Image; file: ScriptedBackend; base: Uint8Array | undefined; model: Uint8Array }
 
@@ -362,22 +356,14 @@ describeWithQemu('refcount-table growth against requests in flight', () => {
  */
 async function mixedSessions(seed: number): Promise<void> {
   const prng = makePrng(seed * 7919);
-  const size = [2, 4, 6][prng.int(3)] * MIB;
-  const clusterSize = [512, 4096, 65536][prng.int(3)];
-  const extendedL2 = clusterSize >= 16384 && prng.int(3) === 0;
-  const compat = !extendedL2 && prng.int(4) === 0 ? '0.10' as const : '1.1' as const;
-  const refcountBits = compat === '0.10' ? 16 : [16, 64, 1][prng.int(3)];
-  const base = prng.int(2) === 0 ? pattern(size, 5) : undefined;
+  const imageKind = pickImageKind(prng, [2, 4, 6], [16, 64, 1]);
+  const { sizeBytes: size, clusterSize, extendedL2, compat, refcountBits, base } = imageKind;
   const inner = createMemoryBackend();
-  await createQcow2(inner, { virtualSize: size, clusterSize, extendedL2, compat, refcountBits, ...(base ? { backingFile: 'base.raw', backingFormat: 'raw' as const } : {}) });
+  await createImageOfKind(inner, imageKind);
   const model = base ? base.slice() : new Uint8Array(size);
   for (let session = 0; session < 2; session++) {
     const file = scriptedBackend(inner, { seed: seed + session, maxTurns: prng.int(10) });
-    const image = await Qcow2Image.open(file, {
-      cacheBytes: [4096, 16384, 1 << 20][prng.int(3)], writebackDelayMs: [1, 3, false][prng.int(3)] as number | false,
-      deferredCow: prng.int(2) === 0 ? { delayMs: 1 + prng.int(5), maxPending: 1 + prng.int(8) } : true,
-      openBacking: async () => createMemoryBackend(base!, { writable: false }),
-    });
+    const image = await Qcow2Image.open(file, pickOpenOptions(prng, base));
     for (let round = 0; round < 4; round++) {
       const ops: Promise<unknown>[] = [];
       for (let i = 0; i < 120; i++) {

@@ -22,6 +22,7 @@ import { expectBytes } from './helpers/bytes.js';
 import { makePrng } from './helpers/prng.js';
 import { scriptedBackend } from './helpers/scripted-backend.js';
 import { createCrashBackend } from './helpers/crash-backend.js';
+import { createImageOfKind, pattern, pickImageKind, pickOpenOptions } from './helpers/random-image.js';
 
 const KIB = 1024;
 const MIB = 1024 * KIB;
@@ -30,29 +31,18 @@ const SEED = Number(process.env.QCOW2_WASM_SEED ?? 20261206);
 const scratch = mkdtempSync(join(tmpdir(), 'qcow2-snapshot-races-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** Every byte differs from zero; neighbouring sectors differ. */
-function pattern(size: number, salt: number): Uint8Array {
-  const bytes = new Uint8Array(size);
-  for (let i = 0; i < size; i++) bytes[i] = 1 + ((i * 7 + (i >> 9) * 13 + salt) % 251);
-  return bytes;
-}
-
 /**
  * Two sessions of unawaited requests with snapshot operations among them on an image of the
  * kind `seed` picks; after each session QEMU checks the file and reads every view of it.
  */
 async function snapshotSessions(seed: number): Promise<void> {
   const prng = makePrng(seed * 104729);
-  const size = [1, 2, 4][prng.int(3)] * MIB;
-  const clusterSize = [512, 4096, 65536][prng.int(3)];
-  const extendedL2 = clusterSize >= 16384 && prng.int(3) === 0;
-  const compat = !extendedL2 && prng.int(4) === 0 ? '0.10' as const : '1.1' as const;
-  const refcountBits = compat === '0.10' ? 16 : [16, 64, 8][prng.int(3)];
-  const base = prng.int(2) === 0 ? pattern(size, 5) : undefined;
+  const imageKind = pickImageKind(prng, [1, 2, 4], [16, 64, 8]);
+  const { sizeBytes: size, clusterSize, extendedL2, compat, refcountBits, base } = imageKind;
   const kind = `seed ${seed} (QCOW2_WASM_SEED=${seed}): ${clusterSize} B clusters, compat ${compat}, refcount_bits ${refcountBits}` +
     `${extendedL2 ? ', extended L2' : ''}${base ? ', raw backing file' : ''}`;
   const inner = createMemoryBackend();
-  await createQcow2(inner, { virtualSize: size, clusterSize, extendedL2, compat, refcountBits, ...(base ? { backingFile: 'base.raw', backingFormat: 'raw' as const } : {}) });
+  await createImageOfKind(inner, imageKind);
   let model = base ? base.slice() : new Uint8Array(size);
   const snapshots = new Map<string, Uint8Array>();
   let created = 0;
@@ -61,11 +51,7 @@ async function snapshotSessions(seed: number): Promise<void> {
 
   for (let session = 0; session < 2; session++) {
     const file = scriptedBackend(inner, { seed: seed * 31 + session, maxTurns: prng.int(10) });
-    const image = await Qcow2Image.open(file, {
-      cacheBytes: [4096, 16384, 1 << 20][prng.int(3)], writebackDelayMs: [1, 3, false][prng.int(3)] as number | false,
-      deferredCow: prng.int(2) === 0 ? { delayMs: 1 + prng.int(5), maxPending: 1 + prng.int(8) } : true,
-      openBacking: async () => createMemoryBackend(base!, { writable: false }),
-    });
+    const image = await Qcow2Image.open(file, pickOpenOptions(prng, base));
     for (let round = 0; round < 5; round++) {
       const ops: Promise<unknown>[] = [];
       for (let i = 0; i < 80; i++) {
