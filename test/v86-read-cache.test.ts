@@ -99,6 +99,28 @@ describe('toV86Disk read cache', () => {
     await disk.close();
   });
 
+  it('a miss reads its block by itself and each run of the rest of its neighbourhood with one image read', async () => {
+    const image = await RawImage.open(createMemoryBackend(2 * MiB));
+    await image.write(0, pattern(2 * MiB, 4));
+    const disk = toV86Disk(image, { readCache: { blockBytes: BLOCK, neighbourhoodBytes: 8 * BLOCK, maxAheadBytes: 0 } });
+    const reads: [number, number][] = [];
+    const read = image.read.bind(image);
+    image.read = (offset, length) => {
+      reads.push([offset / BLOCK, length / BLOCK]);
+      return read(offset, length);
+    };
+    const miss = getNow(disk, 5 * BLOCK + SECTOR, SECTOR);
+    expect(await miss.data).toEqual(await read(5 * BLOCK + SECTOR, SECTOR));
+    await vi.waitFor(() => expect(getNow(disk, 7 * BLOCK, SECTOR).atOnce).toBe(true));
+    expect(reads).toEqual([[5, 1], [0, 5], [6, 2]]);
+    for (const block of [0, 4, 6, 7]) {
+      const near = getNow(disk, block * BLOCK, BLOCK);
+      expect(near.atOnce).toBe(true);
+      expect(await near.data).toEqual(await read(block * BLOCK, BLOCK));
+    }
+    await disk.close();
+  });
+
   it('load() reads the first sector through the cache, with its neighbourhood', async () => {
     const image = await RawImage.open(createMemoryBackend(2 * MiB));
     await image.write(0, pattern(2 * MiB, 5));

@@ -15,6 +15,12 @@ export interface ReadAheadOptions {
    * together, so what is near a read is likely read soon.
    */
   neighbourhoodBlocks?: number;
+  /**
+   * Fetches the `count` blocks from `first` together, resolving with them in order (each exactly
+   * its block's bytes); used for the blocks fetched ahead and around a miss, which are not waited
+   * for. Default: fetchBlock for each.
+   */
+  fetchRun?: (first: number, count: number) => Promise<Uint8Array[]>;
 }
 
 /**
@@ -25,7 +31,9 @@ export interface ReadAheadOptions {
  * Blocks are cached (LRU), and concurrent reads of one block share one fetch. Sequential access
  * (a read starting in the block where the previous one ended, or the next) doubles the window of
  * blocks fetched ahead, from 1 up to `maxAheadBlocks`, and once fewer than half of them are
- * ready the rest are requested together; any other read closes the window. A failed fetch
+ * ready the rest are requested together; any other read closes the window. The blocks a read
+ * needs are fetched each by itself and first; those fetched ahead or around a miss go in runs of
+ * neighbours, one fetchRun call a run when the option is set. A failed fetch
  * is not cached: a read that needs the block rejects with the fetch's error, and the next read
  * tries again; a failed read-ahead fetch is dropped silently (the read that needs it refetches).
  */
@@ -35,6 +43,7 @@ export class ReadAheadCache {
   private windowBlocks = 0;
   private lastEndBlock = -2;
   private readonly blockCount: number;
+  private neighbourhoodBlocks: number;
   /** Blocks fetched so far (read-ahead included); for reports and tests. */
   fetchedBlocks = 0;
 
@@ -45,6 +54,12 @@ export class ReadAheadCache {
     private readonly options: ReadAheadOptions,
   ) {
     this.blockCount = Math.ceil(totalBytes / blockBytes);
+    this.neighbourhoodBlocks = options.neighbourhoodBlocks ?? 1;
+  }
+
+  /** From now on a miss also fetches the other blocks of the aligned run of `blocks` holding it (1: none); see ReadAheadOptions.neighbourhoodBlocks. */
+  setNeighbourhoodBlocks(blocks: number): void {
+    this.neighbourhoodBlocks = Math.max(1, Math.floor(blocks));
   }
 
   /** Copies [position, position + target.byteLength) into `target`; bytes past the end read as zeros. */
@@ -134,11 +149,23 @@ export class ReadAheadCache {
 
   /** Starts fetching the blocks of the aligned run of neighbourhoodBlocks around `index` not yet at hand. */
   private fetchNeighbourhood(index: number): void {
-    const run = this.options.neighbourhoodBlocks ?? 1;
+    const run = this.neighbourhoodBlocks;
     if (run <= 1) return;
     const start = index - (index % run);
-    for (let other = start; other < Math.min(start + run, this.blockCount); other++) {
-      if (!this.cached.has(other) && !this.fetching.has(other)) this.block(other).catch(() => undefined);
+    this.fetchAhead(start, Math.min(start + run, this.blockCount));
+  }
+
+  /** Starts fetching the blocks of [first, end) not yet at hand, runs of neighbours together; failures are dropped. */
+  private fetchAhead(first: number, end: number): void {
+    for (let index = first; index < end;) {
+      if (this.cached.has(index) || this.fetching.has(index)) {
+        index++;
+        continue;
+      }
+      let runEnd = index + 1;
+      while (runEnd < end && !this.cached.has(runEnd) && !this.fetching.has(runEnd)) runEnd++;
+      for (const fetch of this.startFetches(index, runEnd - index)) fetch.catch(() => undefined);
+      index = runEnd;
     }
   }
 
@@ -152,9 +179,7 @@ export class ReadAheadCache {
     let ahead = 0;
     while (ahead < this.windowBlocks && (this.cached.has(last + 1 + ahead) || this.fetching.has(last + 1 + ahead))) ahead++;
     if (ahead >= Math.ceil(this.windowBlocks / 2)) return;
-    for (let index = last + 1 + ahead; index <= last + this.windowBlocks && index < this.blockCount; index++) {
-      if (!this.cached.has(index) && !this.fetching.has(index)) this.block(index).catch(() => undefined);
-    }
+    this.fetchAhead(last + 1 + ahead, Math.min(last + this.windowBlocks + 1, this.blockCount));
   }
 
   private block(index: number): Promise<Uint8Array> {
@@ -163,12 +188,22 @@ export class ReadAheadCache {
       this.touch(index, hit);
       return Promise.resolve(hit);
     }
-    let pending = this.fetching.get(index);
-    if (pending === undefined) {
-      this.fetchedBlocks++;
+    return this.fetching.get(index) ?? this.startFetches(index, 1)[0]!;
+  }
+
+  /**
+   * Starts fetching the `count` blocks from `first` (none cached or being fetched): with one
+   * fetchRun call when there are several and it is set, else fetchBlock each. Returns one promise
+   * per block.
+   */
+  private startFetches(first: number, count: number): Promise<Uint8Array>[] {
+    this.fetchedBlocks += count;
+    const run = count > 1 && this.options.fetchRun !== undefined ? this.options.fetchRun(first, count) : undefined;
+    return Array.from({ length: count }, (_, i) => {
+      const index = first + i;
       // Only the fetch still registered for the block when it settles is cached (overwrite(),
       // forget() and clear() let go of it).
-      const fetch: Promise<Uint8Array> = this.fetchBlock(index).then((bytes) => {
+      const fetch: Promise<Uint8Array> = (run === undefined ? this.fetchBlock(index) : run.then((blocks) => blocks[i]!)).then((bytes) => {
         if (this.fetching.get(index) !== fetch) return bytes;
         this.fetching.delete(index);
         this.cached.set(index, bytes);
@@ -180,10 +215,9 @@ export class ReadAheadCache {
         if (this.fetching.get(index) === fetch) this.fetching.delete(index);
         throw error;
       });
-      pending = fetch;
-      this.fetching.set(index, pending);
-    }
-    return pending;
+      this.fetching.set(index, fetch);
+      return fetch;
+    });
   }
 
   /** Marks a cached block as the most recently used (it goes last). */

@@ -31,8 +31,10 @@ const DEFAULT_CACHE_BYTES = 32 << 20;
 /**
  * A ReadAheadCache of `image`'s guest bytes sized by `options`, and the longest read worth
  * serving through it (a quarter of it, at least one block; longer reads go to the image
- * directly). Throws INVALID_ARGUMENT for sizes that are not non-negative integers, or a zero
- * block size.
+ * directly). The block a guest waits for is one image read; each run of blocks read ahead or
+ * around a miss is one more, so a compressed image decodes the waited-for block by itself and the
+ * rest in one batch. Throws INVALID_ARGUMENT for sizes that are not non-negative integers, or a
+ * zero block size.
  */
 export function guestReadCache(image: BlockImage, options: V86ReadCacheOptions = {}): { cache: ReadAheadCache; longestReadBytes: number } {
   const blockBytes = options.blockBytes ?? DEFAULT_BLOCK_BYTES;
@@ -50,6 +52,12 @@ export function guestReadCache(image: BlockImage, options: V86ReadCacheOptions =
     cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)),
     maxAheadBlocks: Math.ceil(maxAheadBytes / blockBytes),
     neighbourhoodBlocks: Math.max(1, Math.floor(neighbourhoodBytes / blockBytes)),
+    fetchRun: async (first, count) => {
+      const start = first * blockBytes;
+      const run = await image.read(start, Math.min(count * blockBytes, diskBytes - start));
+      // Copies, so the cache's accounting stays per block (a view would keep the whole run alive).
+      return Array.from({ length: count }, (_, i) => run.slice(i * blockBytes, (i + 1) * blockBytes));
+    },
   });
   return { cache, longestReadBytes: Math.max(blockBytes, Math.floor(cacheBytes / 4)) };
 }

@@ -2,7 +2,8 @@
 // Decoding compressed qcow2 clusters (zlib and zstd) on dedicated workers in browsers: the
 // clusters of one read go to a worker (its script: decode-worker-source-browser.ts, started from a
 // Blob) in one message, so their decoding does not run on the page's main thread, where an
-// emulator runs. Where no worker can start (a Content Security Policy that does not allow blob:
+// emulator runs. A read of a cluster or two decodes on the page: the round trip would cost more.
+// Where no worker can start (a Content Security Policy that does not allow blob:
 // workers), for a type the workers cannot decode (zlib where the engine's DecompressionStream
 // cannot decode qcow2's clusters, zstd where its decoder's script does not load), or once a worker
 // stops answering, the clusters decode on the calling thread as before.
@@ -40,6 +41,7 @@ export interface DecodeBatchReply { id: number; output: ArrayBuffer; decoded: Ui
  * worker (a browser tells the page nothing when a worker's thread dies).
  */
 const DEFAULT_ANSWER_TIMEOUT_MS = 5000;
+const DEFAULT_PAGE_DECODE_MAX_BYTES = 128 * 1024;
 /** end() ends the workers this long after it is called, unless a batch comes first (an image closed and another opened keep them). */
 const END_DELAY_MS = 1000;
 /** Workers replaced after failing in a row (no batch answered in between) before the pool stops starting them. */
@@ -64,6 +66,14 @@ export interface DecodeWorkerOptions {
   start?: () => Worker;
   /** A batch not answered within this many milliseconds fails its worker (default 5000). */
   answerTimeoutMs?: number;
+  /**
+   * A batch whose clusters hold at most this many bytes is left to the caller (every flag 0), who
+   * decodes it on its own thread: posting it to a worker and waiting for the answer costs more
+   * than decoding it, above all while an emulator keeps the page's thread busy and the answer
+   * waits for its turn there (default 128 KiB, two 64 KiB clusters; 0: every batch goes to a
+   * worker). A guest's small read then decodes at once, its read-ahead on the workers.
+   */
+  pageDecodeMaxBytes?: number;
   /**
    * Where the workers load the zstd decoder from, called at the first zstd batch (default: a
    * blob: URL of the built-in copy of zstddec, ZSTD_DECODER_SCRIPT, imported then).
@@ -104,7 +114,8 @@ function defaultWorkerCount(): number {
  * waiting, as a copy of its input (the caller's buffers stay the caller's), and the decoded
  * clusters are copied into the targets.
  * Every outcome is one of: flags from the worker (what it left, e.g. a cluster that does not
- * decode, the caller decodes itself and reports), all flags 0 once the pool has given up or
+ * decode, the caller decodes itself and reports), all flags 0 for a batch of at most
+ * `pageDecodeMaxBytes` of clusters (no worker is involved), all flags 0 once the pool has given up or
  * declines the batch's type (after a worker declined it: its engine cannot decode qcow2's zlib
  * clusters, or the zstd decoder does not load there; also when `zstdDecoder` rejects), or a
  * rejection when the worker fails (an error event, or no answer within `answerTimeoutMs`: it is
@@ -119,7 +130,7 @@ function defaultWorkerCount(): number {
 export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions = {}): BrowserWorkerClusterDecoder | undefined {
   if (typeof Worker !== 'function') return undefined;
   const { workerCount = defaultWorkerCount(), start = startBlobWorker, answerTimeoutMs = DEFAULT_ANSWER_TIMEOUT_MS } = options;
-  const { zstdDecoder = loadBuiltInZstdDecoder } = options;
+  const { zstdDecoder = loadBuiltInZstdDecoder, pageDecodeMaxBytes = DEFAULT_PAGE_DECODE_MAX_BYTES } = options;
   const workers: PoolWorker[] = [];
   const declined = new Set<CompressionType>();
   const decodedCounts: Record<CompressionType, number> = { zlib: 0, zstd: 0 };
@@ -208,6 +219,7 @@ export function createBrowserWorkerClusterDecoder(options: DecodeWorkerOptions =
     async decodeClusters(type: CompressionType, input: Uint8Array, pieces: Uint32Array, targets: readonly Uint8Array[]): Promise<Uint8Array> {
       const none = () => new Uint8Array(targets.length);
       if (gaveUp || declined.has(type)) return none();
+      if (targets.length * targets[0].byteLength <= pageDecodeMaxBytes) return none();
       clearTimeout(endTimer);
       ending = false;
       let script: ZstdDecoderScript | undefined;

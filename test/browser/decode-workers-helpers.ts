@@ -7,15 +7,18 @@ import { decodeClusters, type ClusterPiece, type CompressionType } from '../../b
 import { CLUSTER_BYTES, concatBytes } from '../helpers/compressed-clusters.js';
 import { createBrowserWorkerClusterDecoder, type BrowserWorkerClusterDecoder, type DecodeBatchReply, type DecodeBatchRequest, type DecodeWorkerOptions } from '../../bindings/qcow2/decode-workers-browser.js';
 
+/** Pool options that send every batch to a worker, however small (the tests' batches hold a cluster or a few). */
+export const EVERY_BATCH: DecodeWorkerOptions = { pageDecodeMaxBytes: 0 };
+
 /** A classic worker running `source`. */
 export function blobWorker(source: string): Worker {
   return new Worker(URL.createObjectURL(new Blob([source], { type: 'text/javascript' })));
 }
 
-/** A one-worker pool over workers from `start` (with `options`), counting how many it starts. */
+/** A one-worker pool over workers from `start` (with EVERY_BATCH and `options`), counting how many it starts. */
 export function countingPool(start: () => Worker, answerTimeoutMs = 5000, options: DecodeWorkerOptions = {}): { pool: BrowserWorkerClusterDecoder; started: () => number } {
   let started = 0;
-  const pool = createBrowserWorkerClusterDecoder({ ...options, workerCount: 1, answerTimeoutMs, start: () => { started++; return start(); } })!;
+  const pool = createBrowserWorkerClusterDecoder({ ...EVERY_BATCH, ...options, workerCount: 1, answerTimeoutMs, start: () => { started++; return start(); } })!;
   return { pool, started: () => started };
 }
 

@@ -22,7 +22,7 @@ import { CLUSTER_BYTES, makeZstdFrames, patterned, type ZstdFrames } from '../he
 import { expectBytes } from '../helpers/bytes.js';
 import { describeRequiring } from '../helpers/describe-requiring.js';
 import { ENGINE } from './helpers.js';
-import { blobWorker, countingPool, decodeAll, packed, repliesTo } from './decode-workers-helpers.js';
+import { blobWorker, countingPool, EVERY_BATCH, decodeAll, packed, repliesTo } from './decode-workers-helpers.js';
 import { qemuImage, qemuImageStatus } from './qemu-images.js';
 
 const MiB = 1 << 20;
@@ -51,7 +51,7 @@ afterAll(() => {
 
 describe('zstd clusters on the decoding workers', () => {
   it(`decodes zstd frames on a worker and leaves those that do not give exactly one cluster to the page (${ENGINE})`, async () => {
-    const pool = createBrowserWorkerClusterDecoder({ workerCount: 1 })!;
+    const pool = createBrowserWorkerClusterDecoder({ ...EVERY_BATCH, workerCount: 1 })!;
     const { input, pieces, targets } = packed(0, frames.valid, NOT_ZSTD, frames.half, frames.twoClusters);
     expect([...await pool.decodeClusters('zstd', input, pieces, targets)]).toEqual([1, 0, 0, 0]);
     expect(targets[0]).toEqual(patterned(CLUSTER_BYTES));
@@ -61,7 +61,7 @@ describe('zstd clusters on the decoding workers', () => {
   });
 
   it(`takes zstd batches after zlib ones${decodesZlibOnWorkers ? '' : ', which it declines in this engine'} (${ENGINE})`, async () => {
-    const pool = createBrowserWorkerClusterDecoder({ workerCount: 1 })!;
+    const pool = createBrowserWorkerClusterDecoder({ ...EVERY_BATCH, workerCount: 1 })!;
     const zlib = packed(300, ZLIB_VALID);
     expect([...await pool.decodeClusters('zlib', zlib.input, zlib.pieces, zlib.targets)]).toEqual([decodesZlibOnWorkers ? 1 : 0]);
     const zstd = packed(0, frames.valid);
@@ -105,7 +105,7 @@ describe('zstd clusters on the decoding workers', () => {
   });
 
   it('reports a zstd cluster that does not decode as QCOW2_CORRUPT, with the workers installed', async () => {
-    const pool = createBrowserWorkerClusterDecoder()!;
+    const pool = createBrowserWorkerClusterDecoder(EVERY_BATCH)!;
     setClusterBatchDecoder(pool);
     const { input, pieces } = packed(300, frames.valid, frames.half);
     const error = await decodeAll('zstd', input, pieces).catch((caught: unknown) => caught);
@@ -138,7 +138,7 @@ const qemu = await qemuImageStatus();
 describeRequiring('zstd images made by qemu-img, read through the decoding workers', qemu.missing, () => {
   /** A pool installed as the batch decoder, recording each piece it was given (its length) and its answer (1: decoded). */
   const installPool = (): { pool: BrowserWorkerClusterDecoder; answers: { pieceBytes: number; decoded: number }[] } => {
-    const pool = createBrowserWorkerClusterDecoder()!;
+    const pool = createBrowserWorkerClusterDecoder(EVERY_BATCH)!;
     const answers: { pieceBytes: number; decoded: number }[] = [];
     setClusterBatchDecoder({
       end: () => pool.end!(),

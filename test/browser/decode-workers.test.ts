@@ -14,7 +14,7 @@ import { decodeWorkerSource } from '../../bindings/qcow2/decode-worker-source-br
 import { ImageError } from '../../bindings/base/errors.js';
 import { CLUSTER_BYTES, patterned } from '../helpers/compressed-clusters.js';
 import { ENGINE } from './helpers.js';
-import { blobWorker, countingPool, decodeAll, packed, repliesTo } from './decode-workers-helpers.js';
+import { blobWorker, countingPool, EVERY_BATCH, decodeAll, packed, repliesTo } from './decode-workers-helpers.js';
 
 /** A worker's answer to any batch: every piece left to the page. */
 const DECLINE_ALL = `({ id, pieces, clusterBytes }) => postMessage({ id, output: new ArrayBuffer(pieces.length / 2 * clusterBytes), decoded: new Uint8Array(pieces.length / 2) })`;
@@ -36,7 +36,7 @@ describe('decoding clusters on workers', () => {
   const decodesOnWorkers = ENGINE !== 'webkit';
 
   it(`${decodesOnWorkers ? 'decodes zlib clusters on a worker and leaves one that does not decode to the page' : 'declines in this engine'} (${ENGINE})`, async () => {
-    const pool = createBrowserWorkerClusterDecoder()!;
+    const pool = createBrowserWorkerClusterDecoder(EVERY_BATCH)!;
     const { input, pieces, targets } = batch(VALID, CORRUPT, ZEROS);
     const decoded = await pool.decodeClusters('zlib', input, pieces, targets);
     expect(input.byteLength).toBeGreaterThan(0); // the caller's input is not transferred away
@@ -52,10 +52,22 @@ describe('decoding clusters on workers', () => {
     pool.end!();
   });
 
+  it(`leaves a batch of at most 128 KiB of clusters to the page by default without starting a worker, and ${decodesOnWorkers ? 'decodes' : 'declines'} a larger one (${ENGINE})`, async () => {
+    const pool = createBrowserWorkerClusterDecoder()!;
+    const small = batch(VALID, ZEROS); // two 64 KiB clusters
+    expect([...await pool.decodeClusters('zlib', small.input, small.pieces, small.targets)]).toEqual([0, 0]);
+    expect(pool.runningWorkers()).toBe(0);
+    const large = batch(VALID, ZEROS, VALID);
+    expect([...await pool.decodeClusters('zlib', large.input, large.pieces, large.targets)]).toEqual(decodesOnWorkers ? [1, 1, 1] : [0, 0, 0]);
+    expect(pool.decodedOnWorkers('zlib')).toBe(decodesOnWorkers ? 3 : 0);
+    if (decodesOnWorkers) expect(large.targets[2]).toEqual(patterned(CLUSTER_BYTES));
+    pool.end!();
+  });
+
   // Where the workers decline (WebKit) no batch reaches them, so there is no order to keep: the
   // first test asserts the declining there instead.
   if (decodesOnWorkers) it('answers a worker\'s batches in the order they came (a read\'s own blocks go before its read-ahead)', async () => {
-    const pool = createBrowserWorkerClusterDecoder({ workerCount: 1 })!;
+    const pool = createBrowserWorkerClusterDecoder({ ...EVERY_BATCH, workerCount: 1 })!;
     // A cluster that does not decode makes the worker wait a task for the stream's verdict.
     const large = batch(...Array.from({ length: 7 }, () => VALID), CORRUPT);
     const small = batch(ZEROS);
@@ -91,7 +103,7 @@ describe('decoding clusters on workers', () => {
   });
 
   it('reports a cluster that does not decode as QCOW2_CORRUPT, with the workers installed', async () => {
-    setClusterBatchDecoder(createBrowserWorkerClusterDecoder());
+    setClusterBatchDecoder(createBrowserWorkerClusterDecoder(EVERY_BATCH));
     const good = batch(VALID, ZEROS);
     expect(await decodeAll('zlib', good.input, good.pieces)).toEqual([patterned(CLUSTER_BYTES), new Uint8Array(CLUSTER_BYTES)]);
     const bad = batch(VALID, CORRUPT);
