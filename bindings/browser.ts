@@ -7,6 +7,8 @@
 import { setClusterBatchDecoder, setNativeDeflateDecoder, setNativeZstdDecoder } from './qcow2/decompress.js';
 import { streamDeflateDecoder } from './qcow2/inflate-stream.js';
 import { createBrowserWorkerClusterDecoder } from './qcow2/decode-workers-browser.js';
+import { setDefaultRemoteFetch } from './backends/remote-fetch.js';
+import { createWorkerFetch } from './backends/worker-fetch.js';
 
 export * from './index.js';
 
@@ -17,6 +19,9 @@ export * from './index.js';
 setNativeDeflateDecoder(streamDeflateDecoder());
 setNativeZstdDecoder(() => import('./qcow2/zstd-wasm.js').then((module) => module.loadWasmZstdDecoder()));
 setClusterBatchDecoder(createBrowserWorkerClusterDecoder());
+// Remote images (HTTP Range, split parts) are fetched on a worker: a request made on this thread
+// waits for the emulator's turns before it goes out. Where no worker starts, on this thread.
+setDefaultRemoteFetch(createWorkerFetch());
 export { openOpfsBackend, type OpfsBackendOptions, type OpfsMode } from './backends/opfs.js';
 export { createWritableStreamBackend, type WritableStreamBackend } from './backends/opfs-writable-stream.js';
 export { createBlobBackend } from './backends/blob.js';

@@ -513,7 +513,9 @@ describe('the example page, built with Vite and served over HTTP', () => {
       expect(await settled(page)).toMatch(/^Created an overlay for /);
       expect((await info(page, 'image-info'))['virtual-size']).toBe('64 MiB (67108864 bytes)');
       expect(mismatches(await mapCells(page), expectedKinds([]))).toEqual([]);
-      expect(violations).toEqual([]);
+      // All this policy refuses is a worker from a blob: URL (the one that fetches the image): the
+      // library then fetches on the page, as docs/browser.md says.
+      expect(violations.filter((text) => !/^Creating a worker from 'blob:/.test(text))).toEqual([]);
     }, BROWSER_TEST_MS);
 
     it(`fails with a clear message when the CSP lacks 'wasm-unsafe-eval' (for every init source)`, async () => {

@@ -4,7 +4,7 @@
 // stand-in), with and without zstd; a qcow2 made by qemu-img read whole through its parts; the
 // adaptive read-ahead; and typed errors for missing parts, lying manifests and bad parts.
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -23,18 +23,34 @@ const MiB = 1024 * KiB;
 const scratch = mkdtempSync(join(tmpdir(), 'qcow2-wasm-split-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** A fetch that serves files below `dir` for http://static.test/PATH with 200 (404 when missing), and counts requests. */
-function staticFetch(dir: string) {
+/**
+ * A fetch that serves files below `dir` for http://static.test/PATH with 200 (404 when missing),
+ * and counts requests; each answer comes `headersDelayMs` late and its body `bodyDelayMs` after
+ * that (a link's latency and throughput, as the read-ahead measures them).
+ */
+function staticFetch(dir: string, delays: { headersDelayMs?: number; bodyDelayMs?: number } = {}) {
   const requests: string[] = [];
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   const fetchFn = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
     const url = new URL(String(input));
     requests.push(url.pathname);
     if (new Headers(init?.headers).has('Range')) throw new Error('the split backend sent a Range request');
     const path = join(dir, decodeURIComponent(url.pathname));
+    if (delays.headersDelayMs) await pause(delays.headersDelayMs);
     if (!existsSync(path)) return new Response('not found', { status: 404 });
-    return new Response(readFileSync(path), { status: 200 });
+    const bytes = readFileSync(path);
+    if (!delays.bodyDelayMs) return new Response(bytes, { status: 200 });
+    const body = new ReadableStream<Uint8Array>({ start: async (controller) => { await pause(delays.bodyDelayMs!); controller.enqueue(bytes); controller.close(); } });
+    return new Response(body, { status: 200 });
   };
   return { fetch: fetchFn as typeof fetch, requests };
+}
+
+/** The split parts of `data` in parts of `partBytes`, written below scratch/`name`. */
+async function writeParts(name: string, data: Uint8Array, partBytes: number): Promise<void> {
+  const dir = join(scratch, name);
+  mkdirSync(dir);
+  await writeSplitImage(createMemoryBackend(data), async (part, bytes) => { writeFileSync(join(dir, part), bytes); }, { partBytes });
 }
 
 const randomBytes = (length: number, seed: number): Uint8Array => {
@@ -101,15 +117,11 @@ describe('split images', () => {
     expect(server.requests.every((path) => path.startsWith('/disk/'))).toBe(true);
   });
 
-  it('reads ahead while reads go forward, and stops on a jump', async () => {
+  it('reads ahead while reads go forward, and on a slow link stops on a jump', async () => {
     const data = randomBytes(64 * 64 * KiB, 3);
-    const dir = join(scratch, 'ahead');
-    const files = new Map<string, Uint8Array>();
-    await writeSplitImage(createMemoryBackend(data), async (name, bytes) => { files.set(name, bytes); }, { partBytes: 64 * KiB });
-    const { mkdirSync } = await import('node:fs');
-    mkdirSync(dir);
-    for (const [name, bytes] of files) writeFileSync(join(dir, name), bytes);
-    const server = staticFetch(scratch);
+    await writeParts('ahead', data, 64 * KiB);
+    // Quick answers, slow bodies: a round trip is worth less than a part.
+    const server = staticFetch(scratch, { bodyDelayMs: 50 });
     const backend = await openSplitBackend('http://static.test/ahead/manifest.json', { fetch: server.fetch, maxReadAheadBytes: 8 * 64 * KiB });
     const chunk = new Uint8Array(16 * KiB);
     for (let at = 0; at < 16 * 64 * KiB; at += chunk.byteLength) {
@@ -125,6 +137,22 @@ describe('split images', () => {
     for (const part of [50, 40, 60]) await backend.preadv(part * 64 * KiB + 5, [chunk]);
     await new Promise((resolve) => setTimeout(resolve, 50));
     expect(backend.fetchStats().parts).toBe(sequentialFetches + 3);
+    await backend.close();
+  });
+
+  it('on a link whose requests wait long for a fast body, a miss fetches the aligned run of parts a round trip is worth', async () => {
+    const data = randomBytes(64 * 64 * KiB, 6);
+    await writeParts('runs', data, 64 * KiB);
+    const server = staticFetch(scratch, { headersDelayMs: 100 });
+    const backend = await openSplitBackend('http://static.test/runs/manifest.json', { fetch: server.fetch, maxReadAheadBytes: 8 * 64 * KiB });
+    const chunk = new Uint8Array(16 * KiB);
+    await backend.preadv(5, [chunk]); // part 0: nothing measured before it
+    expect(backend.fetchStats().parts).toBe(1);
+    await backend.preadv(43 * 64 * KiB + 5, [chunk]);
+    expectBytes(chunk, data.subarray(43 * 64 * KiB + 5, 43 * 64 * KiB + 5 + chunk.byteLength));
+    // 100 ms of waiting brings far more than 8 parts of body: the aligned 8 parts around part 43.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(server.requests.slice(2)).toEqual([43, 40, 41, 42, 44, 45, 46, 47].map((part) => `/runs/part-${String(part).padStart(6, '0')}.bin`));
     await backend.close();
   });
 

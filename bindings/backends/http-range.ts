@@ -7,12 +7,14 @@ import { checkRange, totalLength, type Backend, type BackendCapabilities, type B
 import { BackendError } from '../base/errors.js';
 import { ReadAheadCache } from './read-ahead.js';
 import { readBodyInto, ScratchPool } from './response-body.js';
+import { RoundTripEstimate } from './round-trip-estimate.js';
+import { defaultRemoteFetch } from './remote-fetch.js';
 
 /** Options of openHttpBackend. */
 export interface HttpBackendOptions {
   /** Extra request headers sent with every request (e.g. Authorization). */
   headers?: HeadersInit;
-  /** The fetch to use (default: the global fetch). */
+  /** The fetch to use (default: the global fetch; with qcow2-wasm/browser, one that runs on a dedicated worker). */
   fetch?: typeof fetch;
   /**
    * Most bytes one coalesced request may span (default 8 MiB). A single read longer than this is
@@ -22,14 +24,19 @@ export interface HttpBackendOptions {
   /**
    * Reads are served from a block cache that reads ahead while reads go forward, like a page
    * cache (see ReadAheadCache): blocks of `blockBytes` (default 256 KiB), a window growing to
-   * `maxBytes` (default 4 MiB), `cacheBytes` kept (default 16 MiB). The blocks a read and its
-   * read-ahead need go out as one coalesced request. `false`: no cache, every read is its own
-   * exact range (fewer bytes for scattered small reads, one request each).
+   * `maxBytes` (default 4 MiB), `cacheBytes` kept (default 16 MiB). A miss also fetches the
+   * aligned run of blocks around it that one round trip is worth: the bytes a response body
+   * brings in the time a request waits for its headers, as measured on this link's responses
+   * (up to `maxBytes`), so a link with a long wait and a fast body (a busy server, a distant one
+   * with a wide pipe) answers scattered reads with few requests, and a slow one fetches little
+   * more than asked. The blocks a read, its read-ahead and its run need go out as one coalesced
+   * request. `false`: no cache, every read is its own exact range (fewer bytes for scattered
+   * small reads, one request each).
    */
   readAhead?: false | {
     /** Bytes per cached block, the unit of every request (default 256 KiB). */
     blockBytes?: number;
-    /** Largest read-ahead window in bytes (default 4 MiB). */
+    /** Largest read-ahead window, and largest run a miss fetches, in bytes (default 4 MiB). */
     maxBytes?: number;
     /** Bytes of blocks kept in the cache (default 16 MiB). */
     cacheBytes?: number;
@@ -81,7 +88,7 @@ function parseContentRange(value: string | null): { first?: number; last?: numbe
  * finish; later calls reject with BACKEND_CLOSED.
  */
 export async function openHttpBackend(url: string | URL, options: HttpBackendOptions = {}): Promise<Backend> {
-  const fetchFn = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const fetchFn = options.fetch ?? defaultRemoteFetch();
   const href = String(url);
   const maxCoalesceBytes = options.maxCoalesceBytes ?? DEFAULT_COALESCE_BYTES;
   if (!Number.isSafeInteger(maxCoalesceBytes) || maxCoalesceBytes < 1) {
@@ -123,6 +130,7 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
   let queue: PendingRead[] = [];
   const inFlight = new Set<Promise<unknown>>();
   const scratch = new ScratchPool();
+  const roundTrips = new RoundTripEstimate();
 
   /**
    * Fetches [start, end) with one strictly checked Range request, its body copied piece by piece
@@ -130,7 +138,9 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
    */
   const fetchRange = async (start: number, end: number, members: readonly PendingRead[]): Promise<void> => {
     const wanted = `bytes ${start}-${end - 1}/${size}`;
+    const sentAt = performance.now();
     const response = await request('read', 'GET', `bytes=${start}-${end - 1}`);
+    const headersAt = performance.now();
     if (response.status !== 206) {
       await response.body?.cancel();
       const hint = response.status === 200 ? ' (the server ignored the Range header and sent the whole resource)' : '';
@@ -162,6 +172,8 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     if (bodyBytes !== end - start) {
       throw failure('read', `the body of ${wanted} has ${bodyBytes > end - start ? 'more than ' : ''}${bodyBytes} bytes, expected ${end - start}`);
     }
+    roundTrips.record(headersAt - sentAt, bodyBytes, performance.now() - headersAt);
+    sizeMissRuns();
   };
 
   /**
@@ -225,6 +237,8 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     });
 
   let cache: ReadAheadCache | undefined;
+  /** Sizes the run a miss fetches to what a round trip is worth (see HttpBackendOptions.readAhead); called after each response. */
+  let sizeMissRuns = (): void => {};
   if (options.readAhead !== false) {
     const readAhead = options.readAhead ?? {};
     const blockBytes = readAhead.blockBytes ?? 256 * 1024;
@@ -233,12 +247,18 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     if (![blockBytes, maxBytes, cacheBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || blockBytes === 0) {
       throw new BackendError('INVALID_ARGUMENT', `http backend ${href}: readAhead sizes must be non-negative integers and blockBytes positive`);
     }
-    cache = new ReadAheadCache(blockBytes, size, async (index) => {
+    const maxAheadBlocks = Math.ceil(maxBytes / blockBytes);
+    const blocks = new ReadAheadCache(blockBytes, size, async (index) => {
       const start = index * blockBytes;
       const block = new Uint8Array(Math.min(size, start + blockBytes) - start);
       await queueRead(start, start + block.byteLength, [block]);
       return block;
-    }, { cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)), maxAheadBlocks: Math.ceil(maxBytes / blockBytes) });
+    }, { cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)), maxAheadBlocks });
+    sizeMissRuns = () => {
+      const bytes = roundTrips.bytesPerRoundTrip();
+      if (bytes !== undefined) blocks.setNeighbourhoodBlocks(Math.min(maxAheadBlocks, Math.floor(bytes / blockBytes)));
+    };
+    cache = blocks;
   }
 
   const closedError = (what: string): BackendError => new BackendError('BACKEND_CLOSED', `http backend: ${what} ${href}: backend is closed`);

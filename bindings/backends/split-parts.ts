@@ -8,16 +8,18 @@ import { checkRange, totalLength, type Backend, type BackendCapabilities, type B
 import { BackendError } from '../base/errors.js';
 import { SPLIT_MANIFEST_NAME, splitPartBytes, splitPartName, validateSplitManifest, type SplitManifest } from './split-manifest.js';
 import { ReadAheadCache } from './read-ahead.js';
+import { RoundTripEstimate } from './round-trip-estimate.js';
+import { defaultRemoteFetch } from './remote-fetch.js';
 
 /** Options of openSplitBackend. */
 export interface SplitBackendOptions {
   /** Extra request headers sent with every request. */
   headers?: HeadersInit;
-  /** The fetch to use (default: the global fetch). */
+  /** The fetch to use (default: the global fetch; with qcow2-wasm/browser, one that runs on a dedicated worker). */
   fetch?: typeof fetch;
   /** Most decoded bytes kept in the part cache (default 64 MiB; at least a few parts are kept). */
   cacheBytes?: number;
-  /** The widest read-ahead window in bytes (default 8 MiB, rounded up to whole parts; 0: none). */
+  /** The widest read-ahead window, and the largest run of parts a miss fetches, in bytes (default 8 MiB, rounded up to whole parts; 0: none). */
   maxReadAheadBytes?: number;
 }
 
@@ -46,7 +48,11 @@ export interface SplitBackend extends Backend {
  * The manifest is fetched and validated (validateSplitManifest). Parts are fetched whole with
  * plain GET requests (at most 8 at a time) from the manifest's directory, zstd frames decoded (fzstd), and each must
  * decode to exactly the length the manifest gives it; they are cached (LRU, `cacheBytes`) and,
- * while reads go forward, read ahead in a window that doubles up to `maxReadAheadBytes`.
+ * while reads go forward, read ahead in a window that doubles up to `maxReadAheadBytes`. A miss
+ * also fetches the aligned run of parts around it that one round trip is worth (the bytes a
+ * response body brings in the time a request waits for its headers, as measured on this link;
+ * up to `maxReadAheadBytes`): on a link with a long wait and a fast body, scattered reads cost
+ * few round trips.
  *
  * Failures reject with BACKEND_IO_ERROR whose message names the part and what was wrong: a
  * status other than 200 (e.g. a missing part: 404), a network failure, a part that does not
@@ -56,14 +62,16 @@ export interface SplitBackend extends Backend {
  * BACKEND_CLOSED.
  */
 export async function openSplitBackend(manifestUrl: string | URL, options: SplitBackendOptions = {}): Promise<SplitBackend> {
-  const fetchFn = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const fetchFn = options.fetch ?? defaultRemoteFetch();
   const base = new URL(String(manifestUrl), typeof location === 'undefined' ? undefined : location.href);
   const manifestHref = base.pathname.endsWith('/') ? new URL(SPLIT_MANIFEST_NAME, base).href : base.href;
   const failure = (message: string, cause?: unknown) =>
     new BackendError('BACKEND_IO_ERROR', `split image ${manifestHref}: ${message}`, cause === undefined ? undefined : { cause });
 
+  const roundTrips = new RoundTripEstimate();
   const get = async (href: string, what: string): Promise<Uint8Array> => {
     let response: Response;
+    const sentAt = performance.now();
     try {
       response = await fetchFn(href, { headers: options.headers });
     } catch (err) {
@@ -73,8 +81,11 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
       await response.body?.cancel();
       throw failure(`${what} (${href}): expected 200, got ${response.status}${response.status === 404 ? ' (the file is missing)' : ''}`);
     }
+    const headersAt = performance.now();
     try {
-      return new Uint8Array(await response.arrayBuffer());
+      const body = new Uint8Array(await response.arrayBuffer());
+      roundTrips.record(headersAt - sentAt, body.byteLength, performance.now() - headersAt);
+      return body;
     } catch (err) {
       throw failure(`reading ${what} (${href}) failed: ${err instanceof Error ? err.message : String(err)}`, err);
     }
@@ -110,6 +121,7 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
     const name = splitPartName(index, manifest.compression);
     const stored = await slot(() => get(new URL(name, manifestHref).href, `part ${index}`));
     fetchedBytes += stored.byteLength;
+    sizeMissRuns();
     let bytes = stored;
     if (manifest.compression === 'zstd') {
       try {
@@ -124,10 +136,16 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
     }
     return bytes;
   };
+  const maxAheadParts = Math.ceil(maxAheadBytes / manifest.partBytes);
   const cache = new ReadAheadCache(manifest.partBytes, manifest.totalBytes, fetchPart, {
     cacheBlocks: Math.max(4, Math.floor(cacheBytes / manifest.partBytes)),
-    maxAheadBlocks: Math.ceil(maxAheadBytes / manifest.partBytes),
+    maxAheadBlocks: maxAheadParts,
   });
+  /** Sizes the run of parts a miss fetches to what a round trip is worth (its parts go out side by side); called after each part. */
+  function sizeMissRuns(): void {
+    const bytes = roundTrips.bytesPerRoundTrip();
+    if (bytes !== undefined) cache.setNeighbourhoodBlocks(Math.min(maxAheadParts, Math.floor(bytes / manifest.partBytes)));
+  }
 
   let closed = false;
   const inFlight = new Set<Promise<unknown>>();

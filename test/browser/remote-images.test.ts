@@ -72,17 +72,33 @@ describe('http range: servers that answer wrongly', () => {
   });
 });
 
+/**
+ * A fetch that records each request's Range header and waits `headersDelayMs` before the request
+ * goes out and `bodyDelayMs` before the body's first byte: a link's latency and (for small bodies)
+ * its throughput, as the read-ahead measures them.
+ */
+function delayingFetch(headersDelayMs: number, bodyDelayMs: number): { fetch: typeof fetch; ranges: string[] } {
+  const ranges: string[] = [];
+  const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  const delaying: typeof fetch = async (input, init) => {
+    const range = new Headers(init?.headers).get('Range');
+    if (range !== null) ranges.push(range);
+    await pause(headersDelayMs);
+    const response = await fetch(input, init);
+    if (response.body === null || bodyDelayMs === 0) return response;
+    const body = response.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ start: () => pause(bodyDelayMs) }));
+    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
+  return { fetch: delaying, ranges };
+}
+
 describe('http range: adaptive read-ahead', () => {
-  it('reads ahead while reads go forward (fewer, larger requests), and only what is asked on jumps', async () => {
+  it('reads ahead while reads go forward (fewer, larger requests), and on a slow link only what is asked on jumps', async () => {
     const data = sample(2048 * KiB, 4);
     const url = await putResource(uniqueName('ahead.bin'), data);
-    const ranges: string[] = [];
-    const counting: typeof fetch = (input, init) => {
-      const range = new Headers(init?.headers).get('Range');
-      if (range !== null) ranges.push(range);
-      return fetch(input, init);
-    };
-    const backend = await openHttpBackend(url, { fetch: counting, readAhead: { blockBytes: 16 * KiB, maxBytes: 256 * KiB } });
+    // Quick headers, slow bodies: a round trip is worth less than a block.
+    const { fetch: slowBodies, ranges } = delayingFetch(0, 50);
+    const backend = await openHttpBackend(url, { fetch: slowBodies, readAhead: { blockBytes: 16 * KiB, maxBytes: 256 * KiB } });
     const chunk = new Uint8Array(4 * KiB);
     for (let at = 0; at < 1024 * KiB; at += chunk.byteLength) {
       await backend.preadv(at, [chunk]);
@@ -95,6 +111,26 @@ describe('http range: adaptive read-ahead', () => {
     await backend.preadv(1200 * KiB, [chunk]);
     expectBytes(chunk, data.subarray(1200 * KiB, 1204 * KiB));
     expect(ranges.slice(sequential)).toEqual([`bytes=${1888 * KiB}-${1904 * KiB - 1}`, `bytes=${1200 * KiB}-${1216 * KiB - 1}`]);
+    await backend.close();
+  });
+
+  it('on a link whose requests wait long for a fast body, a jump fetches the aligned run a round trip is worth, up to maxBytes', async () => {
+    const data = sample(2048 * KiB, 5);
+    const url = await putResource(uniqueName('runs.bin'), data);
+    const { fetch: slowHeaders, ranges } = delayingFetch(150, 0);
+    const backend = await openHttpBackend(url, { fetch: slowHeaders, readAhead: { blockBytes: 16 * KiB, maxBytes: 256 * KiB } });
+    await backend.preadv(0, [new Uint8Array(256 * KiB)]); // the first response: nothing measured before it
+    expect(ranges).toEqual([`bytes=0-${256 * KiB - 1}`]);
+    await new Promise((resolve) => setTimeout(resolve, 50)); // the read resolves with its last byte, the response is measured just after
+    const chunk = new Uint8Array(4 * KiB);
+    await backend.preadv(1900 * KiB, [chunk]);
+    expectBytes(chunk, data.subarray(1900 * KiB, 1904 * KiB));
+    // 150 ms of waiting brings far more than 256 KiB of body: the whole aligned 256 KiB around the read.
+    expect(ranges[1]).toBe(`bytes=${1792 * KiB}-${2048 * KiB - 1}`);
+    const near = new Uint8Array(64 * KiB);
+    await backend.preadv(1800 * KiB, [near]);
+    expectBytes(near, data.subarray(1800 * KiB, 1864 * KiB));
+    expect(ranges).toHaveLength(2);
     await backend.close();
   });
 });
