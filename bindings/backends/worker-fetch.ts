@@ -24,11 +24,46 @@ interface FetchWorkerScope {
   fetch: typeof fetch;
 }
 
-// The worker's code: fetches each request and posts its head, then each body chunk (its own
-// buffer, transferred), then the end; a cancel stops reading that body. Refers to nothing outside
+// The worker's code: fetches each request and posts its head, then its body's bytes, then the end;
+// a cancel stops reading that body. The bytes go in one message (its own buffer, transferred)
+// each time the worker would wait for more, or once `postBytes` gathered: a message costs the page a
+// turn of its thread, and a network body comes in many small chunks. Refers to nothing outside
 // itself (its source text is the worker's script).
-function serveFetches(scope: FetchWorkerScope): void {
+function serveFetches(scope: FetchWorkerScope, postBytes: number): void {
   const readers = new Map<number, ReadableStreamDefaultReader<Uint8Array>>();
+  const streamBody = async (id: number, reader: ReadableStreamDefaultReader<Uint8Array>): Promise<void> => {
+    let gathered: Uint8Array[] = [];
+    let gatheredBytes = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const post = (): void => {
+      clearTimeout(timer);
+      timer = undefined;
+      if (gatheredBytes === 0 || !readers.has(id)) return;
+      let chunk = gathered.length === 1 ? gathered[0]! : new Uint8Array(gatheredBytes);
+      if (gathered.length > 1) {
+        let at = 0;
+        for (const part of gathered) {
+          chunk.set(part, at);
+          at += part.byteLength;
+        }
+      } else if (chunk.byteOffset !== 0 || chunk.byteLength !== chunk.buffer.byteLength) {
+        chunk = chunk.slice();
+      }
+      gathered = [];
+      gatheredBytes = 0;
+      scope.postMessage({ id, kind: 'chunk', chunk }, [chunk.buffer]);
+    };
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done || !readers.has(id)) break;
+      gathered.push(value);
+      gatheredBytes += value.byteLength;
+      // Chunks already here come in microtasks; the timer fires once the body makes us wait.
+      if (gatheredBytes >= postBytes) post();
+      else timer ??= setTimeout(post, 0);
+    }
+    post();
+  };
   scope.onmessage = async ({ data }) => {
     if ('cancel' in data) {
       void readers.get(data.id)?.cancel().catch(() => undefined);
@@ -44,12 +79,7 @@ function serveFetches(scope: FetchWorkerScope): void {
       if (response.body !== null) {
         const reader = response.body.getReader();
         readers.set(id, reader);
-        for (;;) {
-          const { value, done } = await reader.read();
-          if (done || !readers.has(id)) break;
-          const chunk = value.byteOffset === 0 && value.byteLength === value.buffer.byteLength ? value : value.slice();
-          scope.postMessage({ id, kind: 'chunk', chunk }, [chunk.buffer]);
-        }
+        await streamBody(id, reader);
         readers.delete(id);
       }
       scope.postMessage({ id, kind: 'end' });
@@ -59,6 +89,9 @@ function serveFetches(scope: FetchWorkerScope): void {
     }
   };
 }
+
+/** Most body bytes the worker gathers before it posts them (it posts sooner whenever it would wait). */
+const POST_BYTES = 1 << 20;
 
 /** Statuses whose responses cannot carry a body (the Response constructor refuses one). */
 const NULL_BODY_STATUSES = new Set([101, 103, 204, 205, 304]);
@@ -152,7 +185,7 @@ export function createWorkerFetch(fallback: typeof fetch = globalThis.fetch.bind
 
   const started = (): Worker => {
     if (worker === undefined) {
-      worker = new Worker(URL.createObjectURL(new Blob([`(${serveFetches.toString()})(self);\n`], { type: 'text/javascript' })));
+      worker = new Worker(URL.createObjectURL(new Blob([`(${serveFetches.toString()})(self, ${POST_BYTES});\n`], { type: 'text/javascript' })));
       worker.onmessage = onMessage;
       worker.onerror = onError;
     }
