@@ -173,7 +173,8 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
       throw failure('read', `the body of ${wanted} has ${bodyBytes > end - start ? 'more than ' : ''}${bodyBytes} bytes, expected ${end - start}`);
     }
     roundTrips.record(headersAt - sentAt, bodyBytes, performance.now() - headersAt);
-    sizeMissRuns();
+    const runBytes = roundTrips.bytesPerRoundTrip();
+    if (runBytes !== undefined) cache?.setNeighbourhoodBytes(runBytes);
   };
 
   /**
@@ -237,8 +238,6 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     });
 
   let cache: ReadAheadCache | undefined;
-  /** Sizes the run a miss fetches to what a round trip is worth (see HttpBackendOptions.readAhead); called after each response. */
-  let sizeMissRuns = (): void => {};
   if (options.readAhead !== false) {
     const readAhead = options.readAhead ?? {};
     const blockBytes = readAhead.blockBytes ?? 256 * 1024;
@@ -247,18 +246,12 @@ export async function openHttpBackend(url: string | URL, options: HttpBackendOpt
     if (![blockBytes, maxBytes, cacheBytes].every((n) => Number.isSafeInteger(n) && n >= 0) || blockBytes === 0) {
       throw new BackendError('INVALID_ARGUMENT', `http backend ${href}: readAhead sizes must be non-negative integers and blockBytes positive`);
     }
-    const maxAheadBlocks = Math.ceil(maxBytes / blockBytes);
-    const blocks = new ReadAheadCache(blockBytes, size, async (index) => {
+    cache = new ReadAheadCache(blockBytes, size, async (index) => {
       const start = index * blockBytes;
       const block = new Uint8Array(Math.min(size, start + blockBytes) - start);
       await queueRead(start, start + block.byteLength, [block]);
       return block;
-    }, { cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)), maxAheadBlocks });
-    sizeMissRuns = () => {
-      const bytes = roundTrips.bytesPerRoundTrip();
-      if (bytes !== undefined) blocks.setNeighbourhoodBlocks(Math.min(maxAheadBlocks, Math.floor(bytes / blockBytes)));
-    };
-    cache = blocks;
+    }, { cacheBlocks: Math.max(4, Math.floor(cacheBytes / blockBytes)), maxAheadBlocks: Math.ceil(maxBytes / blockBytes) });
   }
 
   const closedError = (what: string): BackendError => new BackendError('BACKEND_CLOSED', `http backend: ${what} ${href}: backend is closed`);

@@ -57,9 +57,14 @@ export class ReadAheadCache {
     this.neighbourhoodBlocks = options.neighbourhoodBlocks ?? 1;
   }
 
-  /** From now on a miss also fetches the other blocks of the aligned run of `blocks` holding it (1: none); see ReadAheadOptions.neighbourhoodBlocks. */
-  setNeighbourhoodBlocks(blocks: number): void {
-    this.neighbourhoodBlocks = Math.max(1, Math.floor(blocks));
+  /**
+   * From now on a miss also fetches the other blocks of the aligned run holding it that fits in
+   * `bytes` (whole blocks, at most maxAheadBlocks; less than two blocks: none); see
+   * ReadAheadOptions.neighbourhoodBlocks. For a backend sizing that run to what its link brings
+   * in one round trip.
+   */
+  setNeighbourhoodBytes(bytes: number): void {
+    this.neighbourhoodBlocks = Math.max(1, Math.min(this.options.maxAheadBlocks, Math.floor(bytes / this.blockBytes)));
   }
 
   /** Copies [position, position + target.byteLength) into `target`; bytes past the end read as zeros. */

@@ -121,7 +121,9 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
     const name = splitPartName(index, manifest.compression);
     const stored = await slot(() => get(new URL(name, manifestHref).href, `part ${index}`));
     fetchedBytes += stored.byteLength;
-    sizeMissRuns();
+    // The run of parts a miss fetches (side by side) is what one round trip is worth.
+    const runBytes = roundTrips.bytesPerRoundTrip();
+    if (runBytes !== undefined) cache.setNeighbourhoodBytes(runBytes);
     let bytes = stored;
     if (manifest.compression === 'zstd') {
       try {
@@ -136,16 +138,10 @@ export async function openSplitBackend(manifestUrl: string | URL, options: Split
     }
     return bytes;
   };
-  const maxAheadParts = Math.ceil(maxAheadBytes / manifest.partBytes);
   const cache = new ReadAheadCache(manifest.partBytes, manifest.totalBytes, fetchPart, {
     cacheBlocks: Math.max(4, Math.floor(cacheBytes / manifest.partBytes)),
-    maxAheadBlocks: maxAheadParts,
+    maxAheadBlocks: Math.ceil(maxAheadBytes / manifest.partBytes),
   });
-  /** Sizes the run of parts a miss fetches to what a round trip is worth (its parts go out side by side); called after each part. */
-  function sizeMissRuns(): void {
-    const bytes = roundTrips.bytesPerRoundTrip();
-    if (bytes !== undefined) cache.setNeighbourhoodBlocks(Math.min(maxAheadParts, Math.floor(bytes / manifest.partBytes)));
-  }
 
   let closed = false;
   const inFlight = new Set<Promise<unknown>>();
