@@ -74,10 +74,10 @@ describe('http range: servers that answer wrongly', () => {
 
 /**
  * A fetch that records each request's Range header and waits `headersDelayMs` before the request
- * goes out and `bodyDelayMs` before the body's first byte: a link's latency and (for small bodies)
- * its throughput, as the read-ahead measures them.
+ * goes out and `bodyMsPer16KiB` for every 16 KiB of the body before its first byte: a link's
+ * latency and throughput, as the read-ahead measures them.
  */
-function delayingFetch(headersDelayMs: number, bodyDelayMs: number): { fetch: typeof fetch; ranges: string[] } {
+function delayingFetch(headersDelayMs: number, bodyMsPer16KiB: number): { fetch: typeof fetch; ranges: string[] } {
   const ranges: string[] = [];
   const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
   const delaying: typeof fetch = async (input, init) => {
@@ -85,7 +85,8 @@ function delayingFetch(headersDelayMs: number, bodyDelayMs: number): { fetch: ty
     if (range !== null) ranges.push(range);
     await pause(headersDelayMs);
     const response = await fetch(input, init);
-    if (response.body === null || bodyDelayMs === 0) return response;
+    if (response.body === null || bodyMsPer16KiB === 0) return response;
+    const bodyDelayMs = bodyMsPer16KiB * Number(response.headers.get('Content-Length')) / (16 * KiB);
     const body = response.body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ start: () => pause(bodyDelayMs) }));
     return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
   };
@@ -96,8 +97,8 @@ describe('http range: adaptive read-ahead', () => {
   it('reads ahead while reads go forward (fewer, larger requests), and on a slow link only what is asked on jumps', async () => {
     const data = sample(2048 * KiB, 4);
     const url = await putResource(uniqueName('ahead.bin'), data);
-    // Quick headers, slow bodies: a round trip is worth less than a block.
-    const { fetch: slowBodies, ranges } = delayingFetch(0, 50);
+    // Quick headers, slow bodies (0.4 KiB a millisecond): a round trip is worth less than a block.
+    const { fetch: slowBodies, ranges } = delayingFetch(0, 40);
     const backend = await openHttpBackend(url, { fetch: slowBodies, readAhead: { blockBytes: 16 * KiB, maxBytes: 256 * KiB } });
     const chunk = new Uint8Array(4 * KiB);
     for (let at = 0; at < 1024 * KiB; at += chunk.byteLength) {
