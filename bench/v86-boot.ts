@@ -8,30 +8,31 @@
 //                (toV86Disk)
 //   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
 //                plain GETs through openSplitBackend, under a qcow2 overlay in memory
+// Each boot runs in a Chromium started for it alone (a fresh profile, no driver attached: the
+// page reads its request from the URL and POSTs its result back), so no boot shares a browser
+// with another and no DevTools session adds work to the one measured.
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree),
-// the time the guest waited for its disk reads (from v86's IDE events), and the disk bytes and
-// requests the server sent. Medians of QCOW2_WASM_V86_BOOT_ROUNDS (default 5) interleaved rounds,
-// the layouts' order rotating from round to round, each boot in a browser context of its own (its
-// own renderer: no boot runs in a heap an earlier boot left behind); results in
-// bench/results/v86-boot.json.
+// the time the guest waited for its disk reads (from v86's IDE events), the disk bytes and
+// requests the server sent, and the CPU time the browser's processes used (Linux: from /proc).
+// QCOW2_WASM_V86_BOOT_ROUNDS (default 5) interleaved rounds, the layouts' order rotating from
+// round to round; per layout the medians, and against v86's parts both the ratio of the medians
+// and the median of each round's ratio (boots of one round ran next to each other, so the
+// machine's drift between rounds cancels); results in bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
-// QCOW2_WASM_V86_BOOT_PROFILE=<dir> records each boot's main-thread CPU profile there
-// (<layout>-<round>.cpuprofile, for Chromium's DevTools); a run with either writes no results.
-// QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's compression_type.
-// Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
-// qemu-img and mke2fs.
+// writes no results. QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's
+// compression_type. Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's
+// chromium and seabios, qemu-img and mke2fs.
 
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { chromium } from 'playwright';
 import { createServer, type Plugin } from 'vite';
 import type { CompressionType } from '../bindings/qcow2/decompress.js';
-import type { BootLayout, BootRequest, BootResult } from './browser/v86-boot-page.js';
+import type { BootLayout, BootOutcome, BootRequest, BootResult } from './browser/v86-boot-page.js';
 import { openNodeBackend } from '../bindings/backends/node.js';
 import { SPLIT_MANIFEST_NAME } from '../bindings/backends/split-manifest.js';
 import { writeSplitImage } from '../bindings/tools/split-writer.js';
@@ -42,6 +43,10 @@ const MiB = 1024 * 1024;
 const DISK_BYTES = 128 * MiB;
 const PART_BYTES = 1 * MiB;
 const BOOT_TIMEOUT_MS = 600_000;
+/** The page's loading and opening on top of the boot's own limit. */
+const BOOT_PAGE_TIMEOUT_MS = BOOT_TIMEOUT_MS + 120_000;
+/** Linux's USER_HZ, the unit of utime and stime in /proc/<pid>/stat. */
+const CLOCK_TICKS_PER_SECOND = 100;
 const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
 
 type LayoutName = 'v86-parts' | 'qcow2-range' | 'qcow2-parts';
@@ -50,6 +55,8 @@ const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range', 'qcow2-parts
 interface BootRun extends BootResult {
   diskBytes: number;
   diskRequests: number;
+  /** CPU seconds the browser's processes used from start to the result (undefined without /proc). */
+  browserCpuSeconds: number | undefined;
 }
 
 /** Runs a host tool and returns its stdout; throws with its output when it fails. */
@@ -59,21 +66,39 @@ function tool(command: string, args: readonly string[]): string {
   return result.stdout;
 }
 
+/** The bench's local server: the boot files, the disk counts and the boots' results. */
+interface BootServer {
+  plugin: Plugin;
+  /** The disk bytes and requests served since the last call. */
+  takeStats(): { diskBytes: number; diskRequests: number };
+  /** The next outcome a page POSTs to /__v86boot/result. */
+  nextOutcome(): Promise<BootOutcome>;
+}
+
 /**
  * Serves the files in `files` (URL path below /__v86boot/ → bytes) with HEAD and single-range GET
- * support, and counts what it sends for paths under disk/. GET /__v86boot/stats returns the
- * counts and resets them.
+ * support, counts what it sends for paths under disk/, and takes the pages' POSTs to
+ * /__v86boot/result.
  */
-function bootFileServer(files: Map<string, Uint8Array>): Plugin {
+function bootFileServer(files: Map<string, Uint8Array>): BootServer {
   let diskBytes = 0;
   let diskRequests = 0;
+  let outcomeWaiter: ((outcome: BootOutcome) => void) | undefined;
+  const takeResult = (req: IncomingMessage, res: ServerResponse): void => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      res.end();
+      const outcome = JSON.parse(Buffer.concat(chunks).toString('utf8')) as BootOutcome;
+      const waiter = outcomeWaiter;
+      outcomeWaiter = undefined;
+      waiter?.(outcome);
+    });
+  };
   const handle = (req: IncomingMessage, res: ServerResponse): void => {
     const path = decodeURIComponent(new URL(req.url ?? '/', 'http://localhost').pathname.replace(/^\//, ''));
-    if (path === 'stats') {
-      res.setHeader('Content-Type', 'application/json');
-      res.end(JSON.stringify({ diskBytes, diskRequests }));
-      diskBytes = 0;
-      diskRequests = 0;
+    if (path === 'result' && req.method === 'POST') {
+      takeResult(req, res);
       return;
     }
     const bytes = files.get(path);
@@ -111,11 +136,74 @@ function bootFileServer(files: Map<string, Uint8Array>): Plugin {
     res.end(body);
   };
   return {
-    name: 'v86-boot-files',
-    configureServer(server) {
-      server.middlewares.use('/__v86boot', (req, res) => handle(req, res));
+    plugin: {
+      name: 'v86-boot-files',
+      configureServer(server) {
+        server.middlewares.use('/__v86boot', (req, res) => handle(req, res));
+      },
     },
+    takeStats() {
+      const stats = { diskBytes, diskRequests };
+      diskBytes = 0;
+      diskRequests = 0;
+      return stats;
+    },
+    nextOutcome: () => new Promise((resolve) => { outcomeWaiter = resolve; }),
   };
+}
+
+/**
+ * CPU seconds (user + system) used so far by process `rootPid` and the processes below it, from
+ * /proc; undefined where there is no /proc.
+ */
+function processTreeCpuSeconds(rootPid: number): number | undefined {
+  if (!existsSync('/proc/self/stat')) return undefined;
+  const ticks = new Map<number, { parent: number; ticks: number }>();
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      // After "pid (comm) ": state ppid ... utime (14th field) stime (15th).
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks.set(Number(entry), { parent: Number(fields[1]), ticks: Number(fields[11]) + Number(fields[12]) });
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  const inTree = (pid: number): boolean => {
+    for (let at: number | undefined = pid; at !== undefined && at > 1; at = ticks.get(at)?.parent) if (at === rootPid) return true;
+    return false;
+  };
+  let total = 0;
+  for (const [pid, entry] of ticks) if (inTree(pid)) total += entry.ticks;
+  return total / CLOCK_TICKS_PER_SECOND;
+}
+
+/** Boots `request` in a Chromium of its own and returns the page's result and the browser's CPU time. */
+async function bootInFreshBrowser(server: BootServer, pageUrl: string, request: BootRequest, scratch: string): Promise<{ result: BootResult; browserCpuSeconds: number | undefined }> {
+  const profile = mkdtempSync(join(scratch, 'chromium-profile-'));
+  const outcome = server.nextOutcome();
+  const child = spawn(CHROMIUM, [...CHROMIUM_ARGS, '--headless', `--user-data-dir=${profile}`, `${pageUrl}#${encodeURIComponent(JSON.stringify(request))}`],
+    { detached: true, stdio: 'ignore' });
+  const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const settled = await Promise.race([
+      outcome,
+      exited.then((code) => { throw new Error(`Chromium exited (code ${code}) before the boot reported`); }),
+      new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`no boot result within ${BOOT_PAGE_TIMEOUT_MS / 1000} s`)), BOOT_PAGE_TIMEOUT_MS); }),
+    ]);
+    const browserCpuSeconds = processTreeCpuSeconds(child.pid!);
+    if ('error' in settled) throw new Error(`the boot failed in the page: ${settled.error}`);
+    return { result: settled.result, browserCpuSeconds };
+  } finally {
+    clearTimeout(timer);
+    if (child.exitCode === null && child.signalCode === null) {
+      process.kill(-child.pid!, 'SIGKILL');
+      await exited;
+    }
+    rmSync(profile, { recursive: true, force: true });
+  }
 }
 
 /** The guest build's directory under `root`; throws saying how to build it when a file is missing. */
@@ -168,15 +256,19 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
   }
 }
 
+/** The median over rounds of each round's ratio of `name`'s boot time to v86's parts' in that round. */
+function medianRoundRatio(runs: Record<LayoutName, BootRun[]>, name: LayoutName): number {
+  return median(runs[name].map((run, round) => run.readyMs / runs['v86-parts'][round].readyMs));
+}
+
 async function main(): Promise<void> {
   const rounds = Number(process.env.QCOW2_WASM_V86_BOOT_ROUNDS ?? 5);
   const layouts = process.env.QCOW2_WASM_V86_BOOT_LAYOUTS?.split(',') ?? LAYOUTS;
   const unknown = layouts.filter((name) => !(LAYOUTS as readonly string[]).includes(name));
   if (unknown.length > 0) throw new Error(`QCOW2_WASM_V86_BOOT_LAYOUTS: no layout ${unknown.join(', ')} (layouts: ${LAYOUTS.join(', ')})`);
-  const profileDir = process.env.QCOW2_WASM_V86_BOOT_PROFILE;
   const compressionType = process.env.QCOW2_WASM_V86_BOOT_COMPRESSION ?? 'zlib';
   if (compressionType !== 'zlib' && compressionType !== 'zstd') throw new Error('QCOW2_WASM_V86_BOOT_COMPRESSION must be zlib or zstd');
-  const partial = profileDir !== undefined || layouts.length < LAYOUTS.length;
+  const partial = layouts.length < LAYOUTS.length;
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
   const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
@@ -185,24 +277,25 @@ async function main(): Promise<void> {
   try {
     const { files, qcow2Bytes } = await prepareFiles(root, scratch, compressionType);
     mkdirSync(join(scratch, 'vite-cache'));
+    const bootServer = bootFileServer(files);
     const server = await createServer({
       root,
       configFile: false,
       cacheDir: join(scratch, 'vite-cache'),
       logLevel: 'error',
-      plugins: [bootFileServer(files)],
+      plugins: [bootServer.plugin],
       server: { host: '127.0.0.1', port: 0, hmr: false },
       optimizeDeps: { noDiscovery: true, include: ['@assemblyscript/loader', 'fflate', 'fzstd', 'v86', 'zstddec'] },
     });
     await server.listen();
-    const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS });
     try {
       const address = server.httpServer!.address();
       if (address === null || typeof address === 'string') throw new Error('the bench server has no port');
       const origin = `http://127.0.0.1:${address.port}`;
+      const chromiumVersion = tool(CHROMIUM, ['--version']).trim();
       const qemuVersion = tool('qemu-img', ['--version']).split('\n')[0];
       const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
-      console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless Chromium ${browser.version()}, v86 ${v86Version}, ${qemuVersion}`);
+      console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless ${chromiumVersion}, v86 ${v86Version}, ${qemuVersion}`);
       console.log(machineLine());
       console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
 
@@ -210,63 +303,54 @@ async function main(): Promise<void> {
       for (let round = 0; round < rounds; round++) {
         for (let i = 0; i < layouts.length; i++) {
           const name = layouts[(round + i) % layouts.length] as LayoutName;
-          const context = await browser.newContext();
-          const page = await context.newPage();
-          try {
-            await page.goto(`${origin}/bench/browser/v86-boot.html`);
-            await page.waitForFunction(() => 'v86Boot' in window, undefined, { timeout: 120_000 });
-            await fetch(`${origin}/__v86boot/stats`);
-            const request: BootRequest = {
-              assets: `${origin}/__v86boot/assets/`,
-              cmdline: `${guest.kernelArgs} qw.mode=rootfs`,
-              layout: layoutFor(name, origin),
-              timeoutMs: BOOT_TIMEOUT_MS,
-            };
-            const profiler = profileDir === undefined ? undefined : await page.context().newCDPSession(page);
-            if (profiler !== undefined) {
-              await profiler.send('Profiler.enable');
-              await profiler.send('Profiler.start');
-            }
-            const result = await page.evaluate((r) => (window as unknown as { v86Boot: { run(r: BootRequest): Promise<BootResult> } }).v86Boot.run(r), request);
-            if (profiler !== undefined) {
-              const { profile } = await profiler.send('Profiler.stop');
-              mkdirSync(profileDir!, { recursive: true });
-              writeFileSync(join(profileDir!, `${name}-${round + 1}.cpuprofile`), JSON.stringify(profile));
-            }
-            const stats = await (await fetch(`${origin}/__v86boot/stats`)).json() as { diskBytes: number; diskRequests: number };
-            runs[name].push({ ...result, ...stats });
-            const r = result.diskReads;
-            const reads = `; guest reads: ${r.count} (${r.answeredAtOnce} at once), ${(r.bytes / MiB).toFixed(1)} MiB, waited ${(r.waitMs / 1000).toFixed(2)} s in all, at most ${r.maxWaitMs.toFixed(0)} ms`;
-            console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}`);
-          } finally {
-            await context.close();
-          }
+          const request: BootRequest = {
+            assets: `${origin}/__v86boot/assets/`,
+            cmdline: `${guest.kernelArgs} qw.mode=rootfs`,
+            layout: layoutFor(name, origin),
+            timeoutMs: BOOT_TIMEOUT_MS,
+          };
+          bootServer.takeStats();
+          const { result, browserCpuSeconds } = await bootInFreshBrowser(bootServer, `${origin}/bench/browser/v86-boot.html`, request, scratch);
+          const stats = bootServer.takeStats();
+          runs[name].push({ ...result, ...stats, browserCpuSeconds });
+          const r = result.diskReads;
+          const reads = `; guest reads: ${r.count} (${r.answeredAtOnce} at once), ${(r.bytes / MiB).toFixed(1)} MiB, waited ${(r.waitMs / 1000).toFixed(2)} s in all, at most ${r.maxWaitMs.toFixed(0)} ms`;
+          const cpu = browserCpuSeconds === undefined ? '' : `; browser CPU ${browserCpuSeconds.toFixed(1)} s`;
+          console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}${cpu}`);
         }
       }
 
       if (partial) {
-        console.log('\n(only some layouts, or profiled: no results written)');
+        console.log('\n(only some layouts: no results written)');
         return;
       }
+      const cpuSeconds = (name: LayoutName): number | undefined => {
+        const measured = runs[name].map((run) => run.browserCpuSeconds);
+        return measured.every((seconds) => seconds !== undefined) ? median(measured as number[]) : undefined;
+      };
       const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
         readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
+        medianRoundRatio: medianRoundRatio(runs, name),
         readWaitSeconds: median(runs[name].map((run) => run.diskReads.waitMs)) / 1000,
+        browserCpuSeconds: cpuSeconds(name),
         diskBytes: median(runs[name].map((run) => run.diskBytes)),
         diskRequests: median(runs[name].map((run) => run.diskRequests)),
-      }])) as Record<LayoutName, { readySeconds: number; readWaitSeconds: number; diskBytes: number; diskRequests: number }>;
+      }])) as Record<LayoutName, { readySeconds: number; medianRoundRatio: number; readWaitSeconds: number; browserCpuSeconds: number | undefined; diskBytes: number; diskRequests: number }>;
       const baseline = summary['v86-parts'];
       console.log('');
-      printTable(['layout', 'ready (s)', 'time vs v86-parts', 'guest waited (s)', 'disk MiB', 'bytes vs v86-parts', 'requests'],
+      printTable(['layout', 'ready (s)', 'time vs v86-parts: medians', 'median of rounds', 'guest waited (s)', 'browser CPU (s)', 'disk MiB', 'bytes vs v86-parts', 'requests'],
         LAYOUTS.map((name) => [name, summary[name].readySeconds.toFixed(1),
           `${(summary[name].readySeconds / baseline.readySeconds).toFixed(2)}x`,
+          `${summary[name].medianRoundRatio.toFixed(2)}x`,
           summary[name].readWaitSeconds.toFixed(2),
+          summary[name].browserCpuSeconds?.toFixed(1) ?? '-',
           (summary[name].diskBytes / MiB).toFixed(1),
           `${(summary[name].diskBytes / baseline.diskBytes).toFixed(2)}x`,
           String(summary[name].diskRequests)]));
       const result = {
         bench: 'v86-boot',
         ...runProvenance(),
-        versions: { chromium: browser.version(), v86: v86Version, qemuImg: qemuVersion, kernel: guest.kernelRelease, packages: guest.packages },
+        versions: { chromium: chromiumVersion, v86: v86Version, qemuImg: qemuVersion, kernel: guest.kernelRelease, packages: guest.packages },
         diskBytes: DISK_BYTES,
         partBytes: PART_BYTES,
         qcow2FileBytes: qcow2Bytes,
@@ -279,7 +363,6 @@ async function main(): Promise<void> {
       writeFileSync(join(root, 'bench', 'results', 'v86-boot.json'), `${JSON.stringify(result, null, 2)}\n`);
       printResult({ bench: 'v86-boot', summary });
     } finally {
-      await browser.close();
       await server.close();
     }
   } finally {
