@@ -153,8 +153,9 @@ function bootFileServer(files: Map<string, Uint8Array>): BootServer {
 }
 
 /**
- * CPU seconds (user + system) used so far by process `rootPid` and the processes below it, from
- * /proc; undefined where there is no /proc.
+ * CPU seconds (user + system) used so far by process `rootPid` and the processes below it that are
+ * still running (a child that has ended no longer counts), from /proc; undefined where there is
+ * no /proc.
  */
 function processTreeCpuSeconds(rootPid: number): number | undefined {
   if (!existsSync('/proc/self/stat')) return undefined;
