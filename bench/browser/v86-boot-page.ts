@@ -117,5 +117,7 @@ async function report(outcome: BootOutcome): Promise<void> {
   await fetch('/__v86boot/result', { method: 'POST', body: JSON.stringify(outcome) });
 }
 
-const request = JSON.parse(decodeURIComponent(location.hash.slice(1))) as BootRequest;
+const fragment = decodeURIComponent(location.hash.slice(1));
+if (fragment === '') throw new Error('this page boots what its URL fragment asks for (JSON): npm run bench:v86-boot opens it so');
+const request = JSON.parse(fragment) as BootRequest;
 run(request).then((result) => report({ result }), (error: unknown) => report({ error: error instanceof Error ? error.stack ?? error.message : String(error) }));
