@@ -8,16 +8,21 @@
 //                (toV86Disk)
 //   qcow2-parts  the same qcow2 file in 1 MiB parts with a manifest (writeSplitImage), read with
 //                plain GETs through openSplitBackend, under a qcow2 overlay in memory
+//   memory       the raw disk fetched whole before the clock starts and given to v86 as an
+//                ArrayBuffer: no read waits, so it is the floor for any disk (a reference, not a
+//                way to serve one)
 // Each boot runs in a Chromium started for it alone (a fresh profile, no driver attached: the
 // page reads its request from the URL and POSTs its result back), so no boot shares a browser
 // with another and no DevTools session adds work to the one measured.
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree),
+// and of that the time after its "QW DISK" line (before it the kernel boots from the initramfs and
+// reads no more than the disk's partition table),
 // the time the guest waited for its disk reads (from v86's IDE events), the disk bytes and
 // requests the server sent, and the CPU time the browser's processes used (Linux: from /proc).
 // QCOW2_WASM_V86_BOOT_ROUNDS (default 5) interleaved rounds, the layouts' order rotating from
 // round to round; per layout the medians, and against v86's parts both the ratio of the medians
-// and the median of each round's ratio (boots of one round ran next to each other, so the
+// and the median of each round's ratio, for the whole boot and for the time after DISK (boots of one round ran next to each other, so the
 // machine's drift between rounds cancels); results in bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // writes no results. QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's
@@ -49,8 +54,8 @@ const BOOT_PAGE_TIMEOUT_MS = BOOT_TIMEOUT_MS + 120_000;
 const CLOCK_TICKS_PER_SECOND = 100;
 const BIOS_PATH = process.env.SEABIOS_PATH ?? '/usr/share/seabios/bios.bin';
 
-type LayoutName = 'v86-parts' | 'qcow2-range' | 'qcow2-parts';
-const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range', 'qcow2-parts'];
+type LayoutName = 'v86-parts' | 'qcow2-range' | 'qcow2-parts' | 'memory';
+const LAYOUTS: readonly LayoutName[] = ['v86-parts', 'qcow2-range', 'qcow2-parts', 'memory'];
 
 interface BootRun extends BootResult {
   diskBytes: number;
@@ -232,6 +237,7 @@ async function prepareFiles(root: string, scratch: string, compressionType: Comp
   files.set('assets/bzImage', readFileSync(join(guestDir, 'bzImage')));
   files.set('assets/initramfs.cpio', readFileSync(join(guestDir, 'initramfs.cpio')));
   const raw = readFileSync(rawPath);
+  files.set('disk/disk.raw', raw);
   for (let start = 0; start < raw.byteLength; start += PART_BYTES) {
     files.set(`disk/parts/disk-${start}-${start + PART_BYTES}.img`, raw.subarray(start, start + PART_BYTES));
   }
@@ -254,12 +260,17 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
       return { kind: 'qcow2-range', url: `${origin}/__v86boot/disk/disk.qcow2`, virtualBytes: DISK_BYTES };
     case 'qcow2-parts':
       return { kind: 'qcow2-parts', url: `${origin}/__v86boot/disk/qcow2-parts/${SPLIT_MANIFEST_NAME}`, virtualBytes: DISK_BYTES };
+    case 'memory':
+      return { kind: 'memory', url: `${origin}/__v86boot/disk/disk.raw` };
   }
 }
 
-/** The median over rounds of each round's ratio of `name`'s boot time to v86's parts' in that round. */
-function medianRoundRatio(runs: Record<LayoutName, BootRun[]>, name: LayoutName): number {
-  return median(runs[name].map((run, round) => run.readyMs / runs['v86-parts'][round].readyMs));
+/** The time of `run` after the guest's DISK line. */
+const afterDiskMs = (run: BootResult): number => run.readyMs - run.diskFoundMs;
+
+/** The median over rounds of each round's ratio of `name`'s time (`timeMs` of a boot) to v86's parts' in that round. */
+function medianRoundRatio(runs: Record<LayoutName, BootRun[]>, name: LayoutName, timeMs: (run: BootResult) => number): number {
+  return median(runs[name].map((run, round) => timeMs(run) / timeMs(runs['v86-parts'][round])));
 }
 
 async function main(): Promise<void> {
@@ -300,7 +311,7 @@ async function main(): Promise<void> {
       console.log(machineLine());
       console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
 
-      const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [] };
+      const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [], memory: [] };
       for (let round = 0; round < rounds; round++) {
         for (let i = 0; i < layouts.length; i++) {
           const name = layouts[(round + i) % layouts.length] as LayoutName;
@@ -317,7 +328,7 @@ async function main(): Promise<void> {
           const r = result.diskReads;
           const reads = `; guest reads: ${r.count} (${r.answeredAtOnce} at once), ${(r.bytes / MiB).toFixed(1)} MiB, waited ${(r.waitMs / 1000).toFixed(2)} s in all, at most ${r.maxWaitMs.toFixed(0)} ms`;
           const cpu = browserCpuSeconds === undefined ? '' : `; browser CPU ${browserCpuSeconds.toFixed(1)} s`;
-          console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s, ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}${cpu}`);
+          console.log(`  round ${round + 1}, ${name}: ready in ${(result.readyMs / 1000).toFixed(1)} s (${(afterDiskMs(result) / 1000).toFixed(1)} s after DISK), ${(stats.diskBytes / MiB).toFixed(1)} MiB in ${stats.diskRequests} requests (${result.ready})${reads}${cpu}`);
         }
       }
 
@@ -331,18 +342,23 @@ async function main(): Promise<void> {
       };
       const summary = Object.fromEntries(LAYOUTS.map((name) => [name, {
         readySeconds: median(runs[name].map((run) => run.readyMs)) / 1000,
-        medianRoundRatio: medianRoundRatio(runs, name),
+        medianRoundRatio: medianRoundRatio(runs, name, (run) => run.readyMs),
+        afterDiskSeconds: median(runs[name].map(afterDiskMs)) / 1000,
+        afterDiskRoundRatio: medianRoundRatio(runs, name, afterDiskMs),
         readWaitSeconds: median(runs[name].map((run) => run.diskReads.waitMs)) / 1000,
         browserCpuSeconds: cpuSeconds(name),
         diskBytes: median(runs[name].map((run) => run.diskBytes)),
         diskRequests: median(runs[name].map((run) => run.diskRequests)),
-      }])) as Record<LayoutName, { readySeconds: number; medianRoundRatio: number; readWaitSeconds: number; browserCpuSeconds: number | undefined; diskBytes: number; diskRequests: number }>;
+      }])) as Record<LayoutName, { readySeconds: number; medianRoundRatio: number; afterDiskSeconds: number; afterDiskRoundRatio: number; readWaitSeconds: number; browserCpuSeconds: number | undefined; diskBytes: number; diskRequests: number }>;
       const baseline = summary['v86-parts'];
       console.log('');
-      printTable(['layout', 'ready (s)', 'time vs v86-parts: medians', 'median of rounds', 'guest waited (s)', 'browser CPU (s)', 'disk MiB', 'bytes vs v86-parts', 'requests'],
+      printTable(['layout', 'ready (s)', 'time vs v86-parts: medians', 'median of rounds', 'after DISK (s)', 'after DISK vs v86-parts: medians', 'median of rounds', 'guest waited (s)', 'browser CPU (s)', 'disk MiB', 'bytes vs v86-parts', 'requests'],
         LAYOUTS.map((name) => [name, summary[name].readySeconds.toFixed(1),
           `${(summary[name].readySeconds / baseline.readySeconds).toFixed(2)}x`,
           `${summary[name].medianRoundRatio.toFixed(2)}x`,
+          summary[name].afterDiskSeconds.toFixed(1),
+          `${(summary[name].afterDiskSeconds / baseline.afterDiskSeconds).toFixed(2)}x`,
+          `${summary[name].afterDiskRoundRatio.toFixed(2)}x`,
           summary[name].readWaitSeconds.toFixed(2),
           summary[name].browserCpuSeconds?.toFixed(1) ?? '-',
           (summary[name].diskBytes / MiB).toFixed(1),
