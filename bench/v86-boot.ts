@@ -26,7 +26,10 @@
 // machine's drift between rounds cancels); results in bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // writes no results. QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's
-// compression_type. Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's
+// compression_type. QCOW2_WASM_V86_BOOT_LINK_MBITS (megabits per second) sends the disk's bytes
+// over a link of that rate, shared fairly by the responses in flight, as a user's connection to
+// a remote host would (the memory layout's preload excepted: it happens before the clock); its
+// results go to bench/results/v86-boot-link-<rate>mbit.json. Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's
 // chromium and seabios, qemu-img and mke2fs.
 
 import { spawn, spawnSync } from 'node:child_process';
@@ -85,7 +88,43 @@ interface BootServer {
  * support, counts what it sends for paths under disk/, and takes the pages' POSTs to
  * /__v86boot/result.
  */
-function bootFileServer(files: Map<string, Uint8Array>): BootServer {
+/** Sends response bodies at `bytesPerSecond` in all, taking turns a chunk at a time. */
+function sharedLink(bytesPerSecond: number): (res: ServerResponse, body: Uint8Array) => void {
+  const CHUNK_BYTES = 16 * 1024;
+  const sending: { res: ServerResponse; body: Uint8Array; sentBytes: number }[] = [];
+  let nextChunkAtMs = 0;
+  let timer: NodeJS.Timeout | undefined;
+  const sendNextChunk = (): void => {
+    timer = undefined;
+    const stream = sending.shift();
+    if (stream === undefined) return;
+    const chunk = stream.body.subarray(stream.sentBytes, stream.sentBytes + CHUNK_BYTES);
+    stream.sentBytes += chunk.byteLength;
+    if (stream.res.destroyed) {
+      // The client went away: the rest of this body never goes out.
+    } else if (stream.sentBytes === stream.body.byteLength) {
+      stream.res.end(chunk);
+    } else {
+      stream.res.write(chunk);
+      sending.push(stream);
+    }
+    nextChunkAtMs += (chunk.byteLength / bytesPerSecond) * 1000;
+    timer = setTimeout(sendNextChunk, Math.max(0, nextChunkAtMs - performance.now()));
+  };
+  return (res, body) => {
+    sending.push({ res, body, sentBytes: 0 });
+    if (timer === undefined) {
+      nextChunkAtMs = performance.now();
+      sendNextChunk();
+    }
+  };
+}
+
+/** Where the memory layout's disk is served: before a boot's clock starts, so never over the shared link. */
+const PRELOAD_PATH = 'disk/preload/disk.raw';
+
+function bootFileServer(files: Map<string, Uint8Array>, linkBytesPerSecond: number | undefined): BootServer {
+  const link = linkBytesPerSecond === undefined ? undefined : sharedLink(linkBytesPerSecond);
   let diskBytes = 0;
   let diskRequests = 0;
   let outcomeWaiter: ((outcome: BootOutcome) => void) | undefined;
@@ -138,7 +177,8 @@ function bootFileServer(files: Map<string, Uint8Array>): BootServer {
       diskBytes += body.byteLength;
       diskRequests++;
     }
-    res.end(body);
+    if (link !== undefined && path.startsWith('disk/') && path !== PRELOAD_PATH && body.byteLength > 0) link(res, body);
+    else res.end(body);
   };
   return {
     plugin: {
@@ -237,7 +277,7 @@ async function prepareFiles(root: string, scratch: string, compressionType: Comp
   files.set('assets/bzImage', readFileSync(join(guestDir, 'bzImage')));
   files.set('assets/initramfs.cpio', readFileSync(join(guestDir, 'initramfs.cpio')));
   const raw = readFileSync(rawPath);
-  files.set('disk/disk.raw', raw);
+  files.set(PRELOAD_PATH, raw);
   for (let start = 0; start < raw.byteLength; start += PART_BYTES) {
     files.set(`disk/parts/disk-${start}-${start + PART_BYTES}.img`, raw.subarray(start, start + PART_BYTES));
   }
@@ -261,7 +301,7 @@ function layoutFor(name: LayoutName, origin: string): BootLayout {
     case 'qcow2-parts':
       return { kind: 'qcow2-parts', url: `${origin}/__v86boot/disk/qcow2-parts/${SPLIT_MANIFEST_NAME}`, virtualBytes: DISK_BYTES };
     case 'memory':
-      return { kind: 'memory', url: `${origin}/__v86boot/disk/disk.raw` };
+      return { kind: 'memory', url: `${origin}/__v86boot/${PRELOAD_PATH}` };
   }
 }
 
@@ -281,6 +321,8 @@ async function main(): Promise<void> {
   const compressionType = process.env.QCOW2_WASM_V86_BOOT_COMPRESSION ?? 'zlib';
   if (compressionType !== 'zlib' && compressionType !== 'zstd') throw new Error('QCOW2_WASM_V86_BOOT_COMPRESSION must be zlib or zstd');
   const partial = layouts.length < LAYOUTS.length;
+  const linkMbits = process.env.QCOW2_WASM_V86_BOOT_LINK_MBITS === undefined ? undefined : Number(process.env.QCOW2_WASM_V86_BOOT_LINK_MBITS);
+  if (linkMbits !== undefined && !(linkMbits > 0)) throw new Error('QCOW2_WASM_V86_BOOT_LINK_MBITS must be a positive number (megabits per second)');
   if (!Number.isInteger(rounds) || rounds < 1 || rounds > 20) throw new Error('QCOW2_WASM_V86_BOOT_ROUNDS must be 1..20');
   if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} not found (apt-get install chromium, or set CHROMIUM_PATH)`);
   const root = packageRootWith(join('bench', 'browser', 'v86-boot.html'));
@@ -289,7 +331,7 @@ async function main(): Promise<void> {
   try {
     const { files, qcow2Bytes } = await prepareFiles(root, scratch, compressionType);
     mkdirSync(join(scratch, 'vite-cache'));
-    const bootServer = bootFileServer(files);
+    const bootServer = bootFileServer(files, linkMbits === undefined ? undefined : (linkMbits * 1e6) / 8);
     const server = await createServer({
       root,
       configFile: false,
@@ -309,7 +351,7 @@ async function main(): Promise<void> {
       const v86Version = (JSON.parse(readFileSync(join(dirname(createRequire(import.meta.url).resolve('v86')), '..', 'package.json'), 'utf8')) as { version: string }).version;
       console.log(`v86 boot: Linux ${guest.kernelRelease} guest, root file system on a ${DISK_BYTES / MiB} MiB ext4 disk over HTTP; headless ${chromiumVersion}, v86 ${v86Version}, ${qemuVersion}`);
       console.log(machineLine());
-      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds\n`);
+      console.log(`disk: ${(statSync(join(scratch, 'disk.raw')).size / MiB).toFixed(0)} MiB raw; qcow2 with ${compressionType} compressed clusters ${(qcow2Bytes / MiB).toFixed(1)} MiB; parts of ${PART_BYTES / MiB} MiB; ${rounds} interleaved rounds; ${linkMbits === undefined ? 'no link limit' : `disk bytes over a shared ${linkMbits} Mbit/s link`}\n`);
 
       const runs: Record<LayoutName, BootRun[]> = { 'v86-parts': [], 'qcow2-range': [], 'qcow2-parts': [], memory: [] };
       for (let round = 0; round < rounds; round++) {
@@ -372,12 +414,13 @@ async function main(): Promise<void> {
         partBytes: PART_BYTES,
         qcow2FileBytes: qcow2Bytes,
         compressionType,
+        linkMbits: linkMbits ?? null,
         rounds,
         summary,
         runs,
       };
       mkdirSync(join(root, 'bench', 'results'), { recursive: true });
-      writeFileSync(join(root, 'bench', 'results', 'v86-boot.json'), `${JSON.stringify(result, null, 2)}\n`);
+      writeFileSync(join(root, 'bench', 'results', linkMbits === undefined ? 'v86-boot.json' : `v86-boot-link-${linkMbits}mbit.json`), `${JSON.stringify(result, null, 2)}\n`);
       printResult({ bench: 'v86-boot', summary });
     } finally {
       await server.close();
