@@ -17,20 +17,22 @@
 // Measured per boot: the time from the V86 constructor to the guest's "QW READY" line (the guest
 // mounts the disk as its root, runs programs and loads modules from it and reads the module tree),
 // and of that the time after its "QW DISK" line (before it the kernel boots from the initramfs and
-// reads no more than the disk's partition table),
-// the time the guest waited for its disk reads (from v86's IDE events), the disk bytes and
-// requests the server sent, and the CPU time the browser's processes used (Linux: from /proc).
+// reads no more than the disk's partition table); the time the guest waited for its disk reads
+// (from v86's IDE events), the disk bytes and requests the server sent, and the CPU time the
+// browser's processes used (Linux: from /proc).
 // QCOW2_WASM_V86_BOOT_ROUNDS (default 5) interleaved rounds, the layouts' order rotating from
 // round to round; per layout the medians, and against v86's parts both the ratio of the medians
-// and the median of each round's ratio, for the whole boot and for the time after DISK (boots of one round ran next to each other, so the
-// machine's drift between rounds cancels); results in bench/results/v86-boot.json.
+// and the median of each round's ratio, for the whole boot and for the time after DISK (boots of
+// one round ran next to each other, so the machine's drift between rounds cancels); results in
+// bench/results/v86-boot.json.
 // For investigating: QCOW2_WASM_V86_BOOT_LAYOUTS (comma-separated names) boots only those, and
 // writes no results. QCOW2_WASM_V86_BOOT_COMPRESSION (zlib, the default, or zstd) is qemu-img's
 // compression_type. QCOW2_WASM_V86_BOOT_LINK_MBITS (megabits per second) sends the disk's bytes
 // over a link of that rate, shared fairly by the responses in flight, as a user's connection to
 // a remote host would (the memory layout's preload excepted: it happens before the clock); its
-// results go to bench/results/v86-boot-link-<rate>mbit.json. Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's
-// chromium and seabios, qemu-img and mke2fs.
+// results go to bench/results/v86-boot-link-<rate>mbit.json.
+// Needs scripts/v86-linux/download.sh and build.sh to have run, Debian's chromium and seabios,
+// qemu-img and mke2fs.
 
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
