@@ -86,28 +86,6 @@ function countReads(emulator: V86, stats: DiskReadStats): void {
   });
 }
 
-/**
- * Resolves with the page's clock reading when `emulator`'s guest prints its first report line
- * that starts with `prefix` (e.g. "DISK").
- */
-function whenGuestSays(emulator: V86, prefix: string): Promise<number> {
-  return new Promise((resolve) => {
-    let line = '';
-    const onByte = (byte: number): void => {
-      if (byte !== 10) {
-        line += String.fromCharCode(byte);
-        return;
-      }
-      if (line.startsWith(`QW ${prefix}`)) {
-        emulator.remove_listener('serial0-output-byte', onByte);
-        resolve(performance.now());
-      }
-      line = '';
-    };
-    emulator.add_listener('serial0-output-byte', onByte);
-  });
-}
-
 /** The hda option for `layout`, and the adapter to close afterwards (none for v86's own disks). */
 async function diskFor(layout: Exclude<BootLayout, { kind: 'memory' }>): Promise<{ hda: unknown; disk?: V86Disk }> {
   if (layout.kind === 'v86-parts') {
@@ -144,11 +122,12 @@ async function run(request: BootRequest): Promise<BootResult> {
   const diskReads: DiskReadStats = { count: 0, bytes: 0, waitMs: 0, maxWaitMs: 0, answeredAtOnce: 0 };
   const emulator = new V86(guestOptions(guestFilesAt(request.assets), request.cmdline, hda));
   countReads(emulator, diskReads);
-  const diskFound = whenGuestSays(emulator, 'DISK');
   try {
-    const { matched } = await waitForGuestLine(emulator, /^READY/, request.timeoutMs);
-    const readyAt = performance.now();
-    return { readyMs: readyAt - started, ready: matched, diskFoundMs: (await diskFound) - started, diskReads };
+    const { matched, lines, linesAtMs } = await waitForGuestLine(emulator, /^READY/, request.timeoutMs);
+    const readyMs = performance.now() - started;
+    const diskLine = lines.findIndex((line) => line.startsWith('DISK'));
+    if (diskLine < 0) throw new Error(`the guest reported READY without a DISK line first: ${lines.join(' | ')}`);
+    return { readyMs, ready: matched, diskFoundMs: linesAtMs[diskLine] - started, diskReads };
   } finally {
     await emulator.destroy();
     await disk?.close();

@@ -53,6 +53,8 @@ export function guestOptions(files: GuestFiles, cmdline: string, hda: unknown): 
 export interface GuestReport {
   /** The report lines in order, without the "QW " prefix and the "(at N s)" time. */
   lines: string[];
+  /** When each of `lines` arrived, on the host's clock (performance.now()). */
+  linesAtMs: number[];
   /** The line that ended the wait (without prefix and time). */
   matched: string;
   /** Everything the guest wrote to COM1. */
@@ -69,6 +71,7 @@ export function waitForGuestLine(emulator: Pick<V86, 'add_listener' | 'remove_li
     let serial = '';
     let lineStart = 0;
     const lines: string[] = [];
+    const linesAtMs: number[] = [];
     let settled = false;
     let failing = false;
     const settle = (outcome: () => void): void => {
@@ -90,12 +93,13 @@ export function waitForGuestLine(emulator: Pick<V86, 'add_listener' | 'remove_li
       if (!line.startsWith('QW ') || failing) return;
       const report = line.slice(3).replace(/ \(at [\d.]+ s\)$/, '');
       lines.push(report);
+      linesAtMs.push(performance.now());
       if (report.startsWith('FAIL')) {
         // The guest prints the kernel log after FAIL: give it a moment to arrive.
         failing = true;
         setTimeout(() => settle(() => reject(new Error(`the guest reported ${report}; serial:\n${serial}`))), 500);
       } else if (until.test(report)) {
-        settle(() => resolve({ lines, matched: report, serial }));
+        settle(() => resolve({ lines, linesAtMs, matched: report, serial }));
       }
     };
     const timer = setTimeout(() => settle(() => reject(new Error(`the guest did not report ${until} within ${timeoutMs} ms; serial so far:\n${serial}`))), timeoutMs);
